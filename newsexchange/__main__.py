@@ -1,0 +1,3 @@
+from newsexchange.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""``newsexchange check``: validate the configuration and say what would run."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from newsexchange.commands import Context, add_common
+from newsexchange.config import database_url
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser("check", help="validate feeds.yaml and print what would run")
+    add_common(p)
+    p.set_defaults(handler=check)
+
+
+def check(ctx: Context) -> int:
+    cfg = ctx.config
+    by_region: dict[str, int] = {}
+    for s in cfg.sources:
+        by_region[s.region] = by_region.get(s.region, 0) + 1
+    url = database_url(cfg)
+    safe_url = url.split("@")[-1] if "@" in url else url  # never print a password
+    data: dict[str, Any] = {
+        "ok": True,
+        "config": str(cfg.path),
+        "database": safe_url,
+        "timezone": cfg.timezone,
+        "mail_backend": cfg.mail.backend,
+        "regions": {
+            rid: {"name": r.name, "language": r.language, "sources": by_region.get(rid, 0)}
+            for rid, r in cfg.regions.items()
+        },
+        "sources": len(cfg.sources),
+        "sources_enabled": sum(1 for s in cfg.sources if s.enabled),
+        "translation_providers": [p.name for p in cfg.translation.providers],
+        "lists": sorted(cfg.lists),
+        "exchanges": [
+            {
+                "id": e.id,
+                "from": e.from_,
+                "language": e.language,
+                "schedule": {
+                    "days": e.schedule.days,
+                    "time": e.schedule.time,
+                    "timezone": str(cfg.exchange_tz(e)),
+                },
+                "editors": len(e.editors),
+                "approvals_required": e.approvals_required,
+                "lists": e.lists,
+                "max_items": e.max_items,
+            }
+            for e in cfg.exchanges
+        ],
+    }
+
+    def text() -> str:
+        lines = [
+            f"{cfg.path}: OK",
+            f"  database: {safe_url}",
+            f"  mail: {cfg.mail.backend}",
+            f"  time zone: {cfg.timezone}",
+        ]
+        for rid, r in cfg.regions.items():
+            lines.append(
+                f"  region {rid} ({r.name}, {r.language}): {by_region.get(rid, 0)} sources"
+            )
+        provs = ", ".join(p.name for p in cfg.translation.providers) or "none"
+        lines.append(f"  translation: {provs}")
+        for e in cfg.exchanges:
+            lines.append(
+                f"  exchange {e.id}: {'+'.join(e.from_)} → {e.language}, days "
+                f"{', '.join(map(str, e.schedule.days))} at {e.schedule.time} "
+                f"({cfg.exchange_tz(e)}), {len(e.editors)} editor(s), lists: "
+                f"{', '.join(e.lists) or 'none'}"
+            )
+        return "\n".join(lines)
+
+    ctx.emit(data, text)
+    return 0

@@ -1,0 +1,757 @@
+"""feeds.yaml and the environment → one validated, frozen :class:`Config`.
+
+Nothing below this module reads YAML or environment variables. Every mistake in the file is
+reported as ``feeds.yaml:LINE: what is wrong (expected …)``; all mistakes are collected so a
+user can fix them in one pass. Unknown keys are errors, never silently ignored.
+
+Secrets never live in the file: it names environment variables (``*_env`` keys) and
+:meth:`Config.secret` reads them from the environment snapshot taken at load time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets as _secrets
+from collections.abc import Mapping
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from newsexchange import __version__
+from newsexchange.errors import ConfigError, ConfigErrors
+
+Language = Literal["fi", "ru", "en"]
+LANGUAGES: tuple[str, ...] = get_args(Language)
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+DEFAULT_CONFIG = "feeds.yaml"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _check_id(value: str) -> str:
+    if not ID_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid id (expected lowercase letters, digits, '-', '_' or '.')"
+        )
+    return value
+
+
+def _check_url(value: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    m = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*):(//)?", value)
+    if m and m.group(1).lower() == "file" and "file" in schemes and len(value) > 5:
+        return value  # file:relative/path (from the folder of feeds.yaml) or file:///abs
+    if not m or not m.group(2) or m.group(1).lower() not in schemes:
+        raise ValueError(
+            f"{value!r} is not a URL (expected {' or '.join(s + '://…' for s in schemes)})"
+        )
+    if m.group(1).lower() in ("http", "https") and not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"{value!r} has no host")
+    return value
+
+
+def _check_email(value: str) -> str:
+    addr = value
+    m = re.match(r"^.*<([^>]+)>\s*$", value)
+    if m:
+        addr = m.group(1)
+    if not EMAIL_RE.match(addr.strip()):
+        raise ValueError(f"{value!r} is not an email address (expected name@example.org)")
+    return value
+
+
+class FetchSettings(_Model):
+    """How sources are fetched; the defaults suit a few hundred regional feeds."""
+
+    interval_minutes: int = Field(30, ge=1)
+    connect_timeout: float = Field(10.0, gt=0)
+    read_timeout: float = Field(30.0, gt=0)
+    total_timeout: float = Field(60.0, gt=0)
+    max_body_bytes: int = Field(10_000_000, ge=1024)
+    max_redirects: int = Field(5, ge=0, le=20)
+    concurrency: int = Field(50, ge=1, le=1000)
+    per_host: int = Field(4, ge=1, le=100)
+    retries: int = Field(2, ge=0, le=10)
+    max_backoff_hours: float = Field(24.0, gt=0)
+    summary_chars: int = Field(500, ge=50)
+    user_agent: str | None = None
+
+
+class SmtpSettings(_Model):
+    host: str = "localhost"
+    port: int = Field(25, ge=1, le=65535)
+    starttls: bool = False
+    tls: bool = False
+    username_env: str | None = None
+    password_env: str | None = None
+    connections: int = Field(2, ge=1, le=16)
+    timeout: float = Field(30.0, gt=0)
+
+
+class SendgridSettings(_Model):
+    api_key_env: str = "SENDGRID_API_KEY"
+    base_url: str = "https://api.sendgrid.com"
+    webhook_public_key_env: str = "SENDGRID_WEBHOOK_PUBLIC_KEY"
+    inbound_secret_env: str = "SENDGRID_INBOUND_SECRET"
+    timeout: float = Field(30.0, gt=0)
+
+    _v_url = field_validator("base_url")(_check_url)
+
+
+class ImapSettings(_Model):
+    host: str
+    port: int = Field(993, ge=1, le=65535)
+    ssl: bool = True
+    username_env: str = "IMAP_USER"
+    password_env: str = "IMAP_PASSWORD"
+    folder: str = "INBOX"
+
+
+class MailSettings(_Model):
+    backend: Literal["outbox", "smtp", "sendgrid"] = "outbox"
+    from_: str = Field("Joensuu–Petrozavodsk news exchange <news@example.org>", alias="from")
+    reply_to: str | None = None
+    outbox_dir: str = "var/outbox"
+    rate_per_second: float = Field(50.0, gt=0)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    sendgrid: SendgridSettings = Field(default_factory=SendgridSettings)
+    imap: ImapSettings | None = None
+    operators: list[str] = Field(default_factory=list)
+
+    _v_from = field_validator("from_")(_check_email)
+
+    @field_validator("operators")
+    @classmethod
+    def _v_ops(cls, v: list[str]) -> list[str]:
+        return [_check_email(x) for x in v]
+
+
+class ProviderSettings(_Model):
+    name: Literal["libre", "google", "deepl", "microsoft", "mymemory", "argos"]
+    url: str | None = None
+    api_key_env: str | None = None
+    region: str | None = None
+    timeout: float = Field(20.0, gt=0)
+    requests_per_second: float | None = Field(None, gt=0)
+    chars_per_day: int | None = Field(None, gt=0)
+    max_chars: int | None = Field(None, gt=100)
+
+    @field_validator("url")
+    @classmethod
+    def _v_url(cls, v: str | None) -> str | None:
+        return None if v is None else _check_url(v)
+
+
+class TranslationSettings(_Model):
+    providers: list[ProviderSettings] = Field(default_factory=list)
+    glossary: str | None = None
+    max_attempts_backoff_hours: float = Field(6.0, gt=0)
+
+
+class RegionSettings(_Model):
+    name: str
+    language: Language
+    timezone: str = "Europe/Helsinki"
+
+    @field_validator("timezone")
+    @classmethod
+    def _v_tz(cls, v: str) -> str:
+        return _check_tz(v)
+
+
+class HtmlSelect(_Model):
+    """CSS selectors for a page without a feed; ``sel@attr`` reads an attribute."""
+
+    item: str
+    title: str
+    link: str = "a@href"
+    date: str | None = None
+    summary: str | None = None
+    event_date: str | None = None
+
+
+class SourceSettings(_Model):
+    id: str
+    region: str
+    url: str
+    language: Language
+    category: Literal["news", "events"] = "news"
+    kind: Literal["feed", "html"] = "feed"
+    name: str | None = None
+    weight: float = Field(1.0, ge=0)
+    enabled: bool = True
+    select: HtmlSelect | None = None
+
+    _v_id = field_validator("id")(_check_id)
+
+    @field_validator("url")
+    @classmethod
+    def _v_url(cls, v: str) -> str:
+        return _check_url(v, ("http", "https", "file"))
+
+    @model_validator(mode="after")
+    def _v_kind(self) -> SourceSettings:
+        if self.kind == "html" and self.select is None:
+            raise ValueError("kind: html needs select: {item: …, title: …, link: …}")
+        if self.kind == "feed" and self.select is not None:
+            raise ValueError("select: is only for kind: html sources")
+        return self
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+class ListSettings(_Model):
+    language: Language
+    file: str | None = None
+    name: str | None = None
+
+
+class ScheduleSettings(_Model):
+    days: list[int] = Field(default_factory=lambda: [1, 16])
+    time: str = "09:00"
+
+    @field_validator("days")
+    @classmethod
+    def _v_days(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("days must name at least one day of the month")
+        for d in v:
+            if not 1 <= d <= 28:
+                raise ValueError(
+                    f"day {d} is out of range (expected 1 to 28, so every month has it)"
+                )
+        if len(set(v)) != len(v):
+            raise ValueError("days repeat a day")
+        return sorted(v)
+
+    @field_validator("time")
+    @classmethod
+    def _v_time(cls, v: str) -> str:
+        if not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", v):
+            raise ValueError(f"{v!r} is not a time of day (expected HH:MM, 24-hour)")
+        return v
+
+    @property
+    def at(self) -> dtime:
+        h, m = self.time.split(":")
+        return dtime(int(h), int(m))
+
+
+class ApprovalSettings(_Model):
+    link_valid_days: float = Field(7.0, gt=0)
+    reminder_hours: float = Field(48.0, gt=0)
+    deadline_hours: float = Field(120.0, gt=0)
+    on_deadline: Literal["hold", "reject"] = "hold"
+
+
+class ExchangeSettings(_Model):
+    id: str
+    name: str | None = None
+    from_: list[str] = Field(alias="from", min_length=1)
+    to: str | None = None
+    language: Language
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    editors: list[str] = Field(min_length=1)
+    approvals_required: int = Field(1, ge=1)
+    lists: list[str] = Field(default_factory=list)
+    max_items: int = Field(20, ge=1, le=500)
+    max_per_source: int = Field(5, ge=1)
+    include_untranslated: bool = False
+    source_weights: dict[str, float] = Field(default_factory=dict)
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
+
+    _v_id = field_validator("id")(_check_id)
+
+    @field_validator("editors")
+    @classmethod
+    def _v_editors(cls, v: list[str]) -> list[str]:
+        return [_check_email(x).strip().lower() for x in v]
+
+    @model_validator(mode="after")
+    def _v_required(self) -> ExchangeSettings:
+        if self.approvals_required > len(self.editors):
+            raise ValueError(
+                f"approvals_required is {self.approvals_required} but only "
+                f"{len(self.editors)} editor(s) are listed"
+            )
+        return self
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+class ServiceSettings(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    jitter_seconds: int = Field(120, ge=0)
+    imap_poll_minutes: float = Field(5.0, gt=0)
+    dispatch_minutes: float = Field(2.0, gt=0)
+
+
+class Config(_Model):
+    """The whole, validated configuration. Paths are absolute (relative ones are taken
+    from the folder of feeds.yaml)."""
+
+    timezone: str = "Europe/Helsinki"
+    database_url: str = "sqlite:///var/newsexchange.db"
+    public_url: str = "http://localhost:8080"
+    data_dir: str = "var"
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
+    mail: MailSettings = Field(default_factory=MailSettings)
+    translation: TranslationSettings = Field(default_factory=TranslationSettings)
+    regions: dict[str, RegionSettings] = Field(default_factory=dict)
+    sources: list[SourceSettings] = Field(default_factory=list)
+    lists: dict[str, ListSettings] = Field(default_factory=dict)
+    exchanges: list[ExchangeSettings] = Field(default_factory=list)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+
+    _path: Path | None = PrivateAttr(default=None)
+    _env: Mapping[str, str] = PrivateAttr(default_factory=dict)
+    _lines: Mapping[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)
+
+    _v_tz = field_validator("timezone")(lambda v: _check_tz(v))
+    _v_public = field_validator("public_url")(lambda v: _check_url(v).rstrip("/"))
+
+    # -- lookups -------------------------------------------------------------------------
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        return self._path.parent if self._path else Path.cwd()
+
+    def resolve(self, p: str) -> Path:
+        """A path from the file, made absolute against the folder of feeds.yaml."""
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    @property
+    def var_dir(self) -> Path:
+        return self.resolve(self.data_dir)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def user_agent(self) -> str:
+        return self.fetch.user_agent or (
+            f"newsexchange/{__version__} (+{self.public_url}; regional news exchange)"
+        )
+
+    def source(self, source_id: str) -> SourceSettings:
+        for s in self.sources:
+            if s.id == source_id:
+                return s
+        raise ConfigError(f"no source with id {source_id!r}")
+
+    def exchange(self, exchange_id: str) -> ExchangeSettings:
+        for e in self.exchanges:
+            if e.id == exchange_id:
+                return e
+        known = ", ".join(e.id for e in self.exchanges) or "none"
+        raise ConfigError(f"no exchange with id {exchange_id!r} (known: {known})")
+
+    def region_tz(self, region_id: str) -> ZoneInfo:
+        region = self.regions.get(region_id)
+        return ZoneInfo(region.timezone) if region else self.tz
+
+    def exchange_tz(self, exchange: ExchangeSettings) -> ZoneInfo:
+        """The target region's time zone: where the digest's readers live."""
+        if exchange.to and exchange.to in self.regions:
+            return self.region_tz(exchange.to)
+        for rid, region in self.regions.items():
+            if rid not in exchange.from_ and region.language == exchange.language:
+                return ZoneInfo(region.timezone)
+        return self.tz
+
+    def secret(self, env_name: str | None) -> str | None:
+        """The value of an environment variable named in the file (``*_env`` keys)."""
+        if not env_name:
+            return None
+        value = self._env.get(env_name)
+        return value if value else None
+
+    def line_of(self, *path: str | int) -> int | None:
+        """The feeds.yaml line of a key path, for error messages that point at the file."""
+        while path:
+            if path in self._lines:
+                return self._lines[path]
+            path = path[:-1]
+        return None
+
+    def error(self, message: str, *path: str | int) -> ConfigError:
+        return ConfigError(
+            message, file=str(self._path) if self._path else None, line=self.line_of(*path)
+        )
+
+    @property
+    def secret_key(self) -> SecretStr:
+        """The key that signs approval and unsubscribe links.
+
+        From ``NEWSEXCHANGE_SECRET_KEY``; when unset, one is generated on first use and kept
+        in ``var/secret_key`` (mode 0600) so links stay valid across restarts.
+        """
+        env = self._env.get("NEWSEXCHANGE_SECRET_KEY")
+        if env:
+            return SecretStr(env)
+        key_file = self.var_dir / "secret_key"
+        if key_file.exists():
+            return SecretStr(key_file.read_text().strip())
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        value = _secrets.token_urlsafe(48)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(value)
+        return SecretStr(value)
+
+
+def _check_tz(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{v!r} is not a time zone (expected an IANA name like Europe/Helsinki)"
+        ) from None
+    return v
+
+
+# -- loading -------------------------------------------------------------------------------
+
+LinePath = tuple[str | int, ...]
+
+
+def _compose(text: str, filename: str) -> tuple[Any, dict[LinePath, int]]:
+    """Parse YAML keeping the line of every key, and refuse duplicate keys."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        lines: dict[LinePath, int] = {}
+        errors: list[ConfigError] = []
+
+        def walk(n: yaml.Node, path: LinePath) -> None:
+            lines.setdefault(path, n.start_mark.line + 1)
+            if isinstance(n, yaml.MappingNode):
+                seen: dict[str, int] = {}
+                for k, v in n.value:
+                    key = str(k.value)
+                    line = k.start_mark.line + 1
+                    if key in seen:
+                        errors.append(
+                            ConfigError(
+                                f"duplicate key {key!r} (first at line {seen[key]})",
+                                file=filename,
+                                line=line,
+                            )
+                        )
+                    seen[key] = line
+                    lines[(*path, key)] = line
+                    walk(v, (*path, key))
+            elif isinstance(n, yaml.SequenceNode):
+                for i, v in enumerate(n.value):
+                    walk(v, (*path, i))
+
+        if node is not None:
+            walk(node, ())
+        if errors:
+            raise ConfigErrors(errors)
+        data = loader.construct_document(node) if node is not None else {}
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        what = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"invalid YAML: {what}", file=filename, line=line) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", file=filename) from exc
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that a validation error location points into."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = None
+            for name, f in current.model_fields.items():
+                if part in (name, f.alias):
+                    field = f
+            if field is None:
+                return current
+            current = _unwrap(field.annotation)
+        else:
+            current = None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    origin = get_origin(tp)
+    if origin is None:
+        return tp
+    for arg in get_args(tp):
+        inner = _unwrap(arg)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return inner
+    return None
+
+
+def _keys_of(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _fmt_loc(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _lookup_line(lines: Mapping[LinePath, int], loc: tuple[str | int, ...]) -> int | None:
+    path = tuple(loc)
+    while True:
+        if path in lines:
+            return lines[path]
+        if not path:
+            return None
+        path = path[:-1]
+
+
+def _validation_errors(
+    exc: ValidationError, filename: str, lines: Mapping[LinePath, int]
+) -> list[ConfigError]:
+    out: list[ConfigError] = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        line = _lookup_line(lines, loc)
+        where = _fmt_loc(loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            parent = _model_at(Config, loc[:-1])
+            allowed = ", ".join(_keys_of(parent)) if parent else ""
+            msg = f"unknown key {loc[-1]!r}" + (f" (expected one of: {allowed})" if allowed else "")
+            if len(loc) > 1:
+                msg = f"{_fmt_loc(loc[:-1])}: {msg}"
+        elif kind == "missing":
+            msg = f"{where}: missing required key" if len(loc) > 0 else "missing required key"
+            parent_path = loc[:-1]
+            line = _lookup_line(lines, parent_path)
+            msg = f"{_fmt_loc(parent_path) or 'top level'}: missing required key {loc[-1]!r}"
+        elif kind == "literal_error":
+            expected = err.get("ctx", {}).get("expected", "")
+            msg = f"{where}: {err['input']!r} is not allowed (expected {expected})"
+        else:
+            text = str(err["msg"])
+            text = text.removeprefix("Value error, ")
+            msg = f"{where}: {text}" if where else text
+        out.append(ConfigError(msg, file=filename, line=line))
+    return out
+
+
+def _cross_check(
+    data: Mapping[str, Any], filename: str, lines: Mapping[LinePath, int]
+) -> list[ConfigError]:
+    """References between sections (regions, lists, sources), checked on the raw data so they
+    are reported together with the per-field mistakes."""
+    errs: list[ConfigError] = []
+
+    def err(msg: str, *path: str | int) -> None:
+        errs.append(ConfigError(msg, file=filename, line=_lookup_line(lines, path)))
+
+    def as_dict(v: Any) -> dict[str, Any]:
+        return v if isinstance(v, dict) else {}
+
+    def as_list(v: Any) -> list[Any]:
+        return v if isinstance(v, list) else []
+
+    regions = as_dict(data.get("regions"))
+    lists = as_dict(data.get("lists"))
+    known_regions = ", ".join(sorted(map(str, regions))) or "none defined"
+    for rid in regions:
+        if not ID_RE.match(str(rid)):
+            err(f"regions: {rid!r} is not a valid id", "regions", rid)
+    seen: dict[str, int] = {}
+    for i, s in enumerate(as_list(data.get("sources"))):
+        s = as_dict(s)
+        sid, region = s.get("id"), s.get("region")
+        if isinstance(sid, str):
+            if sid in seen:
+                err(
+                    f"sources[{i}].id: duplicate source id {sid!r} (first used in "
+                    f"sources[{seen[sid]}])",
+                    "sources",
+                    i,
+                    "id",
+                )
+            seen.setdefault(sid, i)
+        if isinstance(region, str) and region not in regions:
+            err(
+                f"sources[{i}].region: unknown region {region!r} (expected one of: "
+                f"{known_regions})",
+                "sources",
+                i,
+                "region",
+            )
+    seen_ex: set[str] = set()
+    for i, e in enumerate(as_list(data.get("exchanges"))):
+        e = as_dict(e)
+        eid = e.get("id")
+        if isinstance(eid, str):
+            if eid in seen_ex:
+                err(f"exchanges[{i}].id: duplicate exchange id {eid!r}", "exchanges", i, "id")
+            seen_ex.add(eid)
+        for j, r in enumerate(as_list(e.get("from"))):
+            if isinstance(r, str) and r not in regions:
+                err(
+                    f"exchanges[{i}].from: unknown region {r!r} (expected one of: {known_regions})",
+                    "exchanges",
+                    i,
+                    "from",
+                    j,
+                )
+        to = e.get("to")
+        if isinstance(to, str) and to not in regions:
+            err(
+                f"exchanges[{i}].to: unknown region {to!r} (expected one of: {known_regions})",
+                "exchanges",
+                i,
+                "to",
+            )
+        for j, lst in enumerate(as_list(e.get("lists"))):
+            if not isinstance(lst, str):
+                continue
+            if lst not in lists:
+                known = ", ".join(sorted(map(str, lists))) or "none defined"
+                err(
+                    f"exchanges[{i}].lists: unknown list {lst!r} (expected one of: {known})",
+                    "exchanges",
+                    i,
+                    "lists",
+                    j,
+                )
+            else:
+                lang = as_dict(lists[lst]).get("language")
+                if lang and e.get("language") and lang != e.get("language"):
+                    err(
+                        f"exchanges[{i}].lists: list {lst!r} is in {lang!r} but the "
+                        f"exchange's digests are in {e.get('language')!r}",
+                        "exchanges",
+                        i,
+                        "lists",
+                        j,
+                    )
+        for sid in as_dict(e.get("source_weights")):
+            if sid not in seen:
+                err(
+                    f"exchanges[{i}].source_weights: unknown source {sid!r}",
+                    "exchanges",
+                    i,
+                    "source_weights",
+                    sid,
+                )
+    for lid in lists:
+        if not ID_RE.match(str(lid)):
+            err(f"lists: {lid!r} is not a valid id", "lists", lid)
+    for i, p in enumerate(as_list(as_dict(data.get("translation")).get("providers"))):
+        p = as_dict(p)
+        if p.get("name") == "libre" and not p.get("url"):
+            err(
+                f"translation.providers[{i}]: libre needs url: (the LibreTranslate server)",
+                "translation",
+                "providers",
+                i,
+            )
+        if p.get("name") in ("deepl", "microsoft") and not p.get("api_key_env"):
+            err(
+                f"translation.providers[{i}]: {p.get('name')} needs api_key_env: (the "
+                "variable holding the key)",
+                "translation",
+                "providers",
+                i,
+            )
+    return errs
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Read and validate feeds.yaml; raise :class:`ConfigError` with file:line on mistakes."""
+    env = dict(os.environ if env is None else env)
+    p = Path(path or DEFAULT_CONFIG)
+    filename = str(path or DEFAULT_CONFIG)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no such file (pass --config PATH, or run from the folder holding {DEFAULT_CONFIG})",
+            file=filename,
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text ({exc.reason})", file=filename) from exc
+    return load_config_text(text, filename=filename, path=p, env=env)
+
+
+def load_config_text(
+    text: str,
+    *,
+    filename: str = DEFAULT_CONFIG,
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    env = dict(os.environ if env is None else env)
+    data, lines = _compose(text, filename)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            "the top level must be a mapping of keys (timezone:, sources: …)", file=filename, line=1
+        )
+    if env.get("NEWSEXCHANGE_DATABASE_URL"):
+        data = {**data, "database_url": env["NEWSEXCHANGE_DATABASE_URL"]}
+    errors: list[ConfigError] = []
+    cfg: Config | None = None
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        errors = _validation_errors(exc, filename, lines)
+    errors += _cross_check(data, filename, lines)
+    if errors or cfg is None:
+        errors.sort(key=lambda e: e.line or 0)
+        raise ConfigErrors(errors)
+    cfg._path = path.resolve() if path else None
+    cfg._env = env
+    cfg._lines = lines
+    return cfg
+
+
+def database_url(cfg: Config) -> str:
+    """The database URL, a relative SQLite path taken from the folder of feeds.yaml."""
+    url = cfg.database_url
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+        rel = url[len(prefix) :]
+        if rel and not rel.startswith(":"):
+            return prefix + str(cfg.resolve(rel))
+    return url

@@ -1,0 +1,101 @@
+"""The exceptions newsexchange raises: one base class, one subclass per situation.
+
+Each carries what a user needs to act on it (the file and line of a config mistake, the
+source and URL of a failed fetch, whether a provider error is worth retrying).
+"""
+
+from __future__ import annotations
+
+
+class NewsExchangeError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(NewsExchangeError):
+    """A mistake in feeds.yaml (or the environment); ``str()`` reads ``file:line: message``."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        where = file or ""
+        if file and line:
+            where = f"{file}:{line}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ConfigErrors(ConfigError):
+    """Several config mistakes at once, so a user can fix them all in one go."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        first = errors[0]
+        super().__init__(first.message, file=first.file, line=first.line)
+        self.args = ("\n".join(str(e) for e in errors),)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+class FetchError(NewsExchangeError):
+    """A source could not be fetched or parsed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        url: str | None = None,
+        status: int | None = None,
+        retryable: bool = True,
+        retry_after: float | None = None,
+    ) -> None:
+        self.message = message
+        self.source = source
+        self.url = url
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class TranslationError(NewsExchangeError):
+    """A translation provider failed; ``retryable`` says whether trying later may help."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        retryable: bool = True,
+        retry_after: float | None = None,
+    ) -> None:
+        self.message = message
+        self.provider = provider
+        self.retryable = retryable
+        self.retry_after = retry_after
+        super().__init__(f"{provider}: {message}" if provider else message)
+
+
+class DigestError(NewsExchangeError):
+    """A digest cannot be built, changed or shown as asked."""
+
+
+class ApprovalError(NewsExchangeError):
+    """An approval action was refused (bad token, wrong editor, frozen digest …)."""
+
+
+class DeliveryError(NewsExchangeError):
+    """A message could not be handed to the mail backend."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        self.message = message
+        self.permanent = permanent
+        self.retry_after = retry_after
+        super().__init__(message)

@@ -1,0 +1,163 @@
+"""feeds.yaml: every mistake is reported as file:line with what was expected."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from newsexchange.config import load_config
+from newsexchange.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+GOOD = """\
+regions:
+  joensuu: {name: Joensuu, language: fi}
+sources:
+  - {id: a, region: joensuu, url: "https://example.fi/rss", language: fi}
+"""
+
+
+def _load(tmp_path: Path, text: str) -> None:
+    p = tmp_path / "feeds.yaml"
+    p.write_text(text, encoding="utf-8")
+    load_config(p, env={})
+
+
+def _error(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as exc:
+        _load(tmp_path, text)
+    return str(exc.value)
+
+
+def test_bundled_feeds_yaml_is_valid() -> None:
+    cfg = load_config(REPO / "feeds.yaml", env={})
+    regions = {s.region for s in cfg.sources}
+    assert regions == {"joensuu", "petrozavodsk"}
+    assert {s.language for s in cfg.sources} == {"fi", "ru"}
+    assert {s.category for s in cfg.sources} == {"news", "events"}
+    assert str(cfg.exchange_tz(cfg.exchange("joensuu-to-petrozavodsk"))) == "Europe/Moscow"
+
+
+def test_unknown_key_names_its_line_and_the_allowed_keys(tmp_path: Path) -> None:
+    msg = _error(
+        tmp_path,
+        GOOD + "  - {id: b, region: joensuu, url: 'https://x.fi', language: fi, colour: red}\n",
+    )
+    assert msg.startswith(f"{tmp_path / 'feeds.yaml'}:5: ")
+    assert "unknown key 'colour'" in msg
+    assert "expected one of" in msg and "category" in msg
+
+
+def test_missing_field_points_at_the_entry(tmp_path: Path) -> None:
+    msg = _error(tmp_path, GOOD + "  - {id: b, region: joensuu, language: fi}\n")
+    assert ":5: " in msg and "missing required key 'url'" in msg
+
+
+def test_bad_url_unknown_region_and_duplicate_id_are_all_reported(tmp_path: Path) -> None:
+    msg = _error(
+        tmp_path,
+        GOOD
+        + "  - {id: b, region: joensuu, url: 'ftp://x', language: fi}\n"
+        + "  - {id: a, region: nowhere, url: 'https://x.fi', language: fi}\n",
+    )
+    assert ":5: sources[1].url: 'ftp://x' is not a URL" in msg
+    assert ":6: sources[2].id: duplicate source id 'a'" in msg
+    assert ":6: sources[2].region: unknown region 'nowhere' (expected one of: joensuu)" in msg
+
+
+def test_bad_yaml_reports_the_line(tmp_path: Path) -> None:
+    msg = _error(tmp_path, GOOD + "lists: [unclosed\n")
+    assert "invalid YAML" in msg and ":6" in msg
+
+
+def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
+    msg = _error(tmp_path, "timezone: Europe/Helsinki\n" + GOOD + "timezone: UTC\n")
+    assert ":6: duplicate key 'timezone' (first at line 1)" in msg
+
+
+def test_bad_language_and_timezone(tmp_path: Path) -> None:
+    msg = _error(
+        tmp_path, "timezone: Mars/Olympus\n" + GOOD.replace("language: fi}\n", "language: sv}\n", 1)
+    )
+    assert ":1: timezone: 'Mars/Olympus' is not a time zone" in msg
+    assert "'sv' is not allowed (expected 'fi', 'ru' or 'en')" in msg
+
+
+def test_exchange_references_are_checked(tmp_path: Path) -> None:
+    msg = _error(
+        tmp_path,
+        GOOD
+        + """\
+exchanges:
+  - id: x
+    from: [joensuu, atlantis]
+    language: ru
+    editors: [editor@example.fi]
+    lists: [nope]
+""",
+    )
+    assert ":7: exchanges[0].from: unknown region 'atlantis'" in msg
+    assert ":10: exchanges[0].lists: unknown list 'nope'" in msg
+
+
+def test_secrets_come_from_the_environment_only(tmp_path: Path) -> None:
+    p = tmp_path / "feeds.yaml"
+    p.write_text(GOOD + "mail: {backend: smtp, smtp: {host: h, password_env: MY_PW}}\n")
+    cfg = load_config(p, env={"MY_PW": "hunter2"})
+    assert cfg.secret(cfg.mail.smtp.password_env) == "hunter2"
+    assert "hunter2" not in repr(cfg)
+
+
+def test_database_url_from_environment_wins(tmp_path: Path) -> None:
+    p = tmp_path / "feeds.yaml"
+    p.write_text(GOOD)
+    cfg = load_config(p, env={"NEWSEXCHANGE_DATABASE_URL": "postgresql+psycopg://h/db"})
+    assert cfg.database_url == "postgresql+psycopg://h/db"
+
+
+def test_check_command_exits_2_with_file_line_and_json(tmp_path: Path) -> None:
+    p = tmp_path / "feeds.yaml"
+    p.write_text(
+        GOOD + "  - {id: b, region: joensuu, url: 'https://x.fi', language: fi, colour: red}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "newsexchange", "check", "--config", str(p), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert f"{p}:5: " in proc.stderr
+    import json
+
+    out = json.loads(proc.stdout)
+    assert out["ok"] is False and "colour" in out["error"]
+
+
+def test_check_command_prints_what_would_run(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "newsexchange",
+            "check",
+            "--config",
+            str(REPO / "feeds.yaml"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    out = json.loads(proc.stdout)
+    assert out["ok"] is True
+    assert out["sources"] == 12
+    assert {e["id"] for e in out["exchanges"]} >= {
+        "joensuu-to-petrozavodsk",
+        "petrozavodsk-to-joensuu",
+    }
