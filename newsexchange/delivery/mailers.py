@@ -1,0 +1,90 @@
+"""Mail backends behind one small protocol: ``outbox`` (a folder of .eml files, the embedded
+default), ``smtp`` and ``sendgrid``. Nothing else imports smtplib or the sendgrid library.
+
+Everything that sends mail (approval requests, reminders, operator alerts, digests) goes
+through :func:`get_mailer`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+from typing import Protocol
+
+from newsexchange.config import Config
+from newsexchange.errors import ConfigError
+
+
+@dataclass
+class OutgoingMessage:
+    message: EmailMessage  # complete: From, To, Subject, Message-ID, Date, bodies
+    recipient: str  # envelope recipient
+    delivery_id: int | None = None  # our Delivery row, carried to providers (custom_args)
+    categories: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SendResult:
+    ok: bool
+    provider_message_id: str | None = None
+    permanent: bool = False  # a failure that retrying will not fix (unknown recipient …)
+    error: str | None = None
+    retry_after: float | None = None
+
+
+class Mailer(Protocol):
+    name: str
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Hand messages to the backend; one result per message, in order. Never raises for
+        a per-message failure; raises DeliveryError only when the backend is unusable."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class OutboxMailer:
+    """Writes one .eml file per message into a folder: the default, and a safe dry run.
+
+    The file name is derived from the Message-ID, so writing the same message twice (a resend
+    after a crash) replaces the file instead of adding a second one. Files are written to a
+    temporary name and renamed, so a reader never sees half a message.
+    """
+
+    name = "outbox"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        results = []
+        for out in messages:
+            msgid = out.message["Message-ID"] or make_msgid(domain="newsexchange.invalid")
+            stem = re.sub(r"[^A-Za-z0-9._@-]+", "_", msgid.strip("<>"))[:180]
+            path = self.folder / f"{stem}.eml"
+            tmp = path.with_suffix(".eml.tmp")
+            tmp.write_bytes(out.message.as_bytes())
+            os.replace(tmp, path)
+            results.append(SendResult(ok=True, provider_message_id=str(path.name)))
+        return results
+
+    def close(self) -> None:
+        pass
+
+
+def get_mailer(config: Config) -> Mailer:
+    """The backend named by ``mail.backend`` in feeds.yaml."""
+    backend = config.mail.backend
+    if backend == "outbox":
+        return OutboxMailer(config.resolve(config.mail.outbox_dir))
+    if backend == "smtp":
+        from newsexchange.delivery.smtp import SmtpMailer
+
+        return SmtpMailer(config)
+    raise ConfigError(f"mail backend {backend!r} is not available in this version")

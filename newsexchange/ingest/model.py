@@ -1,0 +1,33 @@
+"""What parsing hands to storage: plain, already-cleaned data (the contract between
+``parse.py``/``clean.py`` and the fetch step)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class ParsedEntry:
+    """One item as read from a feed or page, cleaned: safe HTML, plain text, UTC dates."""
+
+    guid: str | None
+    link: str | None  # absolute, tracking parameters stripped
+    title: str  # plain text, whitespace collapsed
+    summary_html: str  # sanitized with an allowlist; links absolute
+    summary_text: str  # plain text of bounded length
+    author: str | None = None
+    image_url: str | None = None
+    published_at: datetime | None = None  # aware, UTC; None when the feed gives no date
+    updated_at: datetime | None = None
+    event_at: datetime | None = None  # when an event takes place, if the source says
+
+
+@dataclass(frozen=True)
+class ParsedFeed:
+    title: str | None
+    link: str | None
+    language: str | None
+    entries: list[ParsedEntry] = field(default_factory=list)
+    problem: str | None = None  # a recoverable problem (partly broken feed), recorded per source
+    parser: str = "feedparser"  # which parser produced it: "fast" or "feedparser"
