@@ -20,6 +20,7 @@ from newsexchange.errors import ConfigError, NewsExchangeError
 # Each module registers its own sub-commands (see newsexchange/commands/__init__.py).
 COMMAND_MODULES = [
     "newsexchange.commands.core",
+    "newsexchange.commands.delivery",
 ]
 
 

@@ -29,6 +29,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from newsexchange.config import Config
 from newsexchange.db import Contact, Delivery, Digest, ListMembership, Suppression
+from newsexchange.delivery.tokens import email_hash
 
 
 @dataclass(frozen=True)
@@ -58,18 +59,21 @@ def suppressed_addresses(
 ) -> set[str]:
     """Which of ``emails`` must not be mailed on ``list_id`` (global suppressions always count).
 
-    Queried in chunks so a 10,000-address list does not make one giant IN (...)."""
+    An erased address is suppressed by its hash (see ``tokens.email_hash``), so both forms
+    are looked up. Queried in chunks so a 10,000-address list is not one giant IN (...).
+    """
     wanted = sorted({e.lower() for e in emails})
     out: set[str] = set()
-    for i in range(0, len(wanted), 500):
-        chunk = wanted[i : i + 500]
+    for i in range(0, len(wanted), 250):
+        chunk = wanted[i : i + 250]
+        by_key = {e: e for e in chunk} | {email_hash(e): e for e in chunk}
         cond: ColumnElement[bool] = Suppression.list_id.is_(None)
         if list_id is not None:
             cond = or_(cond, Suppression.list_id == list_id)
         rows = session.scalars(
-            select(Suppression.email).where(Suppression.email.in_(chunk), cond)
+            select(Suppression.email).where(Suppression.email.in_(list(by_key)), cond)
         ).all()
-        out.update(e.lower() for e in rows)
+        out.update(by_key[e] for e in rows if e in by_key)
     return out
 
 

@@ -1,0 +1,430 @@
+"""Media lists: CSV in and out, and the two GDPR duties (access and erasure).
+
+The CSV has a header row with the columns ``name, email, outlet, language, lists, notes``
+(only ``email`` is required; extra columns are an error so a typo like ``e-mail`` is caught).
+``lists`` may name further lists the contact belongs to, separated by ``;``. Addresses are
+checked with email-validator (syntax only, no DNS: imports must work offline) and stored
+lowercased: every mail provider our journalists use treats the local part case-insensitively,
+and one spelling per person is what makes duplicates mergeable.
+
+:func:`parse_csv` is pure (text in, rows and per-line problems out); :func:`import_rows`
+writes. Importing the same file twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from newsexchange.config import LANGUAGES, Config
+from newsexchange.db import Contact, Delivery, ListMembership, Suppression
+from newsexchange.delivery.tokens import email_hash
+from newsexchange.errors import ConfigError, DeliveryError
+
+COLUMNS = ("name", "email", "outlet", "language", "lists", "notes")
+
+
+@dataclass
+class ContactRow:
+    """One contact as read from a CSV (after merging duplicates)."""
+
+    line: int
+    email: str
+    name: str = ""
+    outlet: str = ""
+    language: str | None = None
+    lists: list[str] = field(default_factory=list)
+    notes: str = ""
+
+
+@dataclass
+class RowProblem:
+    line: int
+    error: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"line": self.line, "error": self.error}
+
+
+@dataclass
+class ParsedList:
+    rows: list[ContactRow]
+    merged_duplicates: int
+    skipped: list[RowProblem]
+
+
+@dataclass
+class ImportReport:
+    list_id: str
+    imported: int = 0  # new contacts, or existing ones newly on this list
+    updated: int = 0  # existing contacts whose details changed
+    unchanged: int = 0
+    merged_duplicates: int = 0
+    removed: int = 0  # with replace=True: members not in the file
+    suppressed: int = 0  # imported, but will not be mailed (unsubscribed/bounced before)
+    skipped: list[RowProblem] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": not self.skipped,
+            "list": self.list_id,
+            "imported": self.imported,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "merged_duplicates": self.merged_duplicates,
+            "removed": self.removed,
+            "suppressed": self.suppressed,
+            "skipped": [p.to_json() for p in self.skipped],
+        }
+
+
+def normalize_email(value: str) -> str:
+    """The stored form of an address; raises ValueError saying what is wrong with it."""
+    value = value.strip()
+    if not value:
+        raise ValueError("email is empty")
+    try:
+        # allow_smtputf8=False: a non-ASCII local part needs SMTPUTF8 from every relay on
+        # the way, which most do not offer; internationalized domains are fine (punycode).
+        result = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"{value!r} is not a valid email address: {exc}") from None
+    return (result.ascii_email or result.normalized).lower()
+
+
+def parse_csv(text: str, *, list_id: str, known_lists: Iterable[str]) -> ParsedList:
+    """Rows of a media-list CSV, duplicates merged, bad rows reported by line and left out.
+
+    Pure: no database. The first row is the header; line numbers are those of the file
+    (a quoted field spanning lines counts from where its row starts).
+    """
+    known = set(known_lists)
+    text = text.lstrip("\ufeff")  # Excel writes a BOM in "CSV UTF-8"
+    try:
+        dialect: Any = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.reader(io.StringIO(text), dialect)
+    problems: list[RowProblem] = []
+    try:
+        header = next(reader)
+    except StopIteration:
+        return ParsedList([], 0, [RowProblem(1, "the file is empty (expected a header row)")])
+    columns = [h.strip().lower() for h in header]
+    unknown = [c for c in columns if c and c not in COLUMNS]
+    if unknown or "email" not in columns:
+        what = f"unknown column(s) {', '.join(map(repr, unknown))}" if unknown else "no email"
+        raise DeliveryError(
+            f"line 1: {what} in the header (expected the columns {', '.join(COLUMNS)}; "
+            "only email is required)",
+            permanent=True,
+        )
+    by_email: dict[str, ContactRow] = {}
+    merged = 0
+    line = reader.line_num
+    for record in reader:
+        start, line = line + 1, reader.line_num
+        if not any(cell.strip() for cell in record):
+            continue  # blank lines are allowed
+        if len(record) > len(columns):
+            problems.append(
+                RowProblem(
+                    start,
+                    f"{len(record)} fields but the header has {len(columns)} (a stray comma?)",
+                )
+            )
+            continue
+        values = {c: (record[i].strip() if i < len(record) else "") for i, c in enumerate(columns)}
+        try:
+            addr = normalize_email(values.get("email", ""))
+        except ValueError as exc:
+            problems.append(RowProblem(start, str(exc)))
+            continue
+        lang = values.get("language", "").lower() or None
+        if lang is not None and lang not in LANGUAGES:
+            problems.append(
+                RowProblem(
+                    start, f"language {lang!r} is not supported (expected {', '.join(LANGUAGES)})"
+                )
+            )
+            continue
+        extra = [x.strip() for x in values.get("lists", "").replace(",", ";").split(";")]
+        extra = [x for x in extra if x]
+        bad = [x for x in extra if x not in known]
+        if bad:
+            problems.append(
+                RowProblem(
+                    start,
+                    f"unknown list(s) {', '.join(map(repr, bad))} (expected one of: "
+                    f"{', '.join(sorted(known))})",
+                )
+            )
+            continue
+        lists = list(dict.fromkeys([list_id, *extra]))
+        row = ContactRow(
+            line=start,
+            email=addr,
+            name=values.get("name", ""),
+            outlet=values.get("outlet", ""),
+            language=lang,
+            lists=lists,
+            notes=values.get("notes", ""),
+        )
+        prior = by_email.get(addr)
+        if prior is None:
+            by_email[addr] = row
+            continue
+        # A duplicate: the first row wins, later rows only fill what it left empty.
+        merged += 1
+        prior.name = prior.name or row.name
+        prior.outlet = prior.outlet or row.outlet
+        prior.language = prior.language or row.language
+        prior.notes = prior.notes or row.notes
+        prior.lists = list(dict.fromkeys([*prior.lists, *row.lists]))
+    return ParsedList(list(by_email.values()), merged, problems)
+
+
+def is_suppressed_any(session: Session, email: str) -> bool:
+    return (
+        session.scalar(
+            select(Suppression.id).where(Suppression.email.in_([email, email_hash(email)])).limit(1)
+        )
+        is not None
+    )
+
+
+def import_rows(
+    session: Session,
+    parsed: ParsedList,
+    *,
+    list_id: str,
+    now: datetime,
+    replace: bool = False,
+) -> ImportReport:
+    """Write parsed rows: new contacts added, changed ones updated, memberships added.
+
+    With ``replace``, members of ``list_id`` missing from the file leave the list (their
+    contact stays, with its other lists and history)."""
+    report = ImportReport(list_id, merged_duplicates=parsed.merged_duplicates)
+    report.skipped = list(parsed.skipped)
+    emails = [r.email for r in parsed.rows]
+    existing: dict[str, Contact] = {}
+    for i in range(0, len(emails), 500):
+        for c in session.scalars(select(Contact).where(Contact.email.in_(emails[i : i + 500]))):
+            existing[c.email] = c
+    for row in parsed.rows:
+        contact = existing.get(row.email)
+        if contact is None:
+            contact = Contact(
+                email=row.email,
+                name=row.name,
+                outlet=row.outlet,
+                language=row.language,
+                notes=row.notes,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(contact)
+            for lst in row.lists:
+                contact.memberships.append(ListMembership(list_id=lst, created_at=now))
+            report.imported += 1
+        else:
+            changed = False
+            for attr in ("name", "outlet", "language", "notes"):
+                new = getattr(row, attr)
+                if new and new != getattr(contact, attr):
+                    setattr(contact, attr, new)
+                    changed = True
+            have = {m.list_id for m in contact.memberships}
+            newly = [lst for lst in row.lists if lst not in have]
+            for lst in newly:
+                contact.memberships.append(ListMembership(list_id=lst, created_at=now))
+            if changed:
+                contact.updated_at = now
+                report.updated += 1
+            elif list_id not in have:
+                report.imported += 1
+            elif newly:
+                report.updated += 1
+            else:
+                report.unchanged += 1
+        if is_suppressed_any(session, row.email):
+            report.suppressed += 1
+    session.flush()
+    if replace:
+        keep = set(emails)
+        members = session.execute(
+            select(ListMembership, Contact.email)
+            .join(Contact, Contact.id == ListMembership.contact_id)
+            .where(ListMembership.list_id == list_id)
+        ).all()
+        for membership, email in members:
+            if email not in keep:
+                session.delete(membership)
+                report.removed += 1
+        session.flush()
+    return report
+
+
+def members(session: Session, list_id: str) -> list[Contact]:
+    return list(
+        session.scalars(
+            select(Contact)
+            .join(ListMembership, ListMembership.contact_id == Contact.id)
+            .where(ListMembership.list_id == list_id)
+            .order_by(Contact.email)
+        )
+    )
+
+
+def suppression_map(session: Session, emails: Sequence[str]) -> dict[str, list[Suppression]]:
+    out: dict[str, list[Suppression]] = {}
+    for i in range(0, len(emails), 500):
+        chunk = list(emails[i : i + 500])
+        for s in session.scalars(select(Suppression).where(Suppression.email.in_(chunk))):
+            out.setdefault(s.email, []).append(s)
+    return out
+
+
+def export_csv(session: Session, list_id: str) -> str:
+    """The list as CSV in the import format (so export → edit → import round-trips)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for c in members(session, list_id):
+        others = sorted(m.list_id for m in c.memberships if m.list_id != list_id)
+        w.writerow([c.name, c.email, c.outlet, c.language or "", ";".join(others), c.notes])
+    return buf.getvalue()
+
+
+def check_list(config: Config, list_id: str) -> None:
+    if list_id not in config.lists:
+        known = ", ".join(sorted(config.lists)) or "none defined"
+        raise ConfigError(f"no list {list_id!r} in feeds.yaml (known: {known})")
+
+
+def contact_export(session: Session, email: str) -> dict[str, Any] | None:
+    """Everything we hold on one address (GDPR Art. 15), or None when we hold nothing."""
+    addr = email.strip().lower()
+    contact = session.scalar(select(Contact).where(Contact.email == addr))
+    deliveries = session.scalars(
+        select(Delivery).where(Delivery.email == addr).order_by(Delivery.id)
+    ).all()
+    sups = session.scalars(
+        select(Suppression).where(Suppression.email.in_([addr, email_hash(addr)]))
+    ).all()
+    if contact is None and not deliveries and not sups:
+        return None
+    return {
+        "email": addr,
+        "contact": None
+        if contact is None
+        else {
+            "name": contact.name,
+            "outlet": contact.outlet,
+            "language": contact.language,
+            "notes": contact.notes,
+            "created_at": contact.created_at,
+            "updated_at": contact.updated_at,
+            "lists": [
+                {"list": m.list_id, "since": m.created_at}
+                for m in sorted(contact.memberships, key=lambda m: m.list_id)
+            ],
+        },
+        "deliveries": [
+            {
+                "digest_id": d.digest_id,
+                "list": d.list_id,
+                "language": d.language,
+                "status": d.status,
+                "message_id": d.message_id,
+                "provider_message_id": d.provider_message_id,
+                "attempts": d.attempts,
+                "sent_at": d.sent_at,
+                "last_error": d.last_error,
+                "created_at": d.created_at,
+            }
+            for d in deliveries
+        ],
+        "suppressions": [
+            {
+                "list": s.list_id,
+                "reason": s.reason,
+                "detail": s.detail,
+                "created_at": s.created_at,
+                "stored_as": "hash" if s.email.startswith("sha256:") else "address",
+            }
+            for s in sups
+        ],
+    }
+
+
+@dataclass
+class EraseReport:
+    email: str
+    contact_removed: bool = False
+    memberships_removed: int = 0
+    deliveries_anonymized: int = 0
+    suppressions_hashed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "email_hash": email_hash(self.email),
+            "contact_removed": self.contact_removed,
+            "memberships_removed": self.memberships_removed,
+            "deliveries_anonymized": self.deliveries_anonymized,
+            "suppressions_hashed": self.suppressions_hashed,
+        }
+
+
+def erase_contact(session: Session, email: str, *, now: datetime) -> EraseReport:
+    """GDPR erasure (Art. 17): remove the contact and every trace of the address.
+
+    - the contact and its list memberships are deleted;
+    - delivery rows keep their digest and status (the send counts stay true) but lose the
+      address: it becomes the hash, the contact link and error text are cleared;
+    - suppressions are kept but as the hash only: without them a re-import of an old CSV
+      would mail someone who unsubscribed or complained, which the law forbids
+      (Art. 21(3)); a hash lets us recognise the address without holding it.
+    """
+    addr = email.strip().lower()
+    hashed = email_hash(addr)
+    report = EraseReport(addr)
+    contact = session.scalar(select(Contact).where(Contact.email == addr))
+    if contact is not None:
+        report.memberships_removed = len(contact.memberships)
+        session.delete(contact)
+        report.contact_removed = True
+        session.flush()
+    deliveries = session.scalars(select(Delivery).where(Delivery.email == addr)).all()
+    for d in deliveries:
+        d.email = hashed
+        d.contact_id = None
+        d.last_error = None
+    report.deliveries_anonymized = len(deliveries)
+    for s in session.scalars(select(Suppression).where(Suppression.email == addr)).all():
+        clash = session.scalar(
+            select(Suppression.id).where(
+                Suppression.email == hashed,
+                or_(Suppression.list_id == s.list_id, Suppression.list_id.is_(None))
+                if s.list_id is not None
+                else Suppression.list_id.is_(None),
+            )
+        )
+        if clash is not None:
+            session.delete(s)
+        else:
+            s.email = hashed
+            s.detail = None
+        report.suppressions_hashed += 1
+    session.flush()
+    return report

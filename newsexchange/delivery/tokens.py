@@ -1,0 +1,110 @@
+"""Unsubscribe links: signed tokens naming an address and a list, and what they do.
+
+Tokens are signed with the exchange's secret key (itsdangerous, its own salt so an approval
+token can never pass for an unsubscribe token, nor the reverse). They do not expire: a reader
+may act on a digest months later and the law (and Gmail's bulk-sender rules) want the link
+to keep working. They are not single-use either: unsubscribing twice is harmless.
+
+Erasure (GDPR) keeps no address: a suppression of an erased address is stored as
+:func:`email_hash` so an old link or an old CSV can still be honoured without the address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import quote
+
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsexchange.config import Config
+from newsexchange.db import Suppression
+
+SALT = "newsexchange.unsubscribe.v1"
+HASH_PREFIX = "sha256:"
+
+
+@dataclass(frozen=True)
+class UnsubscribeToken:
+    email: str
+    list_id: str | None  # None: every list
+
+
+def _serializer(config: Config) -> URLSafeSerializer:
+    return URLSafeSerializer(config.secret_key.get_secret_value(), salt=SALT)
+
+
+def make_token(config: Config, email: str, list_id: str | None) -> str:
+    return _serializer(config).dumps({"e": email.lower(), "l": list_id})
+
+
+def read_token(config: Config, token: str) -> UnsubscribeToken | None:
+    """The address and list a token names, or None when it is forged or damaged."""
+    try:
+        data = _serializer(config).loads(token)
+    except BadSignature:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("e"), str):
+        return None
+    lst = data.get("l")
+    return UnsubscribeToken(data["e"], lst if isinstance(lst, str) else None)
+
+
+def unsubscribe_url(config: Config, email: str, list_id: str | None) -> str:
+    """The https one-click link (RFC 8058) for one recipient of one list."""
+    return f"{config.public_url}/unsubscribe/{make_token(config, email, list_id)}"
+
+
+def unsubscribe_mailto(config: Config, email: str, list_id: str | None) -> str:
+    """The mailto: alternative of List-Unsubscribe: a mail to our From address whose subject
+    carries the token (RFC 2369). The approval inbox reader hands such replies to
+    :func:`apply_unsubscribe`."""
+    from email.utils import parseaddr
+
+    _n, addr = parseaddr(config.mail.from_)
+    subject = quote(f"unsubscribe {make_token(config, email, list_id)}")
+    return f"mailto:{addr}?subject={subject}"
+
+
+def email_hash(email: str) -> str:
+    """What we keep of an erased address that must stay suppressed (pseudonymous)."""
+    return HASH_PREFIX + hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
+
+
+def suppress(
+    session: Session,
+    email: str,
+    *,
+    list_id: str | None,
+    reason: str,
+    now: datetime,
+    detail: str | None = None,
+) -> bool:
+    """Add a suppression unless one already covers the address; return True when added.
+
+    A global suppression (bounce, complaint) covers every list; a list one only that list.
+    """
+    key = email.strip().lower()
+    existing = session.scalars(
+        select(Suppression).where(Suppression.email.in_([key, email_hash(key)]))
+    ).all()
+    for s in existing:
+        if s.list_id is None or s.list_id == list_id:
+            return False
+    session.add(
+        Suppression(email=key, list_id=list_id, reason=reason, detail=detail, created_at=now)
+    )
+    session.flush()
+    return True
+
+
+def apply_unsubscribe(session: Session, config: Config, token: str, *, now: datetime) -> str | None:
+    """Honour an unsubscribe token; return the address, or None when the token is bad."""
+    tok = read_token(config, token)
+    if tok is None:
+        return None
+    suppress(session, tok.email, list_id=tok.list_id, reason="unsubscribed", now=now)
+    return tok.email
