@@ -1,0 +1,500 @@
+"""Digests: the step that builds one exchange's digest for one period, and editor changes.
+
+``build_digest`` reads the period's items of the exchange's source regions, hands plain data
+to the pure ranking in :mod:`newsexchange.digest.select`, and writes the verdict as
+``digest_items`` rows (included ones with their position, left-out ones with the reason), so
+``--json``, the approval page and the mail all show the same thing.
+
+Rules (the invariants this module keeps):
+
+- One digest per (exchange, period): the unique constraint ``uq_digest_period`` makes
+  building twice, or two builds racing, end with the same row.
+- Rebuilding is allowed while the digest is ``draft`` or ``awaiting_approval``. An approved,
+  sending, sent, rejected or held digest is never changed: rebuilding or editing it raises
+  :class:`DigestError` saying why.
+- Editor pins, drops and ordering live on the ``digest_items`` rows and are read back on a
+  rebuild, so new items arriving never undo an editor's choice.
+- ``version`` grows whenever what a reader would see changes (which items, their order, or
+  their text — a translation that finished since the last build counts). Approvals name the
+  version they approved, so a changed digest needs approving again; the state is left as is
+  (the approval step decides what to do with a new version).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import select as sa_select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from newsexchange.config import Config, ExchangeSettings
+from newsexchange.db import Database, Digest, DigestItem, Item
+from newsexchange.digest import periods
+from newsexchange.digest.select import (
+    Candidate,
+    Choice,
+    Policy,
+    Selection,
+    Steering,
+    section_of,
+)
+from newsexchange.digest.select import select as rank
+from newsexchange.errors import DigestError
+
+log = logging.getLogger(__name__)
+
+STATES: tuple[str, ...] = (
+    "draft",
+    "awaiting_approval",
+    "approved",
+    "sending",
+    "sent",
+    "rejected",
+    "held",
+)
+EDITABLE_STATES: frozenset[str] = frozenset({"draft", "awaiting_approval"})
+
+__all__ = [
+    "EDITABLE_STATES",
+    "STATES",
+    "BuildReport",
+    "build_digest",
+    "edit_digest",
+    "item_text",
+]
+
+
+@dataclass
+class BuildReport:
+    id: int
+    exchange: str
+    period: periods.Period
+    language: str
+    state: str
+    version: int
+    created: bool
+    changed: bool
+    items: list[dict[str, Any]] = field(default_factory=list)
+    left_out: list[dict[str, Any]] = field(default_factory=list)
+    sections: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def item_count(self) -> int:
+        return len(self.items)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "id": self.id,
+            "exchange": self.exchange,
+            "period": {"start": self.period.start.isoformat(), "end": self.period.end.isoformat()},
+            "timezone": self.period.timezone,
+            "language": self.language,
+            "state": self.state,
+            "version": self.version,
+            "created": self.created,
+            "changed": self.changed,
+            "item_count": self.item_count,
+            "sections": self.sections,
+            "items": self.items,
+            "left_out": self.left_out,
+        }
+
+
+# -- reading the text an item shows in a language ---------------------------------------------
+
+
+def item_text(item: Item, language: str) -> tuple[str, str, str, bool]:
+    """(title, summary_html, summary_text, translated) of ``item`` in ``language``.
+
+    An item already in that language shows itself. Otherwise a finished translation with a
+    title is needed; without one the original is returned with ``translated=False``.
+    ``summary_html`` is sanitized HTML (ingestion sanitizes items; the translation step keeps
+    that property), or "" when only plain text exists.
+    """
+    if item.language == language:
+        return item.title, item.summary_html, item.summary_text, True
+    for tr in item.translations:
+        if tr.language == language and tr.status == "done" and tr.title:
+            return tr.title, tr.summary_html or "", tr.summary_text or "", True
+    return item.title, item.summary_html, item.summary_text, False
+
+
+def _text_hash(item: Item, language: str) -> str:
+    title, html, text, translated = item_text(item, language)
+    blob = json.dumps([title, html, text, translated, item.link], ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _signature(entries: Sequence[DigestItem]) -> list[tuple[Any, ...]]:
+    """What a reader would see, for deciding whether a rebuild changed the digest."""
+    return sorted(
+        (e.position, e.item_id, e.section, str(e.reason.get("text", "")))
+        for e in entries
+        if e.included
+    )
+
+
+# -- the step --------------------------------------------------------------------------------
+
+
+def _source_weight(config: Config, exchange: ExchangeSettings, source_id: str) -> float:
+    try:
+        base = config.source(source_id).weight
+    except Exception:  # a source removed from feeds.yaml keeps its old items, at weight 1
+        base = 1.0
+    return base * exchange.source_weights.get(source_id, 1.0)
+
+
+def _source_name(config: Config, source_id: str) -> str:
+    try:
+        return config.source(source_id).display_name
+    except Exception:
+        return source_id
+
+
+def _steering(entries: Sequence[DigestItem]) -> Steering:
+    ranks: dict[int, int] = {}
+    for e in entries:
+        r = e.reason.get("editor_rank") if isinstance(e.reason, dict) else None
+        if isinstance(r, int):
+            ranks[e.item_id] = r
+    return Steering(
+        pins={e.item_id for e in entries if e.pinned},
+        drops={e.item_id for e in entries if e.dropped},
+        ranks=ranks,
+    )
+
+
+def _get_or_create(
+    session: Session, exchange: ExchangeSettings, period: periods.Period, now: datetime
+) -> tuple[Digest, bool]:
+    stmt = sa_select(Digest).where(
+        Digest.exchange_id == exchange.id, Digest.period_start == period.start
+    )
+    digest = session.scalars(stmt).one_or_none()
+    if digest is not None:
+        return digest, False
+    digest = Digest(
+        exchange_id=exchange.id,
+        period_start=period.start,
+        period_end=period.end,
+        language=exchange.language,
+        state="draft",
+        version=1,
+        token=secrets.token_hex(16),
+        created_at=now,
+        built_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(digest)
+    except IntegrityError:
+        # Another build of the same period won the race: use its row.
+        digest = session.scalars(stmt).one()
+        return digest, False
+    return digest, True
+
+
+def _refuse_frozen(digest: Digest, action: str) -> None:
+    if digest.state not in EDITABLE_STATES:
+        raise DigestError(
+            f"digest {digest.id} ({digest.exchange_id}, period {digest.period_start}) is "
+            f"{digest.state}; its content is frozen and cannot be {action} (only a draft or "
+            "a digest awaiting approval can change)"
+        )
+
+
+def build_digest(
+    db: Database,
+    config: Config,
+    exchange_id: str,
+    *,
+    period_start: date | None = None,
+    now: datetime,
+) -> BuildReport:
+    """Build (or rebuild, while it may still change) the digest of one exchange and period.
+
+    Without ``period_start``, the latest completed period whose build time has passed
+    (:func:`periods.due_periods`). Raises :class:`DigestError` when the period start is not a
+    period's first day or when the digest is already approved (or later).
+    """
+    exchange = config.exchange(exchange_id)
+    if period_start is None:
+        period = periods.due_periods(exchange, config, now)[0]
+    else:
+        period = periods.period_starting(exchange, config, period_start)
+
+    with db.session() as session:
+        digest, created = _get_or_create(session, exchange, period, now)
+        _refuse_frozen(digest, "rebuilt")
+        selection, items = _select_for(session, config, exchange, period, digest, now)
+        changed = _write_selection(session, digest, selection, items, exchange.language)
+        if changed and not created:
+            digest.version += 1
+        digest.built_at = now
+        digest.period_end = period.end
+        from newsexchange.digest.render import subject_for
+
+        digest.subject = subject_for(config, exchange, period.start, period.end)
+        session.flush()
+        report = _report(config, digest, period, selection, items, created, changed)
+    log.info(
+        "digest built",
+        extra={
+            "digest": report.id,
+            "exchange": exchange.id,
+            "period": period.start.isoformat(),
+            "items": report.item_count,
+            "left_out": len(report.left_out),
+            "version": report.version,
+            "changed": changed,
+        },
+    )
+    return report
+
+
+def _select_for(
+    session: Session,
+    config: Config,
+    exchange: ExchangeSettings,
+    period: periods.Period,
+    digest: Digest,
+    now: datetime,
+) -> tuple[Selection, dict[int, Item]]:
+    stmt = (
+        sa_select(Item)
+        .where(
+            Item.region.in_(exchange.from_),
+            Item.published_at >= period.starts_at,
+            Item.published_at < period.ends_at,
+        )
+        .order_by(Item.id)
+    )
+    items = {it.id: it for it in session.scalars(stmt)}
+    # Items an editor pinned stay candidates even if their date was corrected out of the period.
+    pinned_ids = {e.item_id for e in digest.entries if e.pinned} - set(items)
+    if pinned_ids:
+        for it in session.scalars(sa_select(Item).where(Item.id.in_(pinned_ids))):
+            items[it.id] = it
+    candidates = [
+        Candidate(
+            item_id=it.id,
+            source_id=it.source_id,
+            title=it.title,
+            category=it.category,
+            published_at=it.published_at,
+            translated=item_text(it, exchange.language)[3],
+            weight=_source_weight(config, exchange, it.source_id),
+            story_group=it.story_group_id,
+            event_at=it.event_at,
+        )
+        for it in items.values()
+    ]
+    selection = rank(
+        candidates,
+        policy=Policy(
+            max_items=exchange.max_items,
+            max_per_source=exchange.max_per_source,
+            include_untranslated=exchange.include_untranslated,
+        ),
+        period_start=period.starts_at,
+        period_end=period.ends_at,
+        now=now,
+        steering=_steering(digest.entries),
+    )
+    return selection, items
+
+
+def _write_selection(
+    session: Session,
+    digest: Digest,
+    selection: Selection,
+    items: dict[int, Item],
+    language: str,
+) -> bool:
+    """Make ``digest.entries`` match the selection; True when what readers see changed."""
+    before = _signature(digest.entries)
+    existing = {e.item_id: e for e in digest.entries}
+    seen: set[int] = set()
+    for ch in [*selection.included, *selection.left_out]:
+        item = items[ch.item_id]
+        reason = dict(ch.reason)
+        reason["text"] = _text_hash(item, language)
+        entry = existing.get(ch.item_id)
+        if entry is None:
+            entry = DigestItem(item_id=ch.item_id, pinned=False, dropped=False)
+            digest.entries.append(entry)
+        entry.section = ch.section
+        entry.position = ch.position
+        entry.included = ch.included
+        entry.score = ch.score
+        entry.reason = reason
+        entry.untranslated = not ch.candidate.translated
+        entry.pinned = bool(reason.get("pinned"))
+        entry.dropped = ch.left_out == "dropped"
+        seen.add(ch.item_id)
+    for item_id, entry in existing.items():
+        if item_id not in seen:  # no longer in the period (its date was corrected)
+            digest.entries.remove(entry)
+    session.flush()
+    return _signature(digest.entries) != before
+
+
+def _entry_json(config: Config, e: DigestItem, item: Item, language: str) -> dict[str, Any]:
+    title = item_text(item, language)[0]
+    reason = {k: v for k, v in e.reason.items() if k != "text"}
+    return {
+        "position": e.position,
+        "section": e.section,
+        "item_id": e.item_id,
+        "title": title,
+        "source": item.source_id,
+        "source_name": _source_name(config, item.source_id),
+        "score": round(e.score, 3),
+        "reason": reason,
+    }
+
+
+def _report(
+    config: Config,
+    digest: Digest,
+    period: periods.Period,
+    selection: Selection,
+    items: dict[int, Item],
+    created: bool,
+    changed: bool,
+) -> BuildReport:
+    by_item = {e.item_id: e for e in digest.entries}
+    return BuildReport(
+        id=digest.id,
+        exchange=digest.exchange_id,
+        period=period,
+        language=digest.language,
+        state=digest.state,
+        version=digest.version,
+        created=created,
+        changed=changed,
+        items=[
+            _entry_json(config, by_item[ch.item_id], items[ch.item_id], digest.language)
+            for ch in selection.included
+        ],
+        left_out=[_left_out_json(ch, items[ch.item_id]) for ch in selection.left_out],
+        sections=selection.section_counts(),
+    )
+
+
+def _left_out_json(ch: Choice, item: Item) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "item_id": ch.item_id,
+        "title": item.title,
+        "source": item.source_id,
+        "reason": ch.left_out,
+        "score": round(ch.score, 3),
+    }
+    if ch.left_out == "duplicate_story":
+        out["duplicate_of"] = ch.reason.get("duplicate_of")
+    return out
+
+
+# -- editor changes --------------------------------------------------------------------------
+
+
+def edit_digest(
+    session: Session,
+    digest: Digest,
+    *,
+    drop: Collection[int] = (),
+    pin: Collection[int] = (),
+    order: Sequence[int] | None = None,
+    restore: Collection[int] = (),
+    now: datetime,
+) -> Digest:
+    """Apply an editor's changes, by item *position* as shown to editors (1-based).
+
+    - ``drop``: take these items out (kept out across rebuilds).
+    - ``pin``: keep these items in whatever new items arrive (ignoring the caps).
+    - ``order``: positions in the order the editor wants them (e.g. ``[3, 1]`` puts today's
+      item 3 first, then item 1, the rest after in their order); kept across rebuilds.
+    - ``restore``: *item ids* (positions do not exist for left-out items) to bring back in:
+      undoes a drop, or includes a left-out item, pinned.
+
+    All positions refer to the digest as it was before this call. Bumps ``version`` when
+    anything changed (so earlier approvals no longer count). Raises :class:`DigestError` for
+    a digest that can no longer change or a position it does not have.
+    """
+    _refuse_frozen(digest, "edited")
+    included = sorted((e for e in digest.entries if e.included), key=lambda e: e.position)
+    by_pos = {e.position: e for e in included}
+    by_item = {e.item_id: e for e in digest.entries}
+
+    def at(pos: int) -> DigestItem:
+        if pos not in by_pos:
+            span = f"1–{len(included)}" if included else "none"
+            raise DigestError(
+                f"position {pos} is not in digest {digest.id} (its items are at positions {span})"
+            )
+        return by_pos[pos]
+
+    to_drop = [at(p) for p in drop]
+    to_pin = [at(p) for p in pin]
+    ordered = [at(p) for p in (order or ())]
+    if len({e.item_id for e in ordered}) != len(ordered):
+        raise DigestError("order names a position twice (expected each position at most once)")
+    to_restore: list[DigestItem] = []
+    for item_id in restore:
+        if item_id not in by_item:
+            raise DigestError(f"item {item_id} was never considered for digest {digest.id}")
+        to_restore.append(by_item[item_id])
+    for e in to_drop:
+        if e in to_pin:
+            raise DigestError(f"position {e.position} is both pinned and dropped")
+
+    before = _signature(digest.entries)
+    flags_before = {(e.item_id, e.pinned, e.dropped) for e in digest.entries}
+    for e in to_drop:
+        e.dropped, e.pinned, e.included = True, False, False
+        e.reason = {**e.reason, "left_out": "dropped", "pinned": False}
+    for e in [*to_pin, *to_restore]:
+        e.pinned, e.dropped, e.included = True, False, True
+        reason = {k: v for k, v in e.reason.items() if k not in ("left_out", "duplicate_of")}
+        e.reason = {**reason, "pinned": True}
+    if ordered:
+        for e in digest.entries:
+            if "editor_rank" in e.reason:
+                e.reason = {k: v for k, v in e.reason.items() if k != "editor_rank"}
+        for rank_, e in enumerate(ordered, start=1):
+            e.reason = {**e.reason, "editor_rank": rank_}
+
+    # Renumber: news then events; editor ranks first, then the previous order.
+    def key(e: DigestItem) -> tuple[int, int, int]:
+        r = e.reason.get("editor_rank")
+        return (r if isinstance(r, int) else 1_000_000, e.position or 1_000_000, e.item_id)
+
+    now_in = [e for e in digest.entries if e.included]
+    pos = 0
+    for section in ("news", "events"):
+        for e in sorted((e for e in now_in if section_of(e.section) == section), key=key):
+            pos += 1
+            e.position = pos
+    for e in digest.entries:
+        if not e.included:
+            e.position = 0
+    changed = _signature(digest.entries) != before
+    flags_changed = {(e.item_id, e.pinned, e.dropped) for e in digest.entries} != flags_before
+    if changed or flags_changed:
+        digest.version += 1
+    session.flush()
+    log.info(
+        "digest edited",
+        extra={"digest": digest.id, "version": digest.version, "at": now.isoformat()},
+    )
+    return digest

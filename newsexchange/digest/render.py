@@ -1,0 +1,511 @@
+"""Render a digest into what is mailed: subject, preheader, HTML (CSS inlined) and plain text.
+
+Rendering happens once per digest and language; delivery personalizes each copy by plain
+string substitution of these literal markers (present in both the HTML and the text):
+
+``%%UNSUBSCRIBE_URL%%``
+    The recipient's one-click unsubscribe link, in the footer. In the HTML it sits inside an
+    ``href="…"`` attribute, so delivery must substitute an HTML-escaped URL there
+    (``html.escape(url, quote=True)``) and the raw URL in the text part.
+
+Everything else is the same for every recipient: the "view in browser" link points at
+``view_url`` (default ``{public_url}/digests/{id}``), and no recipient address appears.
+List headers (List-Unsubscribe, List-Unsubscribe-Post, List-Id, Precedence …) are added at
+delivery through ``to_email(..., extra_headers=...)``.
+
+What is shown comes from :func:`digest_content`, a plain dict (``schema`` =
+:data:`CONTENT_SCHEMA`). When the approval step freezes a digest it may store exactly that
+dict in ``digest.frozen``; :func:`render_digest` then renders the frozen content, so what was
+approved is what is sent even if a translation changes later.
+
+Escaping: the Jinja environment autoescapes; the only HTML marked safe is an item's summary
+HTML, which ingestion sanitized on the way in and which is cleaned once more here with nh3
+(a small allow-list) in case a translation provider returned markup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid, parseaddr
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import css_inline
+import nh3
+from babel import Locale
+from babel.dates import format_date
+from babel.dates import format_datetime as babel_datetime
+from babel.numbers import format_decimal
+from markupsafe import Markup
+from sqlalchemy.orm import Session
+
+from newsexchange.config import Config, ExchangeSettings
+from newsexchange.db import Digest, Item
+from newsexchange.errors import DigestError
+
+CONTENT_SCHEMA = "newsexchange.digest-content/1"
+UNSUBSCRIBE_MARKER = "%%UNSUBSCRIBE_URL%%"
+
+# -- labels ----------------------------------------------------------------------------------
+# A small table rather than gettext catalogs: three languages, a dozen strings, reviewed by the
+# editors on each side. Plural forms follow CLDR via babel (Locale.plural_form).
+
+LABELS: dict[str, dict[str, str]] = {
+    "fi": {
+        "digest": "Uutiskatsaus",
+        "news": "Uutiset",
+        "events": "Tapahtumat",
+        "read_original": "Lue alkuperäinen",
+        "original_title": "Alkuperäinen otsikko",
+        "source": "Lähde",
+        "when": "Milloin",
+        "also_in": "Myös",
+        "view_online": "Avaa selaimessa",
+        "unsubscribe": "Peru tilaus",
+        "untranslated": "Ei käännetty – alkuperäinen kieli: {language}",
+        "machine": "Otsikot ja tiivistelmät on käännetty koneellisesti; alkuperäiset otsikot ovat mukana.",
+        "empty": "Tällä jaksolla ei ole uutisia.",
+        "footer": "Saat tämän katsauksen, koska olet alueellisen uutisvaihdon mediajakelulistalla.",
+        "and": "ja",
+    },
+    "ru": {
+        "digest": "Дайджест новостей",
+        "news": "Новости",
+        "events": "События",
+        "read_original": "Читать оригинал",
+        "original_title": "Оригинальный заголовок",
+        "source": "Источник",
+        "when": "Когда",
+        "also_in": "Также",
+        "view_online": "Открыть в браузере",
+        "unsubscribe": "Отписаться",
+        "untranslated": "Без перевода — язык оригинала: {language}",
+        "machine": "Заголовки и аннотации переведены автоматически; оригинальные заголовки приведены.",
+        "empty": "За этот период новостей нет.",
+        "footer": "Вы получаете этот дайджест как участник медиарассылки регионального обмена новостями.",
+        "and": "и",
+    },
+    "en": {
+        "digest": "News digest",
+        "news": "News",
+        "events": "Events",
+        "read_original": "Read the original",
+        "original_title": "Original title",
+        "source": "Source",
+        "when": "When",
+        "also_in": "Also in",
+        "view_online": "View in browser",
+        "unsubscribe": "Unsubscribe",
+        "untranslated": "Not translated – original language: {language}",
+        "machine": "Titles and summaries are machine-translated; the original titles are included.",
+        "empty": "No news in this period.",
+        "footer": "You receive this digest because you are on a media list of the regional news exchange.",
+        "and": "and",
+    },
+}
+
+PLURALS: dict[str, dict[str, dict[str, str]]] = {
+    "fi": {
+        "news": {"one": "{n} uutinen", "other": "{n} uutista"},
+        "events": {"one": "{n} tapahtuma", "other": "{n} tapahtumaa"},
+    },
+    "ru": {
+        "news": {
+            "one": "{n} новость",
+            "few": "{n} новости",
+            "many": "{n} новостей",
+            "other": "{n} новости",
+        },
+        "events": {
+            "one": "{n} событие",
+            "few": "{n} события",
+            "many": "{n} событий",
+            "other": "{n} события",
+        },
+    },
+    "en": {
+        "news": {"one": "{n} news item", "other": "{n} news items"},
+        "events": {"one": "{n} event", "other": "{n} events"},
+    },
+}
+
+# Date patterns (CLDR syntax). babel's interval formats give "1–15 нояб. 2026 г." and
+# "Nov 1 – 15, 2026"; the exchange's editors asked for the long forms below, so periods are
+# composed here from day/month patterns whose output is checked in the tests.
+DAY = {"fi": "d.", "ru": "d", "en": "d"}
+DAY_MONTH = {"fi": "d. MMMM", "ru": "d MMMM", "en": "d MMMM"}
+DAY_MONTH_YEAR = {"fi": "d. MMMM y", "ru": "d MMMM y", "en": "d MMMM y"}
+EVENT_DATE = {"fi": "EEEE d. MMMM", "ru": "EEEE, d MMMM", "en": "EEEE d MMMM"}
+EVENT_TIME = {
+    "fi": "EEEE d. MMMM 'klo' H.mm",
+    "ru": "EEEE, d MMMM, HH:mm",
+    "en": "EEEE d MMMM, HH:mm",
+}
+
+SUMMARY_TAGS = {
+    "p",
+    "br",
+    "a",
+    "b",
+    "strong",
+    "i",
+    "em",
+    "ul",
+    "ol",
+    "li",
+    "blockquote",
+    "q",
+    "sub",
+    "sup",
+}
+
+
+def _lang(language: str) -> str:
+    if language not in LABELS:
+        raise DigestError(f"no labels for language {language!r} (expected one of fi, ru, en)")
+    return language
+
+
+def labels(language: str) -> dict[str, str]:
+    return LABELS[_lang(language)]
+
+
+def plural(language: str, key: str, n: int) -> str:
+    form = Locale.parse(language).plural_form(n)
+    forms = PLURALS[_lang(language)][key]
+    return forms.get(form, forms["other"]).format(n=format_decimal(n, locale=language))
+
+
+def format_period(start: date, end: date, language: str) -> str:
+    """ "1.–15. marraskuuta 2026", "1–15 ноября 2026", "1–15 November 2026" (end included)."""
+    lang = _lang(language)
+    en_dash = "–"
+    if start == end:
+        return format_date(start, DAY_MONTH_YEAR[lang], locale=lang)
+    last = format_date(end, DAY_MONTH_YEAR[lang], locale=lang)
+    if (start.year, start.month) == (end.year, end.month):
+        first = format_date(start, DAY[lang], locale=lang)
+        return f"{first}{en_dash}{last}"
+    if start.year == end.year:
+        first = format_date(start, DAY_MONTH[lang], locale=lang)
+    else:
+        first = format_date(start, DAY_MONTH_YEAR[lang], locale=lang)
+    return f"{first} {en_dash} {last}"
+
+
+def format_day(moment: datetime, language: str, tz: ZoneInfo) -> str:
+    return format_date(moment.astimezone(tz).date(), DAY_MONTH[_lang(language)], locale=language)
+
+
+def format_event(moment: datetime, language: str, tz: ZoneInfo) -> str:
+    local = moment.astimezone(tz)
+    lang = _lang(language)
+    if (local.hour, local.minute) == (0, 0):  # a date without a time of day
+        return format_date(local.date(), EVENT_DATE[lang], locale=lang)
+    return babel_datetime(local, EVENT_TIME[lang], tzinfo=tz, locale=lang)
+
+
+def language_name(code: str, in_language: str) -> str:
+    name = Locale.parse(in_language).languages.get(code)
+    return name or code
+
+
+def exchange_title(exchange: ExchangeSettings) -> str:
+    return exchange.name or labels(exchange.language)["digest"]
+
+
+def subject_for(config: Config, exchange: ExchangeSettings, start: date, end: date) -> str:
+    """The mail subject: the exchange's name and the period, in the digest's language."""
+    return f"{exchange_title(exchange)}: {format_period(start, end, exchange.language)}"
+
+
+# -- the content -----------------------------------------------------------------------------
+
+
+def _source_name(config: Config, source_id: str) -> str:
+    for s in config.sources:
+        if s.id == source_id:
+            return s.display_name
+    return source_id
+
+
+def digest_content(session: Session, config: Config, digest: Digest) -> dict[str, Any]:
+    """Everything a reader sees of ``digest``, as plain JSON-able data (see module doc)."""
+    from newsexchange.digest import item_text
+
+    entries = sorted((e for e in digest.entries if e.included), key=lambda e: e.position)
+    items: dict[int, Item] = {e.item_id: e.item for e in entries}
+    names_by_item: dict[int, str] = {}
+    dup_ids = [i for e in entries for i in e.reason.get("duplicates", [])]
+    if dup_ids:
+        for it in session.query(Item).filter(Item.id.in_(dup_ids)):
+            names_by_item[it.id] = _source_name(config, it.source_id)
+    out: list[dict[str, Any]] = []
+    for e in entries:
+        item = items[e.item_id]
+        title, summary_html, summary_text, translated = item_text(item, digest.language)
+        also = sorted(
+            {names_by_item[i] for i in e.reason.get("duplicates", []) if i in names_by_item}
+            - {_source_name(config, item.source_id)}
+        )
+        out.append(
+            {
+                "position": e.position,
+                "section": e.section,
+                "item_id": item.id,
+                "title": title,
+                "summary_html": summary_html,
+                "summary_text": summary_text,
+                "translated": translated,
+                "same_language": item.language == digest.language,
+                "original_title": item.title,
+                "original_language": item.language,
+                "source_id": item.source_id,
+                "source_name": _source_name(config, item.source_id),
+                "link": item.link,
+                "published_at": item.published_at.astimezone(UTC).isoformat(),
+                "event_at": item.event_at.astimezone(UTC).isoformat() if item.event_at else None,
+                "also_in": also,
+            }
+        )
+    return {
+        "schema": CONTENT_SCHEMA,
+        "digest_id": digest.id,
+        "exchange": digest.exchange_id,
+        "language": digest.language,
+        "version": digest.version,
+        "period": {"start": digest.period_start.isoformat(), "end": digest.period_end.isoformat()},
+        "items": out,
+    }
+
+
+def content_hash(content: Mapping[str, Any]) -> str:
+    """A stable hash of :func:`digest_content` output (for ``digest.content_hash``)."""
+    blob = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+@dataclass
+class RenderedDigest:
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    language: str
+    items: list[dict[str, Any]] = field(default_factory=list)
+    view_url: str = ""
+    digest_id: int | None = None
+
+
+@lru_cache(maxsize=4)
+def _inliner() -> css_inline.CSSInliner:
+    # The dark-mode and narrow-screen rules live in <style data-css-inline="keep"> and stay
+    # in <head>: media queries cannot be inlined. Never fetch remote stylesheets.
+    return css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
+
+
+def clean_summary(html: str) -> Markup:
+    """Summary HTML (sanitized at ingestion) cleaned once more and marked safe: the only
+    place the templates receive markup."""
+    cleaned = nh3.clean(
+        html,
+        tags=SUMMARY_TAGS,
+        attributes={"a": {"href", "title"}},
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer",
+    )
+    return Markup(cleaned)  # noqa: S704 - sanitized above by an allow-list
+
+
+def _wrap(text: str, width: int = 72) -> str:
+    paras = [p.strip() for p in text.replace("\r", "").split("\n") if p.strip()]
+    return "\n".join(textwrap.fill(p, width=width, break_long_words=False) for p in paras)
+
+
+def _view_items(content: Mapping[str, Any], language: str, tz: ZoneInfo) -> list[dict[str, Any]]:
+    t = labels(language)
+    views = []
+    for it in content["items"]:
+        published = datetime.fromisoformat(it["published_at"])
+        event_at = datetime.fromisoformat(it["event_at"]) if it.get("event_at") else None
+        summary_html = it.get("summary_html") or ""
+        summary_text = it.get("summary_text") or ""
+        views.append(
+            {
+                **it,
+                "summary": clean_summary(summary_html) if summary_html.strip() else None,
+                "summary_wrapped": _wrap(summary_text),
+                "published": format_day(published, language, tz),
+                "when": format_event(event_at, language, tz) if event_at else None,
+                "original_language_name": language_name(it["original_language"], language),
+                "untranslated_note": None
+                if it["translated"]
+                else t["untranslated"].format(
+                    language=language_name(it["original_language"], language)
+                ),
+                "show_original_title": (
+                    not it.get("same_language", False)
+                    and it["translated"]
+                    and it["original_title"] != it["title"]
+                ),
+            }
+        )
+    return views
+
+
+def _preheader(language: str, news: int, events: int, titles: list[str]) -> str:
+    t = labels(language)
+    parts = []
+    if news:
+        parts.append(plural(language, "news", news))
+    if events:
+        parts.append(plural(language, "events", events))
+    head = f" {t['and']} ".join(parts) if parts else t["empty"]
+    text = head
+    for title in titles:
+        candidate = f"{text} · {title}"
+        if len(candidate) > 140:
+            break
+        text = candidate
+    return text
+
+
+def render_digest(
+    session: Session, config: Config, digest: Digest, *, view_url: str | None = None
+) -> RenderedDigest:
+    """Render ``digest`` (its frozen content once approved) in its language."""
+    exchange = config.exchange(digest.exchange_id)
+    content: Mapping[str, Any]
+    if isinstance(digest.frozen, dict) and digest.frozen.get("schema") == CONTENT_SCHEMA:
+        content = digest.frozen
+    else:
+        content = digest_content(session, config, digest)
+    return render_content(config, exchange, content, digest_id=digest.id, view_url=view_url)
+
+
+def render_content(
+    config: Config,
+    exchange: ExchangeSettings,
+    content: Mapping[str, Any],
+    *,
+    digest_id: int | None,
+    view_url: str | None = None,
+) -> RenderedDigest:
+    """Render :func:`digest_content` data (no database: used for previews and benchmarks)."""
+    from newsexchange.web.templating import environment
+
+    language = _lang(str(content["language"]))
+    tz = config.exchange_tz(exchange)
+    t = labels(language)
+    start = date.fromisoformat(content["period"]["start"])
+    end = date.fromisoformat(content["period"]["end"])
+    period = format_period(start, end, language)
+    subject = subject_for(config, exchange, start, end)
+    view_url = view_url or f"{config.public_url}/digests/{digest_id}"
+    items = _view_items(content, language, tz)
+    sections = [
+        {"key": key, "label": t[key], "items": [i for i in items if i["section"] == key]}
+        for key in ("news", "events")
+    ]
+    sections = [s for s in sections if s["items"]]
+    counts = {key: sum(1 for i in items if i["section"] == key) for key in ("news", "events")}
+    preheader = _preheader(language, counts["news"], counts["events"], [i["title"] for i in items])
+    count_parts = [plural(language, k, counts[k]) for k in ("news", "events") if counts[k]]
+    machine = any(i["translated"] and not i.get("same_language") for i in items)
+    ctx = {
+        "lang": language,
+        "t": t,
+        "title": exchange_title(exchange),
+        "subject": subject,
+        "period": period,
+        "preheader": preheader,
+        "sections": sections,
+        "counts": f" {t['and']} ".join(count_parts),
+        "machine_note": t["machine"] if machine else None,
+        "view_url": view_url,
+        "unsubscribe_url": UNSUBSCRIBE_MARKER,
+        "from_name": parseaddr(config.mail.from_)[0] or exchange_title(exchange),
+    }
+    env = environment()
+    html = env.get_template("email/digest.html").render(ctx)
+    html = _inliner().inline(html)
+    text = env.get_template("email/digest.txt").render(ctx)
+    text = text.rstrip("\n") + "\n"
+    plain_items = [
+        {
+            k: v
+            for k, v in i.items()
+            if k not in ("summary", "summary_wrapped")  # Markup and layout-only fields
+        }
+        for i in items
+    ]
+    return RenderedDigest(
+        subject=subject,
+        preheader=preheader,
+        html=html,
+        text=text,
+        language=language,
+        items=plain_items,
+        view_url=view_url,
+        digest_id=digest_id,
+    )
+
+
+# -- the message -----------------------------------------------------------------------------
+
+
+def to_email(
+    rendered: RenderedDigest,
+    *,
+    config: Config,
+    to: str | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+    message_id: str | None = None,
+) -> EmailMessage:
+    """A multipart/alternative message (text first, then HTML, as RFC 2046 orders them),
+    UTF-8, with headers encoded for any script (email.policy.SMTP: RFC 2047 words, CRLF).
+
+    ``to`` may be None for a preview; delivery passes the recipient, its stable
+    ``message_id`` and the list headers in ``extra_headers`` (replacing any same-named
+    header set here). The per-recipient markers are *not* substituted here.
+    """
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = config.mail.from_
+    if to:
+        msg["To"] = to
+    if config.mail.reply_to:
+        msg["Reply-To"] = config.mail.reply_to
+    msg["Subject"] = rendered.subject
+    msg["Date"] = format_datetime((now or datetime.now(UTC)).astimezone(UTC))
+    domain = _domain(config.mail.from_)
+    msg["Message-ID"] = message_id or make_msgid(domain=domain)
+    for name, value in (extra_headers or {}).items():
+        if name in msg:
+            del msg[name]
+        msg[name] = value
+    msg.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    # After the bodies: set_content() clears every Content-* header it finds.
+    msg["Content-Language"] = rendered.language
+    return msg
+
+
+def _domain(from_: str) -> str:
+    addr = parseaddr(from_)[1]
+    try:
+        return Address(addr_spec=addr).domain or "newsexchange.invalid"
+    except (ValueError, IndexError):
+        return "newsexchange.invalid"

@@ -1,0 +1,253 @@
+"""Which items make a digest, in which order, and why: pure ranking over plain data.
+
+No database and no clock here (the build step in ``digest/__init__.py`` reads the items and
+passes ``now``), so every rule below is tested with plain values.
+
+The score is a product of parts an editor can read and steer::
+
+    score = weight × coverage × recency
+
+- ``weight``: the source's ``weight`` in feeds.yaml × the exchange's ``source_weights``
+  entry for it (default 1 × 1). Editors raise or lower a source here.
+- ``coverage``: ``1 + 0.5 × (other sources carrying the same story)``: a story that three
+  outlets reported weighs twice a story only one did. Story groups come from ingestion
+  (near-identical title+text fingerprints); only the best item of a group goes in, the others
+  are listed as ``duplicate_story`` with the item they duplicate.
+- ``recency``: from 0.8 (published at the period's start) to 1.0 (at its end), so late news
+  is not pushed out by older news of the same weight, but weight and coverage still decide.
+
+Then, in order: an editor's ``pin`` puts an item in whatever its score (pins are ranked first
+and ignore caps); an editor's ``drop`` takes it out; at most ``max_per_source`` items of one
+source and ``max_items`` in all. An item with no finished translation into the digest's
+language is left out (``untranslated``) unless the exchange sets ``include_untranslated: true``;
+then it is carried in its original language and marked.
+
+Sections: "news" first, then "events". Events are ordered for a reader planning ahead:
+upcoming events by their date, then events without a date (by score), then past ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+SECTIONS: tuple[str, ...] = ("news", "events")
+LEFT_OUT_REASONS: tuple[str, ...] = (
+    "untranslated",
+    "duplicate_story",
+    "over_cap",
+    "over_source_cap",
+    "dropped",
+)
+COVERAGE_PER_SOURCE = 0.5
+RECENCY_FLOOR = 0.8
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An item of the period, as the ranking sees it."""
+
+    item_id: int
+    source_id: str
+    title: str
+    category: str  # news | events
+    published_at: datetime
+    translated: bool  # a finished translation into the digest's language exists (or same language)
+    weight: float = 1.0  # source weight × exchange source_weights
+    story_group: int | None = None
+    event_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Steering:
+    """What editors said about a digest; kept across rebuilds."""
+
+    pins: Collection[int] = ()
+    drops: Collection[int] = ()
+    ranks: Mapping[int, int] = field(default_factory=dict)  # item id → editor's place (1-based)
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_items: int = 20
+    max_per_source: int = 5
+    include_untranslated: bool = False
+
+
+@dataclass
+class Choice:
+    """The verdict on one candidate: included at ``position`` in ``section``, or left out."""
+
+    candidate: Candidate
+    included: bool
+    section: str
+    score: float
+    reason: dict[str, Any]
+    position: int = 0  # 1-based across sections when included; 0 when left out
+    left_out: str | None = None  # one of LEFT_OUT_REASONS
+
+    @property
+    def item_id(self) -> int:
+        return self.candidate.item_id
+
+
+@dataclass
+class Selection:
+    included: list[Choice]
+    left_out: list[Choice]
+
+    def section_counts(self) -> dict[str, int]:
+        return {s: sum(1 for c in self.included if c.section == s) for s in SECTIONS}
+
+
+def section_of(category: str) -> str:
+    return "events" if category == "events" else "news"
+
+
+def _recency(c: Candidate, start: datetime, end: datetime) -> float:
+    span = (end - start).total_seconds()
+    if span <= 0:
+        return 1.0
+    frac = (c.published_at - start).total_seconds() / span
+    frac = min(1.0, max(0.0, frac))
+    return RECENCY_FLOOR + (1.0 - RECENCY_FLOOR) * frac
+
+
+def score_parts(
+    c: Candidate, *, sources_in_story: int, period_start: datetime, period_end: datetime
+) -> dict[str, Any]:
+    """The parts of an item's score, as shown to editors (``reason`` in ``--json``)."""
+    coverage = 1.0 + COVERAGE_PER_SOURCE * max(0, sources_in_story - 1)
+    recency = _recency(c, period_start, period_end)
+    score = c.weight * coverage * recency
+    return {
+        "weight": round(c.weight, 3),
+        "sources": sources_in_story,
+        "coverage": round(coverage, 3),
+        "recency": round(recency, 3),
+        "score": round(score, 3),
+    }
+
+
+def _event_key(ch: Choice, now: datetime) -> tuple[int, float, float, int]:
+    at = ch.candidate.event_at
+    if at is not None and at >= now:
+        return (0, at.timestamp(), 0.0, ch.item_id)
+    if at is None:
+        return (1, 0.0, -ch.score, ch.item_id)
+    return (2, -at.timestamp(), 0.0, ch.item_id)
+
+
+def select(
+    candidates: Sequence[Candidate],
+    *,
+    policy: Policy,
+    period_start: datetime,
+    period_end: datetime,
+    now: datetime,
+    steering: Steering | None = None,
+) -> Selection:
+    """Rank the period's candidates and decide which go in (see the module docstring)."""
+    steering = steering or Steering()
+    pins, drops = set(steering.pins), set(steering.drops)
+
+    # How many distinct sources carried each story (counting every member of the group).
+    group_sources: dict[int, set[str]] = {}
+    for c in candidates:
+        if c.story_group is not None:
+            group_sources.setdefault(c.story_group, set()).add(c.source_id)
+
+    choices: list[Choice] = []
+    for c in candidates:
+        n = len(group_sources[c.story_group]) if c.story_group is not None else 1
+        parts = score_parts(c, sources_in_story=n, period_start=period_start, period_end=period_end)
+        reason: dict[str, Any] = dict(parts)
+        if c.item_id in pins:
+            reason["pinned"] = True
+        if c.item_id in steering.ranks:
+            reason["editor_rank"] = steering.ranks[c.item_id]
+        if not c.translated:
+            reason["untranslated"] = True
+        choices.append(
+            Choice(
+                c,
+                included=False,
+                section=section_of(c.category),
+                score=parts["score"],
+                reason=reason,
+            )
+        )
+
+    # Best first: pinned, then score, then newer, then id (a stable, total order).
+    choices.sort(
+        key=lambda ch: (
+            ch.item_id not in pins,
+            -ch.score,
+            -ch.candidate.published_at.timestamp(),
+            ch.item_id,
+        )
+    )
+
+    group_rep: dict[int, int] = {}
+    per_source: dict[str, int] = {}
+    total = 0
+    included: list[Choice] = []
+    left_out: list[Choice] = []
+
+    def leave(ch: Choice, why: str) -> None:
+        ch.left_out = why
+        ch.reason["left_out"] = why
+        left_out.append(ch)
+
+    for ch in choices:
+        c = ch.candidate
+        pinned = c.item_id in pins
+        if c.item_id in drops:
+            leave(ch, "dropped")
+            continue
+        if not c.translated and not policy.include_untranslated:
+            leave(ch, "untranslated")
+            continue
+        if c.story_group is not None and c.story_group in group_rep:
+            ch.reason["duplicate_of"] = group_rep[c.story_group]
+            leave(ch, "duplicate_story")
+            continue
+        if not pinned and per_source.get(c.source_id, 0) >= policy.max_per_source:
+            leave(ch, "over_source_cap")
+            continue
+        if not pinned and total >= policy.max_items:
+            leave(ch, "over_cap")
+            continue
+        ch.included = True
+        if c.story_group is not None:
+            group_rep[c.story_group] = c.item_id
+        per_source[c.source_id] = per_source.get(c.source_id, 0) + 1
+        total += 1
+        included.append(ch)
+
+    # Duplicates of an included story point at it; record on the representative what it stands
+    # for, so the reader can see "also reported by".
+    by_id = {ch.item_id: ch for ch in included}
+    for ch in left_out:
+        rep = ch.reason.get("duplicate_of")
+        if rep in by_id:
+            by_id[rep].reason.setdefault("duplicates", []).append(ch.item_id)
+
+    # Order within sections: editor ranks first, then the section's own order.
+    def editor_first(ch: Choice) -> int:
+        r = steering.ranks.get(ch.item_id)
+        return r if r is not None else 1_000_000
+
+    news = [ch for ch in included if ch.section == "news"]
+    news.sort(key=lambda ch: (editor_first(ch), ch.item_id not in pins))  # stable: keeps score
+    events = [ch for ch in included if ch.section == "events"]
+    events.sort(key=lambda ch: (editor_first(ch), *_event_key(ch, now)))
+    ordered = news + events
+    for i, ch in enumerate(ordered, start=1):
+        ch.position = i
+    left_out.sort(
+        key=lambda ch: (LEFT_OUT_REASONS.index(ch.left_out or "over_cap"), -ch.score, ch.item_id)
+    )
+    return Selection(included=ordered, left_out=left_out)
