@@ -20,7 +20,9 @@ from newsexchange.errors import ConfigError, NewsExchangeError
 # Each module registers its own sub-commands (see newsexchange/commands/__init__.py).
 COMMAND_MODULES = [
     "newsexchange.commands.core",
+    "newsexchange.commands.ingest",
     "newsexchange.commands.delivery",
+    "newsexchange.commands.digest",
 ]
 
 

@@ -23,6 +23,10 @@ from newsexchange.config import Config, ExchangeSettings
 from newsexchange.errors import DigestError
 
 
+class PeriodError(DigestError):
+    """A date that does not start a period: a usage mistake (the CLI exits 2)."""
+
+
 @dataclass(frozen=True)
 class Period:
     """One digest period.
@@ -106,7 +110,7 @@ def period_starting(exchange: ExchangeSettings, config: Config, day: date) -> Pe
     period = period_for(exchange, config, day)
     if period.start != day:
         starts = ", ".join(str(d) for d in exchange.schedule.days)
-        raise DigestError(
+        raise PeriodError(
             f"{day.isoformat()} does not start a period of exchange {exchange.id!r} (periods "
             f"start on day {starts} of each month; the period containing that day starts "
             f"{period.start.isoformat()})"

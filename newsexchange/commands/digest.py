@@ -1,0 +1,359 @@
+"""``newsexchange digest build | list | show | edit``: digests at the console.
+
+- ``build EXCHANGE [--period YYYY-MM-DD]`` builds or rebuilds the digest of the period that
+  starts on that day (default: the latest period that is due).
+- ``list [--exchange X]`` shows every digest with its state.
+- ``show ID [--format summary|html|text|eml] [--output FILE]`` shows the items and the audit
+  log, or writes exactly what would be mailed.
+- ``edit ID [--drop N …] [--pin N …] [--order N,N,…] [--restore ITEM_ID …]`` changes a draft
+  by the positions ``show`` prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from newsexchange.commands import Context, add_common, to_json
+from newsexchange.db import Approval, AuditEntry, Digest, DigestItem
+from newsexchange.digest import build_digest, edit_digest, item_text
+from newsexchange.digest.periods import PeriodError
+from newsexchange.digest.render import format_period, render_digest, to_email
+from newsexchange.errors import DigestError
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a date (expected YYYY-MM-DD, the period's first day)"
+        ) from None
+
+
+def _positions(value: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a list of positions (expected e.g. 3,1,2)"
+        ) from None
+    if not out or any(p < 1 for p in out):
+        raise argparse.ArgumentTypeError(f"{value!r}: positions start at 1")
+    return out
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser("digest", help="build, list and show digests")
+    dsub = p.add_subparsers(dest="digest_command", metavar="ACTION", parser_class=type(p))
+    dsub.required = True
+
+    b = dsub.add_parser("build", help="build or rebuild the digest of one exchange and period")
+    add_common(b)
+    b.add_argument("exchange", metavar="EXCHANGE", help="exchange id from feeds.yaml")
+    b.add_argument(
+        "--period",
+        type=_day,
+        metavar="YYYY-MM-DD",
+        help="the period's first day (default: the latest period that is due)",
+    )
+    b.set_defaults(handler=build)
+
+    ls = dsub.add_parser("list", help="every digest with its state")
+    add_common(ls)
+    ls.add_argument("--exchange", metavar="X", help="only this exchange")
+    ls.set_defaults(handler=list_digests)
+
+    sh = dsub.add_parser("show", help="a digest's items and audit log, or what would be mailed")
+    add_common(sh)
+    sh.add_argument("id", type=int, metavar="ID")
+    sh.add_argument(
+        "--format", choices=["summary", "html", "text", "eml"], default="summary", dest="fmt"
+    )
+    sh.add_argument("--output", "-o", metavar="FILE", help="write there instead of stdout")
+    sh.set_defaults(handler=show)
+
+    ed = dsub.add_parser("edit", help="drop, pin or reorder items of a draft (by position)")
+    add_common(ed)
+    ed.add_argument("id", type=int, metavar="ID")
+    ed.add_argument("--drop", type=_positions, action="extend", default=[], metavar="N[,N…]")
+    ed.add_argument("--pin", type=_positions, action="extend", default=[], metavar="N[,N…]")
+    ed.add_argument("--order", type=_positions, metavar="N,N,…", help="new order of positions")
+    ed.add_argument(
+        "--restore",
+        type=_positions,
+        action="extend",
+        default=[],
+        metavar="ITEM_ID",
+        help="bring a left-out item back in (by item id, as build --json lists them)",
+    )
+    ed.set_defaults(handler=edit)
+
+
+# -- build -----------------------------------------------------------------------------------
+
+
+def build(ctx: Context) -> int:
+    try:
+        report = build_digest(
+            ctx.db, ctx.config, ctx.args.exchange, period_start=ctx.args.period, now=ctx.now()
+        )
+    except PeriodError as exc:  # a wrong --period is bad usage (exit 2), not failed work
+        if ctx.json:
+            sys.stdout.write(to_json({"ok": False, "error": str(exc), "kind": "usage"}) + "\n")
+        sys.stderr.write(f"newsexchange: {exc}\n")
+        return 2
+    data = report.to_json()
+
+    def text() -> str:
+        verb = "built" if report.created else ("rebuilt" if report.changed else "unchanged")
+        lines = [
+            f"digest {report.id} {verb}: {report.exchange}, "
+            f"{format_period(report.period.start, report.period.end, 'en')} "
+            f"({report.language}, version {report.version}, {report.state})",
+            f"  {report.item_count} items: news {report.sections.get('news', 0)}, "
+            f"events {report.sections.get('events', 0)}",
+        ]
+        for it in report.items:
+            r = it["reason"]
+            pin = " pinned" if r.get("pinned") else ""
+            lines.append(
+                f"  {it['position']:>3}. [{it['section']}] {it['title'][:70]} — {it['source']} "
+                f"(score {it['score']:.2f} = weight {r['weight']} × coverage {r['coverage']} "
+                f"× recency {r['recency']}{pin})"
+            )
+        if report.left_out:
+            lines.append(f"  left out: {len(report.left_out)}")
+            for lo in report.left_out:
+                lines.append(f"       {lo['reason']:<16} #{lo['item_id']} {lo['title'][:60]}")
+        return "\n".join(lines)
+
+    ctx.emit(data, text)
+    return 0
+
+
+# -- list ------------------------------------------------------------------------------------
+
+
+def list_digests(ctx: Context) -> int:
+    with ctx.db.session() as s:
+        stmt = select(Digest).order_by(Digest.period_start.desc(), Digest.exchange_id)
+        if ctx.args.exchange:
+            ctx.config.exchange(ctx.args.exchange)  # unknown id: a config error, exit 2
+            stmt = stmt.where(Digest.exchange_id == ctx.args.exchange)
+        counts = dict(
+            s.execute(
+                select(DigestItem.digest_id, func.count())
+                .where(DigestItem.included.is_(True))
+                .group_by(DigestItem.digest_id)
+            ).all()
+        )
+        rows: list[dict[str, Any]] = [
+            {
+                "id": d.id,
+                "exchange": d.exchange_id,
+                "period": {"start": d.period_start.isoformat(), "end": d.period_end.isoformat()},
+                "language": d.language,
+                "state": d.state,
+                "version": d.version,
+                "item_count": counts.get(d.id, 0),
+                "subject": d.subject,
+                "built_at": d.built_at,
+                "approved_at": d.approved_at,
+                "sent_at": d.sent_at,
+            }
+            for d in s.scalars(stmt)
+        ]
+
+    def text() -> str:
+        if not rows:
+            return "no digests yet (build one with: newsexchange digest build EXCHANGE)"
+        out = [f"{'ID':>4}  {'EXCHANGE':<28} {'PERIOD':<23} {'LANG':<4} {'STATE':<17} V  ITEMS"]
+        for r in rows:
+            period = f"{r['period']['start']}…{r['period']['end']}"
+            out.append(
+                f"{r['id']:>4}  {r['exchange']:<28} {period:<23} {r['language']:<4} "
+                f"{r['state']:<17} {r['version']:<2} {r['item_count']:>5}"
+            )
+        return "\n".join(out)
+
+    ctx.emit({"ok": True, "digests": rows}, text)
+    return 0
+
+
+# -- show ------------------------------------------------------------------------------------
+
+
+def _summary(ctx: Context, s: Any, d: Digest) -> dict[str, Any]:
+    entries = sorted(d.entries, key=lambda e: (not e.included, e.position, e.item_id))
+    items = []
+    left_out = []
+    for e in entries:
+        title = item_text(e.item, d.language)[0]
+        reason = {k: v for k, v in e.reason.items() if k != "text"}
+        if e.included:
+            items.append(
+                {
+                    "position": e.position,
+                    "section": e.section,
+                    "item_id": e.item_id,
+                    "title": title,
+                    "source": e.item.source_id,
+                    "score": round(e.score, 3),
+                    "pinned": e.pinned,
+                    "untranslated": e.untranslated,
+                    "reason": reason,
+                }
+            )
+        else:
+            left_out.append(
+                {
+                    "item_id": e.item_id,
+                    "title": e.item.title,
+                    "source": e.item.source_id,
+                    "reason": reason.get("left_out", "dropped" if e.dropped else "left_out"),
+                }
+            )
+    approvals = [
+        {
+            "editor": a.editor,
+            "decision": a.decision,
+            "version": a.digest_version,
+            "channel": a.channel,
+            "comment": a.comment,
+            "at": a.created_at,
+        }
+        for a in s.scalars(
+            select(Approval).where(Approval.digest_id == d.id).order_by(Approval.created_at)
+        )
+    ]
+    audit = [
+        {
+            "at": a.at,
+            "actor": a.actor,
+            "action": a.action,
+            "channel": a.channel,
+            "address": a.address,
+            "detail": a.detail,
+        }
+        for a in s.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.digest_id == d.id)
+            .order_by(AuditEntry.at, AuditEntry.id)
+        )
+    ]
+    return {
+        "ok": True,
+        "id": d.id,
+        "exchange": d.exchange_id,
+        "period": {"start": d.period_start.isoformat(), "end": d.period_end.isoformat()},
+        "language": d.language,
+        "state": d.state,
+        "version": d.version,
+        "subject": d.subject,
+        "built_at": d.built_at,
+        "approved_at": d.approved_at,
+        "sent_at": d.sent_at,
+        "item_count": len(items),
+        "items": items,
+        "left_out": left_out,
+        "approvals": approvals,
+        "audit": audit,
+    }
+
+
+def _summary_text(data: dict[str, Any]) -> str:
+    lines = [
+        f"digest {data['id']}: {data['subject']}",
+        f"  exchange {data['exchange']}, {data['period']['start']}…{data['period']['end']}, "
+        f"{data['language']}, state {data['state']}, version {data['version']}",
+        f"  items ({data['item_count']}):",
+    ]
+    for it in data["items"]:
+        flags = "".join(
+            [" [pinned]" if it["pinned"] else "", " [untranslated]" if it["untranslated"] else ""]
+        )
+        lines.append(
+            f"  {it['position']:>3}. [{it['section']}] {it['title'][:70]} — {it['source']} "
+            f"(score {it['score']:.2f}){flags}"
+        )
+    if data["left_out"]:
+        lines.append(f"  left out ({len(data['left_out'])}):")
+        for lo in data["left_out"]:
+            lines.append(f"       {lo['reason']:<16} #{lo['item_id']} {lo['title'][:60]}")
+    lines.append("  audit log:" if data["audit"] else "  audit log: (empty)")
+    for a in data["audit"]:
+        at = a["at"].isoformat(timespec="seconds") if a["at"] else ""
+        lines.append(f"    {at} {a['actor']} {a['action']} via {a['channel']}")
+    return "\n".join(lines)
+
+
+def show(ctx: Context) -> int:
+    with ctx.db.session() as s:
+        d = s.get(Digest, ctx.args.id)
+        if d is None:
+            raise DigestError(f"no digest with id {ctx.args.id} (see: newsexchange digest list)")
+        if ctx.args.fmt == "summary":
+            data = _summary(ctx, s, d)
+            if ctx.args.output:
+                Path(ctx.args.output).write_text(_summary_text(data) + "\n", encoding="utf-8")
+            ctx.emit(data, lambda: _summary_text(data))
+            return 0
+        rendered = render_digest(s, ctx.config, d)
+    payload: bytes
+    if ctx.args.fmt == "html":
+        payload = rendered.html.encode("utf-8")
+    elif ctx.args.fmt == "text":
+        payload = rendered.text.encode("utf-8")
+    else:
+        payload = to_email(rendered, config=ctx.config, now=ctx.now()).as_bytes()
+    if ctx.args.output:
+        Path(ctx.args.output).write_bytes(payload)
+        ctx.emit(
+            {
+                "ok": True,
+                "id": ctx.args.id,
+                "format": ctx.args.fmt,
+                "subject": rendered.subject,
+                "output": str(Path(ctx.args.output).resolve()),
+                "bytes": len(payload),
+            },
+            f"wrote {ctx.args.output} ({len(payload)} bytes, {ctx.args.fmt})",
+        )
+        return 0
+    if ctx.json:
+        ctx.emit(
+            {
+                "ok": True,
+                "id": ctx.args.id,
+                "format": ctx.args.fmt,
+                "subject": rendered.subject,
+                "content": payload.decode("utf-8", errors="replace"),
+            }
+        )
+        return 0
+    sys.stdout.buffer.write(payload)
+    sys.stdout.flush()
+    return 0
+
+
+# -- edit ------------------------------------------------------------------------------------
+
+
+def edit(ctx: Context) -> int:
+    a = ctx.args
+    if not (a.drop or a.pin or a.order or a.restore):
+        raise DigestError("nothing to change (expected --drop, --pin, --order or --restore)")
+    with ctx.db.session() as s:
+        d = s.get(Digest, a.id)
+        if d is None:
+            raise DigestError(f"no digest with id {a.id} (see: newsexchange digest list)")
+        edit_digest(s, d, drop=a.drop, pin=a.pin, order=a.order, restore=a.restore, now=ctx.now())
+        data = _summary(ctx, s, d)
+    ctx.emit(data, lambda: _summary_text(data))
+    return 0
