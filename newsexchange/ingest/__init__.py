@@ -1,0 +1,740 @@
+"""The fetch step: every due source → fetched, parsed, cleaned, stored (``run_fetch``).
+
+How one run goes (one asyncio event loop, one writer thread):
+
+1. The configured sources get their ``sources`` rows (created on first sight; a URL changed in
+   feeds.yaml resets the stored URL and validators). Sources resting after failures
+   (``next_attempt_at`` in the future) are skipped unless forced (``--all``).
+2. All due sources are fetched concurrently through a :class:`~.fetch.Fetcher` (bounded
+   overall and per host). Each result goes on a bounded queue, so bodies never pile up in
+   memory faster than they are stored.
+3. One writer thread takes whatever is queued (up to ``WRITE_BATCH`` sources), parses it,
+   lets the pure :class:`~.store.Decider` sort entries into new / changed / unchanged, links
+   near-identical stories (:class:`~.store.StoryIndex`) and writes the lot in one
+   transaction: inserts and updates are executemany statements, never a query per item. If a
+   batch fails to store, its sources are retried one by one, so one bad source cannot cost
+   the others their items.
+4. Every failure ends as that source's error (``FetchReport.failures``) and its health
+   (consecutive failures, last error, next attempt); nothing a source does crashes the run.
+
+A 304 (or an unchanged file) costs one request and one row update: no parsing at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from newsexchange.config import Config, SourceSettings
+from newsexchange.db import Database, Item, Source, StoryGroup
+from newsexchange.errors import ConfigError, FetchError
+from newsexchange.ingest.fetch import (
+    FEED_ACCEPT,
+    HTML_ACCEPT,
+    DefaultFetcher,
+    Fetcher,
+    FetchOptions,
+    FetchResult,
+)
+from newsexchange.ingest.model import ParsedFeed
+from newsexchange.ingest.store import (
+    STORY_WINDOW,
+    Decider,
+    Decision,
+    SourceState,
+    StoredItem,
+    StoryIndex,
+    StoryRef,
+    after_failure,
+    after_success,
+    is_due,
+    lookup_keys,
+)
+
+__all__ = ["FetchReport", "SourceOutcome", "fetch_options", "run_fetch"]
+
+log = logging.getLogger(__name__)
+
+#: Sources stored per transaction: enough to amortise the commit, few enough that a retry
+#: one by one after a failed batch stays cheap.
+WRITE_BATCH = 32
+#: Bind parameters per IN (...) lookup chunk (SQLite's old default limit is 999).
+LOOKUP_CHUNK = 400
+
+T = TypeVar("T")
+
+
+@dataclass
+class SourceOutcome:
+    """What happened to one source in one run."""
+
+    source: str
+    url: str
+    status: str  # ok | not_modified | failed | skipped
+    http_status: int | None = None
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    entries: int = 0
+    error: str | None = None
+    problem: str | None = None  # a recoverable parse problem (partly broken feed)
+    parser: str | None = None
+    next_attempt_at: datetime | None = None
+    moved_to: str | None = None  # permanent redirect: the stored URL now
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"source": self.source, "url": self.url, "status": self.status}
+        for key in ("http_status", "error", "problem", "parser", "next_attempt_at", "moved_to"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value.isoformat() if isinstance(value, datetime) else value
+        if self.status == "ok":
+            data.update(
+                entries=self.entries, new=self.new, updated=self.updated, unchanged=self.unchanged
+            )
+        return data
+
+
+@dataclass
+class FetchReport:
+    """The result of :func:`run_fetch`; ``to_json()`` is what ``fetch --json`` prints.
+
+    ``sources`` counts every source considered: ``ok`` (fetched and parsed) +
+    ``not_modified`` (304 or an unchanged file) + ``failed`` + ``skipped`` (resting after
+    failures).
+    """
+
+    outcomes: list[SourceOutcome] = field(default_factory=list)
+    elapsed_seconds: float = 0.0
+
+    def _count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def ok(self) -> int:
+        return self._count("ok")
+
+    @property
+    def failed(self) -> int:
+        return self._count("failed")
+
+    @property
+    def not_modified(self) -> int:
+        return self._count("not_modified")
+
+    @property
+    def skipped(self) -> int:
+        return self._count("skipped")
+
+    @property
+    def new_items(self) -> int:
+        return sum(o.new for o in self.outcomes)
+
+    @property
+    def updated_items(self) -> int:
+        return sum(o.updated for o in self.outcomes)
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        return [
+            {"source": o.source, "url": o.url, "error": o.error, "status": o.http_status}
+            for o in self.outcomes
+            if o.status == "failed"
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.failed == 0,
+            "sources": len(self.outcomes),
+            "fetched": self.ok,
+            "not_modified": self.not_modified,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "new_items": self.new_items,
+            "updated_items": self.updated_items,
+            "failures": self.failures,
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "results": [o.to_json() for o in self.outcomes],
+        }
+
+
+Progress = Callable[[SourceOutcome, int, int], None]  # (outcome, done, total)
+
+
+def fetch_options(config: Config) -> FetchOptions:
+    f = config.fetch
+    return FetchOptions(
+        connect_timeout=f.connect_timeout,
+        read_timeout=f.read_timeout,
+        total_timeout=f.total_timeout,
+        max_body_bytes=f.max_body_bytes,
+        max_redirects=f.max_redirects,
+        concurrency=f.concurrency,
+        per_host=f.per_host,
+        retries=f.retries,
+        user_agent=config.user_agent,
+    )
+
+
+def run_fetch(
+    db: Database,
+    config: Config,
+    *,
+    now: datetime,
+    source_ids: Sequence[str] | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+    fetcher: Fetcher | None = None,
+) -> FetchReport:
+    """Fetch the due sources (or ``source_ids``; all of them with ``force``) and store their
+    items. Safe to run again: unchanged items are left alone."""
+    started = time.perf_counter()
+    selected = _select(config, source_ids)
+    states = _sync_sources(db, selected)
+    due = [s for s in selected if is_due(states[s.id], now, force=force or bool(source_ids))]
+    due_ids = {s.id for s in due}
+    skipped = [
+        SourceOutcome(
+            source=s.id,
+            url=states[s.id].url,
+            status="skipped",
+            error=states[s.id].last_error,
+            next_attempt_at=states[s.id].next_attempt_at,
+        )
+        for s in selected
+        if s.id not in due_ids
+    ]
+    total = len(selected)
+    done = 0
+    if progress:
+        for o in skipped:
+            done += 1
+            progress(o, done, total)
+    outcomes: list[SourceOutcome] = []
+    if due:
+        outcomes = _run_coroutine(
+            _fetch_all(
+                db,
+                config,
+                due,
+                states,
+                now=now,
+                fetcher=fetcher,
+                progress=progress,
+                done=done,
+                total=total,
+            )
+        )
+    by_id = {o.source: o for o in [*skipped, *outcomes]}
+    report = FetchReport(
+        outcomes=[by_id[s.id] for s in selected],
+        elapsed_seconds=time.perf_counter() - started,
+    )
+    log.info(
+        "fetch finished",
+        extra={
+            "sources": len(report.outcomes),
+            "fetched": report.ok,
+            "not_modified": report.not_modified,
+            "failed": report.failed,
+            "skipped": report.skipped,
+            "new_items": report.new_items,
+            "updated_items": report.updated_items,
+        },
+    )
+    return report
+
+
+def _select(config: Config, source_ids: Sequence[str] | None) -> list[SourceSettings]:
+    if not source_ids:
+        return [s for s in config.sources if s.enabled]
+    known = {s.id: s for s in config.sources}
+    unknown = [sid for sid in source_ids if sid not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown source {', '.join(map(repr, unknown))} (expected one of: "
+            f"{', '.join(known) or 'none configured'})"
+        )
+    return [known[sid] for sid in dict.fromkeys(source_ids)]
+
+
+def _state(row: Source) -> SourceState:
+    return SourceState(
+        id=row.id,
+        url=row.url,
+        etag=row.etag,
+        last_modified=row.last_modified,
+        consecutive_failures=row.consecutive_failures or 0,
+        failing_since=row.failing_since,
+        next_attempt_at=row.next_attempt_at,
+        last_error=row.last_error,
+    )
+
+
+def _sync_sources(db: Database, selected: list[SourceSettings]) -> dict[str, SourceState]:
+    """Make sure every selected source has its row; follow URL changes made in feeds.yaml."""
+    out: dict[str, SourceState] = {}
+    ids = [s.id for s in selected]
+    with db.session() as s:
+        rows: dict[str, Source] = {}
+        for chunk in _chunks(ids, LOOKUP_CHUNK):
+            rows.update({r.id: r for r in s.scalars(select(Source).where(Source.id.in_(chunk)))})
+        for src in selected:
+            row = rows.get(src.id)
+            if row is None:
+                row = Source(id=src.id, config_url=src.url, url=src.url, consecutive_failures=0)
+                s.add(row)
+            elif row.config_url != src.url:
+                # The editor changed the URL: start over from it (old validators and a
+                # redirect learnt for the old URL do not apply to the new one).
+                row.config_url = row.url = src.url
+                row.etag = row.last_modified = None
+                row.next_attempt_at = None
+            out[src.id] = _state(row)
+    return out
+
+
+def _chunks(seq: Sequence[T], n: int) -> list[Sequence[T]]:
+    return [seq[i : i + n] for i in range(0, len(seq), n)]
+
+
+def _run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run``, also from a thread that already runs an event loop (the web app)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # handed back to the caller below
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name="newsexchange-fetch")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+@dataclass
+class _Fetched:
+    source: SourceSettings
+    state: SourceState
+    result: FetchResult | None
+    error: FetchError | None
+
+
+async def _fetch_all(
+    db: Database,
+    config: Config,
+    due: list[SourceSettings],
+    states: dict[str, SourceState],
+    *,
+    now: datetime,
+    fetcher: Fetcher | None,
+    progress: Progress | None,
+    done: int,
+    total: int,
+) -> list[SourceOutcome]:
+    own = fetcher is None
+    the_fetcher: Fetcher = fetcher or DefaultFetcher(
+        fetch_options(config), base_dir=config.base_dir
+    )
+    queue: asyncio.Queue[_Fetched | None] = asyncio.Queue(maxsize=2 * WRITE_BATCH)
+    writer = _Writer(db, config, now=now)
+    outcomes: list[SourceOutcome] = []
+
+    async def fetch_one(src: SourceSettings) -> None:
+        state = states[src.id]
+        accept = HTML_ACCEPT if src.kind == "html" else FEED_ACCEPT
+        try:
+            result = await the_fetcher.fetch(
+                state.url, etag=state.etag, last_modified=state.last_modified, accept=accept
+            )
+            item = _Fetched(src, state, result, None)
+        except FetchError as exc:
+            item = _Fetched(src, state, None, exc)
+        except Exception as exc:  # a bug or a surprise in a library: this source's error only
+            log.exception("unexpected fetch error", extra={"source": src.id})
+            item = _Fetched(
+                src, state, None, FetchError(f"unexpected error: {type(exc).__name__}: {exc}")
+            )
+        await queue.put(item)
+
+    async def write_all() -> None:
+        nonlocal done
+        finished = False
+        while not finished:
+            first = await queue.get()
+            batch: list[_Fetched] = []
+            if first is None:
+                finished = True
+            else:
+                batch.append(first)
+            while not finished and len(batch) < WRITE_BATCH and not queue.empty():
+                nxt = queue.get_nowait()
+                if nxt is None:
+                    finished = True
+                else:
+                    batch.append(nxt)
+            if not batch:
+                continue
+            stored = await asyncio.to_thread(writer.write, batch)
+            for o in stored:
+                outcomes.append(o)
+                done += 1
+                if progress:
+                    progress(o, done, total)
+
+    writer_task = asyncio.create_task(write_all())
+    try:
+        await asyncio.gather(*(fetch_one(s) for s in due))
+        await queue.put(None)
+        await writer_task
+    finally:
+        if not writer_task.done():
+            writer_task.cancel()
+        if own:
+            await the_fetcher.aclose()
+    return outcomes
+
+
+@dataclass
+class _Prepared:
+    fetched: _Fetched
+    feed: ParsedFeed | None = None
+    outcome: SourceOutcome | None = None
+    source_values: dict[str, Any] = field(default_factory=dict)
+    decision: Decision | None = None
+
+
+class _Writer:
+    """Parses and stores fetched sources, batch by batch, in the writer thread."""
+
+    def __init__(self, db: Database, config: Config, *, now: datetime) -> None:
+        from newsexchange.ingest.clean import SIMILAR_MAX_BITS, fingerprint, similar
+        from newsexchange.ingest.langdetect import detect_language
+
+        self.db = db
+        self.config = config
+        self.now = now
+        self._detect = detect_language
+        self._fingerprint = fingerprint
+        self._similar = similar
+        self._max_bits = SIMILAR_MAX_BITS
+        self._index: StoryIndex | None = None
+        self._pending_failures: dict[str, dict[str, Any]] = {}
+
+    # -- parsing ---------------------------------------------------------------------------
+
+    def _prepare(self, f: _Fetched) -> _Prepared:
+        src, state = f.source, f.state
+        p = _Prepared(f)
+        fetch_cfg = self.config.fetch
+        if f.error is not None or f.result is None:
+            err = f.error or FetchError("no result")
+            p.outcome = self._failed(src, state, err)
+            return p
+        res = f.result
+        moved = res.permanent_url if res.permanent_url and res.permanent_url != state.url else None
+        if res.not_modified:
+            p.outcome = SourceOutcome(
+                source=src.id,
+                url=state.url,
+                status="not_modified",
+                http_status=res.status or None,
+                moved_to=moved,
+            )
+            p.source_values = after_success(
+                state,
+                now=self.now,
+                status=res.status or 304,
+                etag=res.etag,
+                last_modified=res.last_modified,
+                not_modified=True,
+                permanent_url=moved,
+            )
+            return p
+        try:
+            feed = self._parse(src, res, fetch_cfg.summary_chars)
+        except FetchError as exc:
+            exc.status = exc.status or (res.status or None)
+            p.outcome = self._failed(src, state, exc)
+            return p
+        except Exception as exc:  # a parser bug must not take the run down
+            log.exception("unexpected parse error", extra={"source": src.id})
+            p.outcome = self._failed(
+                src,
+                state,
+                FetchError(
+                    f"could not parse: {type(exc).__name__}: {exc}",
+                    status=res.status or None,
+                    retryable=False,
+                ),
+            )
+            return p
+        p.feed = feed
+        p.outcome = SourceOutcome(
+            source=src.id,
+            url=state.url,
+            status="ok",
+            http_status=res.status or None,
+            entries=len(feed.entries),
+            problem=feed.problem,
+            parser=feed.parser,
+            moved_to=moved,
+        )
+        p.source_values = after_success(
+            state,
+            now=self.now,
+            status=res.status or 200,
+            etag=res.etag,
+            last_modified=res.last_modified,
+            not_modified=False,
+            permanent_url=moved,
+            title=feed.title,
+            problem=feed.problem,
+        )
+        return p
+
+    @staticmethod
+    def _parse(src: SourceSettings, res: FetchResult, summary_chars: int) -> ParsedFeed:
+        body = res.body or b""
+        if src.kind == "html":
+            from newsexchange.ingest.scrape import parse_html_page
+
+            assert src.select is not None  # checked by the config
+            return parse_html_page(
+                body,
+                url=res.final_url,
+                select=src.select,
+                content_type=res.content_type,
+                summary_chars=summary_chars,
+            )
+        from newsexchange.ingest.parse import parse_feed
+
+        return parse_feed(
+            body, url=res.final_url, content_type=res.content_type, summary_chars=summary_chars
+        )
+
+    def _failed(self, src: SourceSettings, state: SourceState, err: FetchError) -> SourceOutcome:
+        values = after_failure(
+            state,
+            now=self.now,
+            error=err.message,
+            status=err.status,
+            retry_after=err.retry_after,
+            interval_minutes=self.config.fetch.interval_minutes,
+            max_backoff_hours=self.config.fetch.max_backoff_hours,
+        )
+        self._pending_failures[src.id] = values
+        log.warning(
+            "source failed",
+            extra={"source": src.id, "url": state.url, "status": err.status, "error": err.message},
+        )
+        return SourceOutcome(
+            source=src.id,
+            url=state.url,
+            status="failed",
+            http_status=err.status,
+            error=err.message,
+            next_attempt_at=values["next_attempt_at"],
+        )
+
+    # -- storing ---------------------------------------------------------------------------
+
+    def write(self, batch: list[_Fetched]) -> list[SourceOutcome]:
+        self._pending_failures = {}
+        prepared = [self._prepare(f) for f in batch]
+        try:
+            self._store(prepared)
+        except Exception as exc:
+            if len(prepared) > 1:
+                log.warning("batch store failed; storing one by one", extra={"error": str(exc)})
+                out: list[SourceOutcome] = []
+                for f in batch:
+                    out.extend(self.write([f]))
+                return out
+            p = prepared[0]
+            log.exception("storing failed", extra={"source": p.fetched.source.id})
+            self._pending_failures = {}
+            outcome = self._failed(
+                p.fetched.source,
+                p.fetched.state,
+                FetchError(f"could not store: {type(exc).__name__}: {exc}", retryable=True),
+            )
+            try:
+                with self.db.session() as s:
+                    self._update_sources(
+                        s, [(p.fetched.source.id, self._pending_failures[p.fetched.source.id])]
+                    )
+            except Exception:
+                log.exception("recording the failure failed", extra={"source": outcome.source})
+            return [outcome]
+        return [p.outcome for p in prepared if p.outcome is not None]
+
+    def _store(self, prepared: list[_Prepared]) -> None:
+        index = self._story_index()
+        mark = index.mark()
+        try:
+            with self.db.session() as s:
+                updates: list[tuple[str, dict[str, Any]]] = []
+                for p in prepared:
+                    sid = p.fetched.source.id
+                    if p.feed is not None:
+                        self._store_items(s, p, index)
+                    values = self._pending_failures.get(sid) or p.source_values
+                    updates.append((sid, values))
+                self._update_sources(s, updates)
+        except BaseException:
+            index.rollback(mark)
+            raise
+
+    @staticmethod
+    def _update_sources(s: Session, updates: list[tuple[str, dict[str, Any]]]) -> None:
+        # ORM bulk UPDATE by primary key: one executemany per distinct set of columns.
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for sid, values in updates:
+            groups.setdefault(tuple(sorted(values)), []).append({"id": sid, **values})
+        for rows in groups.values():
+            s.execute(update(Source), rows)
+
+    def _store_items(self, s: Session, p: _Prepared, index: StoryIndex) -> None:
+        assert p.feed is not None and p.outcome is not None
+        src = p.fetched.source
+        entries = p.feed.entries
+        if not entries:
+            return
+        idents, links = lookup_keys(entries)
+        stored: list[StoredItem] = []
+        seen_ids: set[int] = set()
+        cols = (Item.id, Item.identity, Item.guid, Item.link, Item.content_hash, Item.published_at)
+        keys: list[tuple[Any, list[str]]] = [
+            (Item.identity, sorted(idents)),
+            (Item.link, sorted(links)),
+        ]
+        for column, values in keys:
+            for chunk in _chunks(values, LOOKUP_CHUNK):
+                q = select(*cols).where(Item.source_id == src.id, column.in_(chunk))
+                for row in s.execute(q):
+                    if row.id not in seen_ids:
+                        seen_ids.add(row.id)
+                        stored.append(
+                            StoredItem(
+                                row.id,
+                                row.identity,
+                                row.guid,
+                                row.link,
+                                row.content_hash,
+                                row.published_at,
+                            )
+                        )
+        decider = Decider(
+            declared_language=src.language,
+            now=self.now,
+            detect=self._detect,
+            fingerprint=self._fingerprint,
+        )
+        decision = decider.decide(stored, entries)
+        p.decision = decision
+        p.outcome.new = len(decision.new)
+        p.outcome.updated = len(decision.changed)
+        p.outcome.unchanged = decision.unchanged
+        now = self.now
+        if decision.new:
+            rows = [
+                {
+                    **v.row(),
+                    "source_id": src.id,
+                    "region": src.region,
+                    "category": src.category,
+                    "language": src.language,
+                    "first_seen_at": now,
+                    "updated_at": now,
+                }
+                for v in decision.new
+            ]
+            ids = list(
+                s.scalars(insert(Item).returning(Item.id, sort_by_parameter_order=True), rows)
+            )
+            self._link_stories(s, src, decision, ids, index)
+        if decision.changed:
+            s.execute(
+                update(Item),
+                [{"id": item_id, **v.row(), "updated_at": now} for item_id, v in decision.changed],
+            )
+
+    # -- story groups ------------------------------------------------------------------------
+
+    def _story_index(self) -> StoryIndex:
+        if self._index is None:
+            index = StoryIndex(self._similar, self._max_bits)
+            since = self.now - STORY_WINDOW
+            with self.db.session() as s:
+                q = (
+                    select(
+                        Item.id, Item.source_id, Item.region, Item.fingerprint, Item.story_group_id
+                    )
+                    .where(Item.published_at >= since, Item.fingerprint.is_not(None))
+                    .order_by(Item.id)
+                )
+                for row in s.execute(q):
+                    fp = _fp_int(row.fingerprint)
+                    if fp:
+                        index.add(
+                            row.region, StoryRef(row.id, row.source_id, fp, row.story_group_id)
+                        )
+            self._index = index
+        return self._index
+
+    def _link_stories(
+        self,
+        s: Session,
+        src: SourceSettings,
+        decision: Decision,
+        ids: list[int],
+        index: StoryIndex,
+    ) -> None:
+        since = self.now - STORY_WINDOW
+        set_group: list[dict[str, Any]] = []
+        for item_id, v in zip(ids, decision.new, strict=True):
+            fp = _fp_int(v.fingerprint)
+            if not fp or v.published_at < since:
+                continue
+            ref = index.match(src.region, src.id, v.fingerprint or "")
+            group_id: int | None = None
+            if ref is not None:
+                if ref.group_id is None:
+                    gid = s.scalars(
+                        insert(StoryGroup).returning(StoryGroup.id),
+                        [{"fingerprint": f"{ref.fingerprint:016x}", "created_at": self.now}],
+                    ).one()
+                    index.set_group(ref, gid)
+                    set_group.append({"id": ref.item_id, "story_group_id": gid})
+                group_id = ref.group_id
+                set_group.append({"id": item_id, "story_group_id": group_id})
+            index.add(src.region, StoryRef(item_id, src.id, fp, group_id))
+        if set_group:
+            s.execute(update(Item), set_group)
+
+
+def _fp_int(fp: str | None) -> int:
+    if not fp:
+        return 0
+    try:
+        return int(fp, 16)
+    except ValueError:
+        return 0

@@ -1,0 +1,540 @@
+"""Getting a source's bytes: conditional GET over httpx, or a file from disk, with limits.
+
+The fetch step talks to the outside world only through the small :class:`Fetcher` protocol
+(compare lemon24/reader's retrievers in ``_parser/http.py`` and ``file.py``); the one real
+implementation, :class:`DefaultFetcher`, picks HTTP or the file system by URL scheme, so
+bundled sample sources (``file:samples/…``) go through the same pipeline as real feeds.
+
+What it guarantees, whatever the server does:
+
+- **Conditional GET**: ``If-None-Match`` / ``If-Modified-Since`` from the stored validators; a
+  304 comes back as ``not_modified`` with no body, so nothing is parsed.
+- **Time**: httpx enforces the connect and read timeouts, but a server that drips one byte
+  per read-timeout would never trip them, so the total is enforced here with
+  ``asyncio.timeout_at`` around the whole fetch, retries included.
+- **Size**: the body is read as it streams and refused past ``fetch.max_body_bytes``; the
+  content coding (gzip, deflate, br) is decoded here, not by httpx, so the *decompressed*
+  size is bounded too and a gzip bomb stops after at most one limit's worth of output
+  (httpx's own decoders inflate a whole network chunk at once, without a bound).
+- **Redirects**: at most ``fetch.max_redirects``; a loop ends as an error. When every hop
+  was permanent (301/308) the final URL is reported, and the step stores it.
+- **Retries**: timeouts, 408, 429 and 5xx are retried with exponential backoff and jitter;
+  ``Retry-After`` is honoured when it is no longer than ``max_retry_wait``. A longer one ends
+  the fetch with ``FetchError.retry_after`` set so the source's next attempt waits for it.
+- **Politeness**: a bound on requests in flight overall and per host; slots are released while
+  waiting to retry, so one slow host never holds up the others. The User-Agent names the
+  project and its public URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import random
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from newsexchange import __version__
+from newsexchange.errors import FetchError
+
+FEED_ACCEPT = (
+    "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
+    "application/xml;q=0.9, text/xml;q=0.9, application/feed+json;q=0.8, "
+    "text/html;q=0.3, */*;q=0.1"
+)
+HTML_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+PERMANENT_REDIRECTS = frozenset({301, 308})
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What one fetch brought back. ``body`` is None exactly when ``not_modified``."""
+
+    url: str  # the URL asked for
+    final_url: str  # after redirects
+    status: int  # of the last response (200, 304; 0 for a file)
+    not_modified: bool
+    body: bytes | None
+    content_type: str | None
+    etag: str | None
+    last_modified: str | None
+    permanent_url: str | None = None  # set when every redirect was permanent: store it
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """The limits a fetcher works within (from ``config.fetch``)."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    total_timeout: float = 60.0
+    max_body_bytes: int = 10_000_000
+    max_redirects: int = 5
+    concurrency: int = 50
+    per_host: int = 4
+    retries: int = 2
+    max_retry_wait: float = 30.0  # a longer Retry-After ends the fetch; the source waits
+    backoff_base: float = 0.5  # first in-run retry after ~0.5 s, then 1 s, 2 s …
+    user_agent: str = f"newsexchange/{__version__}"
+
+
+class Fetcher(Protocol):
+    """Fetch one URL, conditionally. Raises :class:`FetchError` (with status and whether
+    a later try may help) for anything that is not a usable response."""
+
+    async def fetch(
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        accept: str = FEED_ACCEPT,
+    ) -> FetchResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class DefaultFetcher:
+    """httpx for ``http(s):``, the file system for ``file:`` (relative to ``base_dir``)."""
+
+    def __init__(
+        self,
+        options: FetchOptions,
+        *,
+        base_dir: Path | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.options = options
+        self.base_dir = base_dir or Path.cwd()
+        self._sleep = sleep
+        self._global = asyncio.Semaphore(options.concurrency)
+        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=options.connect_timeout,
+                read=options.read_timeout,
+                write=options.read_timeout,
+                pool=options.total_timeout,
+            ),
+            limits=httpx.Limits(
+                max_connections=options.concurrency,
+                max_keepalive_connections=options.concurrency,
+                keepalive_expiry=10.0,
+            ),
+            follow_redirects=True,
+            max_redirects=options.max_redirects,
+            headers={
+                "User-Agent": options.user_agent,
+                # We decode these ourselves (see _Decoder) so the inflated size is bounded.
+                "Accept-Encoding": "gzip, deflate, br",
+            },
+            transport=transport,
+            trust_env=False,  # a stray HTTP(S)_PROXY in a service's env must not reroute feeds
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def fetch(
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        accept: str = FEED_ACCEPT,
+    ) -> FetchResult:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme == "file":
+            return await self._fetch_file(url, etag=etag)
+        if scheme not in ("http", "https"):
+            raise FetchError(
+                f"unsupported URL scheme {scheme!r} (expected http, https or file)",
+                url=url,
+                retryable=False,
+            )
+        return await self._fetch_http(url, etag=etag, last_modified=last_modified, accept=accept)
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _host_slot(self, url: str) -> asyncio.Semaphore:
+        host = (urlsplit(url).hostname or "").lower()
+        sem = self._hosts.get(host)
+        if sem is None:
+            sem = self._hosts[host] = asyncio.Semaphore(self.options.per_host)
+        return sem
+
+    async def _fetch_http(
+        self, url: str, *, etag: str | None, last_modified: str | None, accept: str
+    ) -> FetchResult:
+        opts = self.options
+        headers = {"Accept": accept}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        attempt = 0
+        while True:
+            attempt += 1
+            error: FetchError
+            # Host slot first, then the global one: a queue of sources on one busy host must
+            # not sit on global slots that other hosts could use.
+            async with self._host_slot(url), self._global:
+                if deadline is None:
+                    deadline = loop.time() + opts.total_timeout  # time in the queue is free
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        result = await self._attempt(url, headers)
+                    return _with_attempts(result, attempt)
+                except TimeoutError:
+                    raise FetchError(
+                        f"gave up after {opts.total_timeout:g} s in total (fetch.total_timeout)",
+                        url=url,
+                        retryable=True,
+                    ) from None
+                except FetchError as exc:
+                    error = exc
+            # Slots are released while we wait, so other sources go on.
+            retry_now = isinstance(error, _TimeoutError) or error.status in RETRY_STATUSES
+            if not retry_now or attempt > opts.retries:
+                raise error
+            wait = _retry_wait(error, attempt, opts)
+            if wait is None or loop.time() + wait >= deadline:
+                raise error
+            await self._sleep(wait)
+
+    async def _attempt(self, url: str, headers: dict[str, str]) -> FetchResult:
+        opts = self.options
+        try:
+            async with self._client.stream("GET", url, headers=headers) as resp:
+                status = resp.status_code
+                final_url = str(resp.url)
+                permanent = bool(resp.history) and all(
+                    r.status_code in PERMANENT_REDIRECTS for r in resp.history
+                )
+                if status == 304:
+                    return FetchResult(
+                        url=url,
+                        final_url=final_url,
+                        status=304,
+                        not_modified=True,
+                        body=None,
+                        content_type=None,
+                        etag=resp.headers.get("etag"),
+                        last_modified=resp.headers.get("last-modified"),
+                        permanent_url=final_url if permanent else None,
+                    )
+                if status != 200 and not (200 <= status < 300 and status != 204):
+                    raise _status_error(resp, url)
+                body = await _read_capped(resp, opts.max_body_bytes, url)
+                return FetchResult(
+                    url=url,
+                    final_url=final_url,
+                    status=status,
+                    not_modified=False,
+                    body=body,
+                    content_type=resp.headers.get("content-type"),
+                    etag=resp.headers.get("etag"),
+                    last_modified=resp.headers.get("last-modified"),
+                    permanent_url=final_url if permanent else None,
+                )
+        except httpx.TooManyRedirects as exc:
+            raise FetchError(
+                f"too many redirects (more than {opts.max_redirects}, fetch.max_redirects; "
+                "a redirect loop?)",
+                url=url,
+                retryable=False,
+            ) from exc
+        except httpx.TimeoutException as exc:
+            what = {
+                httpx.ConnectTimeout: f"connecting took over {opts.connect_timeout:g} s",
+                httpx.ReadTimeout: f"the server sent nothing for {opts.read_timeout:g} s",
+                httpx.WriteTimeout: "sending the request timed out",
+                httpx.PoolTimeout: "no free connection in time",
+            }.get(type(exc), "timed out")
+            raise _TimeoutError(f"timeout: {what}", url=url, retryable=True) from exc
+        except httpx.UnsupportedProtocol as exc:
+            raise FetchError(
+                f"redirected to an unsupported URL ({exc})", url=url, retryable=False
+            ) from exc
+        except httpx.ConnectError as exc:
+            raise FetchError(
+                f"cannot connect: {exc or type(exc).__name__}", url=url, retryable=True
+            ) from exc
+        except httpx.HTTPError as exc:  # protocol errors, a reset mid-body, bad headers …
+            raise FetchError(
+                f"HTTP error: {type(exc).__name__}: {exc}", url=url, retryable=True
+            ) from exc
+
+    # -- files ---------------------------------------------------------------------------------
+
+    async def _fetch_file(self, url: str, *, etag: str | None) -> FetchResult:
+        path = file_url_path(url, self.base_dir)
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise FetchError(
+                f"cannot read {path}: {exc.strerror or exc}", url=url, retryable=False
+            ) from exc
+        # The file's own validator: unchanged mtime and size behave like a 304.
+        tag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+        if etag == tag:
+            return FetchResult(url, url, 304, True, None, None, tag, None)
+        if st.st_size > self.options.max_body_bytes:
+            raise FetchError(
+                f"{path} is {st.st_size} bytes, over the {self.options.max_body_bytes} byte "
+                "limit (fetch.max_body_bytes)",
+                url=url,
+                retryable=False,
+            )
+        body = await asyncio.to_thread(path.read_bytes)
+        ctype = "text/html" if path.suffix.lower() in (".html", ".htm") else None
+        return FetchResult(url, url, 0, False, body, ctype, tag, None)
+
+
+class _TimeoutError(FetchError):
+    """A timeout of one attempt (connect or read): worth another try in the same run."""
+
+
+def file_url_path(url: str, base_dir: Path) -> Path:
+    """``file:relative/path`` from ``base_dir`` (the folder of feeds.yaml), or ``file:///abs``."""
+    rest = url[len("file:") :]
+    if rest.startswith("//"):
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise FetchError(
+                f"file URL names a host ({parts.netloc!r}); expected file:///absolute/path "
+                "or file:relative/path",
+                url=url,
+                retryable=False,
+            )
+        return Path(unquote(parts.path))
+    p = Path(unquote(rest))
+    return p if p.is_absolute() else base_dir / p
+
+
+def _with_attempts(result: FetchResult, attempts: int) -> FetchResult:
+    if attempts == 1:
+        return result
+    from dataclasses import replace
+
+    return replace(result, attempts=attempts)
+
+
+def _status_error(resp: httpx.Response, url: str) -> FetchError:
+    status = resp.status_code
+    reason = resp.reason_phrase or ""
+    retry_after = parse_retry_after(resp.headers.get("retry-after"))
+    retryable = status in RETRY_STATUSES
+    hint = ""
+    if status in (404, 410):
+        hint = " (the feed is gone or moved: check the source's url)"
+    elif status in (401, 403):
+        hint = " (the server refuses us)"
+    return FetchError(
+        f"HTTP {status} {reason}".rstrip() + hint,
+        url=url,
+        status=status,
+        retryable=retryable,
+        retry_after=retry_after,
+    )
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _retry_wait(error: FetchError, attempt: int, opts: FetchOptions) -> float | None:
+    """How long to wait before the next in-run attempt; None when it is not worth it."""
+    after: float | None = error.retry_after
+    if after is not None:
+        return float(after) if after <= opts.max_retry_wait else None
+    base = opts.backoff_base * 2.0 ** (attempt - 1)
+    return min(opts.max_retry_wait, base * (0.75 + random.random() / 2))
+
+
+# -- bounded body reading ------------------------------------------------------------------
+
+
+class _Decoder:
+    """Undo one Content-Encoding, never producing more than ``room`` bytes in total."""
+
+    def __init__(self, encoding: str, limit: int, url: str) -> None:
+        self.encoding = encoding
+        self.limit = limit
+        self.url = url
+        self.out = 0
+        self._zlib: zlib._Decompress | None = None
+        self._br: object | None = None
+        self._first = True
+        if encoding in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._zlib = zlib.decompressobj()
+        elif encoding == "br":
+            import brotli  # type: ignore[import-untyped]
+
+            self._br = brotli.Decompressor()
+        else:
+            raise FetchError(
+                f"unsupported Content-Encoding {encoding!r} (expected gzip, deflate or br)",
+                url=url,
+                retryable=False,
+            )
+
+    def _bomb(self) -> FetchError:
+        return FetchError(
+            f"the {self.encoding}-compressed body inflates past the {self.limit} byte limit "
+            "(fetch.max_body_bytes; a compression bomb?)",
+            url=self.url,
+            retryable=False,
+        )
+
+    def feed(self, data: bytes) -> list[bytes]:
+        chunks: list[bytes] = []
+        try:
+            if self._zlib is not None:
+                d = self._zlib
+                if self._first and self.encoding == "deflate" and data:
+                    self._first = False
+                    # "deflate" is meant to be zlib-wrapped, but many servers send raw deflate
+                    # (httpx's DeflateDecoder makes the same allowance).
+                    if data[0] & 0x0F != 8:
+                        d = self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                buf = data
+                while True:
+                    room = self.limit - self.out + 1
+                    piece = d.decompress(buf, room)
+                    self.out += len(piece)
+                    if self.out > self.limit:
+                        raise self._bomb()
+                    if piece:
+                        chunks.append(piece)
+                    buf = d.unconsumed_tail
+                    if not buf:
+                        break
+            elif self._br is not None:
+                br = self._br
+                piece = _br_process(br, data, self.limit - self.out + 1)
+                while True:
+                    self.out += len(piece)
+                    if self.out > self.limit:
+                        raise self._bomb()
+                    if piece:
+                        chunks.append(piece)
+                    if _br_can_accept(br):
+                        break
+                    piece = _br_process(br, b"", self.limit - self.out + 1)
+        except FetchError:
+            raise
+        except Exception as exc:  # zlib.error, brotli.error
+            raise FetchError(
+                f"the body is not valid {self.encoding} ({exc})", url=self.url, retryable=False
+            ) from exc
+        return chunks
+
+    def flush(self) -> list[bytes]:
+        if self._zlib is not None:
+            tail = self._zlib.flush()
+            self.out += len(tail)
+            if self.out > self.limit:
+                raise self._bomb()
+            return [tail] if tail else []
+        return []
+
+
+def _br_process(br: object, data: bytes, limit: int) -> bytes:
+    try:
+        return br.process(data, output_buffer_limit=limit)  # type: ignore[attr-defined,no-any-return]
+    except TypeError:  # brotli < 1.2 has no output limit: bounded per network chunk only
+        return br.process(data)  # type: ignore[attr-defined,no-any-return]
+
+
+def _br_can_accept(br: object) -> bool:
+    fn = getattr(br, "can_accept_more_data", None)
+    return True if fn is None else bool(fn())
+
+
+async def _read_capped(resp: httpx.Response, limit: int, url: str) -> bytes:
+    declared = resp.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise FetchError(
+            f"the body is {int(declared)} bytes, over the {limit} byte limit "
+            "(fetch.max_body_bytes)",
+            url=url,
+            retryable=False,
+        )
+    codings = [
+        c.strip().lower()
+        for c in (resp.headers.get("content-encoding") or "").split(",")
+        if c.strip() and c.strip().lower() != "identity"
+    ]
+    decoders = [_Decoder(c, limit, url) for c in reversed(codings)]
+    out = bytearray()
+    raw = 0
+    stream: AsyncIterator[bytes] = resp.aiter_raw(CHUNK)
+    async for chunk in stream:
+        raw += len(chunk)
+        if raw > limit:
+            raise FetchError(
+                f"the body is over the {limit} byte limit (fetch.max_body_bytes)",
+                url=url,
+                retryable=False,
+            )
+        pieces = [chunk]
+        for dec in decoders:
+            pieces = [p for piece in pieces for p in dec.feed(piece)]
+        for p in pieces:
+            out += p
+    for i, dec in enumerate(decoders):
+        tail = dec.flush()
+        for later in decoders[i + 1 :]:
+            tail = [p for piece in tail for p in later.feed(piece)]
+        for p in tail:
+            out += p
+    if len(out) > limit:
+        raise FetchError(
+            f"the body is over the {limit} byte limit (fetch.max_body_bytes)",
+            url=url,
+            retryable=False,
+        )
+    return bytes(out)
+
+
+@contextlib.asynccontextmanager
+async def open_fetcher(
+    options: FetchOptions, *, base_dir: Path | None = None
+) -> AsyncIterator[DefaultFetcher]:
+    fetcher = DefaultFetcher(options, base_dir=base_dir)
+    try:
+        yield fetcher
+    finally:
+        await fetcher.aclose()
