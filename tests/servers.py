@@ -114,7 +114,10 @@ class HTTPServer:
 
         self._server = _Server(("127.0.0.1", 0), _H)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval: stop() (shutdown) waits up to one interval, per test.
+        self._thread = threading.Thread(
+            target=lambda: self._server.serve_forever(poll_interval=0.05), daemon=True
+        )
 
     @property
     def url(self) -> str:
