@@ -1,0 +1,268 @@
+"""Pages without a feed (``kind: html`` sources) → :class:`ParsedFeed`, by CSS selectors.
+
+BeautifulSoup is slow next to the feed path (a few ms per page) but these sources are few
+(event listings, a city page or two), so clarity wins here. Selectors come from feeds.yaml
+(:class:`~newsexchange.config.HtmlSelect`); ``"time@datetime"`` reads the ``datetime``
+attribute of the first ``time`` element inside an item, ``"@href"`` an attribute of the item
+element itself.
+
+Dates on such pages are written for people: ISO timestamps, ``23.11.2026 klo 18.00``,
+``23. marraskuuta 2026``, ``23 ноября 2026 г. в 18:00``, ``сегодня, 14:05``. They are read in
+the source region's time zone (``timezone=``; UTC if not given) and returned in UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from zoneinfo import ZoneInfo
+
+from bs4 import BeautifulSoup, Tag
+
+from newsexchange.config import HtmlSelect
+from newsexchange.errors import FetchError
+from newsexchange.ingest.clean import clean_url, collapse, sanitize_html, to_text
+from newsexchange.ingest.model import ParsedEntry, ParsedFeed
+
+_FI_MONTHS = (
+    "tammi", "helmi", "maalis", "huhti", "touko", "kesä", "heinä", "elo", "syys", "loka",
+    "marras", "joulu",
+)  # fmt: skip
+_RU_MONTHS = (
+    "январ", "феврал", "март", "апрел", "ма", "июн", "июл", "август", "сентябр", "октябр",
+    "ноябр", "декабр",
+)  # fmt: skip
+_EN_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+
+
+def _month(word: str) -> int | None:
+    w = word.lower().strip(".")
+    for i, stem in enumerate(_FI_MONTHS, 1):
+        if w.startswith(stem + "k"):  # marraskuu, marraskuuta, marraskuussa …
+            return i
+    for i, stem in enumerate(_RU_MONTHS, 1):
+        # "ма" is May: мая / май, but not март / марта (listed before it).
+        if stem == "ма":
+            if w in ("май", "мая", "мае"):
+                return i
+            continue
+        if w.startswith(stem):
+            return i
+    if len(w) >= 3 and w[:3] in _EN_MONTHS:
+        return _EN_MONTHS.index(w[:3]) + 1
+    return None
+
+
+# "18:00", "18.00", or "klo 18" (Finnish for "at 18 o'clock", minutes optional).
+_TIME = re.compile(r"\b(?:klo|kello)\s*(\d{1,2})(?:[:.](\d{2}))?|(\d{1,2})[:.](\d{2})(?![\d.])")
+_NUMERIC = re.compile(r"\b(\d{1,2})\.(\d{1,2})\.(\d{4}|\d{2})?(?!\d)")
+_WORDY = re.compile(r"\b(\d{1,2})\.?\s+([^\W\d_]{3,})\.?(?:\s+(\d{4}))?", re.UNICODE)
+_TODAY = ("сегодня", "tänään", "today")
+_YESTERDAY = ("вчера", "eilen", "yesterday")
+
+
+def _iso(value: str, tz: tzinfo) -> datetime | None:
+    v = value.strip()
+    if not re.match(r"^\d{4}-\d{2}-\d{2}", v):
+        return None
+    try:
+        dt = datetime.fromisoformat(v.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        try:
+            dt = datetime.combine(date.fromisoformat(v[:10]), time())
+        except ValueError:
+            return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=tz)
+    return dt.astimezone(UTC)
+
+
+def parse_human_date(
+    value: str | None, *, tz: tzinfo = UTC, now: datetime | None = None
+) -> datetime | None:
+    """A date as written on a Finnish, Russian or English web page → aware UTC datetime.
+
+    A date without a year is the next such day from ``now`` back at most 60 days (event
+    listings show upcoming dates; news lists show recent ones). A time is optional
+    (midnight local time when missing). None when nothing date-like is found.
+    """
+    if not value:
+        return None
+    text = collapse(value)
+    dt = _iso(text, tz)
+    if dt is not None:
+        return dt
+    now_local = (now or datetime.now(UTC)).astimezone(tz)
+    low = text.lower()
+    tm = _TIME.search(low)
+    # A time of day is h:mm or h.mm not part of a d.m.yyyy date.
+    clock = time()
+    day: date | None = None
+    if any(w in low for w in _TODAY):
+        day = now_local.date()
+    elif any(w in low for w in _YESTERDAY):
+        day = now_local.date() - timedelta(days=1)
+    year: int | None
+    if day is None:
+        m = _NUMERIC.search(low)
+        if m:
+            d, mo = int(m.group(1)), int(m.group(2))
+            year = int(m.group(3)) if m.group(3) else None
+            if year is not None and year < 100:
+                year += 2000
+            day = _make_day(d, mo, year, now_local.date())
+            # Don't read "23.11." as a time after it.
+            low = low[: m.start()] + " " + low[m.end() :]
+            tm = _TIME.search(low)
+        else:
+            for m in _WORDY.finditer(low):
+                mo_ = _month(m.group(2))
+                if mo_ is None:
+                    continue
+                year = int(m.group(3)) if m.group(3) else None
+                day = _make_day(int(m.group(1)), mo_, year, now_local.date())
+                break
+    if day is None:
+        return None
+    if tm is not None:
+        if tm.group(1) is not None:
+            hh, mi = int(tm.group(1)), int(tm.group(2) or 0)
+        else:
+            hh, mi = int(tm.group(3)), int(tm.group(4))
+        if hh < 24 and mi < 60:
+            clock = time(hh, mi)
+    return datetime.combine(day, clock, tzinfo=tz).astimezone(UTC)
+
+
+def _make_day(d: int, mo: int, year: int | None, today: date) -> date | None:
+    try:
+        if year is not None:
+            return date(year, mo, d)
+        guess = date(today.year, mo, d)
+    except ValueError:
+        return None
+    if guess < today - timedelta(days=60):  # "3.1." seen in December is next January
+        try:
+            guess = date(today.year + 1, mo, d)
+        except ValueError:
+            return None
+    return guess
+
+
+# --- selectors ----------------------------------------------------------------------------
+
+_ATTR = re.compile(r"^(.*?)@([A-Za-z_:][-\w:.]*)$")
+
+
+def _split(selector: str) -> tuple[str, str | None]:
+    m = _ATTR.match(selector.strip())
+    if m:
+        return m.group(1).strip(), m.group(2)
+    return selector.strip(), None
+
+
+def _pick(item: Tag, selector: str | None) -> tuple[Tag | None, str | None]:
+    """The element a selector names inside ``item`` and the value it reads (text or attr)."""
+    if not selector:
+        return None, None
+    css, attr = _split(selector)
+    el = item if not css else item.select_one(css)
+    if el is None:
+        return None, None
+    if attr:
+        value = el.get(attr)
+        if isinstance(value, list):
+            value = " ".join(value)
+        return el, value
+    return el, el.get_text(" ", strip=True)
+
+
+def parse_html_page(
+    body: bytes,
+    *,
+    url: str,
+    select: HtmlSelect,
+    content_type: str | None = None,
+    summary_chars: int = 500,
+    timezone: str | tzinfo | None = None,
+    now: datetime | None = None,
+) -> ParsedFeed:
+    """Read the items of an HTML page with the source's CSS selectors.
+
+    ``timezone`` is the source region's zone, for dates written without one. Raises
+    ``FetchError(retryable=False)`` when the body is empty or the item selector matches
+    nothing (usually: the site changed its layout; the message names the selector).
+    """
+    if not body or not body.strip():
+        raise FetchError(
+            "empty response body where an HTML page was expected", url=url, retryable=False
+        )
+    tz: tzinfo = ZoneInfo(timezone) if isinstance(timezone, str) else (timezone or UTC)
+    m = re.search(r"charset\s*=\s*[\"']?([\w.:-]+)", content_type or "", re.IGNORECASE)
+    soup = BeautifulSoup(body, "lxml", from_encoding=m.group(1) if m else None)
+    for bad in soup(["script", "style", "noscript", "template"]):
+        bad.decompose()
+    base = url
+    base_tag = soup.find("base", href=True)
+    if isinstance(base_tag, Tag):
+        base = clean_url(str(base_tag["href"]), url) or url
+    try:
+        items = soup.select(select.item)
+    except Exception as exc:  # soupsieve raises its own SelectorSyntaxError
+        raise FetchError(
+            f"bad item selector {select.item!r}: {exc}", url=url, retryable=False
+        ) from exc
+    if not items:
+        raise FetchError(
+            f"the item selector {select.item!r} matched nothing on the page "
+            "(expected at least one item; has the site changed its layout?)",
+            url=url,
+            retryable=False,
+        )
+    entries: list[ParsedEntry] = []
+    skipped = 0
+    for item in items:
+        _, title = _pick(item, select.title)
+        if not title:
+            skipped += 1
+            continue
+        _, href = _pick(item, select.link)
+        if href is None and item.name == "a":
+            href = item.get("href")  # type: ignore[assignment]
+        link = clean_url(href, base) if isinstance(href, str) else None
+        _, date_text = _pick(item, select.date)
+        _, event_text = _pick(item, select.event_date)
+        summary_html = ""
+        if select.summary:
+            css, attr = _split(select.summary)
+            if attr:
+                _, value = _pick(item, select.summary)
+                summary_html = sanitize_html(value or "", link or base)
+            else:
+                els = item.select(css) if css else [item]
+                summary_html = sanitize_html("".join(str(e) for e in els), link or base)
+        published = parse_human_date(date_text, tz=tz, now=now)
+        entries.append(
+            ParsedEntry(
+                guid=link,
+                link=link,
+                title=collapse(title),
+                summary_html=summary_html,
+                summary_text=to_text(summary_html, summary_chars),
+                published_at=published,
+                event_at=parse_human_date(event_text, tz=tz, now=now),
+            )
+        )
+    html_tag = soup.find("html")
+    lang = html_tag.get("lang") if isinstance(html_tag, Tag) else None
+    page_title = soup.title.get_text(" ", strip=True) if soup.title else None
+    return ParsedFeed(
+        title=collapse(page_title) if page_title else None,
+        link=clean_url(url, None),
+        language=str(lang).split("-")[0].lower() if lang else None,
+        entries=entries,
+        problem=f"{skipped} of {len(items)} items had no title and were skipped"
+        if skipped
+        else None,
+        parser="html",
+    )

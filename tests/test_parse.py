@@ -1,0 +1,207 @@
+"""parse_feed on crafted feeds: charsets, hostile input, broken input, both parser paths."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from newsexchange.errors import FetchError
+from newsexchange.ingest import parse as parse_mod
+from newsexchange.ingest.parse import parse_date, parse_feed, parsers
+
+DATA = Path(__file__).parent / "data"
+RU_TITLE = "В Петрозаводске открыли новый пешеходный мост через Лососинку"
+RU_FEED_TITLE = "Столица на Онего: новости Петрозаводска"
+
+
+def read(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [
+        ("ru-windows-1251.xml", "application/rss+xml"),
+        ("ru-windows-1251.xml", "application/rss+xml; charset=windows-1251"),
+        ("ru-windows-1251.xml", "text/xml"),
+        ("ru-koi8r.xml", None),
+        ("ru-koi8r.xml", "application/xml; charset=koi8-r"),
+        ("ru-koi8r-undeclared.xml", None),
+        ("ru-koi8r-undeclared.xml", "application/rss+xml; charset=KOI8-R"),
+        ("ru-utf8-bom.xml", None),
+        ("ru-utf8-bom.xml", "application/rss+xml; charset=utf-8"),
+    ],
+)
+def test_russian_text_comes_out_right_in_every_charset(name: str, content_type: str | None) -> None:
+    feed = parse_feed(read(name), url="https://stolicaonego.ru/rss", content_type=content_type)
+    assert feed.title == RU_FEED_TITLE
+    assert [e.title for e in feed.entries] == [
+        RU_TITLE,
+        "Глава Карелии встретился с жителями Кондопоги",
+    ]
+    assert "Ёлки" in feed.entries[0].summary_text
+
+
+def test_windows_1251_served_with_an_http_charset_overrides_nothing_on_the_fast_path() -> None:
+    feed = parse_feed(
+        read("ru-windows-1251.xml"),
+        url="https://stolicaonego.ru/rss",
+        content_type="application/rss+xml; charset=windows-1251",
+    )
+    assert feed.parser == "fast"
+    assert feed.problem is None
+
+
+def test_undeclared_koi8r_is_detected_and_the_detection_recorded() -> None:
+    feed = parse_feed(read("ru-koi8r-undeclared.xml"), url="https://stolicaonego.ru/rss")
+    assert feed.entries[0].title == RU_TITLE
+    assert feed.problem is not None and "koi8-r" in feed.problem
+
+
+def test_charset_conflict_between_http_and_declaration_goes_to_feedparser() -> None:
+    # HTTP says UTF-8, the document says (and is) windows-1251: the fast path can't vouch.
+    feed = parse_feed(
+        read("ru-windows-1251.xml"),
+        url="https://stolicaonego.ru/rss",
+        content_type="application/rss+xml; charset=utf-8",
+    )
+    assert feed.parser == "feedparser"
+    assert feed.entries  # still readable
+
+
+def test_rss_item_fields_are_cleaned_dated_in_utc_and_tracking_stripped() -> None:
+    feed = parse_feed(read("ru-windows-1251.xml"), url="https://stolicaonego.ru/rss")
+    first = feed.entries[0]
+    assert first.link == "https://stolicaonego.ru/news/most-cherez-lososinku/"
+    assert first.guid == "stolica-101"  # isPermaLink="false": not resolved as a URL
+    assert first.published_at == datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
+    assert first.summary_html.startswith("<p>Мост соединил")
+    assert feed.language == "ru"
+
+
+def test_atom_entry_relative_links_resolve_and_dates_convert_to_utc() -> None:
+    feed = parse_feed(read("fi-atom.xml"), url="https://www.karjalainen.fi/feed")
+    a, b = feed.entries
+    assert a.title == "Joensuun torille nousee joulukuusi"  # type="html" title → plain text
+    assert a.link == "https://www.karjalainen.fi/uutiset/joulukuusi?id=7"  # fbclid gone
+    assert a.published_at == datetime(2026, 11, 23, 8, 15, tzinfo=UTC)
+    assert a.updated_at == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    assert a.author == "Liisa Korhonen"
+    assert 'src="https://www.karjalainen.fi/kuvat/kuusi.jpg"' in a.summary_html
+    # Only <updated>: that is the story's date.
+    assert b.published_at == datetime(2026, 11, 22, 16, 0, tzinfo=UTC)
+    assert b.summary_text == "Odotusajat venyivät viikonloppuna useisiin tunteihin."
+    assert feed.language == "fi"
+
+
+@pytest.mark.parametrize("name", ["fi-atom.xml", "ru-windows-1251.xml", "ru-utf8-bom.xml"])
+def test_fast_path_and_feedparser_give_the_same_entries(name: str) -> None:
+    p = parsers()
+    fast = p["fast"](read(name), url="https://example.org/feed")
+    ref = p["feedparser"](read(name), url="https://example.org/feed")
+    assert fast.entries == ref.entries
+    assert (fast.title, fast.link, fast.language) == (ref.title, ref.link, ref.language)
+
+
+def test_hostile_html_is_neutralised_in_titles_summaries_and_links() -> None:
+    feed = parse_feed(read("hostile.xml"), url="https://evil.example/rss")
+    (e,) = feed.entries
+    blob = (e.title + e.summary_html + (feed.title or "")).lower()
+    for bad in ("<script", "onerror", "onmouseover", "onload", "javascript", "style", "<iframe",
+                "<form", "<input", "<object", "<embed", "<svg", "data:", "mc.yandex.ru",
+                "pixel.gif", "utm_", "gclid", "yclid", "mc_cid", "mc_eid"):  # fmt: skip
+        assert bad not in blob, bad
+    assert e.link is None  # a javascript: link is no link
+    assert e.title == "Otsikko"
+    assert 'href="https://evil.example/sivu?id=9"' in e.summary_html
+    assert 'rel="noopener noreferrer"' in e.summary_html
+    assert 'src="https://example.fi/kuva.jpg"' in e.summary_html  # real image kept
+
+
+@pytest.mark.parametrize("force", [None, "feedparser"])
+def test_entity_bomb_finishes_fast_without_expanding(
+    force: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parse_mod, "FORCE_PARSER", force)
+    start = time.perf_counter()
+    try:
+        feed = parse_feed(read("entity-bomb.xml"), url="https://bomb.example/rss")
+    except FetchError:
+        pass
+    else:
+        total = sum(len(e.title) + len(e.summary_html) for e in feed.entries)
+        assert total < 10_000  # nothing was expanded (expanded: 10^9 "lol"s)
+        assert feed.problem  # and the feed is marked as broken
+    assert time.perf_counter() - start < 2.0
+
+
+def test_external_entities_are_never_resolved() -> None:
+    feed = parse_feed(read("external-entity.xml"), url="https://xxe.example/rss")
+    blob = " ".join(e.title + e.summary_html for e in feed.entries)
+    assert "root:" not in blob
+    assert feed.parser == "feedparser" and feed.problem
+
+
+def test_truncated_feed_yields_readable_items_with_the_problem_recorded() -> None:
+    feed = parse_feed(read("truncated.xml"), url="https://www.karjalainen.fi/feed")
+    assert feed.parser == "feedparser"
+    assert feed.entries[0].title == "Joensuun torille nousee joulukuusi"
+    assert feed.problem and "SAXParseException" in feed.problem
+
+
+def test_html_page_is_a_clear_error_naming_the_feed_it_links_to() -> None:
+    with pytest.raises(FetchError) as err:
+        parse_feed(read("html-page.html"), url="https://www.joensuu.fi/ajankohtaista",
+                   content_type="text/html; charset=utf-8")  # fmt: skip
+    assert err.value.retryable is False
+    assert "HTML page" in str(err.value)
+    assert "https://www.joensuu.fi/ajankohtaista/rss.xml" in str(err.value)
+
+
+@pytest.mark.parametrize("body", [b"", b"   \n", b"\x00\x01garbage\xff\xfe", b"{not json"])
+def test_empty_or_garbage_body_is_a_non_retryable_fetch_error(body: bytes) -> None:
+    with pytest.raises(FetchError) as err:
+        parse_feed(body, url="https://example.org/feed")
+    assert err.value.retryable is False
+
+
+def test_feed_without_dates_leaves_published_at_empty() -> None:
+    body = b"<rss version='2.0'><channel><title>T</title><item><title>A</title><link>http://a.fi/1</link></item></channel></rss>"
+    (e,) = parse_feed(body, url="http://a.fi/rss").entries
+    assert e.published_at is None and e.updated_at is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Mon, 23 Nov 2026 10:00:00 +0300", datetime(2026, 11, 23, 7, 0, tzinfo=UTC)),
+        ("Mon, 23 Nov 2026 10:00:00 GMT", datetime(2026, 11, 23, 10, 0, tzinfo=UTC)),
+        ("2026-11-23T10:00:00+02:00", datetime(2026, 11, 23, 8, 0, tzinfo=UTC)),
+        ("2026-11-23T10:00:00.123Z", datetime(2026, 11, 23, 10, 0, 0, 123000, tzinfo=UTC)),
+        ("Mon, 23 Nov 2026 10:00:00 EST", datetime(2026, 11, 23, 15, 0, tzinfo=UTC)),
+        ("2026-11-23", datetime(2026, 11, 23, 0, 0, tzinfo=UTC)),
+        # feedparser gives up on a zone-less RFC 822 date; we read it as UTC.
+        ("Mon, 23 Nov 2026 10:00:00", datetime(2026, 11, 23, 10, 0, tzinfo=UTC)),
+        ("not a date", None),
+    ],
+)
+def test_dates_become_aware_utc(value: str, expected: datetime | None) -> None:
+    assert parse_date(value) == expected
+
+
+def test_fast_date_parser_agrees_with_feedparsers_handlers() -> None:
+    from feedparser.datetimes import _parse_date
+
+    samples = [
+        "Mon, 23 Nov 2026 10:00:00 +0300", "Sun, 1 Mar 2026 23:59:59 -0930",
+        "23 Nov 2026 10:00 GMT", "2026-11-23T10:00:00Z", "2026-02-28T23:30:00-05:00",
+        "2026-11-23 10:00:00+03:00", "Tue, 03 Jun 2008 11:05:30 UT",
+    ]  # fmt: skip
+    for s in samples:
+        fast = parse_mod._fast_date(s)
+        st = _parse_date(s)
+        assert fast is not None, s
+        assert fast.replace(microsecond=0) == datetime(*st[:6], tzinfo=UTC), s
