@@ -85,7 +85,11 @@ def lists_import(ctx: Context) -> int:
             f"{list_id}: {report.imported} imported, {report.updated} updated, "
             f"{report.unchanged} unchanged, {report.merged_duplicates} duplicate row(s) merged"
             + (f", {report.removed} removed" if ctx.args.replace else "")
-            + (f", {report.suppressed} suppressed (will not be mailed)" if report.suppressed else "")
+            + (
+                f", {report.suppressed} suppressed (will not be mailed)"
+                if report.suppressed
+                else ""
+            )
         ]
         for p in report.skipped:
             lines.append(f"  {path}:{p.line}: skipped: {p.error}")
@@ -132,7 +136,9 @@ def lists_show(ctx: Context) -> int:
     }
 
     def text() -> str:
-        out = [f"{data['name']} ({list_id}, {data['language']}): {len(rows)} members, {active} active"]
+        out = [
+            f"{data['name']} ({list_id}, {data['language']}): {len(rows)} members, {active} active"
+        ]
         for r in rows:
             who = f"{r['name']} <{r['email']}>" if r["name"] else r["email"]
             extra = f" — {r['outlet']}" if r["outlet"] else ""
@@ -208,7 +214,9 @@ def send(ctx: Context) -> int:
 
     cfg = ctx.config
     with send_progress(enabled=ctx.interactive) as progress:
-        report = run_send(ctx.db, cfg, now=ctx.now(), digest_id=ctx.args.digest_id, progress=progress)
+        report = run_send(
+            ctx.db, cfg, now=ctx.now(), digest_id=ctx.args.digest_id, progress=progress
+        )
     data = report.to_json()
     ctx.emit(data, report.to_text)
     return 0 if data["ok"] else 1

@@ -22,10 +22,37 @@ from newsexchange.errors import ConfigError
 
 @dataclass
 class OutgoingMessage:
-    message: EmailMessage  # complete: From, To, Subject, Message-ID, Date, bodies
+    """One message to one recipient.
+
+    Plain use (approval mails, alerts): ``message`` is complete and nothing else is needed.
+
+    Bulk use (digests, see ``send.py``): the digest is rendered once per language, so
+    ``message`` is the *shared template* of every recipient of that language (its bodies
+    still hold the per-recipient markers) and the per-recipient parts ride alongside:
+    ``raw`` is the finished message for backends that send bytes (SMTP, outbox), and
+    ``substitutions`` / ``headers`` let a provider that personalizes itself (SendGrid)
+    send one request for up to 1,000 recipients of the same template.
+    """
+
+    message: EmailMessage  # complete, or the shared template (see above)
     recipient: str  # envelope recipient
     delivery_id: int | None = None  # our Delivery row, carried to providers (custom_args)
     categories: list[str] = field(default_factory=list)
+    raw: bytes | None = None  # the finished RFC 5322 bytes (CRLF) when already built
+    message_id: str | None = None  # of this recipient's message, when ``message`` is shared
+    recipient_name: str | None = None
+    substitutions: dict[str, str] = field(default_factory=dict)  # marker → value
+    headers: dict[str, str] = field(default_factory=dict)  # per-recipient headers
+
+    def as_bytes(self) -> bytes:
+        """The bytes to hand to an MTA (CRLF line ends, as SMTP wants)."""
+        if self.raw is not None:
+            return self.raw
+        return self.message.as_bytes(policy=self.message.policy.clone(linesep="\r\n"))
+
+    @property
+    def msgid(self) -> str | None:
+        return self.message_id or self.message["Message-ID"]
 
 
 @dataclass
@@ -35,6 +62,10 @@ class SendResult:
     permanent: bool = False  # a failure that retrying will not fix (unknown recipient …)
     error: str | None = None
     retry_after: float | None = None
+    # The recipient address itself was refused (SMTP 5xx to RCPT, a provider "bounce"):
+    # the address is suppressed. A permanent failure of the message as a whole (too big,
+    # malformed request) is not the recipient's fault and suppresses nothing.
+    bounce: bool = False
 
 
 class Mailer(Protocol):
@@ -57,6 +88,7 @@ class OutboxMailer:
     """
 
     name = "outbox"
+    personalizes = False  # wants ``raw`` per recipient (see OutgoingMessage)
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -65,11 +97,11 @@ class OutboxMailer:
         self.folder.mkdir(parents=True, exist_ok=True)
         results = []
         for out in messages:
-            msgid = out.message["Message-ID"] or make_msgid(domain="newsexchange.invalid")
+            msgid = out.msgid or make_msgid(domain="newsexchange.invalid")
             stem = re.sub(r"[^A-Za-z0-9._@-]+", "_", msgid.strip("<>"))[:180]
             path = self.folder / f"{stem}.eml"
             tmp = path.with_suffix(".eml.tmp")
-            tmp.write_bytes(out.message.as_bytes())
+            tmp.write_bytes(out.raw if out.raw is not None else out.message.as_bytes())
             os.replace(tmp, path)
             results.append(SendResult(ok=True, provider_message_id=str(path.name)))
         return results
@@ -87,4 +119,8 @@ def get_mailer(config: Config) -> Mailer:
         from newsexchange.delivery.smtp import SmtpMailer
 
         return SmtpMailer(config)
+    if backend == "sendgrid":
+        from newsexchange.delivery.sendgrid import SendgridMailer
+
+        return SendgridMailer(config)
     raise ConfigError(f"mail backend {backend!r} is not available in this version")

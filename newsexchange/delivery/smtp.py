@@ -1,70 +1,220 @@
-"""SMTP backend (smtplib): STARTTLS or implicit TLS, optional auth from the environment."""
+"""SMTP backend (smtplib): STARTTLS or implicit TLS, auth from the environment, a few
+connections in parallel, each kept open across batches and reopened when the server drops it.
+
+Replies are classified per recipient the way RFC 5321 §4.2.1 defines them: 4xx is
+temporary (greylisting, a full mailbox, rate limits: try again later), 5xx is permanent.
+A 5xx to RCPT means the address itself is refused (a hard bounce: the address gets
+suppressed); a 5xx to DATA or MAIL FROM is about the message or us, not the recipient.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import queue
 import smtplib
+import socket
 import ssl
+import threading
 from collections.abc import Sequence
+from email.utils import parseaddr
 
 from newsexchange.config import Config
 from newsexchange.delivery.mailers import OutgoingMessage, SendResult
 from newsexchange.errors import DeliveryError
 
+log = logging.getLogger(__name__)
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
 
 class SmtpMailer:
     name = "smtp"
+    personalizes = False  # sends ``raw`` bytes per recipient
 
     def __init__(self, config: Config) -> None:
         self.settings = config.mail.smtp
         self.username = config.secret(self.settings.username_env)
         self.password = config.secret(self.settings.password_env)
-        self._conn: smtplib.SMTP | None = None
+        _name, self.envelope_from = parseaddr(config.mail.from_)
+        # socket.getfqdn() (smtplib's default HELO name) does a reverse DNS lookup that can
+        # hang for seconds on a machine without resolvers; the host name is enough.
+        self.helo = socket.gethostname() or "localhost"
+        self._idle: queue.LifoQueue[smtplib.SMTP] = queue.LifoQueue()
+        self._lock = threading.Lock()
+        self._open = 0
+
+    # -- connections ------------------------------------------------------------------------
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
         try:
             conn: smtplib.SMTP
             if s.tls:
-                conn = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout,
-                                        context=ssl.create_default_context())
+                conn = smtplib.SMTP_SSL(
+                    s.host,
+                    s.port,
+                    local_hostname=self.helo,
+                    timeout=s.timeout,
+                    context=ssl.create_default_context(),
+                )
             else:
-                conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+                conn = smtplib.SMTP(s.host, s.port, local_hostname=self.helo, timeout=s.timeout)
                 if s.starttls:
                     conn.starttls(context=ssl.create_default_context())
+                    conn.ehlo()
             if self.username and self.password:
                 conn.login(self.username, self.password)
+        except smtplib.SMTPAuthenticationError as exc:
+            # Never retried: a wrong password stays wrong, and repeated failures lock accounts.
+            raise DeliveryError(
+                f"SMTP {s.host}:{s.port}: login refused ({exc.smtp_code}); check the "
+                f"{s.username_env} / {s.password_env} environment variables",
+                permanent=True,
+            ) from exc
         except (OSError, smtplib.SMTPException) as exc:
-            raise DeliveryError(f"SMTP {s.host}:{s.port}: {exc}") from exc
+            raise DeliveryError(f"SMTP {s.host}:{s.port}: cannot connect: {exc}") from exc
+        with self._lock:
+            self._open += 1
         return conn
 
+    def _checkout(self) -> smtplib.SMTP:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            return self._connect()
+
+    def _drop(self, conn: smtplib.SMTP) -> None:
+        with self._lock:
+            self._open -= 1
+        with contextlib.suppress(OSError, smtplib.SMTPException):
+            conn.close()
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def _send_one(self, conn: smtplib.SMTP, out: OutgoingMessage) -> SendResult:
+        """One message over one connection; raises SMTPServerDisconnected / OSError when the
+        connection is gone (the caller reconnects and tries once more)."""
+        msgid = out.msgid
+        try:
+            refused = conn.sendmail(self.envelope_from, [out.recipient], out.as_bytes())
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, reply = next(iter(exc.recipients.values()))
+            return SendResult(
+                False,
+                permanent=code >= 500,
+                bounce=code >= 500,
+                error=f"{code} {_text(reply)}",
+            )
+        except smtplib.SMTPSenderRefused as exc:
+            return SendResult(
+                False,
+                permanent=exc.smtp_code >= 500,
+                error=f"MAIL FROM refused: {exc.smtp_code} {_text(exc.smtp_error)}",
+            )
+        except smtplib.SMTPDataError as exc:
+            return SendResult(
+                False,
+                permanent=exc.smtp_code >= 500,
+                error=f"DATA refused: {exc.smtp_code} {_text(exc.smtp_error)}",
+            )
+        if refused:  # only possible with several recipients; kept for completeness
+            code, reply = next(iter(refused.values()))
+            return SendResult(
+                False, permanent=code >= 500, bounce=code >= 500, error=f"{code} {_text(reply)}"
+            )
+        return SendResult(True, provider_message_id=msgid)
+
+    def _worker(
+        self,
+        jobs: queue.SimpleQueue[tuple[int, OutgoingMessage] | None],
+        results: list[SendResult | None],
+        fatal: list[DeliveryError],
+    ) -> None:
+        conn: smtplib.SMTP | None = None
+        try:
+            while True:
+                job = jobs.get()
+                if job is None:
+                    return
+                i, out = job
+                for attempt in (1, 2):
+                    try:
+                        if conn is None:
+                            conn = self._checkout()
+                        results[i] = self._send_one(conn, out)
+                        break
+                    except DeliveryError as exc:
+                        # No connection: leave this and the rest to other workers or to the
+                        # next run; a wrong password stops the whole send.
+                        results[i] = SendResult(False, permanent=False, error=str(exc))
+                        if exc.permanent:
+                            fatal.append(exc)
+                        return
+                    except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                        # The server closed an idle connection (or went away): reconnect once.
+                        if conn is not None:
+                            self._drop(conn)
+                            conn = None
+                        if attempt == 2:
+                            results[i] = SendResult(False, error=f"SMTP connection lost: {exc}")
+                    except smtplib.SMTPResponseException as exc:
+                        results[i] = SendResult(
+                            False,
+                            permanent=exc.smtp_code >= 500,
+                            error=f"{exc.smtp_code} {_text(exc.smtp_error)}",
+                        )
+                        # The session is in an unknown state after an unexpected reply.
+                        if conn is not None:
+                            self._drop(conn)
+                            conn = None
+                        break
+        finally:
+            if conn is not None:
+                self._idle.put(conn)
+
     def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
-        results: list[SendResult] = []
-        for out in messages:
-            if self._conn is None:
-                self._conn = self._connect()
-            try:
-                refused = self._conn.send_message(out.message, to_addrs=[out.recipient])
-                if refused:
-                    code, text = next(iter(refused.values()))
-                    results.append(SendResult(False, permanent=code >= 500,
-                                              error=f"{code} {text.decode(errors='replace')}"))
-                else:
-                    results.append(SendResult(True, provider_message_id=out.message["Message-ID"]))
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, text = next(iter(exc.recipients.values()))
-                results.append(SendResult(False, permanent=code >= 500,
-                                          error=f"{code} {text.decode(errors='replace')}"))
-            except smtplib.SMTPResponseException as exc:
-                results.append(SendResult(False, permanent=exc.smtp_code >= 500,
-                                          error=f"{exc.smtp_code} {exc.smtp_error!r}"))
-            except (OSError, smtplib.SMTPException) as exc:
-                self._conn = None
-                results.append(SendResult(False, error=f"SMTP connection: {exc}"))
-        return results
+        if not messages:
+            return []
+        results: list[SendResult | None] = [None] * len(messages)
+        jobs: queue.SimpleQueue[tuple[int, OutgoingMessage] | None] = queue.SimpleQueue()
+        for i, out in enumerate(messages):
+            jobs.put((i, out))
+        workers = min(self.settings.connections, len(messages))
+        for _ in range(workers):
+            jobs.put(None)
+        fatal: list[DeliveryError] = []
+        if workers == 1:
+            self._worker(jobs, results, fatal)
+        else:
+            threads = [
+                threading.Thread(target=self._worker, args=(jobs, results, fatal), daemon=True)
+                for _ in range(workers)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        if fatal and not any(r is not None and r.ok for r in results):
+            # Nothing went out: safe to say the backend is unusable. (When some did go out,
+            # their results must reach the caller, so the rest come back as failures.)
+            raise fatal[0]
+        return [
+            r
+            if r is not None
+            else SendResult(False, error="not attempted: no SMTP connection could be opened")
+            for r in results
+        ]
 
     def close(self) -> None:
-        if self._conn is not None:
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                return
             with contextlib.suppress(OSError, smtplib.SMTPException):
-                self._conn.quit()
-            self._conn = None
+                conn.quit()
+            with self._lock:
+                self._open -= 1
