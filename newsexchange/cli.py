@@ -23,6 +23,8 @@ COMMAND_MODULES = [
     "newsexchange.commands.ingest",
     "newsexchange.commands.delivery",
     "newsexchange.commands.digest",
+    "newsexchange.commands.service",
+    "newsexchange.commands.approval",
 ]
 
 

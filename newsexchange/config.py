@@ -121,6 +121,7 @@ class ImapSettings(_Model):
     username_env: str = "IMAP_USER"
     password_env: str = "IMAP_PASSWORD"
     folder: str = "INBOX"
+    processed_folder: str | None = None  # replies handled are moved here (else only flagged)
 
 
 class MailSettings(_Model):
@@ -305,6 +306,13 @@ class ServiceSettings(_Model):
     jitter_seconds: int = Field(120, ge=0)
     imap_poll_minutes: float = Field(5.0, gt=0)
     dispatch_minutes: float = Field(2.0, gt=0)
+    # docs/operations.md: approval reminders/deadlines and operator alerts are checked this
+    # often; a job's lease (the `locks` row) lasts lock_ttl_seconds and is renewed while it
+    # runs; demo: true builds the in-progress period once so the offline demo shows a cycle.
+    approvals_minutes: float = Field(10.0, gt=0)
+    alerts_minutes: float = Field(15.0, gt=0)
+    lock_ttl_seconds: float = Field(120.0, ge=5)
+    demo: bool = False
 
 
 class Config(_Model):

@@ -1,0 +1,157 @@
+"""``newsexchange serve`` (scheduler + web app in one process) and ``newsexchange run-once``
+(every step once, in order: for cron users and the demo)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from newsexchange.commands import Context, add_common
+
+log = logging.getLogger("newsexchange.serve")
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the exchange as a service: the scheduler and the web app in one process",
+    )
+    add_common(p)
+    p.add_argument("--host", help="address to listen on (default: service.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default: service.port, 8080)")
+    p.set_defaults(handler=serve)
+
+    p = sub.add_parser(
+        "run-once",
+        help="run every step once, in order (fetch, translate, digests, approvals, send)",
+    )
+    add_common(p)
+    p.set_defaults(handler=run_once)
+
+
+def run_once(ctx: Context) -> int:
+    from newsexchange.service import RUN_ONCE_ORDER, Runner
+
+    cfg = ctx.config
+    runner = Runner(cfg, ctx.db)
+    steps: dict[str, Any] = {}
+    for name in RUN_ONCE_ORDER:
+        if name == "imap" and cfg.mail.imap is None:
+            continue
+        steps[name] = runner.run(name).to_json()
+    failed = [n for n, s in steps.items() if s["status"] == "failed"]
+    data = {"ok": not failed, "steps": steps, "failed": failed}
+
+    def text() -> str:
+        lines = []
+        for n, s in steps.items():
+            line = f"{n:10} {s['status']:11} {s['seconds']:7.2f}s"
+            if s.get("error"):
+                line += f"  {s['error']}"
+            elif s.get("summary"):
+                counts = {
+                    k: v
+                    for k, v in s["summary"].items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)
+                }
+                line += "  " + " ".join(f"{k}={v}" for k, v in list(counts.items())[:8])
+            lines.append(line)
+        return "\n".join(lines)
+
+    ctx.emit(data, text)
+    return 1 if failed else 0
+
+
+class _Server:
+    """uvicorn's Server, with signals handled our way.
+
+    uvicorn re-raises a captured SIGTERM after its shutdown, so the process would die of the
+    signal (exit -15) instead of exiting 0; and the scheduler must stop taking jobs at the
+    moment the signal arrives, not after the web server has drained.
+    """
+
+    def __init__(self, app: Any, host: str, port: int, on_signal: Any) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,  # paths carry signed tokens: never in the log
+            lifespan="off",
+            server_header=False,
+        )
+        on_sig = on_signal
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                if threading.current_thread() is not threading.main_thread():
+                    yield
+                    return
+
+                def handle(sig: int, _frame: Any) -> None:
+                    if self.should_exit:  # a second signal: stop waiting for connections
+                        self.force_exit = True
+                    self.should_exit = True
+                    on_sig(sig)
+
+                old = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+                try:
+                    yield
+                finally:
+                    for s, h in old.items():
+                        signal.signal(s, h)
+
+        self.server = Server(config)
+
+    def run(self) -> None:
+        self.server.run()
+
+
+def serve(ctx: Context) -> int:
+    from newsexchange.service import Service, install_secret_redaction
+    from newsexchange.web.app import create_app
+
+    cfg = ctx.config
+    install_secret_redaction(cfg)
+    for name in ("uvicorn", "uvicorn.error", "apscheduler"):
+        lg = logging.getLogger(name)
+        lg.handlers[:] = logging.getLogger("newsexchange").handlers
+        lg.setLevel(logging.WARNING if name == "apscheduler" else logging.INFO)
+        lg.propagate = False
+    host = ctx.args.host or cfg.service.host
+    port = ctx.args.port or cfg.service.port
+    db = ctx.db
+    service = Service(cfg, db)
+    stopping = threading.Event()
+
+    def on_signal(sig: int) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            log.warning("signal received: stopping", extra={"signal": signal.Signals(sig).name})
+            service.begin_shutdown()
+
+    service.start()
+    log.warning(
+        "serving",
+        extra={"url": f"http://{host}:{port}", "public_url": cfg.public_url, "pid": _pid()},
+    )
+    try:
+        _Server(create_app(cfg, db), host, port, on_signal).run()
+    finally:
+        service.stop(wait=True)  # running steps finish; nothing is left half-written
+    log.warning("stopped")
+    return 0
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()

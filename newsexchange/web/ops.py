@@ -1,0 +1,297 @@
+"""Operations endpoints: ``/healthz`` (liveness), ``/readyz`` (readiness, with reasons) and
+``/metrics`` (Prometheus text).
+
+- ``/healthz`` answers as long as the process serves requests: a liveness probe that restarts
+  the service only when it is truly stuck, never because a feed is down.
+- ``/readyz`` says whether the exchange is doing its job: the database answers, a fetch
+  succeeded recently (within three fetch intervals), and no scheduled job is overdue (the
+  scheduler is running them). 200 with the checks as JSON, or 503 with the reasons.
+- ``/metrics`` reads the database at scrape time through a custom collector (nothing is
+  counted in process memory, so the numbers survive restarts and are the same whichever
+  process is scraped): items stored, translation characters and requests per provider,
+  digests by state, deliveries by status, job runs, failures and durations.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select, text
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from newsexchange.config import Config
+from newsexchange.db import (
+    Database,
+    Delivery,
+    Digest,
+    Item,
+    JobRun,
+    ProviderUsage,
+    Source,
+    Translation,
+    utcnow,
+)
+
+#: A scheduled job this late is "overdue": the scheduler is not running it.
+OVERDUE_AFTER = timedelta(minutes=10)
+
+
+def readiness(config: Config, db: Database, *, now: datetime, up_since: datetime) -> dict[str, Any]:
+    """The readiness verdict and its evidence (used by /readyz; pure reading, no side effect)."""
+    from newsexchange.service import stored_jobs
+
+    reasons: list[str] = []
+    checks: dict[str, Any] = {}
+    try:
+        with db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # any failure to talk to it is the answer
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+        reasons.append(f"database unreachable ({type(exc).__name__})")
+        return {"ready": False, "reasons": reasons, "checks": checks}
+
+    interval = timedelta(minutes=config.fetch.interval_minutes)
+    limit = 3 * interval
+    with db.session() as s:
+        last_fetch = s.scalar(
+            select(func.max(JobRun.started_at)).where(JobRun.job == "fetch", JobRun.ok.is_(True))
+        )
+    if last_fetch is not None:
+        age = now - last_fetch
+        checks["last_fetch"] = {
+            "at": last_fetch.isoformat(),
+            "age_seconds": int(age.total_seconds()),
+        }
+        if age > limit and any(s.enabled for s in config.sources):
+            reasons.append(
+                f"last successful fetch was {age.total_seconds() / 60:.0f} minutes ago "
+                f"(expected within {limit.total_seconds() / 60:.0f}: three fetch intervals)"
+            )
+    else:
+        checks["last_fetch"] = None
+        if any(s.enabled for s in config.sources) and now - up_since > limit:
+            reasons.append(
+                f"no successful fetch in the {limit.total_seconds() / 60:.0f} minutes since start"
+            )
+
+    overdue = []
+    jobs = stored_jobs(db)
+    for job in jobs:
+        nxt = job["next_run_at"]
+        if nxt is not None and now - nxt > OVERDUE_AFTER:
+            overdue.append(job["id"])
+            reasons.append(
+                f"job {job['id']} is overdue by {(now - nxt).total_seconds() / 60:.0f} minutes "
+                "(is the scheduler running?)"
+            )
+    checks["jobs"] = {"scheduled": len(jobs), "overdue": overdue}
+    return {"ready": not reasons, "reasons": reasons, "checks": checks}
+
+
+class DatabaseCollector(Collector):
+    """Prometheus metrics read from the database at scrape time."""
+
+    def __init__(self, config: Config, db: Database) -> None:
+        self.config = config
+        self.db = db
+
+    def collect(self) -> Iterator[Metric]:
+        with self.db.session() as s:
+            items = GaugeMetricFamily(
+                "newsexchange_items",
+                "Items stored, per source and region",
+                labels=["source", "region"],
+            )
+            for source, region, n in s.execute(
+                select(Item.source_id, Item.region, func.count()).group_by(
+                    Item.source_id, Item.region
+                )
+            ):
+                items.add_metric([source, region], n)
+            yield items
+
+            failing = GaugeMetricFamily(
+                "newsexchange_sources_failing", "Sources whose fetches are currently failing"
+            )
+            failing.add_metric(
+                [],
+                s.scalar(
+                    select(func.count())
+                    .select_from(Source)
+                    .where(Source.failing_since.is_not(None))
+                )
+                or 0,
+            )
+            yield failing
+
+            chars = CounterMetricFamily(
+                "newsexchange_translation_characters",
+                "Characters sent to each translation provider",
+                labels=["provider"],
+            )
+            reqs = CounterMetricFamily(
+                "newsexchange_translation_requests",
+                "Requests sent to each translation provider",
+                labels=["provider"],
+            )
+            fails = CounterMetricFamily(
+                "newsexchange_translation_provider_failures",
+                "Failed requests per translation provider",
+                labels=["provider"],
+            )
+            for provider, c, r, f in s.execute(
+                select(
+                    ProviderUsage.provider,
+                    func.sum(ProviderUsage.characters),
+                    func.sum(ProviderUsage.requests),
+                    func.sum(ProviderUsage.failures),
+                ).group_by(ProviderUsage.provider)
+            ):
+                chars.add_metric([provider], c or 0)
+                reqs.add_metric([provider], r or 0)
+                fails.add_metric([provider], f or 0)
+            yield chars
+            yield reqs
+            yield fails
+
+            trans = GaugeMetricFamily(
+                "newsexchange_translations",
+                "Translations by language and status",
+                labels=["language", "status"],
+            )
+            for lang, status, n in s.execute(
+                select(Translation.language, Translation.status, func.count()).group_by(
+                    Translation.language, Translation.status
+                )
+            ):
+                trans.add_metric([lang, status], n)
+            yield trans
+
+            digests = GaugeMetricFamily(
+                "newsexchange_digests",
+                "Digests by exchange and state",
+                labels=["exchange", "state"],
+            )
+            for ex, state, n in s.execute(
+                select(Digest.exchange_id, Digest.state, func.count()).group_by(
+                    Digest.exchange_id, Digest.state
+                )
+            ):
+                digests.add_metric([ex, state], n)
+            yield digests
+
+            deliveries = GaugeMetricFamily(
+                "newsexchange_deliveries",
+                "Deliveries (one per recipient and digest) by status",
+                labels=["status"],
+            )
+            for status, n in s.execute(
+                select(Delivery.status, func.count()).group_by(Delivery.status)
+            ):
+                deliveries.add_metric([status], n)
+            yield deliveries
+
+            yield from self._jobs(s)
+
+    def _jobs(self, s: Any) -> Iterator[Metric]:
+        runs = CounterMetricFamily(
+            "newsexchange_job_runs", "Finished job runs (kept 30 days)", labels=["job", "result"]
+        )
+        duration = SummaryMetricFamily(
+            "newsexchange_job_duration_seconds", "Duration of finished job runs", labels=["job"]
+        )
+        last_ok = GaugeMetricFamily(
+            "newsexchange_job_last_success_timestamp_seconds",
+            "When each job last finished successfully (Unix time)",
+            labels=["job"],
+        )
+        last_dur = GaugeMetricFamily(
+            "newsexchange_job_last_duration_seconds",
+            "Duration of each job's latest run",
+            labels=["job"],
+        )
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        sums: dict[str, float] = defaultdict(float)
+        ns: dict[str, int] = defaultdict(int)
+        latest: dict[str, tuple[datetime, float]] = {}
+        latest_ok: dict[str, datetime] = {}
+        rows = s.execute(
+            select(JobRun.job, JobRun.started_at, JobRun.finished_at, JobRun.ok).where(
+                JobRun.finished_at.is_not(None)
+            )
+        )
+        for job, started, finished, ok in rows:
+            seconds = max(0.0, (finished - started).total_seconds())
+            counts[(job, "ok" if ok else "failed")] += 1
+            sums[job] += seconds
+            ns[job] += 1
+            if job not in latest or started > latest[job][0]:
+                latest[job] = (started, seconds)
+            if ok and (job not in latest_ok or finished > latest_ok[job]):
+                latest_ok[job] = finished
+        for (job, result), n in sorted(counts.items()):
+            runs.add_metric([job, result], n)
+        for job in sorted(ns):
+            duration.add_metric([job], count_value=ns[job], sum_value=sums[job])
+            last_dur.add_metric([job], latest[job][1])
+        for job, at in sorted(latest_ok.items()):
+            last_ok.add_metric([job], at.timestamp())
+        yield runs
+        yield duration
+        yield last_ok
+        yield last_dur
+
+
+def routes(config: Config, db: Database) -> list[BaseRoute]:
+    up_since = utcnow()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector(config, db))
+    try:
+        from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
+
+        for c in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            registry.register(c)
+    except (ImportError, ValueError):  # optional extras; never fatal
+        pass
+
+    async def healthz(_request: Request) -> Response:
+        return PlainTextResponse("ok\n", headers={"cache-control": "no-store"})
+
+    def readyz(_request: Request) -> Response:
+        verdict = readiness(config, db, now=datetime.now(UTC), up_since=up_since)
+        return JSONResponse(
+            verdict,
+            status_code=200 if verdict["ready"] else 503,
+            headers={"cache-control": "no-store"},
+        )
+
+    def metrics(_request: Request) -> Response:
+        started = time.monotonic()
+        body = generate_latest(registry)
+        body += (
+            b"# HELP newsexchange_metrics_scrape_seconds Time to read the metrics from the database\n"
+            b"# TYPE newsexchange_metrics_scrape_seconds gauge\n"
+            + f"newsexchange_metrics_scrape_seconds {time.monotonic() - started:.6f}\n".encode()
+        )
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
