@@ -44,7 +44,7 @@ from newsexchange.digest.select import (
     Policy,
     Selection,
     Steering,
-    section_of,
+    arrange,
 )
 from newsexchange.digest.select import select as rank
 from newsexchange.errors import DigestError
@@ -262,6 +262,45 @@ def build_digest(
     return report
 
 
+def _candidate(item: Item, config: Config, exchange: ExchangeSettings) -> Candidate:
+    return Candidate(
+        item_id=item.id,
+        source_id=item.source_id,
+        title=item.title,
+        category=item.category,
+        published_at=item.published_at,
+        translated=item_text(item, exchange.language)[3],
+        weight=_source_weight(config, exchange, item.source_id),
+        story_group=item.story_group_id,
+        event_at=item.event_at,
+    )
+
+
+def _renumber(digest: Digest, now: datetime) -> None:
+    steering = _steering(digest.entries)
+    entries = {e.item_id: e for e in digest.entries if e.included}
+    choices = [
+        Choice(
+            candidate=Candidate(
+                item_id=e.item_id,
+                source_id=e.item.source_id,
+                title=e.item.title,
+                category=e.item.category,
+                published_at=e.item.published_at,
+                translated=not e.untranslated,
+                event_at=e.item.event_at,
+            ),
+            included=True,
+            section=e.section,
+            score=e.score,
+            reason=e.reason,
+        )
+        for e in entries.values()
+    ]
+    for ch in arrange(choices, steering=steering, now=now):
+        entries[ch.item_id].position = ch.position
+
+
 def _select_for(
     session: Session,
     config: Config,
@@ -285,20 +324,7 @@ def _select_for(
     if pinned_ids:
         for it in session.scalars(sa_select(Item).where(Item.id.in_(pinned_ids))):
             items[it.id] = it
-    candidates = [
-        Candidate(
-            item_id=it.id,
-            source_id=it.source_id,
-            title=it.title,
-            category=it.category,
-            published_at=it.published_at,
-            translated=item_text(it, exchange.language)[3],
-            weight=_source_weight(config, exchange, it.source_id),
-            story_group=it.story_group_id,
-            event_at=it.event_at,
-        )
-        for it in items.values()
-    ]
+    candidates = [_candidate(it, config, exchange) for it in items.values()]
     selection = rank(
         candidates,
         policy=Policy(
@@ -474,17 +500,8 @@ def edit_digest(
         for rank_, e in enumerate(ordered, start=1):
             e.reason = {**e.reason, "editor_rank": rank_}
 
-    # Renumber: news then events; editor ranks first, then the previous order.
-    def key(e: DigestItem) -> tuple[int, int, int]:
-        r = e.reason.get("editor_rank")
-        return (r if isinstance(r, int) else 1_000_000, e.position or 1_000_000, e.item_id)
-
-    now_in = [e for e in digest.entries if e.included]
-    pos = 0
-    for section in ("news", "events"):
-        for e in sorted((e for e in now_in if section_of(e.section) == section), key=key):
-            pos += 1
-            e.position = pos
+    # Renumber with the same rules as a build, so rebuilding changes nothing.
+    _renumber(digest, now)
     for e in digest.entries:
         if not e.included:
             e.position = 0

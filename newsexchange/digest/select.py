@@ -190,7 +190,13 @@ def select(
         )
     )
 
-    group_rep: dict[int, int] = {}
+    # A story an editor dropped stays out: its other members do not take its place (an editor
+    # who wants another source's version pins that one).
+    group_rep: dict[int, int] = {
+        ch.candidate.story_group: ch.item_id
+        for ch in choices
+        if ch.item_id in drops and ch.candidate.story_group is not None
+    }
     per_source: dict[str, int] = {}
     total = 0
     included: list[Choice] = []
@@ -210,7 +216,7 @@ def select(
         if not c.translated and not policy.include_untranslated:
             leave(ch, "untranslated")
             continue
-        if c.story_group is not None and c.story_group in group_rep:
+        if not pinned and c.story_group is not None and c.story_group in group_rep:
             ch.reason["duplicate_of"] = group_rep[c.story_group]
             leave(ch, "duplicate_story")
             continue
@@ -222,7 +228,7 @@ def select(
             continue
         ch.included = True
         if c.story_group is not None:
-            group_rep[c.story_group] = c.item_id
+            group_rep.setdefault(c.story_group, c.item_id)
         per_source[c.source_id] = per_source.get(c.source_id, 0) + 1
         total += 1
         included.append(ch)
@@ -235,19 +241,41 @@ def select(
         if rep in by_id:
             by_id[rep].reason.setdefault("duplicates", []).append(ch.item_id)
 
-    # Order within sections: editor ranks first, then the section's own order.
-    def editor_first(ch: Choice) -> int:
-        r = steering.ranks.get(ch.item_id)
-        return r if r is not None else 1_000_000
-
-    news = [ch for ch in included if ch.section == "news"]
-    news.sort(key=lambda ch: (editor_first(ch), ch.item_id not in pins))  # stable: keeps score
-    events = [ch for ch in included if ch.section == "events"]
-    events.sort(key=lambda ch: (editor_first(ch), *_event_key(ch, now)))
-    ordered = news + events
-    for i, ch in enumerate(ordered, start=1):
-        ch.position = i
+    ordered = arrange(included, steering=steering, now=now)
     left_out.sort(
         key=lambda ch: (LEFT_OUT_REASONS.index(ch.left_out or "over_cap"), -ch.score, ch.item_id)
     )
     return Selection(included=ordered, left_out=left_out)
+
+
+def arrange(included: Sequence[Choice], *, steering: Steering, now: datetime) -> list[Choice]:
+    """Order included items and number them 1.. across sections (news, then events).
+
+    Within a section: the editor's order first; then news pinned-first by score (newer first
+    on ties), events upcoming-first by date. Used by :func:`select` and again after an
+    editor's change, so a rebuild with the same steering gives the same order.
+    """
+    pins = set(steering.pins)
+
+    def editor_first(ch: Choice) -> int:
+        r = steering.ranks.get(ch.item_id)
+        return r if r is not None else 1_000_000
+
+    def news_key(ch: Choice) -> tuple[Any, ...]:
+        return (
+            editor_first(ch),
+            ch.item_id not in pins,
+            -ch.score,
+            -ch.candidate.published_at.timestamp(),
+            ch.item_id,
+        )
+
+    news = sorted((ch for ch in included if ch.section == "news"), key=news_key)
+    events = sorted(
+        (ch for ch in included if ch.section == "events"),
+        key=lambda ch: (editor_first(ch), *_event_key(ch, now)),
+    )
+    ordered = news + events
+    for i, ch in enumerate(ordered, start=1):
+        ch.position = i
+    return ordered
