@@ -1,0 +1,295 @@
+"""Editors' decisions on a digest: approve, reject, request changes; and editor edits.
+
+The rules, in one place:
+
+- Only an editor of the digest's exchange decides (addresses compared lowercased).
+- An approval names the digest *version* it approved. Only approvals of the current version
+  count, so any change (which bumps the version) voids earlier approvals by construction.
+- ``approvals_required`` distinct editors must approve the current version. Each editor's
+  latest word on that version counts (an editor who approved and then asked for changes no
+  longer counts as approving).
+- When the last required approval arrives, in the same transaction: the content is rendered
+  and frozen (``digest.frozen``, ``digest.content_hash``), the state becomes ``approved`` and
+  :func:`newsexchange.delivery.outbox.enqueue_deliveries` writes one delivery row per
+  recipient. Either all of that happens or none of it.
+- A rejection ends the digest (state ``rejected``, the reason kept). A request for changes is
+  recorded and leaves the digest open for edits.
+- A digest that is approved, sending, sent or rejected takes no further decisions.
+- Every decision and every edit is written to the audit log in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsexchange.approval.audit import audit
+from newsexchange.approval.tokens import OPEN_STATES
+from newsexchange.config import Config
+from newsexchange.db import Approval, Digest
+from newsexchange.errors import ApprovalError
+
+Decision = Literal["approve", "reject", "changes"]
+DECISIONS: tuple[Decision, ...] = ("approve", "reject", "changes")
+CHANNELS = ("web", "email", "cli")
+
+
+@dataclass
+class DecisionResult:
+    digest_id: int
+    decision: str
+    editor: str
+    channel: str
+    version: int
+    state: str
+    approved_by: list[str] = field(default_factory=list)
+    required: int = 1
+    repeated: bool = False  # the editor had already said exactly this
+    enqueued: int | None = None  # deliveries written when this decision approved the digest
+    content_hash: str | None = None
+
+    @property
+    def message(self) -> str:
+        if self.state == "approved" and self.decision == "approve":
+            return (
+                f"Digest {self.digest_id} is approved (version {self.version}); "
+                f"{self.enqueued or 0} deliveries queued."
+            )
+        if self.decision == "approve":
+            note = " (you had already approved it)" if self.repeated else ""
+            return (
+                f"Your approval of digest {self.digest_id} version {self.version} is recorded"
+                f"{note}: {len(self.approved_by)} of {self.required} approvals."
+            )
+        if self.decision == "reject":
+            return f"Digest {self.digest_id} is rejected; it will not be sent."
+        return (
+            f"Your request for changes to digest {self.digest_id} is recorded; "
+            "edits on the review page make a new version for approval."
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["message"] = self.message
+        return data
+
+
+def is_editor(config: Config, digest: Digest, address: str) -> bool:
+    exchange = config.exchange(digest.exchange_id)
+    return address.strip().lower() in exchange.editors
+
+
+def latest_decisions(session: Session, digest: Digest) -> dict[str, str]:
+    """Each editor's latest decision on the digest's *current* version."""
+    rows = session.scalars(
+        select(Approval)
+        .where(Approval.digest_id == digest.id, Approval.digest_version == digest.version)
+        .order_by(Approval.created_at, Approval.id)
+    ).all()
+    out: dict[str, str] = {}
+    for r in rows:
+        out[r.editor] = r.decision
+    return out
+
+
+def approvers(session: Session, digest: Digest) -> list[str]:
+    return sorted(e for e, d in latest_decisions(session, digest).items() if d == "approve")
+
+
+def decide(
+    session: Session,
+    config: Config,
+    digest: Digest,
+    *,
+    editor: str,
+    decision: str,
+    channel: str,
+    address: str | None,
+    comment: str | None = None,
+    now: datetime,
+) -> DecisionResult:
+    """Record one editor's decision; approve the digest when enough editors have."""
+    exchange = config.exchange(digest.exchange_id)
+    editor = editor.strip().lower()
+    if decision not in DECISIONS:
+        raise ApprovalError(
+            f"unknown decision {decision!r} (expected one of: {', '.join(DECISIONS)})"
+        )
+    if channel not in CHANNELS:
+        raise ApprovalError(f"unknown channel {channel!r} (expected one of: {', '.join(CHANNELS)})")
+    if editor not in exchange.editors:
+        audit(
+            session,
+            digest_id=digest.id,
+            actor=editor,
+            action=f"{decision}_refused",
+            channel=channel,
+            address=address,
+            now=now,
+            reason="not an editor of this exchange",
+        )
+        raise ApprovalError(
+            f"{editor} is not an editor of exchange {exchange.id} "
+            f"(editors: {', '.join(exchange.editors)})"
+        )
+    if digest.state not in OPEN_STATES:
+        raise ApprovalError(
+            f"digest {digest.id} is already {digest.state.replace('_', ' ')}; "
+            "it takes no further decisions"
+        )
+    comment = (comment or "").strip() or None
+    before = latest_decisions(session, digest)
+    result = DecisionResult(
+        digest_id=digest.id,
+        decision=decision,
+        editor=editor,
+        channel=channel,
+        version=digest.version,
+        state=digest.state,
+        required=exchange.approvals_required,
+    )
+    if before.get(editor) == decision and decision == "approve":
+        # A second click or a second "APPROVE" reply: say so, change nothing.
+        result.repeated = True
+        result.approved_by = approvers(session, digest)
+        return result
+
+    session.add(
+        Approval(
+            digest_id=digest.id,
+            digest_version=digest.version,
+            editor=editor,
+            decision=decision,
+            channel=channel,
+            comment=comment,
+            created_at=now,
+        )
+    )
+    audit(
+        session,
+        digest_id=digest.id,
+        actor=editor,
+        action=decision,
+        channel=channel,
+        address=address,
+        now=now,
+        version=digest.version,
+        comment=comment,
+    )
+    after = dict(before)
+    after[editor] = decision
+    result.approved_by = sorted(e for e, d in after.items() if d == "approve")
+
+    if decision == "approve":
+        if digest.state == "draft":
+            digest.state = "awaiting_approval"
+        if len(result.approved_by) >= exchange.approvals_required:
+            _approve(session, config, digest, result, now=now)
+    elif decision == "reject":
+        digest.state = "rejected"
+        digest.decided_reason = comment or f"rejected by {editor}"
+    # "changes": recorded above; the digest stays open for the edits it asks for.
+    result.state = digest.state
+    session.flush()
+    return result
+
+
+def _approve(
+    session: Session, config: Config, digest: Digest, result: DecisionResult, *, now: datetime
+) -> None:
+    from newsexchange.delivery.outbox import enqueue_deliveries
+
+    frozen = freeze_content(session, config, digest)
+    digest.frozen = frozen
+    digest.content_hash = content_hash(frozen)
+    digest.state = "approved"
+    digest.approved_at = now
+    digest.decided_reason = None
+    session.flush()
+    result.enqueued = enqueue_deliveries(session, config, digest, now=now)
+    result.content_hash = digest.content_hash
+    audit(
+        session,
+        digest_id=digest.id,
+        actor="newsexchange",
+        action="approved",
+        channel="system",
+        address=None,
+        now=now,
+        version=digest.version,
+        approved_by=result.approved_by,
+        content_hash=digest.content_hash,
+        deliveries=result.enqueued,
+    )
+
+
+def freeze_content(session: Session, config: Config, digest: Digest) -> dict[str, Any]:
+    """The digest exactly as approved (``render.digest_content``): what delivery renders and
+    sends, whatever changes afterwards (a translation corrected later does not leak in)."""
+    from newsexchange.digest.render import digest_content
+
+    return digest_content(session, config, digest)
+
+
+def content_hash(frozen: dict[str, Any]) -> str:
+    from newsexchange.digest.render import content_hash as _hash
+
+    return _hash(frozen)
+
+
+def apply_edit(
+    session: Session,
+    config: Config,
+    digest: Digest,
+    *,
+    editor: str,
+    channel: str,
+    address: str | None,
+    now: datetime,
+    drop: Sequence[int] = (),
+    pin: Sequence[int] = (),
+    order: Sequence[int] | None = None,
+    note: str | None = None,
+) -> bool:
+    """An editor's change (by item position): a new version, earlier approvals void, logged.
+
+    Returns whether anything changed. The caller then mails fresh approval requests
+    (``notify.send_requests(kind="changed")``).
+    """
+    from newsexchange.digest import edit_digest
+
+    exchange = config.exchange(digest.exchange_id)
+    editor = editor.strip().lower()
+    if editor not in exchange.editors:
+        raise ApprovalError(f"{editor} is not an editor of exchange {exchange.id}")
+    if digest.state not in OPEN_STATES:
+        raise ApprovalError(
+            f"digest {digest.id} is already {digest.state.replace('_', ' ')}; it can no longer "
+            "be changed"
+        )
+    old_version = digest.version
+    edit_digest(session, digest, drop=tuple(drop), pin=tuple(pin), order=order, now=now)
+    if digest.version == old_version:
+        return False  # nothing a reader would see changed: approvals stand, no new request
+    audit(
+        session,
+        digest_id=digest.id,
+        actor=editor,
+        action="edit",
+        channel=channel,
+        address=address,
+        now=now,
+        from_version=old_version,
+        version=digest.version,
+        drop=list(drop) or None,
+        pin=list(pin) or None,
+        order=list(order) if order else None,
+        note=note,
+    )
+    session.flush()
+    return True

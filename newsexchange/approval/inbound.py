@@ -1,0 +1,722 @@
+"""Email replies to approval requests: APPROVE, REJECT <reason>, DROP 3, 7.
+
+Two halves, as in the house style:
+
+- **Pure decisions** (no database, no network): :func:`parse_message` / :func:`from_sendgrid`
+  turn a reply into an :class:`InboundMessage`; :func:`judge_reply` says whether it may act and
+  what it asks for. They are tested on real RFC 5322 bytes.
+- **The step** :func:`process_inbound` does the reading and writing: finds the digest by its
+  token, acts through :mod:`newsexchange.approval.decide`, logs, acknowledges, and remembers
+  the message so a redelivered webhook or a re-polled mailbox never acts twice. The SendGrid
+  Inbound Parse route lives in :mod:`newsexchange.approval.web`; :func:`poll_imap` reads a
+  mailbox with imapclient.
+
+A reply acts only when ALL of these hold:
+
+1. it is not automatic: no ``Auto-Submitted`` (other than ``no``), ``X-Autoreply``,
+   ``Precedence: bulk|auto_reply|junk|list``, ``List-Id``, out-of-office subject, bounce
+   (``MAILER-DAEMON``/``postmaster`` sender, empty return path, ``multipart/report``);
+2. the sender (From) is one of the exchange's editors;
+3. it carries the digest's unguessable token: the plus-address we set as Reply-To
+   (``news+<token>.v<version>@…``, found in To/Cc/Delivered-To/X-Original-To or the SMTP
+   envelope) or the subject tag ``[nx:<token>]`` (compared in constant time);
+4. it answers the digest's current version (when the reply says which version it answers:
+   the plus-address or the In-Reply-To of our request): a DROP 3 counted against an older
+   numbering would drop the wrong story;
+5. the first non-empty line of the *fresh* text (quoted lines, "On … wrote:" and Outlook
+   "-----Original Message-----"/"From:" blocks removed) is a command. Our own request quotes
+   the word APPROVE in its instructions, so an APPROVE inside quoted text never counts.
+
+From addresses can be forged, which is why (3) is required as well: the token only ever went
+to the editors. When the receiving server reports a DMARC failure (Authentication-Results) or
+SendGrid reports SPF fail without a passing DKIM signature, the reply is refused too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.policy
+import hashlib
+import hmac
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage, Message
+from email.utils import getaddresses, parseaddr
+from typing import Any, Literal
+
+from newsexchange.config import Config
+
+log = logging.getLogger(__name__)
+
+# -- the message, as plain data -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    sender: str  # the From address, lowercased ("" when absent)
+    recipients: tuple[str, ...]  # To, Cc, Delivered-To, X-Original-To, envelope recipients
+    subject: str
+    text: str  # the plain-text body (HTML-only mail is reduced to text)
+    headers: Mapping[str, tuple[str, ...]]  # lowercased name → values
+    message_id: str | None = None
+    return_path: str | None = None  # None: absent; "": the null sender <>
+    content_type: str = "text/plain"
+    envelope_from: str | None = None
+    spf: str | None = None  # SendGrid's SPF verdict
+    dkim: str | None = None  # SendGrid's DKIM summary, e.g. "{@example.fi : pass}"
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name.lower())
+        return values[0] if values else None
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        ids: list[str] = []
+        for name in ("in-reply-to", "references"):
+            for v in self.headers.get(name, ()):
+                ids.extend(re.findall(r"<[^<>\s]+>", v))
+        return tuple(ids)
+
+    @property
+    def fingerprint(self) -> str:
+        """What makes this reply "the same message" when it arrives twice."""
+        basis = self.message_id or json.dumps([self.sender, self.subject, self.text])
+        return "mail:" + hashlib.sha256(basis.encode("utf-8")).hexdigest()[:40]
+
+
+def _addresses(values: Sequence[str]) -> list[str]:
+    return [a.strip().lower() for _n, a in getaddresses(list(values)) if a and "@" in a]
+
+
+def _headers_of(msg: Message) -> dict[str, tuple[str, ...]]:
+    out: dict[str, list[str]] = {}
+    for k, v in msg.items():
+        out.setdefault(k.lower(), []).append(str(v))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _html_to_text(html: str) -> str:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "lxml")
+    for bq in soup.find_all("blockquote"):  # quoted text in HTML replies
+        bq.replace_with("\n> (quoted)\n")
+    for br in soup.find_all("br"):
+        br.replace_with("\n")
+    return soup.get_text("\n")
+
+
+def _body_text(msg: EmailMessage) -> str:
+    if msg.get_content_type() == "multipart/report":
+        return ""
+    part = msg.get_body(preferencelist=("plain", "html"))
+    if part is None:
+        return ""
+    try:
+        content = part.get_content()
+    except (LookupError, ValueError):  # unknown charset, broken encoding
+        payload = part.get_payload(decode=True)
+        content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+    text = str(content)
+    if part.get_content_type() == "text/html":
+        text = _html_to_text(text)
+    return text
+
+
+def parse_message(raw: bytes, *, envelope_to: Sequence[str] = ()) -> InboundMessage:
+    """An RFC 5322 message (IMAP, or SendGrid's "POST the raw, full MIME message")."""
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    headers = _headers_of(msg)
+    rcpts = _addresses(
+        [
+            *headers.get("to", ()),
+            *headers.get("cc", ()),
+            *headers.get("delivered-to", ()),
+            *headers.get("x-original-to", ()),
+            *headers.get("envelope-to", ()),
+            *envelope_to,
+        ]
+    )
+    rp = headers.get("return-path")
+    return_path = None if rp is None else parseaddr(rp[0])[1].strip().lower()
+    return InboundMessage(
+        sender=parseaddr(headers.get("from", ("",))[0])[1].strip().lower(),
+        recipients=tuple(dict.fromkeys(rcpts)),
+        subject=str(msg.get("Subject", "")),
+        text=_body_text(msg),
+        headers=headers,
+        message_id=(headers.get("message-id") or (None,))[0],
+        return_path=return_path,
+        content_type=msg.get_content_type(),
+    )
+
+
+def from_sendgrid(form: Mapping[str, str]) -> InboundMessage:
+    """SendGrid Inbound Parse fields (from, to, cc, subject, text, html, headers, envelope,
+    SPF, dkim), or the raw message in ``email`` when "POST the raw, full MIME message" is on."""
+    envelope: dict[str, Any] = {}
+    try:
+        envelope = json.loads(form.get("envelope") or "{}")
+    except ValueError:
+        envelope = {}
+    env_to = [str(x) for x in envelope.get("to") or []]
+    env_from = str(envelope.get("from") or "") or None
+    if form.get("email"):
+        m = parse_message(form["email"].encode("utf-8", "surrogateescape"), envelope_to=env_to)
+        return _with(m, envelope_from=env_from, spf=form.get("SPF"), dkim=form.get("dkim"))
+    hdr_msg = email.message_from_string(
+        (form.get("headers") or "").strip() + "\n\n", policy=email.policy.default
+    )
+    headers = _headers_of(hdr_msg)
+    text = form.get("text") or ""
+    if not text.strip() and form.get("html"):
+        text = _html_to_text(form["html"])
+    rcpts = _addresses(
+        [
+            form.get("to", ""),
+            form.get("cc", ""),
+            *headers.get("delivered-to", ()),
+            *headers.get("x-original-to", ()),
+            *env_to,
+        ]
+    )
+    rp = headers.get("return-path")
+    return InboundMessage(
+        sender=parseaddr(form.get("from") or (headers.get("from") or ("",))[0])[1].lower(),
+        recipients=tuple(dict.fromkeys(rcpts)),
+        subject=form.get("subject") or str(hdr_msg.get("Subject", "")),
+        text=text,
+        headers=headers,
+        message_id=(headers.get("message-id") or (None,))[0],
+        return_path=None if rp is None else parseaddr(rp[0])[1].lower(),
+        content_type=str(hdr_msg.get_content_type()),
+        envelope_from=env_from,
+        spf=form.get("SPF"),
+        dkim=form.get("dkim"),
+    )
+
+
+def _with(m: InboundMessage, **changes: Any) -> InboundMessage:
+    from dataclasses import replace
+
+    return replace(m, **changes)
+
+
+# -- what the reply says ------------------------------------------------------------------------
+
+Verb = Literal["approve", "reject", "drop"]
+
+# The editors write Finnish and Russian as readily as English.
+_VERBS: dict[str, Verb] = {
+    **dict.fromkeys(["approve", "approved", "hyväksy", "hyväksyn", "hyväksytty"], "approve"),
+    **dict.fromkeys(["одобрить", "одобряю", "одобрено", "утверждаю"], "approve"),
+    **dict.fromkeys(["reject", "rejected", "hylkää", "hylkään", "отклонить", "отклоняю"], "reject"),
+    **dict.fromkeys(["drop", "remove", "poista", "убрать", "удалить"], "drop"),
+}
+
+
+@dataclass(frozen=True)
+class ReplyCommand:
+    verb: Verb
+    reason: str | None = None  # REJECT <reason>
+    positions: tuple[int, ...] = ()  # DROP 3, 7 (1-based, as numbered in the request)
+
+
+_QUOTE_HEADER = re.compile(
+    r"""^(
+        -{2,}\s*(original\s+message|alkuperäinen\s+viesti|исходное\s+сообщение)\s*-{2,}
+      | _{8,}
+      | .*\b(wrote|kirjoitti|пишет|написал|написала|написал\(а\)|schrieb|a\s+écrit)\s*:\s*$
+      | .*<[^<>@\s]+@[^<>\s]+>\s*:\s*$
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_OUTLOOK_FROM = re.compile(r"^\**(from|lähettäjä|от|von)\s*:\**\s", re.IGNORECASE)
+_OUTLOOK_NEXT = re.compile(
+    r"^\**(sent|date|to|subject|lähetetty|päivämäärä|vastaanottaja|aihe|отправлено|дата|кому|тема)"
+    r"\s*:",
+    re.IGNORECASE,
+)
+
+
+def fresh_text(text: str) -> str:
+    """The part of a reply the sender wrote now: quoted lines and quoted blocks removed."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        s = line.strip()
+        if s == "--" and line.rstrip() in ("--", "-- "):  # signature delimiter
+            break
+        if s.startswith(">"):
+            continue
+        if _QUOTE_HEADER.match(s):
+            break
+        # "On Mon, 23 Nov 2026 at 10:00, Exchange <news@example.org>" + newline + "wrote:"
+        if s.lower().startswith("on ") and i + 1 < len(lines):
+            joined = s + " " + lines[i + 1].strip()
+            if _QUOTE_HEADER.match(joined):
+                break
+        if _OUTLOOK_FROM.match(s) and any(
+            _OUTLOOK_NEXT.match(x.strip()) for x in lines[i + 1 : i + 5]
+        ):
+            break
+        out.append(line)
+    return "\n".join(out).strip()
+
+
+def parse_command(text: str) -> ReplyCommand | None:
+    """The command on the first non-empty line of the fresh text, or None."""
+    fresh = fresh_text(text)
+    lines = [ln.strip() for ln in fresh.split("\n")]
+    nonempty = [ln for ln in lines if ln]
+    if not nonempty:
+        return None
+    first = nonempty[0]
+    m = re.match(r"^\**(\w+)\**(.*)$", first)
+    if not m:
+        return None
+    verb = _VERBS.get(m.group(1).lower())
+    rest = m.group(2).strip()
+    if verb is None:
+        return None
+    if verb == "approve":
+        # Exactly the word (with punctuation at most): "Approve? Not sure…" must not approve.
+        return ReplyCommand("approve") if re.fullmatch(r"[.!]*", rest) else None
+    if verb == "reject":
+        reason_lines = [rest.lstrip(":-–— ").strip(), *nonempty[1:]]
+        reason = "\n".join(x for x in reason_lines if x).strip()[:2000]
+        return ReplyCommand("reject", reason=reason or None)
+    rest = rest.lstrip(":").strip().rstrip(".")
+    positions = _positions(rest)
+    return ReplyCommand("drop", positions=positions) if positions else None
+
+
+def _positions(spec: str) -> tuple[int, ...]:
+    """ "3, 7", "3 7", "3-5 and 9" → (3, 7) / (3, 4, 5, 9); anything else → ()."""
+    spec = re.sub(r"\b(and|ja|и)\b", ",", spec, flags=re.IGNORECASE)
+    out: list[int] = []
+    for part in re.split(r"[,;\s]+", spec.strip()):
+        if not part:
+            continue
+        m = re.fullmatch(r"#?(\d{1,3})(?:[-–](\d{1,3}))?", part)
+        if not m:
+            return ()
+        a = int(m.group(1))
+        b = int(m.group(2) or a)
+        if a < 1 or b < a or b - a > 100:
+            return ()
+        out.extend(range(a, b + 1))
+    return tuple(dict.fromkeys(out))
+
+
+# -- is it automatic, and does it carry the token -----------------------------------------------
+
+_OOO_SUBJECT = re.compile(
+    r"^(auto(matic)?\s*(reply|response)|autoreply|auto:|out of (the )?office|ooo\b|"
+    r"abwesenheit|automaattinen vastaus|poissa|lomalla|автоответ|автоматический ответ|"
+    r"вне офиса|в отпуске|undeliverable|undelivered|delivery status notification|"
+    r"mail delivery failed|returned mail)",
+    re.IGNORECASE,
+)
+
+
+def auto_reply_reason(msg: InboundMessage) -> str | None:
+    """Why this message is automatic (RFC 3834 and the common conventions), or None."""
+    auto = (msg.header("auto-submitted") or "").strip().lower()
+    if auto and not auto.startswith("no"):
+        return f"Auto-Submitted: {auto}"
+    for name in ("x-autoreply", "x-autorespond", "x-auto-reply", "x-failed-recipients"):
+        if msg.header(name) is not None:
+            return f"{name} header"
+    prec = (msg.header("precedence") or "").strip().lower()
+    if prec in ("bulk", "auto_reply", "junk", "list"):
+        return f"Precedence: {prec}"
+    if msg.header("list-id") is not None:
+        return "mailing-list message (List-Id)"
+    if msg.content_type == "multipart/report":
+        return "delivery or read report (multipart/report)"
+    if msg.return_path == "" or (msg.envelope_from is not None and msg.envelope_from == ""):
+        return "null return path (a bounce)"
+    local = msg.sender.split("@", 1)[0]
+    if local in ("mailer-daemon", "postmaster", "noreply", "no-reply") or not msg.sender:
+        return f"sent by {msg.sender or 'nobody'} (a bounce or robot)"
+    subject = re.sub(r"^((re|fw|fwd|vs|ответ|на)\s*:\s*)+", "", msg.subject.strip(), flags=re.I)
+    if _OOO_SUBJECT.match(subject):
+        return "out-of-office or bounce subject"
+    return None
+
+
+def authentication_failure(msg: InboundMessage) -> str | None:
+    """A sender-authentication failure our receiving side reported, or None."""
+    results = msg.header("authentication-results") or ""
+    if re.search(r"\bdmarc=fail\b", results, re.IGNORECASE):
+        return "DMARC failed (Authentication-Results)"
+    if (msg.spf or "").strip().lower() == "fail" and "pass" not in (msg.dkim or "").lower():
+        return "SPF failed and no DKIM signature passed"
+    return None
+
+
+@dataclass(frozen=True)
+class TokenRef:
+    token: str
+    version: int | None  # the digest version the reply says it answers, when it says
+
+
+def reply_address_parts(config: Config) -> tuple[str, str]:
+    """(local part, domain) of the address replies go to (mail.reply_to, else mail.from)."""
+    addr = parseaddr(config.mail.reply_to or config.mail.from_)[1].strip().lower()
+    local, _, domain = addr.partition("@")
+    return local.split("+", 1)[0], domain
+
+
+def plus_address(config: Config, token: str, version: int) -> str:
+    local, domain = reply_address_parts(config)
+    return f"{local}+{token}.v{version}@{domain}"
+
+
+def subject_tag(token: str) -> str:
+    return f"[nx:{token}]"
+
+
+_MSGID_RE = re.compile(r"^<nx-approval\.(\d+)\.v(\d+)\.[A-Za-z0-9]+@[^>]+>$")
+
+
+def request_message_id(digest_id: int, version: int, domain: str) -> str:
+    import secrets
+
+    return f"<nx-approval.{digest_id}.v{version}.{secrets.token_hex(8)}@{domain}>"
+
+
+def token_refs(msg: InboundMessage, *, local: str, domain: str) -> list[TokenRef]:
+    """Every digest token the reply carries: plus-addresses to our reply address first, then
+    the subject tag. The version comes from the plus-address, else our request's Message-ID
+    in In-Reply-To/References."""
+    refs: list[TokenRef] = []
+    plus = re.compile(
+        rf"^{re.escape(local)}\+([a-z0-9_-]{{16,64}})(?:\.v(\d+))?@{re.escape(domain)}$"
+    )
+    for rcpt in msg.recipients:
+        m = plus.match(rcpt.lower())
+        if m:
+            refs.append(TokenRef(m.group(1), int(m.group(2)) if m.group(2) else None))
+    for m in re.finditer(r"\[nx:([A-Za-z0-9_-]{16,64})(?:\.v(\d+))?\]", msg.subject):
+        refs.append(TokenRef(m.group(1).lower(), int(m.group(2)) if m.group(2) else None))
+    ref_version: int | None = None
+    for mid in msg.references:
+        mm = _MSGID_RE.match(mid)
+        if mm:
+            ref_version = int(mm.group(2))  # the last one is what was answered
+    out: list[TokenRef] = []
+    for r in refs:
+        r2 = r if r.version is not None else TokenRef(r.token, ref_version)
+        if r2 not in out:
+            out.append(r2)
+    return out
+
+
+@dataclass(frozen=True)
+class ReplyVerdict:
+    act: bool
+    reason: str  # why it may not act, or what it does
+    command: ReplyCommand | None = None
+    notify_sender: bool = False  # worth an answer: a verified editor whose reply did nothing
+
+
+def judge_reply(
+    msg: InboundMessage,
+    *,
+    digest_token: str,
+    digest_version: int,
+    editors: Sequence[str],
+    local: str,
+    domain: str,
+) -> ReplyVerdict:
+    """May this reply act on this digest, and what does it ask? Pure: plain data in and out."""
+    why = auto_reply_reason(msg)
+    if why:
+        return ReplyVerdict(False, f"automatic message ignored: {why}")
+    if msg.sender not in {e.strip().lower() for e in editors}:
+        return ReplyVerdict(False, f"{msg.sender} is not an editor of this exchange")
+    refs = [
+        r
+        for r in token_refs(msg, local=local, domain=domain)
+        if hmac.compare_digest(r.token.encode(), digest_token.lower().encode())
+    ]
+    if not refs:
+        return ReplyVerdict(False, "the reply does not carry this digest's token")
+    failed = authentication_failure(msg)
+    if failed:
+        return ReplyVerdict(False, f"sender authentication failed: {failed}")
+    command = parse_command(msg.text)
+    if command is None:
+        return ReplyVerdict(
+            False,
+            "no command on the first line of the reply (expected APPROVE, REJECT <reason> "
+            "or DROP 3, 7)",
+            notify_sender=True,
+        )
+    versions = {r.version for r in refs if r.version is not None}
+    if versions and digest_version not in versions:
+        return ReplyVerdict(
+            False,
+            f"the reply answers version {max(versions)} but the digest is now version "
+            f"{digest_version}; answer the latest approval request",
+            command=command,
+            notify_sender=True,
+        )
+    return ReplyVerdict(True, command.verb, command=command)
+
+
+# -- the step -----------------------------------------------------------------------------------
+
+
+@dataclass
+class InboundResult:
+    status: Literal["acted", "ignored", "refused", "duplicate"]
+    reason: str
+    digest_id: int | None = None
+    sender: str | None = None
+    verb: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "digest_id": self.digest_id,
+            "sender": self.sender,
+            "verb": self.verb,
+            **self.detail,
+        }
+
+
+def process_inbound(
+    db: Any, config: Config, msg: InboundMessage, *, now: datetime, via: str
+) -> InboundResult:
+    """Act on one inbound reply (or decide not to), in one transaction; safe to repeat."""
+    from newsexchange.approval.audit import audit
+    from newsexchange.approval.decide import apply_edit, decide
+    from newsexchange.approval.notify import send_acknowledgement, send_requests
+    from newsexchange.approval.tokens import find_digest_by_reply_token, is_used
+    from newsexchange.db import UsedToken
+    from newsexchange.errors import ApprovalError, DigestError
+
+    local, domain = reply_address_parts(config)
+    with db.session() as session:
+        if is_used(session, msg.fingerprint):
+            return InboundResult("duplicate", "this message was already processed", None)
+        session.add(UsedToken(jti=msg.fingerprint, used_at=now))
+        digest = None
+        for ref in token_refs(msg, local=local, domain=domain):
+            digest = find_digest_by_reply_token(session, ref.token)
+            if digest is not None:
+                break
+        if digest is None:
+            log.info(
+                "inbound reply ignored: no digest token",
+                extra={"via": via, "sender_domain": msg.sender.rpartition("@")[2]},
+            )
+            return InboundResult("ignored", "the reply carries no known digest token")
+        editors = config.exchange(digest.exchange_id).editors
+        verdict = judge_reply(
+            msg,
+            digest_token=digest.token,
+            digest_version=digest.version,
+            editors=editors,
+            local=local,
+            domain=domain,
+        )
+        result = InboundResult(
+            "ignored",
+            verdict.reason,
+            digest.id,
+            msg.sender,
+            verdict.command.verb if verdict.command else None,
+        )
+        if not verdict.act or verdict.command is None:
+            audit(
+                session,
+                digest_id=digest.id,
+                actor=msg.sender or "(unknown)",
+                action="reply_ignored",
+                channel="email",
+                address=msg.sender,
+                now=now,
+                reason=verdict.reason,
+                via=via,
+                subject=msg.subject[:200],
+            )
+            if verdict.notify_sender:
+                send_acknowledgement(
+                    session,
+                    config,
+                    digest,
+                    to=msg.sender,
+                    ok=False,
+                    message=verdict.reason,
+                    in_reply_to=msg.message_id,
+                    now=now,
+                )
+            return result
+        cmd = verdict.command
+        try:
+            with session.begin_nested():
+                if cmd.verb == "drop":
+                    if apply_edit(
+                        session,
+                        config,
+                        digest,
+                        editor=msg.sender,
+                        channel="email",
+                        address=msg.sender,
+                        now=now,
+                        drop=cmd.positions,
+                        note=f"reply via {via}",
+                    ):
+                        send_requests(session, config, digest, now=now, kind="changed")
+                    message = (
+                        f"Items {', '.join(map(str, cmd.positions))} were dropped; digest "
+                        f"{digest.id} is now version {digest.version} and needs approval again."
+                    )
+                else:
+                    d = decide(
+                        session,
+                        config,
+                        digest,
+                        editor=msg.sender,
+                        decision="approve" if cmd.verb == "approve" else "reject",
+                        channel="email",
+                        address=msg.sender,
+                        comment=cmd.reason,
+                        now=now,
+                    )
+                    message = d.message
+                    result.detail = {"state": d.state, "approved_by": d.approved_by}
+        except (ApprovalError, DigestError) as exc:
+            result.status, result.reason = "refused", str(exc)
+            audit(
+                session,
+                digest_id=digest.id,
+                actor=msg.sender,
+                action="reply_refused",
+                channel="email",
+                address=msg.sender,
+                now=now,
+                reason=str(exc),
+                via=via,
+            )
+            send_acknowledgement(
+                session,
+                config,
+                digest,
+                to=msg.sender,
+                ok=False,
+                message=str(exc),
+                in_reply_to=msg.message_id,
+                now=now,
+            )
+            return result
+        result.status, result.reason = "acted", message
+        send_acknowledgement(
+            session,
+            config,
+            digest,
+            to=msg.sender,
+            ok=True,
+            message=message,
+            in_reply_to=msg.message_id,
+            now=now,
+        )
+        return result
+
+
+# -- IMAP -------------------------------------------------------------------------------------
+
+PROCESSED_FLAG = b"$NxProcessed"
+
+
+@dataclass
+class PollReport:
+    fetched: int = 0
+    results: list[InboundResult] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for r in self.results:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        return {
+            "ok": self.ok,
+            "fetched": self.fetched,
+            **{k: counts.get(k, 0) for k in ("acted", "ignored", "refused", "duplicate")},
+            "results": [r.to_json() for r in self.results],
+            "error": self.error,
+        }
+
+
+def poll_imap(db: Any, config: Config, *, now: datetime, limit: int = 200) -> PollReport:
+    """Read new replies from the IMAP mailbox (mail.imap) and act on them.
+
+    A message is handled when it has neither \\Seen nor our ``$NxProcessed`` keyword; after
+    it is handled (acted on or not) it gets both, and is moved to ``processed_folder`` when
+    one is configured. Handling is also deduplicated by Message-ID in the database, so a
+    crash between acting and flagging cannot make a reply act twice.
+    """
+    from imapclient import IMAPClient
+    from imapclient.exceptions import IMAPClientError
+
+    from newsexchange.errors import ConfigError
+
+    settings = config.mail.imap
+    if settings is None:
+        raise ConfigError("mail.imap is not configured (expected mail: imap: {host: …})")
+    user = config.secret(settings.username_env)
+    password = config.secret(settings.password_env)
+    if not user or not password:
+        raise ConfigError(
+            f"IMAP credentials missing: set {settings.username_env} and {settings.password_env}"
+        )
+    report = PollReport()
+    try:
+        client = IMAPClient(settings.host, port=settings.port, ssl=settings.ssl, timeout=30)
+    except (OSError, IMAPClientError) as exc:
+        report.error = f"IMAP {settings.host}:{settings.port}: {exc}"
+        return report
+    try:
+        client.login(user, password)
+        client.select_folder(settings.folder)
+        uids = client.search(["UNSEEN", "UNKEYWORD", PROCESSED_FLAG.decode()])[:limit]
+        move_to = getattr(settings, "processed_folder", None)
+        if move_to and not client.folder_exists(move_to):
+            client.create_folder(move_to)
+        for uid in uids:
+            data = client.fetch([uid], ["BODY.PEEK[]"]).get(uid) or {}
+            raw = data.get(b"BODY[]")
+            if not isinstance(raw, bytes):
+                continue
+            report.fetched += 1
+            try:
+                msg = parse_message(raw)
+                report.results.append(process_inbound(db, config, msg, now=now, via="imap"))
+            except Exception as exc:  # one bad message must not block the mailbox
+                log.exception("inbound IMAP message failed", extra={"uid": uid})
+                report.results.append(InboundResult("refused", f"could not process: {exc}"))
+            client.add_flags([uid], [b"\\Seen", PROCESSED_FLAG])
+            if move_to:
+                client.move([uid], move_to)
+    except (OSError, IMAPClientError) as exc:
+        report.error = f"IMAP {settings.host}:{settings.port}: {exc}"
+    finally:
+        with contextlib.suppress(OSError, IMAPClientError):
+            client.logout()
+    return report

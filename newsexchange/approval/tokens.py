@@ -1,0 +1,224 @@
+"""Signed, expiring, single-use action links, and the digest's reply token.
+
+An action link names one digest, one digest version, one editor and one action (approve,
+reject, changes, review) and carries a unique id (``jti``). It is signed with itsdangerous
+(HMAC-SHA1 over the payload, key ``config.secret_key``, a salt per purpose) so nobody without
+the key can make or alter one; the signature check inside itsdangerous is constant-time, and
+every comparison we add (jti, CSRF values, reply tokens) uses :func:`hmac.compare_digest`.
+
+The expiry is inside the signed payload and computed from the ``now`` passed in, instead of
+itsdangerous' ``max_age`` which reads the wall clock: tests control time, nothing sleeps.
+
+Single use: when a link acts, its jti is inserted into ``used_tokens`` in the same transaction
+as the decision. The primary key makes a second use fail even when two clicks race.
+
+Checking a link is split in two, so the pages can tell the editor exactly what is wrong:
+:func:`read_action_token` (signature, shape, expiry: no database) and
+:func:`check_against_digest` (is it this digest, this version, a current editor, still open).
+Both raise :class:`TokenError` whose ``kind`` names the case and whose ``message`` is what the
+page shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsexchange.config import Config
+from newsexchange.db import Digest, UsedToken
+from newsexchange.errors import ApprovalError
+
+Action = Literal["approve", "reject", "changes", "review"]
+ACTIONS: tuple[Action, ...] = ("approve", "reject", "changes", "review")
+#: States in which a digest still waits for a decision (held: the deadline passed, but a late
+#: approval is still the editors' call, never an automatic send).
+OPEN_STATES = ("draft", "awaiting_approval", "held")
+
+_SALT = "newsexchange.approval.action.v1"
+_CSRF_SALT = b"newsexchange.approval.csrf.v1"
+
+TokenErrorKind = Literal[
+    "tampered", "expired", "used", "other_digest", "stale_version", "wrong_editor", "closed"
+]
+
+
+class TokenError(ApprovalError):
+    """An action link that may not act; ``kind`` says why, ``message`` is for the editor."""
+
+    def __init__(self, kind: TokenErrorKind, message: str, *, status: int = 400) -> None:
+        self.kind = kind
+        self.message = message
+        self.status = status
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class ActionClaims:
+    """What a verified action link says."""
+
+    digest_id: int
+    version: int
+    editor: str
+    action: Action
+    jti: str
+    expires_at: datetime
+
+
+def _serializer(config: Config) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(config.secret_key.get_secret_value(), salt=_SALT)
+
+
+def make_action_token(
+    config: Config,
+    *,
+    digest_id: int,
+    version: int,
+    editor: str,
+    action: Action,
+    now: datetime,
+    valid_days: float,
+) -> str:
+    """A signed link token; valid for ``valid_days`` from ``now``."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r} (expected one of {', '.join(ACTIONS)})")
+    expires = now + timedelta(days=valid_days)
+    payload = {
+        "d": digest_id,
+        "v": version,
+        "e": editor.strip().lower(),
+        "a": action,
+        "j": secrets.token_urlsafe(12),
+        "x": int(expires.timestamp()),
+    }
+    token: str = _serializer(config).dumps(payload)
+    return token
+
+
+def read_action_token(config: Config, token: str, *, now: datetime) -> ActionClaims:
+    """Verify the signature and the expiry of a link; no database involved."""
+    try:
+        data: Any = _serializer(config).loads(token)
+    except BadSignature:
+        raise TokenError(
+            "tampered",
+            "This link is not valid: it was changed or cut short (copy the whole link from "
+            "the email, or open the latest approval request).",
+            status=400,
+        ) from None
+    try:
+        claims = ActionClaims(
+            digest_id=int(data["d"]),
+            version=int(data["v"]),
+            editor=str(data["e"]),
+            action=data["a"],
+            jti=str(data["j"]),
+            expires_at=datetime.fromtimestamp(int(data["x"]), UTC),
+        )
+    except (KeyError, TypeError, ValueError):
+        raise TokenError("tampered", "This link is not valid (unexpected content).") from None
+    if claims.action not in ACTIONS:
+        raise TokenError("tampered", "This link is not valid (unknown action).")
+    if now >= claims.expires_at:
+        raise TokenError(
+            "expired",
+            "This link has expired. Links in approval requests are valid for a limited time; "
+            "use the latest request, or ask the operator to send a new one.",
+            status=410,
+        )
+    return claims
+
+
+def check_against_digest(
+    claims: ActionClaims,
+    digest: Digest | None,
+    *,
+    editors: Sequence[str],
+    expected_digest_id: int | None = None,
+    allow_older_version: bool = False,
+) -> None:
+    """Is this link for this digest, its current version, a current editor, still open?"""
+    if digest is None or claims.digest_id != digest.id:
+        raise TokenError("other_digest", "This link belongs to another digest.", status=404)
+    if expected_digest_id is not None and expected_digest_id != digest.id:
+        raise TokenError("other_digest", "This link belongs to another digest.", status=400)
+    if not any(_eq(claims.editor, e.strip().lower()) for e in editors):
+        raise TokenError(
+            "wrong_editor",
+            "This link was made for an address that is not an editor of this exchange.",
+            status=403,
+        )
+    if digest.state not in OPEN_STATES:
+        raise TokenError(
+            "closed",
+            f"This digest is already {digest.state.replace('_', ' ')}; nothing was changed.",
+            status=409,
+        )
+    stale = claims.version > digest.version or (
+        claims.version < digest.version and not allow_older_version
+    )
+    if stale:
+        raise TokenError(
+            "stale_version",
+            f"This digest has changed since this link was sent (it is now version "
+            f"{digest.version}, the link is for version {claims.version}). A fresh approval "
+            "request was mailed; please use that one.",
+            status=409,
+        )
+
+
+def is_used(session: Session, jti: str) -> bool:
+    return session.get(UsedToken, jti) is not None
+
+
+def mark_used(session: Session, jti: str, *, now: datetime) -> None:
+    """Record the use of a link in the current transaction; a second use raises."""
+    if is_used(session, jti):
+        raise TokenError(
+            "used", "This link has already been used; nothing was changed.", status=409
+        )
+    session.add(UsedToken(jti=jti, used_at=now))
+    session.flush()  # the primary key refuses a racing second use here, not at commit
+
+
+def csrf_value(config: Config, token: str) -> str:
+    """The CSRF value a confirmation form carries: tied to its link, signed with our key."""
+    key = config.secret_key.get_secret_value().encode()
+    return hmac.new(key, _CSRF_SALT + token.encode(), hashlib.sha256).hexdigest()
+
+
+def check_csrf(config: Config, token: str, value: str | None) -> bool:
+    return bool(value) and _eq(csrf_value(config, token), value or "")
+
+
+def new_reply_token() -> str:
+    """An unguessable digest reply token (``digest.token``): 160 random bits, lowercase
+    base32, so mail systems that fold the case of local parts keep it intact."""
+    import base64
+
+    return base64.b32encode(secrets.token_bytes(20)).decode().lower().rstrip("=")
+
+
+def find_digest_by_reply_token(session: Session, token: str) -> Digest | None:
+    """The digest whose reply token this is (case-insensitive; compared in constant time)."""
+    token = token.strip().lower()
+    if len(token) < 16:  # never match a short guess, whatever the stored tokens look like
+        return None
+    from sqlalchemy import func
+
+    row = session.scalars(select(Digest).where(func.lower(Digest.token) == token)).first()
+    if row is None or not _eq(row.token.lower(), token):
+        return None
+    return row
+
+
+def _eq(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))

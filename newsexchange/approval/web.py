@@ -1,0 +1,423 @@
+"""Web pages of the approval: confirm an action link, the review page, the inbound webhook.
+
+- ``GET /approve/{token}`` shows what the link will do and a button; it changes nothing, so
+  mail scanners and link previews that open every link cannot approve anything.
+- ``POST /approve/{token}`` acts: the form carries a CSRF value derived from the link with
+  our key; the link is checked (signature, expiry, digest, version, editor, state) and
+  marked used in the same transaction as the decision.
+- ``GET /review/{token}`` shows the digest with per-item Drop / Pin / Up / Down and a
+  translation editor; ``POST`` applies one change (any change makes a new version, voids
+  earlier approvals and mails fresh requests). The form names the version it was made from,
+  so two editors changing at once cannot act on a numbering that no longer exists.
+- ``POST /inbound/sendgrid`` (or ``/inbound/sendgrid/{secret}``): SendGrid Inbound Parse.
+  HTTP basic auth (the password) or the URL token must equal the secret in the environment
+  variable named by ``mail.sendgrid.inbound_secret_env``: none given → 401, wrong → 403,
+  nothing changes. Without the variable set, the webhook is off (503).
+
+Every page sends ``Referrer-Policy: no-referrer`` (the token is in the URL and the review
+page links to news sites), ``Cache-Control: no-store`` and a CSP that forbids framing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+from datetime import datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from newsexchange.approval.audit import audit
+from newsexchange.approval.decide import apply_edit, decide, latest_decisions
+from newsexchange.approval.tokens import (
+    ActionClaims,
+    TokenError,
+    check_against_digest,
+    check_csrf,
+    csrf_value,
+    is_used,
+    make_action_token,
+    mark_used,
+    read_action_token,
+)
+from newsexchange.config import Config
+from newsexchange.db import Database, Digest, utcnow
+from newsexchange.errors import ApprovalError, DigestError, NewsExchangeError
+
+log = logging.getLogger(__name__)
+
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+_ACTION_LABEL = {"approve": "Approve", "reject": "Reject", "changes": "Request changes"}
+
+
+def _now(request: Request) -> datetime:
+    clock = getattr(request.app.state, "clock", None)  # tests set a clock; else the real one
+    return clock() if callable(clock) else utcnow()
+
+
+def _page(template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    from newsexchange.web.templating import environment
+
+    html = environment().get_template(template).render(**ctx)
+    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+
+def _error(exc: TokenError | NewsExchangeError, status: int | None = None) -> HTMLResponse:
+    kind = exc.kind if isinstance(exc, TokenError) else "refused"
+    message = exc.message if isinstance(exc, TokenError) else str(exc)
+    code = status or (exc.status if isinstance(exc, TokenError) else 409)
+    return _page("web/token_error.html", code, kind=kind, message=message)
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def routes(config: Config, db: Database) -> list[BaseRoute]:
+    def view_of(session: Any, digest: Digest) -> dict[str, Any]:
+        from newsexchange.digest.render import render_digest
+
+        exchange = config.exchange(digest.exchange_id)
+        rendered = render_digest(session, config, digest)
+        tz = config.exchange_tz(exchange)
+        return {
+            "digest": digest,
+            "exchange": exchange,
+            "subject": rendered.subject,
+            "items": rendered.items,
+            "approved_by": sorted(
+                e for e, d in latest_decisions(session, digest).items() if d == "approve"
+            ),
+            "required": exchange.approvals_required,
+            "requested": digest.approval_requested_at.astimezone(tz).strftime("%d.%m.%Y %H:%M")
+            if digest.approval_requested_at
+            else None,
+        }
+
+    def load(session: Any, claims: ActionClaims, **kw: Any) -> Digest:
+        digest: Digest | None = session.get(Digest, claims.digest_id)
+        editors = config.exchange(digest.exchange_id).editors if digest else []
+        check_against_digest(claims, digest, editors=editors, **kw)
+        assert digest is not None
+        return digest
+
+    # -- one-click actions ----------------------------------------------------------------
+
+    def confirm_page(token: str, now: datetime) -> HTMLResponse:
+        try:
+            claims = read_action_token(config, token, now=now)
+            if claims.action == "review":
+                return RedirectResponse(f"/review/{token}", 303, headers=SECURITY_HEADERS)  # type: ignore[return-value]
+            with db.session() as session:
+                if is_used(session, claims.jti):
+                    raise TokenError(
+                        "used", "This link has already been used; nothing was changed.", status=409
+                    )
+                digest = load(session, claims)
+                view = view_of(session, digest)
+                review = make_action_token(
+                    config,
+                    digest_id=digest.id,
+                    version=digest.version,
+                    editor=claims.editor,
+                    action="review",
+                    now=now,
+                    valid_days=config.exchange(digest.exchange_id).approval.link_valid_days,
+                )
+                return _page(
+                    "web/approval_confirm.html",
+                    action=claims.action,
+                    label=_ACTION_LABEL[claims.action],
+                    editor=claims.editor,
+                    csrf=csrf_value(config, token),
+                    review_url=f"/review/{review}",
+                    **view,
+                )
+        except (TokenError, ApprovalError) as exc:
+            return _error(exc)
+
+    def confirm_act(token: str, form: dict[str, str], now: datetime, address: str) -> HTMLResponse:
+        if not check_csrf(config, token, form.get("csrf")):
+            return _page(
+                "web/token_error.html",
+                403,
+                kind="csrf",
+                message="This form is not valid (it did not come from the confirmation page). "
+                "Open the link from the email again.",
+            )
+        try:
+            claims = read_action_token(config, token, now=now)
+            if claims.action == "review":
+                raise TokenError("tampered", "This link cannot approve or reject.")
+            comment = (form.get("comment") or "").strip() or None
+            if claims.action == "reject" and not comment:
+                raise ApprovalError(
+                    "Please give a reason for rejecting (it goes to the other editors)."
+                )
+            with db.session() as session:
+                digest = load(session, claims)
+                mark_used(session, claims.jti, now=now)
+                result = decide(
+                    session,
+                    config,
+                    digest,
+                    editor=claims.editor,
+                    decision=claims.action,
+                    channel="web",
+                    address=address,
+                    comment=comment,
+                    now=now,
+                )
+                view = view_of(session, digest)
+                return _page("web/approval_done.html", result=result, **view)
+        except (TokenError, ApprovalError) as exc:
+            return _error(exc)
+
+    async def approve_get(request: Request) -> Response:
+        token = request.path_params["token"]
+        return await run_in_threadpool(confirm_page, token, _now(request))
+
+    async def approve_post(request: Request) -> Response:
+        token = request.path_params["token"]
+        form = await request.form()
+        data = {k: str(v) for k, v in form.items() if isinstance(v, str)}
+        return await run_in_threadpool(confirm_act, token, data, _now(request), _client(request))
+
+    # -- the review page ----------------------------------------------------------------------
+
+    def review_claims(token: str, now: datetime) -> ActionClaims:
+        claims = read_action_token(config, token, now=now)
+        if claims.action != "review":
+            raise TokenError("tampered", "This link is not a review link.")
+        return claims
+
+    def review_page(token: str, now: datetime, done: str | None) -> HTMLResponse:
+        try:
+            claims = review_claims(token, now)
+            with db.session() as session:
+                digest = load(session, claims, allow_older_version=True)
+                view = view_of(session, digest)
+                return _page(
+                    "web/review.html",
+                    editor=claims.editor,
+                    csrf=csrf_value(config, token),
+                    done=done,
+                    **view,
+                )
+        except (TokenError, ApprovalError) as exc:
+            return _error(exc)
+
+    def review_act(token: str, form: dict[str, str], now: datetime, address: str) -> Response:
+        if not check_csrf(config, token, form.get("csrf")):
+            return _page(
+                "web/token_error.html",
+                403,
+                kind="csrf",
+                message="This form is not valid (it did not come from the review page).",
+            )
+        try:
+            claims = review_claims(token, now)
+            with db.session() as session:
+                digest = load(session, claims, allow_older_version=True)
+                if str(digest.version) != form.get("version"):
+                    raise TokenError(
+                        "stale_version",
+                        f"The digest changed while you were looking at it (it is now version "
+                        f"{digest.version}); reload the review page and try again.",
+                        status=409,
+                    )
+                op = form.get("op", "")
+                done = _review_op(session, digest, op, form, claims.editor, address, now)
+            return RedirectResponse(f"/review/{token}?done={done}", 303, headers=SECURITY_HEADERS)
+        except (TokenError, ApprovalError, DigestError) as exc:
+            return _error(exc)
+        except NewsExchangeError as exc:  # a translation the memory refused, …
+            return _error(exc, 400)
+
+    def _review_op(
+        session: Any,
+        digest: Digest,
+        op: str,
+        form: dict[str, str],
+        editor: str,
+        address: str,
+        now: datetime,
+    ) -> str:
+        from newsexchange.approval.notify import send_requests
+
+        try:
+            pos = int(form.get("position", "0"))
+        except ValueError:
+            raise ApprovalError("position must be a number") from None
+        included = sorted((e for e in digest.entries if e.included), key=lambda e: e.position)
+        positions = [e.position for e in included]
+        if op == "approve":
+            decide(
+                session,
+                config,
+                digest,
+                editor=editor,
+                decision="approve",
+                channel="web",
+                address=address,
+                now=now,
+            )
+            return "approved"
+        kw: dict[str, Any] = {}
+        if op == "drop":
+            kw["drop"] = [pos]
+        elif op == "pin":
+            kw["pin"] = [pos]
+        elif op in ("up", "down"):
+            if pos not in positions:
+                raise ApprovalError(f"there is no item {pos} in this digest")
+            i = positions.index(pos)
+            j = i - 1 if op == "up" else i + 1
+            if not 0 <= j < len(positions):
+                return "unchanged"
+            order = list(positions)
+            order[i], order[j] = order[j], order[i]
+            kw["order"] = order
+        elif op == "translate":
+            return _translate(session, digest, form, editor, address, now)
+        else:
+            raise ApprovalError(f"unknown change {op!r}")
+        changed = apply_edit(
+            session, config, digest, editor=editor, channel="web", address=address, now=now, **kw
+        )
+        if changed:
+            send_requests(session, config, digest, now=now, kind="changed")
+        return op if changed else "unchanged"
+
+    def _translate(
+        session: Any,
+        digest: Digest,
+        form: dict[str, str],
+        editor: str,
+        address: str,
+        now: datetime,
+    ) -> str:
+        from newsexchange.approval.notify import send_requests
+        from newsexchange.digest.render import content_hash, digest_content
+        from newsexchange.translate.memory import set_editor_translation
+
+        try:
+            item_id = int(form.get("item_id", "0"))
+        except ValueError:
+            raise ApprovalError("item_id must be a number") from None
+        if item_id not in {e.item_id for e in digest.entries if e.included}:
+            raise ApprovalError(f"item {item_id} is not in this digest")
+        title = (form.get("title") or "").strip()
+        summary = (form.get("summary") or "").strip()
+        if not title:
+            raise ApprovalError("the translated title cannot be empty")
+        before = content_hash(digest_content(session, config, digest))
+        set_editor_translation(
+            session, item_id, digest.language, title=title, summary=summary, now=now
+        )
+        session.flush()
+        session.expire_all()  # re-read the item's translations
+        digest = session.get(Digest, digest.id)
+        after = content_hash(digest_content(session, config, digest))
+        if before == after:
+            return "unchanged"
+        old = digest.version
+        digest.version = old + 1
+        audit(
+            session,
+            digest_id=digest.id,
+            actor=editor,
+            action="edit_translation",
+            channel="web",
+            address=address,
+            now=now,
+            from_version=old,
+            version=digest.version,
+            item_id=item_id,
+            language=digest.language,
+        )
+        send_requests(session, config, digest, now=now, kind="changed")
+        return "translate"
+
+    async def review_get(request: Request) -> Response:
+        done = request.query_params.get("done")
+        return await run_in_threadpool(
+            review_page, request.path_params["token"], _now(request), done
+        )
+
+    async def review_post(request: Request) -> Response:
+        form = await request.form()
+        data = {k: str(v) for k, v in form.items() if isinstance(v, str)}
+        return await run_in_threadpool(
+            review_act, request.path_params["token"], data, _now(request), _client(request)
+        )
+
+    # -- SendGrid Inbound Parse -----------------------------------------------------------------
+
+    def inbound_auth(request: Request) -> Response | None:
+        secret = config.secret(config.mail.sendgrid.inbound_secret_env)
+        if not secret:
+            return JSONResponse(
+                {
+                    "ok": False,
+                    "error": "inbound webhook disabled: "
+                    f"{config.mail.sendgrid.inbound_secret_env} is not set",
+                },
+                503,
+            )
+        given: str | None = request.path_params.get("secret") or request.query_params.get("token")
+        header = request.headers.get("authorization", "")
+        if given is None and header.lower().startswith("basic "):
+            try:
+                decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+                given = decoded.partition(":")[2]
+            except (binascii.Error, UnicodeDecodeError):
+                given = ""
+        if given is None:
+            return JSONResponse(
+                {"ok": False, "error": "authentication required"},
+                401,
+                headers={"WWW-Authenticate": 'Basic realm="newsexchange inbound"'},
+            )
+        if not hmac.compare_digest(given.encode("utf-8"), secret.encode("utf-8")):
+            log.warning("inbound webhook: wrong secret", extra={"client": _client(request)})
+            return JSONResponse({"ok": False, "error": "forbidden"}, 403)
+        return None
+
+    async def inbound_sendgrid(request: Request) -> Response:
+        from newsexchange.approval.inbound import from_sendgrid, process_inbound
+
+        refused = inbound_auth(request)
+        if refused is not None:
+            return refused
+        form = await request.form(max_files=50, max_fields=100)
+        data = {k: str(v) for k, v in form.items() if isinstance(v, str)}
+        msg = from_sendgrid(data)
+        result = await run_in_threadpool(
+            process_inbound, db, config, msg, now=_now(request), via="sendgrid"
+        )
+        # 200 whatever we decided: SendGrid retries anything else, and a refusal is final.
+        return JSONResponse({"ok": True, **result.to_json()})
+
+    return [
+        Route("/approve/{token}", approve_get, methods=["GET", "HEAD"]),
+        Route("/approve/{token}", approve_post, methods=["POST"]),
+        Route("/review/{token}", review_get, methods=["GET", "HEAD"]),
+        Route("/review/{token}", review_post, methods=["POST"]),
+        Route("/inbound/sendgrid", inbound_sendgrid, methods=["POST"]),
+        Route("/inbound/sendgrid/{secret}", inbound_sendgrid, methods=["POST"]),
+    ]
