@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -175,7 +176,7 @@ def test_two_services_on_one_database_never_run_the_same_job_twice(
     runs = _runs(dbs[0], "alerts")
     assert runs, "the alerts job ran"
     assert all(r.finished_at is not None and r.ok for r in runs)
-    for a, b in zip(runs, runs[1:], strict=False):
+    for a, b in itertools.pairwise(runs):
         assert a.finished_at is not None
         assert b.started_at >= a.finished_at, "two runs of one job overlapped"
         gap = (b.started_at - a.started_at).total_seconds()
@@ -277,7 +278,7 @@ def test_sigterm_stops_the_service_cleanly_with_exit_0(
         db = Database(database_url(cfg), run_migrations=False)
         assert _wait(lambda: bool(_runs(db, "alerts")))
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        _out, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
