@@ -24,6 +24,7 @@ ROUTE_MODULES: list[str] = [
     "newsexchange.web.ops",
     "newsexchange.web.archive",
     "newsexchange.approval.web",
+    "newsexchange.delivery.web",
 ]
 
 # Every page is ours or the editor's own data: no framing, no referrer leak of the signed
