@@ -1,0 +1,231 @@
+"""The public archive: sent digests per exchange and language, "view online", Atom feeds.
+
+- ``GET /archive`` — every exchange with its sent digests, newest first.
+- ``GET /archive/{exchange}`` — one exchange's sent digests.
+- ``GET /archive/{exchange}/atom.xml`` — the same as an Atom feed (feedgen), so any newsroom
+  can follow the exchange in a feed reader.
+- ``GET /digests/{id}`` — the digest as mailed ("view in browser"), once it is approved,
+  sending or sent. Drafts, digests awaiting approval, rejected and held ones are 404: what
+  the editors have not approved is not public.
+
+What is shown of an approved digest is its frozen content (what the editors approved), never
+the live items. The view-online page is the mailed HTML itself; the one per-recipient part,
+the unsubscribe link, points at the archive's note on unsubscribing (a public page cannot
+know who is reading it). It is served with a strict Content-Security-Policy: no scripts, no
+frames, no forms — belt and braces on top of the sanitizing and escaping the digest had.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from markupsafe import Markup, escape
+from sqlalchemy import select
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from newsexchange.config import Config, ExchangeSettings
+from newsexchange.db import Database, Digest, utcnow
+from newsexchange.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PUBLIC_STATES = ("approved", "sending", "sent")
+FEED_ENTRIES = 20
+VIEW_CSP = (
+    "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+PAGE_HEADERS = {"cache-control": "public, max-age=300"}
+LANGUAGE_NAMES = {"fi": "Finnish · suomi", "ru": "Russian · русский", "en": "English"}
+
+
+def _content(session: Any, config: Config, digest: Digest) -> dict[str, Any]:
+    """What was approved (the frozen content) — or, before freezing, what would be shown."""
+    from newsexchange.digest import render
+
+    if isinstance(digest.frozen, dict) and digest.frozen.get("items") is not None:
+        return digest.frozen
+    return render.digest_content(session, config, digest)
+
+
+def _subject(config: Config, exchange: ExchangeSettings, digest: Digest) -> str:
+    if digest.subject:
+        return digest.subject
+    from newsexchange.digest import render
+
+    return render.subject_for(config, exchange, digest.period_start, digest.period_end)
+
+
+def _period(digest: Digest) -> str:
+    from newsexchange.digest import render
+
+    try:
+        return render.format_period(digest.period_start, digest.period_end, digest.language)
+    except Exception:  # a language without labels: fall back to ISO dates
+        return f"{digest.period_start.isoformat()} – {digest.period_end.isoformat()}"
+
+
+def _exchange(config: Config, exchange_id: str) -> ExchangeSettings:
+    try:
+        return config.exchange(exchange_id)
+    except ConfigError:
+        raise HTTPException(404, f"no exchange {exchange_id!r}") from None
+
+
+def sent_digests(db: Database, exchange_id: str, *, limit: int | None = None) -> list[Digest]:
+    with db.session() as s:
+        q = (
+            select(Digest)
+            .where(Digest.exchange_id == exchange_id, Digest.state == "sent")
+            .order_by(Digest.period_start.desc())
+        )
+        if limit:
+            q = q.limit(limit)
+        return list(s.scalars(q))
+
+
+def _row(config: Config, exchange: ExchangeSettings, digest: Digest) -> dict[str, Any]:
+    tz = config.exchange_tz(exchange)
+    sent = digest.sent_at or digest.approved_at
+    return {
+        "id": digest.id,
+        "url": f"{config.public_url}/digests/{digest.id}",
+        "subject": _subject(config, exchange, digest),
+        "period": _period(digest),
+        "sent": sent.astimezone(tz).strftime("%Y-%m-%d %H:%M") if sent else "",
+        "tz": str(tz),
+    }
+
+
+def atom_feed(config: Config, db: Database, exchange: ExchangeSettings, *, now: datetime) -> bytes:
+    """The exchange's sent digests as an Atom 1.0 document (newest first)."""
+    from feedgen.feed import FeedGenerator
+
+    base = config.public_url
+    page = f"{base}/archive/{exchange.id}"
+    digests = sent_digests(db, exchange.id, limit=FEED_ENTRIES)
+    fg = FeedGenerator()
+    fg.id(page)
+    fg.title(exchange.display_name)
+    fg.subtitle(
+        f"Digests of the {exchange.id} news exchange ({LANGUAGE_NAMES.get(exchange.language, exchange.language)})"
+    )
+    fg.link(href=page, rel="alternate", type="text/html")
+    fg.link(href=f"{page}/atom.xml", rel="self", type="application/atom+xml")
+    fg.language(exchange.language)
+    fg.author({"name": exchange.display_name})
+    fg.generator("newsexchange")
+    stamps = [d.sent_at for d in digests if d.sent_at]
+    fg.updated(max(stamps) if stamps else now)
+    with db.session() as s:
+        for d in reversed(digests):  # feedgen prepends: oldest first gives newest on top
+            d = s.merge(d, load=True)
+            content = _content(s, config, d)
+            fe = fg.add_entry()
+            url = f"{base}/digests/{d.id}"
+            fe.id(url)
+            fe.title(_subject(config, exchange, d))
+            fe.link(href=url, rel="alternate", type="text/html")
+            when = d.sent_at or d.approved_at or now
+            fe.published(when)
+            fe.updated(when)
+            items = content.get("items") or []
+            fe.summary(" · ".join(str(i.get("title", "")) for i in items[:10]) or _period(d))
+            fe.content(_entry_html(items), type="html")
+    return bytes(fg.atom_str(pretty=True))
+
+
+def _entry_html(items: list[dict[str, Any]]) -> str:
+    """An item list for feed readers: titles linked to the originals, with their sources.
+    Every value is escaped here; the feed reader gets no markup from the feeds we read."""
+    parts = [Markup("<ul>")]
+    for it in items:
+        title = escape(it.get("title") or "")
+        link = it.get("link") or ""
+        source = escape(it.get("source_name") or it.get("source_id") or "")
+        summary = escape(it.get("summary_text") or "")
+        head = (
+            Markup('<a href="{}">{}</a>').format(link, title)
+            if link.startswith(("http://", "https://"))
+            else title
+        )
+        parts.append(
+            Markup("<li><p><strong>{}</strong> — {}</p><p>{}</p></li>").format(
+                head, source, summary
+            )
+        )
+    parts.append(Markup("</ul>"))
+    return str(Markup("").join(parts))
+
+
+def routes(config: Config, db: Database) -> list[BaseRoute]:
+    from newsexchange.web.templating import environment
+
+    def page(template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        html = environment().get_template(template).render(config=config, **ctx)
+        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+    def exchange_view(ex: ExchangeSettings, limit: int | None = None) -> dict[str, Any]:
+        return {
+            "id": ex.id,
+            "name": ex.display_name,
+            "language": ex.language,
+            "language_name": LANGUAGE_NAMES.get(ex.language, ex.language),
+            "regions": [config.regions[r].name if r in config.regions else r for r in ex.from_],
+            "digests": [_row(config, ex, d) for d in sent_digests(db, ex.id, limit=limit)],
+            "url": f"/archive/{ex.id}",
+            "atom": f"/archive/{ex.id}/atom.xml",
+        }
+
+    def archive_index(_request: Request) -> Response:
+        exchanges = [exchange_view(ex, limit=6) for ex in config.exchanges]
+        return page("web/archive.html", exchanges=exchanges)
+
+    def archive_exchange(request: Request) -> Response:
+        ex = _exchange(config, request.path_params["exchange"])
+        return page("web/archive_exchange.html", exchange=exchange_view(ex))
+
+    def archive_atom(request: Request) -> Response:
+        ex = _exchange(config, request.path_params["exchange"])
+        return Response(
+            atom_feed(config, db, ex, now=utcnow()),
+            media_type="application/atom+xml; charset=utf-8",
+            headers=PAGE_HEADERS,
+        )
+
+    def digest_view(request: Request) -> Response:
+        from newsexchange.digest import render
+
+        try:
+            digest_id = int(request.path_params["digest_id"])
+        except ValueError:
+            raise HTTPException(404) from None
+        with db.session() as s:
+            digest = s.get(Digest, digest_id)
+            if digest is None or digest.state not in PUBLIC_STATES:
+                # Unsent drafts are not public; the same 404 whether it exists or not.
+                return page("web/digest_view.html", status=404, missing=True)
+            ex = _exchange(config, digest.exchange_id)
+            rendered = render.render_digest(
+                s, config, digest, view_url=f"{config.public_url}/digests/{digest.id}"
+            )
+        html = rendered.html.replace(
+            render.UNSUBSCRIBE_MARKER,
+            str(escape(f"{config.public_url}/archive/{ex.id}#unsubscribe")),
+        )
+        return HTMLResponse(
+            html,
+            headers={**PAGE_HEADERS, "content-security-policy": VIEW_CSP},
+        )
+
+    return [
+        Route("/archive", archive_index, methods=["GET", "HEAD"]),
+        Route("/archive/{exchange}", archive_exchange, methods=["GET", "HEAD"]),
+        Route("/archive/{exchange}/atom.xml", archive_atom, methods=["GET", "HEAD"]),
+        Route("/digests/{digest_id}", digest_view, methods=["GET", "HEAD"]),
+    ]
