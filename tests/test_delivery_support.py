@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from newsexchange.config import Config
 from newsexchange.db import (
@@ -80,6 +80,7 @@ def seed_digest(
     list_id: str = "petrozavodsk-media",
     enqueue: bool = True,
     state: str = "approved",
+    period_start: date = date(2026, 11, 1),
 ) -> int:
     """An approved digest of two translated items; ``recipients`` are (name, email) pairs
     on ``list_id`` (or a count of generated ones). Returns the digest id."""
@@ -125,8 +126,8 @@ def seed_digest(
         s.flush()
         digest = Digest(
             exchange_id="joensuu-to-petrozavodsk",
-            period_start=date(2026, 11, 1),
-            period_end=date(2026, 11, 15),
+            period_start=period_start,
+            period_end=period_start + timedelta(days=14),
             language="ru",
             state=state,
             subject="",

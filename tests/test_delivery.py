@@ -1,0 +1,286 @@
+"""Delivery over real SMTP (aiosmtpd on loopback): headers, suppressions, bounces, retries,
+reconnects, pacing — and the outbox that makes it exactly once."""
+
+from __future__ import annotations
+
+import email.policy
+import re
+from collections.abc import Callable
+from datetime import date, timedelta
+from email.header import decode_header, make_header
+from email.message import EmailMessage
+from email.utils import parseaddr, parsedate_to_datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from newsexchange.config import Config
+from newsexchange.db import Database, Delivery, Digest, Suppression
+from newsexchange.delivery.outbox import enqueue_deliveries
+from newsexchange.delivery.send import run_send
+from newsexchange.delivery.smtp import SmtpMailer
+from newsexchange.delivery.tokens import read_token, suppress
+from newsexchange.errors import DeliveryError
+from tests.servers import SMTPServer
+from tests.test_delivery_support import FROM, NOW, delivery_config, seed_digest
+
+PEOPLE = [
+    ("Анна Смирнова", "anna@example.org"),
+    ("Dmitri Orlov", "orlov@example.org"),
+    ("", "desk@example.org"),
+]
+
+
+def _deliveries(db: Database, digest_id: int) -> dict[str, Delivery]:
+    with db.session() as s:
+        rows = s.scalars(select(Delivery).where(Delivery.digest_id == digest_id)).all()
+        return {d.email: d for d in rows}
+
+
+def _unsubscribe_urls(msg: EmailMessage) -> tuple[str, str]:
+    header = str(msg["List-Unsubscribe"])
+    urls = re.findall(r"<([^>]+)>", header)
+    https = next(u for u in urls if u.startswith("https://"))
+    mailto = next(u for u in urls if u.startswith("mailto:"))
+    return https, mailto
+
+
+def test_every_recipient_gets_one_message_with_list_headers(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    smtp_server: SMTPServer,
+    any_db_url: str,
+) -> None:
+    cfg = delivery_config(write_config, smtp_port=smtp_server.port, database_url=any_db_url)
+    db = db_for(cfg)
+    did = seed_digest(db, cfg, PEOPLE)
+
+    report = run_send(db, cfg, now=NOW, digest_id=did)
+
+    assert report.to_json()["sent"] == 3 and report.ok
+    rows = _deliveries(db, did)
+    for name, addr in PEOPLE:
+        got = smtp_server.received_by(addr)
+        assert len(got) == 1, addr
+        msg = got[0]
+        assert parseaddr(str(msg["To"]))[1] == addr
+        if name:
+            assert str(msg["To"]).startswith(name)  # the Cyrillic name decodes back
+        # Decoded the RFC 2047 way (§6.2: whitespace between adjacent encoded-words is
+        # dropped); CPython's address parser keeps a stray space there, MUAs do not.
+        raw_from = email.message_from_bytes(msg.as_bytes())["From"]  # compat32: raw header
+        assert str(make_header(decode_header(raw_from))) == FROM
+        assert str(msg["Reply-To"]) == "Editors <editors@example.org>"
+        assert str(msg["Subject"]).startswith("Новости Йоэнсуу и Северной Карелии")
+        assert parsedate_to_datetime(str(msg["Date"])) == NOW
+        assert msg["Message-ID"] == rows[addr].message_id
+        assert str(msg["List-Unsubscribe-Post"]) == "List-Unsubscribe=One-Click"
+        assert str(msg["List-Id"]) == "Petrozavodsk media <petrozavodsk-media.example.org>"
+        assert str(msg["Precedence"]) == "bulk"
+        assert str(msg["Auto-Submitted"]) == "auto-generated"
+        assert msg.get_content_type() == "multipart/alternative"
+        https, mailto = _unsubscribe_urls(msg)
+        assert https.startswith("https://news.example.org/unsubscribe/")
+        tok = read_token(cfg, https.rsplit("/", 1)[1])
+        assert tok is not None and (tok.email, tok.list_id) == (addr, "petrozavodsk-media")
+        assert mailto.startswith("mailto:news@example.org?subject=unsubscribe%20")
+        text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        # The footer link is this recipient's own, in both parts; no marker is left.
+        assert https in text and f'href="{https}"' in html
+        assert "%%" not in text and "%%" not in html
+        assert "Рыночная площадь Йоэнсуу обновится" in html
+    # Raw bytes: 7-bit clean headers (RFC 2047 words for Cyrillic), CRLF line ends.
+    raw = smtp_server.envelopes[0][2]
+    header_block = raw.split(b"\r\n\r\n", 1)[0]
+    assert header_block.isascii() and b"=?utf-8?" in header_block
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    with db.session() as s:
+        digest = s.get(Digest, did)
+        assert digest is not None and digest.state == "sent" and digest.sent_at == NOW
+    assert {d.status for d in _deliveries(db, did).values()} == {"sent"}
+
+    again = run_send(db, cfg, now=NOW + timedelta(hours=1), digest_id=did)
+    assert again.sent == 0
+    assert len(smtp_server.messages) == 3  # nobody got it twice
+
+
+def test_suppressed_recipients_get_nothing(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    smtp_server: SMTPServer,
+) -> None:
+    cfg = delivery_config(write_config, smtp_port=smtp_server.port)
+    db = db_for(cfg)
+    with db.session() as s:  # before approval: never enqueued
+        suppress(s, "orlov@example.org", list_id=None, reason="complained", now=NOW)
+    did = seed_digest(db, cfg, PEOPLE)
+    assert set(_deliveries(db, did)) == {"anna@example.org", "desk@example.org"}
+    with db.session() as s:  # after approval, before sending: honoured at send time
+        suppress(
+            s, "desk@example.org", list_id="petrozavodsk-media", reason="unsubscribed", now=NOW
+        )
+
+    report = run_send(db, cfg, now=NOW, digest_id=did)
+
+    assert (report.sent, report.skipped_suppressed) == (1, 1)
+    assert [parseaddr(str(m["To"]))[1] for m in smtp_server.messages] == ["anna@example.org"]
+    assert _deliveries(db, did)["desk@example.org"].status == "suppressed"
+
+
+def test_permanent_550_suppresses_the_address_and_451_is_retried_later(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    smtp_server: SMTPServer,
+) -> None:
+    cfg = delivery_config(write_config, smtp_port=smtp_server.port)
+    db = db_for(cfg)
+    did = seed_digest(db, cfg, PEOPLE)
+    smtp_server.refuse["orlov@example.org"] = "550 5.1.1 no such user"
+    smtp_server.refuse["desk@example.org"] = "451 4.7.1 greylisted, try later"
+
+    first = run_send(db, cfg, now=NOW, digest_id=did)
+
+    assert (first.sent, first.failed_permanent, first.failed_retrying) == (1, 1, 1)
+    assert not first.ok
+    rows = _deliveries(db, did)
+    assert rows["orlov@example.org"].status == "failed"
+    assert "550" in (rows["orlov@example.org"].last_error or "")
+    retry = rows["desk@example.org"]
+    assert retry.status == "retrying" and retry.next_attempt_at is not None
+    assert retry.next_attempt_at > NOW
+    with db.session() as s:
+        sup = s.scalars(select(Suppression)).all()
+        assert [(x.email, x.reason, x.list_id) for x in sup] == [
+            ("orlov@example.org", "bounced", None)
+        ]
+        assert s.get(Digest, did).state == "sending"  # type: ignore[union-attr]
+
+    # Not due yet: nothing happens.
+    assert run_send(db, cfg, now=NOW + timedelta(seconds=30), digest_id=did).sent == 0
+    smtp_server.refuse.clear()
+    later = run_send(db, cfg, now=retry.next_attempt_at, digest_id=did)
+
+    assert (later.sent, later.failed_permanent) == (1, 0)
+    assert len(smtp_server.received_by("desk@example.org")) == 1
+    assert smtp_server.received_by("orlov@example.org") == []  # a bounce is not retried
+    with db.session() as s:
+        assert s.get(Digest, did).state == "sent"  # type: ignore[union-attr]
+
+
+def test_a_dropped_connection_is_reopened(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+) -> None:
+    server = SMTPServer().start()
+    cfg = delivery_config(write_config, smtp_port=server.port, connections=1)
+    db = db_for(cfg)
+    first = seed_digest(db, cfg, [("", "a@example.org")])
+    mailer = SmtpMailer(cfg)  # shared: its connection is kept between the two sends
+    assert run_send(db, cfg, now=NOW, digest_id=first, mailer=mailer).sent == 1
+    # The server goes away (closing our idle connection) and comes back on the same port.
+    server.stop()
+    again = SMTPServer()
+    again.port = server.port
+    from aiosmtpd.controller import Controller
+
+    again._controller = Controller(
+        server._controller.handler, hostname="127.0.0.1", port=server.port
+    )
+    again.start()
+    try:
+        d2_id = seed_digest(db, cfg, [("", "b@example.org")], period_start=date(2026, 11, 16))
+        report = run_send(db, cfg, now=NOW, digest_id=d2_id, mailer=mailer)
+    finally:
+        mailer.close()
+        again.stop()
+    # Both list members get the second digest through the reopened connection (the old
+    # one died with the server: without the reconnect these would be "connection lost").
+    assert report.sent == 2 and report.ok
+    assert len(server.received_by("b@example.org")) == 1  # the same handler kept collecting
+
+
+def test_sending_is_paced_to_the_configured_rate(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    smtp_server: SMTPServer,
+) -> None:
+    cfg = delivery_config(write_config, smtp_port=smtp_server.port, rate=10, connections=1)
+    db = db_for(cfg)
+    did = seed_digest(db, cfg, 30)
+    fake = {"t": 0.0}
+
+    def clock() -> float:
+        return fake["t"]
+
+    def sleep(seconds: float) -> None:
+        fake["t"] += seconds
+
+    report = run_send(db, cfg, now=NOW, digest_id=did, clock=clock, sleep=sleep)
+
+    assert report.sent == 30
+    # 30 messages at 10/s: the last chunk may start no earlier than ~2.2 s in (the first
+    # chunk goes at once); without pacing the fake clock would not move at all.
+    assert fake["t"] >= (30 - 8) / 10
+
+
+def test_outbox_backend_writes_one_eml_per_recipient_and_a_rerun_adds_none(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    tmp_path: Path,
+) -> None:
+    cfg = delivery_config(write_config, backend="outbox")
+    db = db_for(cfg)
+    did = seed_digest(db, cfg, PEOPLE)
+    assert run_send(db, cfg, now=NOW, digest_id=did).sent == 3
+    files = sorted((tmp_path / "var" / "outbox").glob("*.eml"))
+    assert len(files) == 3
+    msgs = [email.message_from_bytes(f.read_bytes(), policy=email.policy.default) for f in files]
+    assert {m["Message-ID"] for m in msgs} == {d.message_id for d in _deliveries(db, did).values()}
+    with db.session() as s:  # force a resend of one row: same Message-ID, same file
+        row = s.scalars(select(Delivery).where(Delivery.digest_id == did)).first()
+        assert row is not None
+        row.status = "pending"
+        s.get(Digest, did).state = "sending"  # type: ignore[union-attr]
+    assert run_send(db, cfg, now=NOW, digest_id=did).sent == 1
+    assert len(list((tmp_path / "var" / "outbox").glob("*.eml"))) == 3
+
+
+def test_enqueue_is_idempotent_and_makes_one_row_per_address_across_lists(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+) -> None:
+    cfg = delivery_config(write_config, backend="outbox")
+    db = db_for(cfg)
+    did = seed_digest(db, cfg, PEOPLE, enqueue=False)
+    from newsexchange.db import Contact, ListMembership
+
+    with db.session() as s:
+        anna = s.scalar(select(Contact).where(Contact.email == "anna@example.org"))
+        assert anna is not None
+        anna.memberships.append(ListMembership(list_id="karelia-press"))
+    with db.session() as s:
+        digest = s.get(Digest, did)
+        assert digest is not None
+        assert enqueue_deliveries(s, cfg, digest, now=NOW) == 3
+        assert enqueue_deliveries(s, cfg, digest, now=NOW) == 0
+    rows = _deliveries(db, did)
+    assert len(rows) == 3
+    assert rows["anna@example.org"].list_id == "petrozavodsk-media"  # the exchange's first list
+    ids = [d.message_id for d in rows.values()]
+    assert len(set(ids)) == 3
+    assert all(re.fullmatch(rf"<nx\.{did}\.[0-9a-f]{{20}}@example\.org>", i) for i in ids)
+
+
+def test_only_an_approved_digest_can_be_sent(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    smtp_server: SMTPServer,
+) -> None:
+    cfg = delivery_config(write_config, smtp_port=smtp_server.port)
+    db = db_for(cfg)
+    did = seed_digest(db, cfg, PEOPLE, state="awaiting_approval", enqueue=False)
+    with pytest.raises(DeliveryError, match="only an approved digest"):
+        run_send(db, cfg, now=NOW, digest_id=did)
+    assert smtp_server.messages == []
