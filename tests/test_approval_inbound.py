@@ -1,0 +1,335 @@
+"""Email replies: the pure decision "may this reply act, and what" on real RFC 5322 bytes, and
+the step that acts on them (database, outbox) including duplicates and version checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from newsexchange.approval import audit_entries, request_approval
+from newsexchange.approval.inbound import (
+    InboundMessage,
+    ReplyCommand,
+    auto_reply_reason,
+    fresh_text,
+    from_sendgrid,
+    judge_reply,
+    parse_command,
+    parse_message,
+    process_inbound,
+)
+from newsexchange.config import Config
+from newsexchange.db import Database, Delivery, Digest
+from tests.test_approval import (
+    ANNA,
+    BORIS,
+    NOW,
+    approval_config,
+    clear_outbox,
+    make_digest,
+    outbox_messages,
+    state_of,
+)
+
+TOKEN = "k5v7q2m9x3c8b1n4z6l0p2r5t7y9w3e8"
+EDITORS = (ANNA, BORIS)
+
+
+def raw_reply(
+    body: str,
+    *,
+    sender: str = ANNA,
+    to: str = f"news+{TOKEN}.v1@example.org",
+    subject: str = f"Re: Approval needed: Новости [nx:{TOKEN}]",
+    extra: str = "",
+    message_id: str = "<reply-1@example.fi>",
+) -> bytes:
+    """A reply as a mail client writes it (CRLF, encoded headers, UTF-8 body)."""
+    head = (
+        f"Return-Path: <{sender}>\r\n"
+        f"From: Anna Editor <{sender}>\r\n"
+        f"To: {to}\r\n"
+        f"Subject: {subject}\r\n"
+        "Date: Mon, 16 Nov 2026 10:00:00 +0200\r\n"
+        f"Message-ID: {message_id}\r\n"
+        "In-Reply-To: <nx-approval.1.v1.abcdef0123456789@example.org>\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n"
+        f"{extra}"
+        "\r\n"
+    )
+    return head.encode() + body.replace("\n", "\r\n").encode("utf-8")
+
+
+def judge(raw: bytes, *, version: int = 1) -> tuple[bool, str, ReplyCommand | None]:
+    v = judge_reply(
+        parse_message(raw),
+        digest_token=TOKEN,
+        digest_version=version,
+        editors=EDITORS,
+        local="news",
+        domain="example.org",
+    )
+    return v.act, v.reason, v.command
+
+
+# -- the pure decision ------------------------------------------------------------------------
+
+
+def test_approve_from_an_editor_with_the_plus_address_acts() -> None:
+    act, _reason, cmd = judge(raw_reply("APPROVE\n\n-- \nAnna\n"))
+    assert act and cmd == ReplyCommand("approve")
+
+
+def test_subject_tag_alone_is_enough_token() -> None:
+    act, _, cmd = judge(raw_reply("Approve.\n", to="news@example.org"))
+    assert act and cmd == ReplyCommand("approve")
+
+
+def test_reply_from_a_non_editor_is_ignored() -> None:
+    act, reason, _ = judge(raw_reply("APPROVE\n", sender="mallory@example.com"))
+    assert not act and "not an editor" in reason
+
+
+def test_reply_from_an_editor_without_the_token_is_ignored() -> None:
+    act, reason, _ = judge(raw_reply("APPROVE\n", to="news@example.org", subject="Re: the digest"))
+    assert not act and "token" in reason
+
+
+def test_wrong_token_is_ignored() -> None:
+    other = "a" * 32
+    act, reason, _ = judge(
+        raw_reply("APPROVE\n", to=f"news+{other}@example.org", subject=f"[nx:{other}]")
+    )
+    assert not act and "token" in reason
+
+
+def test_out_of_office_reply_is_never_acted_on() -> None:
+    ooo = raw_reply(
+        "APPROVE\nI am out of office until Monday.\n",
+        subject=f"Automatic reply: Approval needed [nx:{TOKEN}]",
+        extra="Auto-Submitted: auto-replied\r\nX-Autoreply: yes\r\n",
+    )
+    act, reason, _ = judge(ooo)
+    assert not act and "automatic" in reason
+    # Each signal on its own is enough.
+    for extra, subject in [
+        ("Auto-Submitted: auto-replied\r\n", f"Re: [nx:{TOKEN}]"),
+        ("Precedence: bulk\r\n", f"Re: [nx:{TOKEN}]"),
+        ("X-Autoreply: yes\r\n", f"Re: [nx:{TOKEN}]"),
+        ("", f"Out of Office: Approval needed [nx:{TOKEN}]"),
+        ("", f"Автоответ: [nx:{TOKEN}]"),
+    ]:
+        assert auto_reply_reason(parse_message(raw_reply("APPROVE", extra=extra, subject=subject)))
+
+
+def test_auto_submitted_no_is_a_person() -> None:
+    act, _, _ = judge(raw_reply("APPROVE\n", extra="Auto-Submitted: no\r\n"))
+    assert act
+
+
+def test_bounce_is_never_acted_on() -> None:
+    bounce = (
+        b"Return-Path: <>\r\nFrom: Mail Delivery System <MAILER-DAEMON@example.fi>\r\n"
+        b"To: news+" + TOKEN.encode() + b".v1@example.org\r\n"
+        b"Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nAPPROVE\r\n--b--\r\n"
+    )
+    msg = parse_message(bounce)
+    assert auto_reply_reason(msg)
+    assert not judge(bounce)[0]
+
+
+def test_approve_inside_quoted_text_is_not_a_command() -> None:
+    quoted = (
+        "Thanks, I will look at it tomorrow.\n\n"
+        "On Mon, 16 Nov 2026 at 10:00, Exchange <news@example.org> wrote:\n"
+        "> Reply with APPROVE on the first line\n"
+        "> APPROVE\n"
+    )
+    act, reason, _ = judge(raw_reply(quoted))
+    assert not act and "no command" in reason
+    only_quote = "> APPROVE\n> REJECT\n"
+    assert not judge(raw_reply(only_quote))[0]
+    outlook = (
+        "\n\n-----Original Message-----\nFrom: Exchange <news@example.org>\n"
+        "Sent: Monday, November 16, 2026 10:00\nSubject: Approval needed\n\nAPPROVE\n"
+    )
+    assert not judge(raw_reply(outlook))[0]
+    outlook_block = (
+        "\n________________________________\nFrom: Exchange <news@example.org>\n"
+        "Sent: Monday\nTo: Anna\n\nAPPROVE\n"
+    )
+    assert not judge(raw_reply(outlook_block))[0]
+
+
+def test_command_above_the_quote_acts() -> None:
+    body = (
+        "APPROVE\n\nOn Mon, 16 Nov 2026 at 10:00, Exchange <news@example.org>\nwrote:\n> REJECT\n"
+    )
+    act, _, cmd = judge(raw_reply(body))
+    assert act and cmd == ReplyCommand("approve")
+
+
+def test_parse_commands() -> None:
+    assert parse_command("\n\n  approve  \n") == ReplyCommand("approve")
+    assert parse_command("HYVÄKSYN") == ReplyCommand("approve")
+    assert parse_command("Одобряю!") == ReplyCommand("approve")
+    assert parse_command("Approve? I am not sure about item 3") is None
+    assert parse_command("REJECT duplicates last issue\nsee item 2") == ReplyCommand(
+        "reject", reason="duplicates last issue\nsee item 2"
+    )
+    assert parse_command("DROP 3, 7") == ReplyCommand("drop", positions=(3, 7))
+    assert parse_command("drop 2-4 and 9.") == ReplyCommand("drop", positions=(2, 3, 4, 9))
+    assert parse_command("DROP the boring ones") is None
+    assert parse_command("Hello") is None
+    assert fresh_text("ok\n-- \nsig APPROVE") == "ok"
+
+
+def test_reply_to_an_older_version_does_not_act() -> None:
+    act, reason, cmd = judge(raw_reply("DROP 2\n"), version=2)
+    assert not act and "version" in reason and cmd == ReplyCommand("drop", positions=(2,))
+
+
+def test_dmarc_failure_is_refused() -> None:
+    forged = raw_reply(
+        "APPROVE\n",
+        extra="Authentication-Results: mx.example.org; dmarc=fail header.from=example.fi\r\n",
+    )
+    act, reason, _ = judge(forged)
+    assert not act and "authentication" in reason
+
+
+def test_sendgrid_parsed_fields_become_the_same_message() -> None:
+    msg = from_sendgrid(
+        {
+            "from": f"Anna <{ANNA}>",
+            "to": f"news+{TOKEN}.v1@example.org",
+            "subject": f"Re: [nx:{TOKEN}]",
+            "text": "APPROVE\n\n> quoted\n",
+            "headers": f"From: Anna <{ANNA}>\nMessage-ID: <sg-1@example.fi>\n",
+            "envelope": '{"to": ["news+' + TOKEN + '.v1@example.org"], "from": "' + ANNA + '"}',
+            "SPF": "pass",
+        }
+    )
+    assert isinstance(msg, InboundMessage) and msg.message_id == "<sg-1@example.fi>"
+    assert judge_reply(
+        msg,
+        digest_token=TOKEN,
+        digest_version=1,
+        editors=EDITORS,
+        local="news",
+        domain="example.org",
+    ).act
+
+
+# -- the step ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cfg(write_config: Callable[..., Config]) -> Config:
+    return approval_config(write_config, required=1)
+
+
+@pytest.fixture
+def db(cfg: Config, db_for: Callable[[Config], Database]) -> Database:
+    return db_for(cfg)
+
+
+def _token(db: Database, digest_id: int) -> str:
+    with db.session() as s:
+        d = s.get(Digest, digest_id)
+        assert d is not None
+        return d.token
+
+
+def test_reply_approve_acts_once_and_acknowledges(cfg: Config, db: Database) -> None:
+    digest_id = make_digest(db)
+    request_approval(db, cfg, digest_id, now=NOW)
+    request = next(m for m in outbox_messages(cfg) if m["To"] == ANNA)
+    clear_outbox(cfg)
+    body = request.get_body(preferencelist=("plain",))
+    assert body is not None
+    quoted = "\n".join("> " + ln for ln in body.get_content().splitlines())
+    reply = raw_reply(
+        "APPROVE\n\nOn Mon, 16 Nov 2026 at 10:00, Exchange <news@example.org> wrote:\n" + quoted,
+        to=str(request["Reply-To"]),
+        subject="Re: " + str(request["Subject"]),
+    )
+    first = process_inbound(db, cfg, parse_message(reply), now=NOW, via="imap")
+    assert first.status == "acted", first.reason
+    assert state_of(db, digest_id) == "approved"
+    again = process_inbound(db, cfg, parse_message(reply), now=NOW, via="imap")
+    assert again.status == "duplicate"
+    acks = outbox_messages(cfg)
+    assert [m["To"] for m in acks] == [ANNA] and acks[0]["Subject"].startswith("Done")
+    assert acks[0]["Auto-Submitted"] == "auto-replied"
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Delivery)) == 3
+        log = audit_entries(s, digest_id)
+    approve = next(e for e in log if e["action"] == "approve")
+    assert approve["channel"] == "email" and approve["address"] == ANNA
+
+
+def test_reply_from_non_editor_and_out_of_office_change_nothing(cfg: Config, db: Database) -> None:
+    digest_id = make_digest(db)
+    request_approval(db, cfg, digest_id, now=NOW)
+    clear_outbox(cfg)
+    token = _token(db, digest_id)
+    to = f"news+{token}.v1@example.org"
+    stranger = raw_reply("APPROVE\n", sender="mallory@example.com", to=to, message_id="<m1@x>")
+    ooo = raw_reply(
+        "APPROVE\n",
+        to=to,
+        subject=f"Out of office [nx:{token}]",
+        message_id="<m2@x>",
+        extra="Auto-Submitted: auto-replied\r\n",
+    )
+    no_token = raw_reply(
+        "APPROVE\n", to="news@example.org", subject="Re: digest", message_id="<m3@x>"
+    )
+    results = [
+        process_inbound(db, cfg, parse_message(r), now=NOW, via="sendgrid")
+        for r in (stranger, ooo, no_token)
+    ]
+    assert [r.status for r in results] == ["ignored", "ignored", "ignored"]
+    assert state_of(db, digest_id) == "awaiting_approval"
+    assert outbox_messages(cfg) == []  # no mail to strangers or to auto-responders
+    with db.session() as s:
+        ignored = [e for e in audit_entries(s, digest_id) if e["action"] == "reply_ignored"]
+    assert {e["address"] for e in ignored} == {"mallory@example.com", ANNA}
+
+
+def test_reply_drop_rebuilds_as_new_version_and_mails_fresh_requests(
+    cfg: Config, db: Database
+) -> None:
+    digest_id = make_digest(db, items=4)
+    request_approval(db, cfg, digest_id, now=NOW)
+    clear_outbox(cfg)
+    token = _token(db, digest_id)
+    reply = raw_reply("DROP 2, 3\n", to=f"news+{token}.v1@example.org")
+    result = process_inbound(
+        db, cfg, parse_message(reply), now=NOW + timedelta(minutes=5), via="imap"
+    )
+    assert result.status == "acted", result.reason
+    with db.session() as s:
+        d = s.get(Digest, digest_id)
+        assert d is not None
+        assert d.version == 2 and d.state == "awaiting_approval"
+        assert [e.item.title for e in d.entries if e.included] == ["Uutinen 1", "Uutinen 4"]
+    mails = outbox_messages(cfg)
+    fresh = [m for m in mails if m["Subject"].startswith("Changed")]
+    assert sorted(m["To"] for m in fresh) == [ANNA, BORIS]
+    assert fresh[0]["Reply-To"] == f"news+{token}.v2@example.org"
+    # A late APPROVE answering version 1 must not approve version 2.
+    late = raw_reply("APPROVE\n", to=f"news+{token}.v1@example.org", message_id="<late@x>")
+    stale = process_inbound(
+        db, cfg, parse_message(late), now=NOW + timedelta(minutes=6), via="imap"
+    )
+    assert stale.status == "ignored" and "version" in stale.reason
+    assert state_of(db, digest_id) == "awaiting_approval"
