@@ -42,7 +42,7 @@ from zoneinfo import ZoneInfo
 import css_inline
 import nh3
 from babel import Locale
-from babel.dates import format_date
+from babel.dates import format_date, get_timezone_location
 from babel.dates import format_datetime as babel_datetime
 from babel.numbers import format_decimal
 from markupsafe import Markup
@@ -76,6 +76,7 @@ LABELS: dict[str, dict[str, str]] = {
         "empty": "Tällä jaksolla ei ole uutisia.",
         "footer": "Saat tämän katsauksen, koska olet alueellisen uutisvaihdon mediajakelulistalla.",
         "and": "ja",
+        "time_in": "aikavyöhyke: {city}",
     },
     "ru": {
         "digest": "Дайджест новостей",
@@ -93,6 +94,7 @@ LABELS: dict[str, dict[str, str]] = {
         "empty": "За этот период новостей нет.",
         "footer": "Вы получаете этот дайджест как участник медиарассылки регионального обмена новостями.",
         "and": "и",
+        "time_in": "время: {city}",
     },
     "en": {
         "digest": "News digest",
@@ -110,6 +112,7 @@ LABELS: dict[str, dict[str, str]] = {
         "empty": "No news in this period.",
         "footer": "You receive this digest because you are on a media list of the regional news exchange.",
         "and": "and",
+        "time_in": "{city} time",
     },
 }
 
@@ -206,12 +209,21 @@ def format_day(moment: datetime, language: str, tz: ZoneInfo) -> str:
     return format_date(moment.astimezone(tz).date(), DAY_MONTH[_lang(language)], locale=language)
 
 
-def format_event(moment: datetime, language: str, tz: ZoneInfo) -> str:
+def format_event(
+    moment: datetime, language: str, tz: ZoneInfo, reader_tz: ZoneInfo | None = None
+) -> str:
+    """An event's date and time where it happens (``tz``, its region's zone): a reader
+    across the border plans by the local clock there. When the readers' clock differs at
+    that moment, the place is named: "18:00 (время: Хельсинки)"."""
     local = moment.astimezone(tz)
     lang = _lang(language)
     if (local.hour, local.minute) == (0, 0):  # a date without a time of day
         return format_date(local.date(), EVENT_DATE[lang], locale=lang)
-    return babel_datetime(local, EVENT_TIME[lang], tzinfo=tz, locale=lang)
+    text = babel_datetime(local, EVENT_TIME[lang], tzinfo=tz, locale=lang)
+    if reader_tz is not None and moment.astimezone(reader_tz).utcoffset() != local.utcoffset():
+        city = get_timezone_location(tz, locale=lang, return_city=True)
+        text += f" ({labels(lang)['time_in'].format(city=city)})"
+    return text
 
 
 def language_name(code: str, in_language: str) -> str:
@@ -270,6 +282,7 @@ def digest_content(session: Session, config: Config, digest: Digest) -> dict[str
                 "original_title": item.title,
                 "original_language": item.language,
                 "source_id": item.source_id,
+                "region": item.region,
                 "source_name": _source_name(config, item.source_id),
                 "link": item.link,
                 "published_at": item.published_at.astimezone(UTC).isoformat(),
@@ -334,7 +347,9 @@ def _wrap(text: str, width: int = 72) -> str:
     return "\n".join(textwrap.fill(p, width=width, break_long_words=False) for p in paras)
 
 
-def _view_items(content: Mapping[str, Any], language: str, tz: ZoneInfo) -> list[dict[str, Any]]:
+def _view_items(
+    config: Config, content: Mapping[str, Any], language: str, tz: ZoneInfo
+) -> list[dict[str, Any]]:
     t = labels(language)
     views = []
     for it in content["items"]:
@@ -348,7 +363,11 @@ def _view_items(content: Mapping[str, Any], language: str, tz: ZoneInfo) -> list
                 "summary": clean_summary(summary_html) if summary_html.strip() else None,
                 "summary_wrapped": _wrap(summary_text),
                 "published": format_day(published, language, tz),
-                "when": format_event(event_at, language, tz) if event_at else None,
+                "when": format_event(
+                    event_at, language, config.region_tz(it.get("region") or ""), tz
+                )
+                if event_at
+                else None,
                 "original_language_name": language_name(it["original_language"], language),
                 "untranslated_note": None
                 if it["translated"]
@@ -414,7 +433,7 @@ def render_content(
     period = format_period(start, end, language)
     subject = subject_for(config, exchange, start, end)
     view_url = view_url or f"{config.public_url}/digests/{digest_id}"
-    items = _view_items(content, language, tz)
+    items = _view_items(config, content, language, tz)
     sections = [
         {"key": key, "label": t[key], "items": [i for i in items if i["section"] == key]}
         for key in ("news", "events")
