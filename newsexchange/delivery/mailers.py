@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -89,11 +89,17 @@ class OutboxMailer:
 
     name = "outbox"
     personalizes = False  # wants ``raw`` per recipient (see OutgoingMessage)
+    reports_each = True  # send(..., on_sent=) reports each message as it is written
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    def send(
+        self,
+        messages: Sequence[OutgoingMessage],
+        *,
+        on_sent: Callable[[int, SendResult], None] | None = None,
+    ) -> list[SendResult]:
         self.folder.mkdir(parents=True, exist_ok=True)
         results = []
         for out in messages:
@@ -104,6 +110,8 @@ class OutboxMailer:
             tmp.write_bytes(out.raw if out.raw is not None else out.message.as_bytes())
             os.replace(tmp, path)
             results.append(SendResult(ok=True, provider_message_id=str(path.name)))
+            if on_sent is not None:
+                on_sent(len(results) - 1, results[-1])
         return results
 
     def close(self) -> None:

@@ -11,19 +11,19 @@ scheduler's dispatch job call. For each digest that is approved (or already send
 2. **send** them in small chunks through the configured mailer, paced to
    ``mail.rate_per_second``; suppressions are checked again right before (an unsubscribe
    that arrived after approval is honoured).
-3. **mark** each chunk in its own transaction: ``sent`` with the provider's id; ``retrying``
-   with exponential backoff (or the provider's Retry-After) for temporary failures;
-   ``failed`` for permanent ones, and the address suppressed when the recipient itself was
-   refused (a hard bounce).
+3. **mark**: SMTP and outbox report each message the moment the server accepted it and the
+   row becomes ``sent`` in its own tiny transaction; then the rest of the chunk is recorded:
+   ``retrying`` with exponential backoff (or the provider's Retry-After) for temporary
+   failures, ``failed`` for permanent ones, and the address suppressed when the recipient
+   itself was refused (a hard bounce). SendGrid's rows are marked when the request returns.
 
-The one window no sender can close: the server accepted a message and then we crashed before
-step 3 committed. That delivery is still ``claimed``; the next run sees its claimer is dead
-(or its lease expired) and sends it again — *with the same Message-ID*, which is minted once
-per delivery in the outbox. Receiving MTAs and mail clients (and anything that deduplicates
-by Message-ID, like Gmail's conversation view, Mailman, or our tests' sink) recognise it as
-the same message. The window is at most one chunk (``CHUNK_PER_CONNECTION`` messages per SMTP
-connection; one request of ≤1,000 for SendGrid), and only if the crash lands between the
-server's "250 OK" and our commit.
+The one window no sender can close: the server accepted a message and we crashed before
+the "sent" commit (for SMTP: between the server's "250" and a sub-millisecond UPDATE; at most
+one message per connection; for SendGrid: one request). That delivery is still ``claimed``;
+the next run sees its claimer is dead (or its lease expired) and sends it again — *with the
+same Message-ID*, which is minted once per delivery in the outbox. Receiving systems that
+deduplicate by Message-ID (Gmail, Mailman, most archivers, our tests' sink) recognise it as
+the same message, and a reader's client threads it as one.
 
 Rendering: once per digest, language and list (``render_digest`` + ``to_email``), then per
 recipient only To, Message-ID and the unsubscribe URL change, by byte/string substitution
@@ -41,6 +41,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from email.message import EmailMessage
 from email.utils import formataddr
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from newsexchange.config import Config
@@ -571,19 +572,50 @@ def _send_chunk(
     if not outgoing:
         return
     pacer.wait(len(outgoing))
+    marked: set[int] = set()
+    marked_lock = threading.Lock()
+
+    def on_sent(index: int, result: SendResult) -> None:
+        # Called by the backend the moment the server said "250": record it at once, in
+        # its own tiny transaction, so a crash now cannot make us send it again. This is
+        # what shrinks the unavoidable window from a chunk to one message per connection.
+        if not result.ok:
+            return
+        delivery_id = sending[index].id
+        with db.engine.begin() as conn:
+            conn.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id, Delivery.status == "claimed")
+                .values(
+                    status="sent",
+                    sent_at=now,
+                    provider_message_id=result.provider_message_id,
+                    claimed_by=None,
+                    claimed_at=None,
+                    last_error=None,
+                    next_attempt_at=None,
+                )
+            )
+        with marked_lock:
+            marked.add(delivery_id)
+
     try:
-        results = mailer.send(outgoing)
+        if getattr(mailer, "reports_each", False):
+            results = mailer.send(outgoing, on_sent=on_sent)  # type: ignore[call-arg]
+        else:
+            results = mailer.send(outgoing)
     except DeliveryError as exc:
         report.error = str(exc)
-        _release(db, [d.id for d in sending], now=now, error=str(exc))
+        _release(db, [d.id for d in sending if d.id not in marked], now=now, error=str(exc))
         return
     with db.session() as s:
-        fresh = {
-            d.id: d
-            for d in s.scalars(select(Delivery).where(Delivery.id.in_([d.id for d in sending])))
-        }
+        pending_ids = [d.id for d in sending if d.id not in marked]
+        fresh = {d.id: d for d in s.scalars(select(Delivery).where(Delivery.id.in_(pending_ids)))}
         for d, result in zip(sending, results, strict=True):
-            apply_result(s, fresh[d.id], result, now=now, report=report)
+            if d.id in marked:
+                report.sent += 1
+            else:
+                apply_result(s, fresh[d.id], result, now=now, report=report)
 
 
 @contextlib.contextmanager

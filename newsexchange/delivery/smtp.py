@@ -16,7 +16,7 @@ import smtplib
 import socket
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from email.utils import parseaddr
 
 from newsexchange.config import Config
@@ -24,6 +24,8 @@ from newsexchange.delivery.mailers import OutgoingMessage, SendResult
 from newsexchange.errors import DeliveryError
 
 log = logging.getLogger(__name__)
+
+OnSent = Callable[[int, SendResult], None]
 
 
 def _text(reply: bytes | str) -> str:
@@ -33,6 +35,7 @@ def _text(reply: bytes | str) -> str:
 class SmtpMailer:
     name = "smtp"
     personalizes = False  # sends ``raw`` bytes per recipient
+    reports_each = True  # send(..., on_sent=) is called as each message is accepted
 
     def __init__(self, config: Config) -> None:
         self.settings = config.mail.smtp
@@ -132,6 +135,7 @@ class SmtpMailer:
         jobs: queue.SimpleQueue[tuple[int, OutgoingMessage] | None],
         results: list[SendResult | None],
         fatal: list[DeliveryError],
+        on_sent: OnSent | None = None,
     ) -> None:
         conn: smtplib.SMTP | None = None
         try:
@@ -144,7 +148,9 @@ class SmtpMailer:
                     try:
                         if conn is None:
                             conn = self._checkout()
-                        results[i] = self._send_one(conn, out)
+                        results[i] = result = self._send_one(conn, out)
+                        if on_sent is not None and result.ok:
+                            on_sent(i, result)
                         break
                     except DeliveryError as exc:
                         # No connection: leave this and the rest to other workers or to the
@@ -175,7 +181,11 @@ class SmtpMailer:
             if conn is not None:
                 self._idle.put(conn)
 
-    def send(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+    def send(
+        self, messages: Sequence[OutgoingMessage], *, on_sent: OnSent | None = None
+    ) -> list[SendResult]:
+        """Send over up to ``connections`` connections in parallel. ``on_sent(index, result)``
+        is called (from a worker thread) right after each message is accepted."""
         if not messages:
             return []
         results: list[SendResult | None] = [None] * len(messages)
@@ -187,10 +197,12 @@ class SmtpMailer:
             jobs.put(None)
         fatal: list[DeliveryError] = []
         if workers == 1:
-            self._worker(jobs, results, fatal)
+            self._worker(jobs, results, fatal, on_sent)
         else:
             threads = [
-                threading.Thread(target=self._worker, args=(jobs, results, fatal), daemon=True)
+                threading.Thread(
+                    target=self._worker, args=(jobs, results, fatal, on_sent), daemon=True
+                )
                 for _ in range(workers)
             ]
             for t in threads:
