@@ -21,6 +21,7 @@ from newsexchange.errors import ConfigError, NewsExchangeError
 COMMAND_MODULES = [
     "newsexchange.commands.core",
     "newsexchange.commands.ingest",
+    "newsexchange.commands.translate",
     "newsexchange.commands.delivery",
     "newsexchange.commands.digest",
     "newsexchange.commands.service",
