@@ -9,9 +9,9 @@ Rules (the invariants this module keeps):
 
 - One digest per (exchange, period): the unique constraint ``uq_digest_period`` makes
   building twice, or two builds racing, end with the same row.
-- Rebuilding is allowed while the digest is ``draft`` or ``awaiting_approval``. An approved,
-  sending, sent, rejected or held digest is never changed: rebuilding or editing it raises
-  :class:`DigestError` saying why.
+- Rebuilding is allowed while the digest is ``draft``, ``awaiting_approval`` or ``held``
+  (not approved yet). An approved, sending, sent or rejected digest is never changed:
+  rebuilding or editing it raises :class:`DigestError` saying why.
 - Editor pins, drops and ordering live on the ``digest_items`` rows and are read back on a
   rebuild, so new items arriving never undo an editor's choice.
 - ``version`` grows whenever what a reader would see changes (which items, their order, or
@@ -60,7 +60,9 @@ STATES: tuple[str, ...] = (
     "rejected",
     "held",
 )
-EDITABLE_STATES: frozenset[str] = frozenset({"draft", "awaiting_approval"})
+# "held" (the approval deadline passed) is still unapproved: editors may change it and ask
+# again, as the approval step allows.
+EDITABLE_STATES: frozenset[str] = frozenset({"draft", "awaiting_approval", "held"})
 
 __all__ = [
     "EDITABLE_STATES",
@@ -208,8 +210,8 @@ def _refuse_frozen(digest: Digest, action: str) -> None:
     if digest.state not in EDITABLE_STATES:
         raise DigestError(
             f"digest {digest.id} ({digest.exchange_id}, period {digest.period_start}) is "
-            f"{digest.state}; its content is frozen and cannot be {action} (only a draft or "
-            "a digest awaiting approval can change)"
+            f"{digest.state}; its content is frozen and cannot be {action} (only a draft, a "
+            "digest awaiting approval or a held one can change)"
         )
 
 
