@@ -236,36 +236,74 @@ def _step_alerts(config: Config, db: Database, now: datetime, arg: str | None) -
     return report
 
 
-def _step_digest(config: Config, db: Database, now: datetime, arg: str | None) -> Any:
-    """Build the due digest of one exchange (``arg``), or of every exchange.
+def _build_periods(
+    config: Config, db: Database, now: datetime, which: str, exchange_id: str | None
+) -> dict[str, Any]:
+    """Build each exchange's ``due`` (latest completed) or ``current`` period, once.
 
     A period is built by the service once: when its digest exists already (in any state) it
-    is left to the editors; ``newsexchange digest build`` rebuilds by hand. With
-    ``service.demo`` the period in progress is built too (once), so a first run of the
-    offline demo shows a whole cycle without waiting for the 1st or 16th.
+    is left to the editors (``newsexchange digest build`` rebuilds by hand). A period without
+    a single item of the exchange's regions is not built: an empty digest would only ask the
+    editors to approve nothing.
     """
+    from newsexchange.db import Item
+
     build_digest = _resolve("newsexchange.digest", "build_digest")
     periods = importlib.import_module("newsexchange.digest.periods")
-    exchanges = [config.exchange(arg)] if arg else list(config.exchanges)
+    exchanges = [config.exchange(exchange_id)] if exchange_id else list(config.exchanges)
     built: list[dict[str, Any]] = []
-    existing: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     for ex in exchanges:
-        due = list(periods.due_periods(ex, config, now))
-        if config.service.demo:
-            due.append(periods.current_period(ex, config, now))
-        for period in due:
+        if which == "current":
+            todo = [periods.current_period(ex, config, now)]
+        else:
+            todo = list(periods.due_periods(ex, config, now))
+        for period in todo:
             with db.session() as s:
                 state = s.scalar(
                     select(Digest.state).where(
                         Digest.exchange_id == ex.id, Digest.period_start == period.start
                     )
                 )
+                items = s.scalar(
+                    select(func.count())
+                    .select_from(Item)
+                    .where(
+                        Item.region.in_(ex.from_),
+                        Item.published_at >= period.starts_at,
+                        Item.published_at < period.ends_at,
+                    )
+                )
+            where = {"exchange": ex.id, "period": period.start.isoformat()}
             if state is not None:
-                existing.append({"exchange": ex.id, "period": period.start, "state": state})
-                continue
-            report = build_digest(db, config, ex.id, period_start=period.start, now=now)
-            built.append(report_json(report))
-    return {"built": built, "existing": existing}
+                skipped.append({**where, "reason": f"already built ({state})"})
+            elif not items:
+                skipped.append({**where, "reason": "no items in the period"})
+            else:
+                report = build_digest(db, config, ex.id, period_start=period.start, now=now)
+                built.append(report_json(report))
+    return {"built": len(built), "digests": built, "skipped": skipped}
+
+
+def _step_digest(config: Config, db: Database, now: datetime, arg: str | None) -> Any:
+    """Build the due digest of one exchange (``arg``), or of every exchange."""
+    return _build_periods(config, db, now, "due", arg)
+
+
+def _step_demo(config: Config, db: Database, now: datetime, arg: str | None) -> Any:
+    """``service.demo`` only: build the period *in progress*, so a first run of the offline
+    demo shows a whole cycle without waiting for the 1st or the 16th (docs/operations.md)."""
+    if not config.service.demo:
+        return {"skipped": "service.demo is off"}
+    result = _build_periods(config, db, now, "current", arg)
+    if result["built"]:
+        ids = [d.get("id") for d in result["digests"]]
+        log.warning(
+            "demo: digests built; approve them with the link in the approval mail "
+            "(var/outbox/nx-approval.*.eml) or with: newsexchange approve ID",
+            extra={"digests": ids},
+        )
+    return result
 
 
 @dataclass(frozen=True)
@@ -280,6 +318,7 @@ STEPS: dict[str, Step] = {
         Step("fetch", _step_fetch),
         Step("translate", _step_translate),
         Step("digest", _step_digest),
+        Step("demo", _step_demo),
         Step("approvals", _step_approvals),
         Step("imap", _step_imap),
         Step("send", _step_send),
@@ -288,7 +327,7 @@ STEPS: dict[str, Step] = {
 }
 
 #: ``newsexchange run-once`` order: the data flows one way (ARCHITECTURE.md).
-RUN_ONCE_ORDER = ("fetch", "translate", "digest", "approvals", "imap", "send", "alerts")
+RUN_ONCE_ORDER = ("fetch", "translate", "digest", "demo", "approvals", "imap", "send", "alerts")
 
 
 def _prune_job_runs(db: Database, now: datetime) -> None:
@@ -644,7 +683,7 @@ class Service:
             if (
                 self.config.service.demo
                 and not self._stopping.is_set()
-                and self.runner.run("digest").summary.get("built")
+                and self.runner.run("demo").summary.get("built")
             ):
                 self.runner.run("approvals")
         elif (
@@ -683,14 +722,13 @@ class Service:
 def prepare_demo(config: Config, db: Database, *, now: datetime) -> dict[str, Any]:
     """``service.demo``: make the bundled samples usable offline (idempotent).
 
-    - every list with a ``file:`` that has no members yet is imported from it (the sample
-      CSVs under lists/), so the approved demo digest has recipients;
+    - every list with a ``file:`` is imported from it (the sample CSVs under lists/; an
+      import merges, so a restart changes nothing), so the approved demo digest has
+      recipients;
     - the bundled translation memory ``samples/translation-memory.yaml`` (beside
       feeds.yaml) is imported, so the sample items translate without any provider.
     """
     out: dict[str, Any] = {"lists_imported": [], "memory_entries": 0}
-    from newsexchange.db import ListMembership
-
     try:
         lists_mod = importlib.import_module("newsexchange.delivery.lists")
     except ImportError:
@@ -703,13 +741,6 @@ def prepare_demo(config: Config, db: Database, *, now: datetime) -> dict[str, An
             if not path.exists():
                 continue
             with db.session() as s:
-                has = s.scalar(
-                    select(func.count())
-                    .select_from(ListMembership)
-                    .where(ListMembership.list_id == list_id)
-                )
-                if has:
-                    continue
                 parsed = lists_mod.parse_csv(
                     path.read_text(encoding="utf-8"), list_id=list_id, known_lists=config.lists
                 )
@@ -718,11 +749,12 @@ def prepare_demo(config: Config, db: Database, *, now: datetime) -> dict[str, An
     tm_file = config.resolve("samples/translation-memory.yaml")
     if tm_file.exists():
         try:
-            import_memory = _resolve("newsexchange.translate.memory", "import_memory_file")
+            import_memory = _resolve("newsexchange.translate.memory", "import_memory")
         except StepUnavailable:
             import_memory = None
         if import_memory is not None:
-            out["memory_entries"] = report_json(import_memory(db, config, tm_file, now=now))
+            with db.session() as s:
+                out["memory_entries"] = import_memory(s, tm_file, now=now)
     return out
 
 

@@ -41,7 +41,7 @@ def run_once(ctx: Context) -> int:
     runner = Runner(cfg, ctx.db)
     steps: dict[str, Any] = {}
     for name in RUN_ONCE_ORDER:
-        if name == "imap" and cfg.mail.imap is None:
+        if (name == "imap" and cfg.mail.imap is None) or (name == "demo" and not cfg.service.demo):
             continue
         steps[name] = runner.run(name).to_json()
     failed = [n for n, s in steps.items() if s["status"] == "failed"]
