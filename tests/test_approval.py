@@ -6,14 +6,18 @@ the other ``test_approval_*`` modules."""
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
+import io
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
+from unittest import mock
 
 import pytest
 from sqlalchemy import func, select
@@ -388,6 +392,7 @@ def test_run_approvals_requests_reminds_then_holds_and_tells_operators(
 
 
 def _cli(cfg: Config, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real entry point, in a child process."""
     assert cfg.path is not None
     return subprocess.run(
         [sys.executable, "-m", "newsexchange", *args, "--config", str(cfg.path)],
@@ -399,19 +404,38 @@ def _cli(cfg: Config, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def run_cli(cfg: Config, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """``newsexchange ARGS --config …`` in this process (faster): exit code and stdout."""
+    from newsexchange.cli import main
+
+    assert cfg.path is not None
+    out = io.StringIO()
+    environ = {"NEWSEXCHANGE_SECRET_KEY": "test-secret", **(env or {})}
+    with (
+        mock.patch.dict(os.environ, environ),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        try:
+            code = main([*args, "--config", str(cfg.path)])
+        except SystemExit as exc:  # argparse usage errors
+            code = int(exc.code or 0)
+    return code, out.getvalue()
+
+
 def test_cli_approve_needs_as_with_two_editors_then_approves(cfg: Config, db: Database) -> None:
     digest_id = make_digest(db)
-    bad = _cli(cfg, "approve", str(digest_id), "--json")
-    assert bad.returncode == 2 and "--as" in json.loads(bad.stdout)["error"]
-    ok = _cli(cfg, "approve", str(digest_id), "--as", BORIS, "--json")
-    assert ok.returncode == 0, ok.stderr
-    data = json.loads(ok.stdout)
+    code, out = run_cli(cfg, "approve", str(digest_id), "--json")
+    assert code == 2 and "--as" in json.loads(out)["error"]
+    code, out = run_cli(cfg, "approve", str(digest_id), "--as", BORIS, "--json")
+    assert code == 0, out
+    data = json.loads(out)
     assert data["state"] == "approved" and data["channel"] == "cli" and data["enqueued"] == 3
     with db.session() as s:
         entry = audit_entries(s, digest_id)[0]
     assert entry["actor"] == BORIS and entry["channel"] == "cli" and "@" in entry["address"]
-    again = _cli(cfg, "reject", str(digest_id), "--reason", "late", "--as", ANNA, "--json")
-    assert again.returncode != 0 and "already approved" in json.loads(again.stdout)["error"]
+    code, out = run_cli(cfg, "reject", str(digest_id), "--reason", "late", "--as", ANNA, "--json")
+    assert code == 1 and "already approved" in json.loads(out)["error"]
 
 
 def test_cli_reject_records_reason(cfg: Config, db: Database) -> None:
@@ -427,6 +451,6 @@ def test_cli_reject_records_reason(cfg: Config, db: Database) -> None:
 
 def test_cli_approvals_run_json(cfg: Config, db: Database) -> None:
     digest_id = make_digest(db)
-    out = _cli(cfg, "approvals", "run", "--json")
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["requested"] == [digest_id]
+    code, out = run_cli(cfg, "approvals", "run", "--json")
+    assert code == 0, out
+    assert json.loads(out)["requested"] == [digest_id]
