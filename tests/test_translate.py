@@ -504,3 +504,30 @@ def test_cli_translate_exit_1_when_translations_stay_pending(
     assert main(["translate", "--config", str(cfg.path), "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] is False and out["pending"] == 2 and out["failed"][0]["reason"]
+
+
+def test_memory_editor_override_and_pending_work_the_same_on_sqlite_and_postgresql(
+    any_db_url: str,
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    libre: FakeLibre,
+) -> None:
+    cfg = write_config(
+        exchange_config(_libre(libre.url)), env={"NEWSEXCHANGE_DATABASE_URL": any_db_url}
+    )
+    db = db_for(cfg)
+    a = add_item(db, title="Satama avataan", summary_text="Laivat tulevat.", detected="fi")
+    b = add_item(db, title="Satama avataan", summary_text="Laivat tulevat.", source="b")
+    report = run_translate(db, cfg, now=NOW)
+    assert report.translations_done == 4 and libre.requests == 2
+    with db.session() as s:
+        set_editor_translation(s, a, "ru", title="Порт открывается", summary=None, now=NOW)
+    with db.session() as s:
+        origins = {r.origin for r in s.scalars(select(TranslationMemory))}
+    assert origins == {"libre", "editor"}
+    c = add_item(db, title="Satama avataan", summary_text="Laivat tulevat.", source="c")
+    libre.failure = Response(503, "")
+    run_translate(db, cfg, now=NOW + timedelta(hours=1))
+    rows = translations(db, c)
+    assert rows["ru"].title == "Порт открывается" and rows["ru"].status == "done"
+    assert translations(db, b)["ru"].title == fake_translate("Satama avataan")  # kept as it was
