@@ -35,10 +35,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def run_once(ctx: Context) -> int:
-    from newsexchange.service import RUN_ONCE_ORDER, Runner
+    from newsexchange.service import RUN_ONCE_ORDER, Runner, prepare_demo
 
     cfg = ctx.config
     runner = Runner(cfg, ctx.db)
+    if cfg.service.demo:
+        prepare_demo(cfg, ctx.db, now=ctx.now())
     steps: dict[str, Any] = {}
     for name in RUN_ONCE_ORDER:
         if (name == "imap" and cfg.mail.imap is None) or (name == "demo" and not cfg.service.demo):
