@@ -128,6 +128,11 @@ def serve(ctx: Context) -> int:
         lg.handlers[:] = logging.getLogger("newsexchange").handlers
         lg.setLevel(logging.WARNING if name == "apscheduler" else logging.INFO)
         lg.propagate = False
+    # A send that outlasts the dispatch interval is normal (max_instances=1 keeps it single);
+    # APScheduler warns at every tick it skips — not news for an operator.
+    logging.getLogger("apscheduler.scheduler").addFilter(
+        lambda r: "maximum number of running instances" not in r.getMessage()
+    )
     host = ctx.args.host or cfg.service.host
     port = ctx.args.port or cfg.service.port
     db = ctx.db
