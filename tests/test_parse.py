@@ -180,7 +180,7 @@ def test_feed_without_dates_leaves_published_at_empty() -> None:
         ("Mon, 23 Nov 2026 10:00:00 +0300", datetime(2026, 11, 23, 7, 0, tzinfo=UTC)),
         ("Mon, 23 Nov 2026 10:00:00 GMT", datetime(2026, 11, 23, 10, 0, tzinfo=UTC)),
         ("2026-11-23T10:00:00+02:00", datetime(2026, 11, 23, 8, 0, tzinfo=UTC)),
-        ("2026-11-23T10:00:00.123Z", datetime(2026, 11, 23, 10, 0, 0, 123000, tzinfo=UTC)),
+        ("2026-11-23T10:00:00.123Z", datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)),
         ("Mon, 23 Nov 2026 10:00:00 EST", datetime(2026, 11, 23, 15, 0, tzinfo=UTC)),
         ("2026-11-23", datetime(2026, 11, 23, 0, 0, tzinfo=UTC)),
         # feedparser gives up on a zone-less RFC 822 date; we read it as UTC.
@@ -204,4 +204,4 @@ def test_fast_date_parser_agrees_with_feedparsers_handlers() -> None:
         fast = parse_mod._fast_date(s)
         st = _parse_date(s)
         assert fast is not None, s
-        assert fast.replace(microsecond=0) == datetime(*st[:6], tzinfo=UTC), s
+        assert fast == datetime(*st[:6], tzinfo=UTC), s

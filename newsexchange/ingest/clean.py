@@ -13,10 +13,12 @@ import hashlib
 import html as _html
 import itertools
 import re
-from contextvars import ContextVar
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from functools import lru_cache
+from typing import Literal
+from urllib.parse import urljoin, urlsplit
 
 import nh3
+import numpy as np
 
 # --- URLs ---------------------------------------------------------------------------------
 
@@ -91,23 +93,32 @@ def _is_tracking_param(name: str) -> bool:
     return low in TRACKING_PARAMS or low.startswith(TRACKING_PREFIXES)
 
 
+_TRACKING_NAMES = (
+    r"(?:utm_|pk_|mtm_|hmb_|ga_|xtor=|fbclid|gclid|gclsrc|dclid|gbraid|wbraid|yclid|ysclid|"
+    r"_openstat|mc_cid|mc_eid|msclkid|igshid|twclid|ttclid|_hsenc|_hsmi|mkt_tok|vero_id|oly_|"
+    r"rb_clickid|s_cid|ref_src|spm|from_rss)"
+)
+# A cheap test that a URL may carry a tracking parameter; only then is the query parsed.
+_TRACKING_HINT = re.compile(r"[?&#;]" + _TRACKING_NAMES, re.IGNORECASE)
+_ABS_HTTP = re.compile(r"^https?://[^/?#@\\]+(?:[/?#]|$)", re.IGNORECASE)
+
+
 def strip_tracking(url: str) -> str:
-    """Remove tracking query parameters (utm_*, fbclid …) and tracking fragments (#xtor=…)."""
-    if "?" not in url and "#" not in url:
+    """Remove tracking query parameters (utm_*, fbclid …) and tracking fragments (#xtor=…).
+
+    The kept parameters are left byte for byte as they were (no re-encoding), so a URL
+    without tracking comes back unchanged and two spellings of one page stay comparable.
+    """
+    if not _TRACKING_HINT.search(url):
         return url
-    parts = urlsplit(url)
-    query = parts.query
+    head, _, fragment = url.partition("#")
+    path, _, query = head.partition("?")
     if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        kept = [(k, v) for k, v in pairs if not _is_tracking_param(k)]
-        if len(kept) != len(pairs):
-            query = urlencode(kept, doseq=True)
-    fragment = parts.fragment
+        kept = [p for p in query.split("&") if p and not _is_tracking_param(p.split("=", 1)[0])]
+        query = "&".join(kept)
     if fragment and (fragment.startswith(("xtor=", "utm_")) or "utm_" in fragment):
         fragment = ""
-    if query == parts.query and fragment == parts.fragment:
-        return url
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, fragment))
+    return path + ("?" + query if query else "") + ("#" + fragment if fragment else "")
 
 
 def clean_url(url: str | None, base: str | None) -> str | None:
@@ -119,9 +130,13 @@ def clean_url(url: str | None, base: str | None) -> str | None:
     """
     if not url:
         return None
-    url = _URL_JUNK.sub("", url) if _URL_JUNK.search(url.strip()) else url.strip()
+    url = url.strip()
+    if _URL_JUNK.search(url):
+        url = _URL_JUNK.sub("", url)
     if not url:
         return None
+    if _ABS_HTTP.match(url):  # the common case: already absolute, plainly http(s)
+        return strip_tracking(url)
     if not url.lower().startswith(("http://", "https://")):
         if base is None:
             return None
@@ -134,23 +149,23 @@ def clean_url(url: str | None, base: str | None) -> str | None:
             return None
     try:
         parts = urlsplit(url)
+        host = parts.hostname
     except ValueError:
         return None
-    if parts.scheme.lower() not in _SAFE_SCHEMES or not parts.hostname:
+    if parts.scheme.lower() not in _SAFE_SCHEMES or not host:
         return None
     return strip_tracking(url)
 
 
+_HOST_PATH = re.compile(r"^[a-z][a-z0-9+.-]*://(?:[^@/?#]*@)?([^/:?#]+)(?::\d*)?(/[^/?#]*)?", re.I)
+
+
 def _is_tracker(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    m = _HOST_PATH.match(url)
+    if m is None:
         return False
-    host = (parts.hostname or "").lower()
-    if host in TRACKER_HOSTS:
-        return True
-    first = parts.path.split("/", 2)[1] if parts.path.count("/") >= 1 else ""
-    return f"{host}/{first}" in TRACKER_HOSTS
+    host = m.group(1).lower()
+    return host in TRACKER_HOSTS or f"{host}{m.group(2) or ''}" in TRACKER_HOSTS
 
 
 # --- HTML ---------------------------------------------------------------------------------
@@ -167,10 +182,9 @@ ALLOWED_ATTRIBUTES: dict[str, set[str]] = {
     "a": {"href", "title", "hreflang"},
     "img": {"src", "alt", "title", "width", "height"},
     "abbr": {"title"},
-    "blockquote": {"cite"},
-    "q": {"cite"},
-    "del": {"cite", "datetime"},
-    "ins": {"cite", "datetime"},
+    # No "cite": ammonia does not check its URL scheme, and readers never see it.
+    "del": {"datetime"},
+    "ins": {"datetime"},
     "time": {"datetime"},
     "td": {"colspan", "rowspan"},
     "th": {"colspan", "rowspan", "scope"},
@@ -185,48 +199,60 @@ DROP_CONTENT_TAGS: frozenset[str] = frozenset(
         "head", "audio", "video", "canvas",
     }
 )  # fmt: skip
-_URL_ATTRS = frozenset({"href", "src", "cite"})
-
-# The base URL of the sanitize_html call running in this thread/task, read by the attribute
-# filter; a ContextVar lets one prebuilt Cleaner serve every call (building one per call
-# costs more than the cleaning itself).
-_BASE: ContextVar[str | None] = ContextVar("newsexchange_clean_base", default=None)
 
 
-def _attribute_filter(tag: str, attr: str, value: str) -> str | None:
-    if attr in _URL_ATTRS:
-        if attr == "href" and tag == "a" and value.strip().lower().startswith("mailto:"):
-            return value.strip()
-        url = clean_url(value, _BASE.get())
-        if url is None:
-            return None
-        if tag == "img" and _is_tracker(url):
-            return None
-        return url
-    if attr in ("width", "height"):
-        return value if value.strip().isdigit() else None
-    return value
+@lru_cache(maxsize=512)
+def _cleaner(base_url: str | None) -> nh3.Cleaner:
+    """The allowlist cleaner resolving relative URLs against ``base_url``.
+
+    ammonia does the resolving (``url_relative``) in Rust; a Python ``attribute_filter``
+    would cost ~25 µs per attribute. Building a cleaner costs ~50 µs, so there is one per
+    base URL, cached (one per feed in practice: items resolve against the feed's URL, as
+    feedparser does).
+    """
+    relative: Literal["deny"] | tuple[Literal["rewrite_with_base"], str] = "deny"
+    if base_url and base_url.lower().startswith(("http://", "https://")):
+        relative = ("rewrite_with_base", base_url)
+    try:
+        return nh3.Cleaner(
+            tags=set(ALLOWED_TAGS),
+            clean_content_tags=set(DROP_CONTENT_TAGS),
+            attributes={k: set(v) for k, v in ALLOWED_ATTRIBUTES.items()},
+            strip_comments=True,
+            link_rel="noopener noreferrer",
+            url_schemes={"http", "https", "mailto"},
+            url_relative=relative,
+        )
+    except ValueError:  # a base URL ammonia cannot parse: relative URLs are dropped
+        return _cleaner(None)
 
 
-_CLEANER = nh3.Cleaner(
-    tags=set(ALLOWED_TAGS),
-    clean_content_tags=set(DROP_CONTENT_TAGS),
-    attributes={k: set(v) for k, v in ALLOWED_ATTRIBUTES.items()},
-    attribute_filter=_attribute_filter,
-    strip_comments=True,
-    link_rel="noopener noreferrer",
-    url_schemes={"http", "https", "mailto"},
+# Post-passes over ammonia's output, which is normalized (lower-case tags, attributes as
+# name="value" with &amp;/&quot; escaped), so these patterns see every case there is.
+_IMG_OUT = re.compile(r"<img\b[^>]*>")
+_DIM_OUT = re.compile(r'\b(?:width|height)="\s*[01](?:px)?\s*"')
+_SRC_OUT = re.compile(r'\ssrc="([^"]*)"')
+_EMPTY_LINK = re.compile(r'<a rel="noopener noreferrer">(.*?)</a>', re.S)
+_TRACKED_URL = re.compile(
+    r'(\s(?:href|src)=")([^"]*[?&#;]' + _TRACKING_NAMES + r'[^"]*)"', re.IGNORECASE
 )
 
-_IMG_TAG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
-_PIXEL_DIM = re.compile(r"""\b(?:width|height)\s*=\s*["']?\s*[01](?:px)?\s*["'\s/>]""", re.I)
-_EMPTY_IMG = re.compile(r"<img(?![^>]*\ssrc=)[^>]*>")
-_EMPTY_LINK = re.compile(r'<a rel="noopener noreferrer">(.*?)</a>', re.S)
 
-
-def _drop_pixel(match: re.Match[str]) -> str:
+def _drop_tracking_img(match: re.Match[str]) -> str:
     tag = match.group(0)
-    return "" if len(_PIXEL_DIM.findall(tag)) >= 1 else tag
+    if _DIM_OUT.search(tag):
+        return ""  # 1x1 / 0x0: a web beacon, not a picture
+    src = _SRC_OUT.search(tag)
+    if src is None:
+        return ""  # its URL was refused (javascript:, data: …): nothing left to show
+    if _is_tracker(_html.unescape(src.group(1))):
+        return ""
+    return tag
+
+
+def _untrack(match: re.Match[str]) -> str:
+    url = strip_tracking(_html.unescape(match.group(2)))
+    return f'{match.group(1)}{_html.escape(url, quote=True)}"'
 
 
 def sanitize_html(html: str, base_url: str | None) -> str:
@@ -235,24 +261,21 @@ def sanitize_html(html: str, base_url: str | None) -> str:
     Removed: scripts, styles, event handlers, forms, iframes and other embeds (with their
     content), ``javascript:``/``data:`` and other non-http(s) URLs, comments, 1×1 and 0×0
     images and images from known tracker hosts. Links and images are made absolute against
-    ``base_url`` (the item's or feed's URL), stripped of tracking query parameters, and
-    links get ``rel="noopener noreferrer"``.
+    ``base_url`` (the feed's or item's URL; relative URLs are dropped without one), stripped
+    of tracking query parameters, and links get ``rel="noopener noreferrer"``.
     """
     if not html:
         return ""
     if "<" not in html and "&" not in html:
         return html.strip()
-    if "<img" in html or "<IMG" in html:
-        html = _IMG_TAG.sub(_drop_pixel, html)
-    token = _BASE.set(base_url)
-    try:
-        out = _CLEANER.clean(html)
-    finally:
-        _BASE.reset(token)
+    out = _cleaner(base_url).clean(html)
+    # Each post-pass runs only when a cheap test says it may have work.
     if "<img" in out:
-        out = _EMPTY_IMG.sub("", out)
+        out = _IMG_OUT.sub(_drop_tracking_img, out)
     if '<a rel="noopener noreferrer">' in out:
-        out = _EMPTY_LINK.sub(r"\1", out)
+        out = _EMPTY_LINK.sub(r"\1", out)  # a link whose URL was refused is just text
+    if _TRACKING_HINT.search(out):
+        out = _TRACKED_URL.sub(_untrack, out)
     return out.strip()
 
 
@@ -271,7 +294,20 @@ _BLOCK_BOUNDARY = re.compile(
     r"|figcaption|section|article|header|footer|aside|img)\b)",
     re.IGNORECASE,
 )
+_TAG_OUT = re.compile(r"<[^>]*>")
 _WS = re.compile(r"\s+")
+
+
+def text_of_safe_html(safe_html: str, limit: int) -> str:
+    """:func:`to_text` for HTML that already came out of :func:`sanitize_html`.
+
+    Sanitized HTML is normalized (every ``<`` in text is ``&lt;``, no script/style content),
+    so dropping tags is a plain regex: ~10 µs instead of a second HTML parse.
+    """
+    if "<" in safe_html:
+        safe_html = _TAG_OUT.sub("", _BLOCK_BOUNDARY.sub(" <", safe_html))
+    text = _html.unescape(safe_html) if "&" in safe_html else safe_html
+    return truncate(" ".join(text.split()), limit)
 
 
 def to_text(html: str, limit: int) -> str:
@@ -323,6 +359,7 @@ STEM_CHARS = 6
 #: noise from boilerplate.
 FINGERPRINT_WORDS = 60
 
+_BIT_INDEX = np.arange(64, dtype=np.uint64)
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _STOPWORDS: frozenset[str] = frozenset(
     [
@@ -403,18 +440,18 @@ def fingerprint(title: str, text: str) -> str:
     The title counts twice (it is the best summary of the story). Compare two with
     :func:`similar`.
     """
-    weights = [0] * 64
     feats = _features(title, text)
     if not feats:
         return "0" * 16
-    for feat in feats:
-        h = int.from_bytes(hashlib.blake2b(feat.encode(), digest_size=8).digest(), "big")
-        for bit in range(64):
-            weights[bit] += 1 if (h >> bit) & 1 else -1
-    value = 0
-    for bit in range(64):
-        if weights[bit] > 0:
-            value |= 1 << bit
+    # Vectorized over features × 64 bits: the plain-Python double loop took ~1.4 ms a story.
+    hashes = np.fromiter(
+        (int.from_bytes(hashlib.blake2b(f.encode(), digest_size=8).digest()) for f in feats),
+        dtype=np.uint64,
+        count=len(feats),
+    )
+    ones = ((hashes[:, None] >> _BIT_INDEX) & np.uint64(1)).sum(axis=0)
+    mask = (ones * 2 > len(feats)).astype(np.uint64)
+    value = int(np.bitwise_or.reduce(mask << _BIT_INDEX))
     return f"{value:016x}"
 
 

@@ -20,6 +20,10 @@ LANGUAGES: tuple[str, ...] = (
 #: Below this many letters a text is too short to tell (a name, "Petroskoi", "Ошибка");
 #: py3langid's answers on 10–15 letters are right only about half the time.
 MIN_LETTERS = 20
+#: Only the first this many characters are read: enough to tell a language, and the
+#: model's cost grows with length (about 60 µs + 0.15 µs per character).
+MAX_CHARS = 300
+_UK_BE_LETTERS = frozenset("іїєґўІЇЄҐЎ")
 #: Below this normalized probability the answer is a guess; report None instead.
 MIN_CONFIDENCE = 0.6
 
@@ -41,8 +45,18 @@ def detect_language(text: str) -> str | None:
     """The ISO 639-1 code of the language of ``text`` ("fi", "ru", "en" …), or None when the
     text has fewer than MIN_LETTERS letters or the detector is less than MIN_CONFIDENCE
     sure."""
-    if not text or sum(1 for ch in text if ch.isalpha()) < MIN_LETTERS:
+    if not text:
         return None
+    text = text[:MAX_CHARS]
+    letters = [ch for ch in text if ch.isalpha()]
+    if len(letters) < MIN_LETTERS:
+        return None
+    cyrillic = sum(1 for ch in letters if "\u0400" <= ch <= "\u04ff")
+    if cyrillic * 10 >= len(letters) * 9 and not _UK_BE_LETTERS.intersection(text):
+        # Cyrillic without the letters only Ukrainian/Belarusian have (і ї є ґ ў): among
+        # the languages above that is Russian. Saves the model's ~100 µs on every Russian
+        # item, which matters at 30 items × 1,000 feeds.
+        return "ru"
     # classify() keeps no state between calls (py3langid 0.4), so threads may share it.
-    lang, prob = _identifier().classify(text[:2000])
+    lang, prob = _identifier().classify(text)
     return str(lang) if float(prob) >= MIN_CONFIDENCE else None

@@ -26,7 +26,7 @@ from __future__ import annotations
 import codecs
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_tz
@@ -36,7 +36,13 @@ from urllib.parse import urljoin
 from lxml import etree  # type: ignore[import-untyped]
 
 from newsexchange.errors import FetchError
-from newsexchange.ingest.clean import clean_url, collapse, sanitize_html, to_text
+from newsexchange.ingest.clean import (
+    clean_url,
+    collapse,
+    sanitize_html,
+    text_of_safe_html,
+    to_text,
+)
 from newsexchange.ingest.model import ParsedEntry, ParsedFeed
 
 # --- charsets -----------------------------------------------------------------------------
@@ -223,7 +229,8 @@ def _fast_date(value: str) -> datetime | None:
             dt = datetime.fromisoformat(value.replace("z", "Z"))
         except ValueError:
             return None
-        return dt.astimezone(UTC)
+        # feedparser's struct_time has whole seconds; the two paths must agree.
+        return dt.astimezone(UTC).replace(microsecond=0)
     return None
 
 
@@ -299,18 +306,17 @@ class _RawEntry:
 
 def _entry(raw: _RawEntry, *, base: str, summary_chars: int) -> ParsedEntry:
     link = clean_url(raw.link, base)
-    html_in = raw.summary or raw.content or ""
-    # Relative links in a summary are relative to the item's page when it has one.
-    summary_html = sanitize_html(html_in, link or base)
+    # Relative URLs in a summary resolve against the document's URL, as feedparser's do.
+    summary_html = sanitize_html(raw.summary or raw.content or "", base)
     guid = collapse(raw.guid) if raw.guid else None
     return ParsedEntry(
         guid=guid or None,
         link=link,
         title=_plain(raw.title),
         summary_html=summary_html,
-        summary_text=to_text(summary_html, summary_chars),
+        summary_text=text_of_safe_html(summary_html, summary_chars),
         author=_plain(raw.author) or None,
-        image_url=clean_url(raw.image, link or base),
+        image_url=clean_url(raw.image, base),
         published_at=raw.published or raw.updated,
         updated_at=raw.updated,
     )
@@ -387,52 +393,6 @@ def _xml_parser() -> etree.XMLParser:
 _REFUSE_MARKERS = (b"<!ENTITY", b"<!DOCTYPE", b"<!doctype", b"xml:base", b'"xhtml"', b"'xhtml'")
 
 
-def _text(el: etree._Element | None) -> str | None:
-    if el is None:
-        return None
-    if len(el):
-        # Unescaped markup inside an RSS element (not well-defined): let feedparser decide.
-        raise _StepAside("element with child elements where text was expected")
-    text: str | None = el.text
-    return text
-
-
-def _date(el: etree._Element | None) -> datetime | None:
-    value = _text(el)
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    dt = _fast_date(value)
-    if dt is None:
-        dt = parse_date(value)
-        if dt is None:
-            raise _StepAside(f"unreadable date {value!r}")
-    return dt
-
-
-def _rss_image(item: etree._Element) -> str | None:
-    for enc in item.iterfind("enclosure"):
-        if (enc.get("type") or "").startswith("image/") and enc.get("url"):
-            return str(enc.get("url"))
-    for th in item.iterfind(f"{{{MEDIA}}}thumbnail"):
-        if th.get("url"):
-            return str(th.get("url"))
-    for mc in item.iterfind(f"{{{MEDIA}}}content"):
-        if mc.get("url") and (
-            mc.get("medium") == "image" or (mc.get("type") or "").startswith("image/")
-        ):
-            return str(mc.get("url"))
-    return None
-
-
-def _first(item: etree._Element, *tags: str) -> etree._Element | None:
-    for tag in tags:
-        el = item.find(tag)
-        if el is not None:
-            return el
-    return None
-
-
 _URIFIXER = re.compile(r"^([A-Za-z][A-Za-z0-9+-.]*://)(/*)(.*?)")
 
 
@@ -444,80 +404,308 @@ def _resolve(base: str, uri: str) -> str:
         return ""
 
 
-def _rss_entry(item: etree._Element, ns: str, base: str) -> _RawEntry:
-    if item.find(f"{{{ATOM}}}link") is not None:
-        raise _StepAside("atom:link inside an RSS item")
-    guid_el = item.find(f"{ns}guid")
-    guid = _text(guid_el)
-    link = _text(item.find(f"{ns}link"))
-    if link is not None:
-        link = link.strip() or None
-    if link is None and guid_el is not None and guid and guid_el.get("isPermaLink") != "false":
-        link = guid.strip()  # feedparser: a permalink guid stands in for a missing link
-    if guid and guid_el is not None and guid_el.get("isPermaLink") != "false":
-        # feedparser resolves a permalink guid against the feed's URL ("n1" becomes
-        # "https://host/n1"); do the same, or an item would change identity when its feed
-        # moves from one parser to the other.
-        guid = _resolve(base, guid.strip())
-    if ns == f"{{{RSS1}}}" and guid is None:
-        guid = item.get(f"{{{RDF}}}about")  # feedparser uses rdf:about as RSS 1.0's id
-    author = _text(_first(item, f"{ns}author", f"{{{DC}}}creator"))
-    return _RawEntry(
-        guid=guid,
-        link=link,
-        title=_text(_first(item, f"{ns}title", f"{{{DC}}}title")),
-        summary=_text(_first(item, f"{ns}description", f"{{{DC}}}description")),
-        content=_text(item.find(f"{{{CONTENT}}}encoded")),
-        author=author,
-        image=_rss_image(item),
-        published=_date(item.find(f"{ns}pubDate")) or _date(item.find(f"{{{DCTERMS}}}issued")),
-        updated=_date(_first(item, f"{{{DC}}}date", f"{{{DCTERMS}}}modified")),
-    )
+# Namespaces feedparser knows but whose elements never touch the fields we read (it files
+# them under names like "wfw_commentrss"); elements in them are skipped. Every *other*
+# namespace feedparser knows (itunes, media, dc, xhtml …) may feed a title, summary, date or
+# link through one of its many mappings, so an element from one we don't handle ourselves
+# makes the fast path step aside. Namespaces feedparser does not know are skipped.
+_IGNORABLE_NS = frozenset(
+    {
+        "http://wellformedweb.org/commentapi/",
+        "http://purl.org/rss/1.0/modules/slash/",
+        "http://purl.org/rss/1.0/modules/syndication/",
+        "http://www.georss.org/georss",
+        "http://www.w3.org/2003/01/geo/wgs84_pos#",
+        "http://www.opengis.net/gml",
+        "http://rssnamespace.org/feedburner/ext/1.0",
+        "http://madskills.com/public/xml/rss/module/trackback/",
+        "http://madskills.com/public/xml/rss/module/pingback/",
+        "http://webns.net/mvcb/",
+        "http://creativecommons.org/ns#license",
+        "http://web.resource.org/cc/",
+        "http://cyber.law.harvard.edu/rss/creativecommonsrssmodule.html",
+        "http://backend.userland.com/creativecommonsrssmodule",
+        "http://purl.org/rss/1.0/modules/taxonomy/",
+        "http://purl.org/rss/1.0/modules/threading/",
+        "http://purl.org/rss/1.0/modules/aggregation/",
+        "http://purl.org/rss/1.0/modules/annotate/",
+        "http://backend.userland.com/blogchannelmodule",
+        "http://postneo.com/icbm/",
+    }
+)
+_known_ns: frozenset[str] | None = None
 
 
-def _atom_text(el: etree._Element | None) -> str | None:
-    if el is None:
-        return None
-    kind = el.get("type", "text")
-    if kind not in ("text", "html", "text/plain", "text/html"):
-        raise _StepAside(f"atom content of type {kind!r}")
+def _feedparser_ns() -> frozenset[str]:
+    global _known_ns
+    if _known_ns is None:
+        from feedparser.mixin import _FeedParserMixin
+
+        _known_ns = frozenset(u.lower() for u in _FeedParserMixin.namespaces)
+    return _known_ns
+
+
+def _split_tag(tag: str) -> tuple[str, str]:
+    if tag[0] == "{":
+        ns, _, local = tag[1:].partition("}")
+        return ns, local
+    return "", tag
+
+
+def _foreign(ns: str, where: str, local: str) -> None:
+    """An element from a namespace we don't handle: skip it, or step aside (see above)."""
+    low = ns.lower()
+    if low in _IGNORABLE_NS or low not in _feedparser_ns():
+        return
+    raise _StepAside(f"{where}: element {local!r} in namespace {ns!r}")
+
+
+def _text(el: etree._Element) -> str:
     if len(el):
-        raise _StepAside("atom text construct with child elements")
-    return el.text or ""
+        # Markup inside an element that should hold text: feedparser has rules for that.
+        raise _StepAside(f"element {el.tag!r} with child elements where text was expected")
+    text: str | None = el.text
+    return text or ""
 
 
-def _atom_link(el: etree._Element) -> str | None:
-    for link in el.iterfind(f"{{{ATOM}}}link"):
-        if link.get("rel", "alternate") == "alternate" and link.get("href"):
-            return str(link.get("href"))
+def _date(el: etree._Element) -> datetime | None:
+    value = _text(el).strip()
+    if not value:
+        return None
+    dt = _fast_date(value)
+    if dt is None:
+        dt = parse_date(value)
+        if dt is None:
+            raise _StepAside(f"unreadable date {value!r}")
+    return dt
+
+
+def _image_of(el: etree._Element, kind: str) -> str | None:
+    if kind == "enclosure":
+        if (el.get("type") or "").startswith("image/"):
+            return el.get("url")  # type: ignore[no-any-return]
+        return None
+    if kind == "thumbnail":
+        return el.get("url")  # type: ignore[no-any-return]
+    if el.get("medium") == "image" or (el.get("type") or "").startswith("image/"):
+        return el.get("url")  # type: ignore[no-any-return]
     return None
 
 
-def _atom_entry(entry: etree._Element) -> _RawEntry:
-    a = f"{{{ATOM}}}"
-    author_el = entry.find(f"{a}author")
-    author = _text(author_el.find(f"{a}name")) if author_el is not None else None
-    image = None
-    for link in entry.iterfind(f"{a}link"):
-        if link.get("rel") == "enclosure" and (link.get("type") or "").startswith("image/"):
-            image = link.get("href")
-            break
-    if image is None:
-        image = _rss_image(entry)
-    content_el = entry.find(f"{a}content")
-    if content_el is not None and content_el.get("src"):
-        raise _StepAside("atom content by reference (src=)")
+class _Fields(dict[str, Any]):
+    """Fields of one element, each allowed once: feedparser's "which one wins" rules for
+    repeated elements differ from field to field, so a repeat means stepping aside."""
+
+    def put(self, key: str, value: Any) -> None:
+        if key in self:
+            raise _StepAside(f"repeated {key}")
+        self[key] = value
+
+
+_RSS_ITEM_IGNORE = frozenset({"category", "comments", "source"})
+_RSS_NS = ("", RSS1)
+
+
+def _rss_entry(item: etree._Element, base: str) -> _RawEntry:
+    f = _Fields()
+    images: list[str] = []
+    guid_el = None
+    for child in item:
+        ns, local = _split_tag(child.tag)
+        if ns in _RSS_NS:
+            if local in ("title", "link", "description", "author"):
+                f.put(local, _text(child))
+            elif local == "guid":
+                f.put("guid", _text(child))
+                guid_el = child
+            elif local == "pubDate":
+                f.put("published", _date(child))
+            elif local == "enclosure":
+                img = _image_of(child, "enclosure")
+                if img:
+                    images.append(img)
+            elif local in _RSS_ITEM_IGNORE:
+                if len(child) and local != "source":
+                    raise _StepAside(f"item {local} with child elements")
+            else:
+                raise _StepAside(f"item element {local!r}")
+        elif ns == DC:
+            if local == "title":
+                f.put("title", _text(child))
+            elif local == "creator":
+                f.put("author", _text(child))
+            elif local == "description":
+                f.put("description", _text(child))
+            elif local == "date":
+                f.put("updated", _date(child))
+            elif local not in ("subject", "rights", "publisher", "language", "contributor"):
+                raise _StepAside(f"item element dc:{local}")
+        elif ns == DCTERMS:
+            if local == "issued":
+                f.put("published", _date(child))
+            elif local == "modified":
+                f.put("updated", _date(child))
+            else:
+                raise _StepAside(f"item element dcterms:{local}")
+        elif ns == CONTENT and local == "encoded":
+            f.put("content", _text(child))
+        elif ns in (MEDIA, MEDIA[:-1]) and local in ("thumbnail", "content") and not len(child):
+            img = _image_of(child, local)
+            if img:
+                images.append(img)
+        else:
+            _foreign(ns, "item", local)
+    guid = f.get("guid")
+    link = f.get("link")
+    link = link.strip() or None if link is not None else None
+    if guid is not None and guid_el is not None and guid_el.get("isPermaLink") != "false":
+        # feedparser resolves a permalink guid against the feed's URL ("n1" becomes
+        # "https://host/n1") and lets it stand in for a missing link; do the same, or an
+        # item would change identity when its feed moves from one parser to the other.
+        guid = _resolve(base, guid.strip()) if guid.strip() else guid
+        if link is None and guid:
+            link = guid
+    if guid is None and item.tag == f"{{{RSS1}}}item":
+        guid = item.get(f"{{{RDF}}}about")  # feedparser uses rdf:about as RSS 1.0's id
     return _RawEntry(
-        guid=_text(entry.find(f"{a}id")),
-        link=_atom_link(entry),
-        title=_atom_text(entry.find(f"{a}title")),
-        summary=_atom_text(entry.find(f"{a}summary")),
-        content=_atom_text(content_el),
-        author=author,
-        image=image,
-        published=_date(entry.find(f"{a}published")),
-        updated=_date(entry.find(f"{a}updated")),
+        guid=guid,
+        link=link,
+        title=f.get("title"),
+        summary=f.get("description"),
+        content=f.get("content"),
+        author=f.get("author"),
+        image=images[0] if images else None,
+        published=f.get("published"),
+        updated=f.get("updated"),
     )
+
+
+def _atom_text(el: etree._Element) -> str:
+    kind = el.get("type", "text")
+    if kind not in ("text", "html", "text/plain", "text/html"):
+        raise _StepAside(f"atom content of type {kind!r}")
+    return _text(el)
+
+
+_HTML_TYPES = (None, "text/html", "application/xhtml+xml")
+_ATOM_ENTRY_IGNORE = frozenset({"category", "contributor", "rights", "source"})
+
+
+def _atom_link_into(f: _Fields, link: etree._Element, images: list[str]) -> None:
+    if not link.get("href") or len(link) or (link.text or "").strip():
+        raise _StepAside("atom link without href (feedparser reads its text)")
+    rel = link.get("rel", "alternate")
+    if rel == "alternate":
+        if link.get("type") not in _HTML_TYPES:
+            raise _StepAside(f"alternate link of type {link.get('type')!r}")
+        f.put("link", link.get("href") or "")
+    elif rel == "enclosure" and (link.get("type") or "").startswith("image/") and link.get("href"):
+        images.append(link.get("href"))
+
+
+def _atom_author(el: etree._Element) -> str | None:
+    name = email = None
+    for child in el:
+        ns, local = _split_tag(child.tag)
+        if ns == ATOM and local == "name":
+            name = _text(child).strip()
+        elif ns == ATOM and local == "email":
+            email = _text(child).strip()
+    if email and not name:
+        raise _StepAside("author with an email but no name")
+    # feedparser's author string: "Name (email)".
+    return f"{name} ({email})" if name and email else name
+
+
+def _atom_entry(entry: etree._Element, base: str) -> _RawEntry:
+    f = _Fields()
+    images: list[str] = []
+    for child in entry:
+        ns, local = _split_tag(child.tag)
+        if ns == ATOM:
+            if local in ("title", "summary"):
+                f.put(local, _atom_text(child))
+            elif local == "content":
+                if child.get("src"):
+                    raise _StepAside("atom content by reference (src=)")
+                f.put("content", _atom_text(child))
+            elif local == "id":
+                f.put("id", _text(child))
+            elif local == "link":
+                _atom_link_into(f, child, images)
+            elif local in ("published", "updated"):
+                f.put(local, _date(child))
+            elif local == "author":
+                f.put("author", _atom_author(child))
+            elif local not in _ATOM_ENTRY_IGNORE:
+                raise _StepAside(f"entry element {local!r}")
+        elif ns in (MEDIA, MEDIA[:-1]) and local in ("thumbnail", "content") and not len(child):
+            img = _image_of(child, local)
+            if img:
+                images.append(img)
+        else:
+            _foreign(ns, "entry", local)
+    guid = f.get("id")
+    link = f.get("link") or None
+    if guid is not None and guid.strip():
+        guid = _resolve(base, guid.strip())  # feedparser treats an Atom id like a guid
+        if link is None and guid:
+            link = guid
+    return _RawEntry(
+        guid=guid,
+        link=link,
+        title=f.get("title"),
+        summary=f.get("summary"),
+        content=f.get("content"),
+        author=f.get("author"),
+        image=images[0] if images else None,
+        published=f.get("published"),
+        updated=f.get("updated"),
+    )
+
+
+_RSS_CHANNEL_IGNORE = frozenset(
+    {
+        "description", "copyright", "managingEditor", "webMaster", "pubDate", "lastBuildDate",
+        "category", "generator", "docs", "cloud", "ttl", "image", "rating", "textInput",
+        "textinput", "skipHours", "skipDays", "item", "items",
+    }
+)  # fmt: skip
+
+
+def _rss_channel(channel: etree._Element) -> _Fields:
+    f = _Fields()
+    for child in channel:
+        ns, local = _split_tag(child.tag)
+        if ns in _RSS_NS:
+            if local in ("title", "link", "language"):
+                f.put(local, _text(child))
+            elif local not in _RSS_CHANNEL_IGNORE:
+                raise _StepAside(f"channel element {local!r}")
+        elif ns == DC and local in ("title", "language"):
+            f.put(local, _text(child))
+        elif ns == ATOM:
+            if local != "link" or child.get("rel") == "alternate":
+                raise _StepAside(f"atom:{local} in an RSS channel")
+        elif ns != DC:
+            _foreign(ns, "channel", local)
+    return f
+
+
+def _atom_feed(root: etree._Element) -> _Fields:
+    f = _Fields()
+    for child in root:
+        ns, local = _split_tag(child.tag)
+        if ns == ATOM:
+            if local == "title":
+                f.put("title", _atom_text(child))
+            elif local == "link":
+                _atom_link_into(f, child, [])
+            elif local == "id":
+                f.put("id", _text(child))
+        elif ns != DC:
+            _foreign(ns, "feed", local)
+    return f
 
 
 def _fast(body: bytes, url: str, summary_chars: int) -> ParsedFeed:
@@ -531,42 +719,45 @@ def _fast(body: bytes, url: str, summary_chars: int) -> ParsedFeed:
         root = etree.fromstring(body, parser=_xml_parser())
     except etree.XMLSyntaxError as exc:
         raise _StepAside(f"not well-formed: {exc}") from None
+    if any("itunes.com/dtds" in (u or "").lower() for u in root.nsmap.values()):
+        # feedparser reads iTunes feeds case-insensitively (<TiTlE>); podcasts are not ours.
+        raise _StepAside("iTunes namespace")
     tag = root.tag
-    raws: Iterable[_RawEntry]
+    raws: list[_RawEntry]
     if tag == "rss":
         channel = root.find("channel")
         if channel is None:
             raise _StepAside("rss without channel")
-        if channel.find(f"{{{ATOM}}}link[@rel='alternate']") is not None:
-            raise _StepAside("atom:link rel=alternate in an RSS channel")
-        title = _text(channel.find("title"))
-        link = _text(channel.find("link"))
-        language = _text(_first(channel, "language", f"{{{DC}}}language"))
+        f = _rss_channel(channel)
         items = channel.findall("item")
         if not items:
             items = root.findall("item")  # RSS 0.9x-style items beside the channel
-        raws = [_rss_entry(i, "", url) for i in items]
+        raws = [_rss_entry(i, url) for i in items]
+        lang = f.get("language") or channel.get(XML_LANG) or root.get(XML_LANG)
+        title, link = f.get("title"), f.get("link")
     elif tag == f"{{{RDF}}}RDF":
         channel = root.find(f"{{{RSS1}}}channel")
         if channel is None:
             raise _StepAside("RDF without an RSS 1.0 channel")
-        title = _text(channel.find(f"{{{RSS1}}}title"))
-        link = _text(channel.find(f"{{{RSS1}}}link"))
-        language = _text(channel.find(f"{{{DC}}}language"))
-        raws = [_rss_entry(i, f"{{{RSS1}}}", url) for i in root.iterfind(f"{{{RSS1}}}item")]
+        f = _rss_channel(channel)
+        raws = [_rss_entry(i, url) for i in root.iterfind(f"{{{RSS1}}}item")]
+        lang = f.get("language") or channel.get(XML_LANG) or root.get(XML_LANG)
+        title, link = f.get("title"), f.get("link")
     elif tag == f"{{{ATOM}}}feed":
-        title = _atom_text(root.find(f"{{{ATOM}}}title"))
-        link = _atom_link(root)
-        language = root.get(XML_LANG)
-        raws = [_atom_entry(e) for e in root.iterfind(f"{{{ATOM}}}entry")]
+        f = _atom_feed(root)
+        if root.find(f"{{{ATOM}}}item") is not None:
+            raise _StepAside("<item> in an Atom feed")
+        raws = [_atom_entry(e, url) for e in root.iterfind(f"{{{ATOM}}}entry")]
+        lang = root.get(XML_LANG)
+        title, link = f.get("title"), f.get("link")
+        if not link and f.get("id"):
+            link = _resolve(url, f["id"].strip())  # feedparser: the feed's id stands in
     else:
         raise _StepAside(f"root element {tag!r}")
-    raws = list(raws)
-    feed_link = clean_url(link.strip() if link else None, url)
     return ParsedFeed(
         title=_plain(title) or None,
-        link=feed_link,
-        language=collapse(language) if language and language.strip() else None,
+        link=clean_url(link.strip() if link else None, url),
+        language=collapse(lang) if lang and lang.strip() else None,
         entries=[_entry(r, base=url, summary_chars=summary_chars) for r in raws],
         problem=None,
         parser="fast",
