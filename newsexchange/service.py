@@ -224,8 +224,30 @@ def _step_imap(config: Config, db: Database, now: datetime, arg: str | None) -> 
     return _resolve("newsexchange.approval.notify", "poll_imap")(db, config, now=now)
 
 
+class StopRequested(Exception):
+    """Raised between two chunks of a send when the service is stopping."""
+
+
+# The stop flag of the Runner whose step runs in this thread (steps take plain arguments;
+# only the send step looks at it).
+_run_local = threading.local()
+
+
 def _step_send(config: Config, db: Database, now: datetime, arg: str | None) -> Any:
-    return _resolve("newsexchange.delivery.send", "run_send")(db, config, now=now)
+    """Dispatch approved digests. On a stop (SIGTERM) the send ends after the chunk in hand:
+    every message already handed to the server is marked sent (each chunk commits on its
+    own), and the deliveries claimed but not sent stay claimed by this process, which the
+    next start takes over at once (their claimer is dead) — nothing half-written, nobody
+    mailed twice."""
+    stopping: threading.Event | None = getattr(_run_local, "stopping", None)
+
+    def progress(done: int, total: int) -> None:
+        if stopping is not None and stopping.is_set() and done < total:
+            raise StopRequested(f"stopped after {done} of {total} deliveries")
+
+    return _resolve("newsexchange.delivery.send", "run_send")(
+        db, config, now=now, progress=progress
+    )
 
 
 def _step_alerts(config: Config, db: Database, now: datetime, arg: str | None) -> Any:
@@ -345,7 +367,7 @@ class RunOutcome:
     """What became of one attempt to run a job."""
 
     job: str
-    status: str  # ok | failed | skipped | unavailable
+    status: str  # ok | failed | skipped | unavailable | stopped
     seconds: float = 0.0
     summary: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -376,6 +398,8 @@ class Runner:
         self.owner = owner or make_owner()
         self.lock_ttl = lock_ttl if lock_ttl is not None else config.service.lock_ttl_seconds
         self._unavailable_logged: set[str] = set()
+        #: Set when the service stops: a send in progress ends after its current chunk.
+        self.stopping = threading.Event()
 
     def run(self, job_id: str, *, min_gap: float = 0.0) -> RunOutcome:
         """Run job ``job_id`` (``step`` or ``step:arg``) now, unless another process holds
@@ -397,8 +421,12 @@ class Runner:
                 s.flush()
                 run_id = run.id
             ok, summary, error, status = True, {}, None, "ok"
+            _run_local.stopping = self.stopping
             try:
                 summary = report_json(step.run(self.config, self.db, now, arg or None))
+            except StopRequested as exc:
+                status, summary = "stopped", {"stopped": str(exc)}
+                log.warning("job stopped for shutdown", extra={"job": job_id, "detail": str(exc)})
             except StepUnavailable as exc:
                 status, ok, error = "unavailable", False, str(exc)
             except Exception as exc:
@@ -420,7 +448,7 @@ class Runner:
                     .where(JobRun.id == run_id)
                     .values(finished_at=utcnow(), ok=ok, error=error, summary=summary)
                 )
-            if ok:
+            if status == "ok":
                 log.info(
                     "job done",
                     extra={"job": job_id, "seconds": round(seconds, 3), **_brief(summary)},
@@ -700,6 +728,7 @@ class Service:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        self.runner.stopping.set()
         with contextlib.suppress(Exception):
             self.scheduler.pause()
         log.info("service stopping: no new jobs")

@@ -2,8 +2,9 @@
 standing in for the internet — feeds over HTTP, a LibreTranslate-speaking translator, an SMTP
 server. Items are fetched and translated, a digest is built, the approval mail arrives, the
 editor approves through the link (GET the confirmation page, POST its form), journalists
-receive the digest; the service is killed (-9) in the middle of sending and restarted, and
-nobody receives it twice.
+receive the digest; the service is killed (-9) in the middle of sending and restarted, then
+stopped with SIGTERM in the middle of sending (exit 0) and started again — and nobody
+receives it twice.
 
 The digest is built by ``service.demo`` (the period in progress, right after the first fetch)
 instead of waiting for the schedule's 1st or 16th; the schedule itself is covered in
@@ -241,7 +242,17 @@ service:
         at_kill = len(_journalist_mail(smtp_server))
         assert at_kill < RECIPIENTS, "the kill came too late to be mid-send"
 
-        # … and restarted: the rest is delivered, nobody twice.
+        # … restarted, and stopped with SIGTERM while sending: it ends after the chunk in hand
+        # and exits 0 …
+        service.start()
+        _wait(lambda: len(_journalist_mail(smtp_server)) >= at_kill + 8, 30, "sending to resume")
+        stop_started = time.monotonic()
+        assert service.stop() == 0
+        stop_seconds = time.monotonic() - stop_started
+        at_term = len(_journalist_mail(smtp_server))
+        assert at_term < RECIPIENTS, "SIGTERM came too late to be mid-send"
+
+        # … and started once more: the rest is delivered, nobody twice.
         service.start()
         _wait(
             lambda: len(_journalist_mail(smtp_server)) == RECIPIENTS, 40, "every journalist's copy"
@@ -264,6 +275,7 @@ service:
         assert "Новости Йоэнсуу" in str(msgs[0]["Subject"])
     resent = sum(len(m) - 1 for m in mail.values())
     assert resent <= 1, f"{resent} copies were resent (at most one per SMTP connection)"
+    assert stop_seconds < 5, f"SIGTERM took {stop_seconds:.1f}s: the send did not stop promptly"
 
     cfg = load_config(cfg_path, env={"NEWSEXCHANGE_SECRET_KEY": "x"})
     db = Database(f"sqlite:///{tmp_path}/var/e2e.db", run_migrations=False)
