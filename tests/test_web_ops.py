@@ -35,13 +35,13 @@ sources:
 
 
 @contextmanager
-def served(config: Config, db: Database) -> Iterator[str]:
-    """The real app under uvicorn on a free loopback port; yields its base URL."""
+def served(config: Config, db: Database, port: int = 0) -> Iterator[str]:
+    """The real app under uvicorn on loopback (a free port unless given); yields its URL."""
     import uvicorn
 
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(config, db), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+            create_app(config, db), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
