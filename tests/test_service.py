@@ -370,3 +370,27 @@ def test_a_missing_step_is_reported_unavailable_not_fatal(
         assert _runs(db, job) == []
     finally:
         db.dispose()
+
+
+def test_a_busy_port_is_a_usage_error_before_any_job_runs(
+    write_config: Callable[..., Config],
+) -> None:
+    cfg = write_config(FAST)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = subprocess.run(
+            [NX, "serve", "--config", str(cfg.path), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "NEWSEXCHANGE_SECRET_KEY": "x" * 20},
+            timeout=60,
+        )
+    assert res.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in res.stderr
+    db = Database(database_url(cfg), run_migrations=False)
+    try:
+        assert _runs(db, "alerts") == [], "no job ran"
+    finally:
+        db.dispose()

@@ -7,11 +7,13 @@ import argparse
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 from newsexchange.commands import Context, add_common
+from newsexchange.errors import ConfigError
 
 log = logging.getLogger("newsexchange.serve")
 
@@ -113,8 +115,27 @@ class _Server:
 
         self.server = Server(config)
 
-    def run(self) -> None:
-        self.server.run()
+    def run(self, sock: socket.socket) -> None:
+        self.server.run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the web port *before* the scheduler starts, so a busy port is a clear usage error
+    (exit 2) instead of a service that schedules jobs and then fails to serve."""
+    try:
+        family, kind, proto, _canon, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (is another "
+            "`newsexchange serve` running? pass --port, or set service.port in feeds.yaml)"
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
 
 
 def serve(ctx: Context) -> int:
@@ -136,6 +157,7 @@ def serve(ctx: Context) -> int:
     host = ctx.args.host or cfg.service.host
     port = ctx.args.port or cfg.service.port
     db = ctx.db
+    sock = _listen(host, port)
     service = Service(cfg, db)
     stopping = threading.Event()
 
@@ -151,7 +173,7 @@ def serve(ctx: Context) -> int:
         extra={"url": f"http://{host}:{port}", "public_url": cfg.public_url, "pid": _pid()},
     )
     try:
-        _Server(create_app(cfg, db), host, port, on_signal).run()
+        _Server(create_app(cfg, db), host, port, on_signal).run(sock)
     finally:
         service.stop(wait=True)  # running steps finish; nothing is left half-written
     log.warning("stopped")
