@@ -189,13 +189,13 @@ ALLOWED_ATTRIBUTES: dict[str, set[str]] = {
     "th": {"colspan", "rowspan", "scope"},
     "ol": {"start"},
 }
-# Tags whose *content* goes too: code, styling, forms and embedded documents are never text
-# a reader should see.
+# Tags whose *content* goes too: code, styling, forms and media players are never text a
+# reader should see. (iframe/object/embed lose the element but keep their fallback text,
+# which is written for readers, as feedparser does.)
 DROP_CONTENT_TAGS: frozenset[str] = frozenset(
     {
-        "script", "style", "noscript", "template", "iframe", "frame", "frameset", "object",
-        "embed", "applet", "form", "select", "textarea", "button", "svg", "math", "title",
-        "head", "audio", "video", "canvas",
+        "script", "style", "noscript", "template", "frameset", "form", "select", "textarea",
+        "button", "svg", "math", "title", "head", "audio", "video", "canvas",
     }
 )  # fmt: skip
 
