@@ -123,6 +123,10 @@ def test_readyz_reports_overdue_jobs_when_the_scheduler_is_not_running_them(
         s.add(JobRun(job="fetch", started_at=utcnow(), finished_at=utcnow(), ok=True))
     with served(cfg, db) as url:
         r = httpx.get(f"{url}/readyz")
+        m = _metrics(url)
+    assert (
+        m[("newsexchange_job_next_run_timestamp_seconds", (("job", "send"),))] < time.time() - 3500
+    )
     assert r.status_code == 503
     body = r.json()
     assert body["checks"]["jobs"]["overdue"] == ["send"]
@@ -201,7 +205,15 @@ def test_metrics_read_what_the_database_holds(app_db: tuple[Config, Database]) -
                     created_at=now,
                 )
             )
-        s.add(JobRun(job="fetch", started_at=now - timedelta(seconds=3), finished_at=now, ok=True))
+        s.add(
+            JobRun(
+                job="fetch",
+                started_at=now - timedelta(seconds=3),
+                finished_at=now,
+                ok=True,
+                summary={"new_items": 7, "failed": 0},
+            )
+        )
         s.add(JobRun(job="fetch", started_at=now - timedelta(seconds=1), finished_at=now, ok=False))
     with served(cfg, db) as url:
         m = _metrics(url)
@@ -216,6 +228,7 @@ def test_metrics_read_what_the_database_holds(app_db: tuple[Config, Database]) -
     assert m[("newsexchange_job_runs_total", (("job", "fetch"), ("result", "ok")))] == 1
     assert m[("newsexchange_job_runs_total", (("job", "fetch"), ("result", "failed")))] == 1
     assert m[("newsexchange_job_duration_seconds_count", (("job", "fetch"),))] == 2
+    assert m[("newsexchange_fetch_new_items_total", ())] == 7
     assert m[("newsexchange_job_duration_seconds_sum", (("job", "fetch"),))] == pytest.approx(
         4, abs=0.01
     )

@@ -207,6 +207,21 @@ class DatabaseCollector(Collector):
             yield deliveries
 
             yield from self._jobs(s)
+        # Outside the session: on SQLite every transaction takes the write lock up front.
+        yield from self._schedule()
+
+    def _schedule(self) -> Iterator[Metric]:
+        from newsexchange.service import stored_jobs
+
+        nxt = GaugeMetricFamily(
+            "newsexchange_job_next_run_timestamp_seconds",
+            "When the scheduler will next run each stored job (Unix time)",
+            labels=["job"],
+        )
+        for job in stored_jobs(self.db):
+            if job["next_run_at"] is not None:
+                nxt.add_metric([job["id"]], job["next_run_at"].timestamp())
+        yield nxt
 
     def _jobs(self, s: Any) -> Iterator[Metric]:
         runs = CounterMetricFamily(
@@ -255,6 +270,20 @@ class DatabaseCollector(Collector):
         yield duration
         yield last_ok
         yield last_dur
+
+        # What the fetch runs brought in (their reports live in job_runs.summary).
+        fetched = CounterMetricFamily(
+            "newsexchange_fetch_new_items",
+            "New items stored by fetch runs (kept 30 days)",
+        )
+        total = 0
+        for summary in s.scalars(
+            select(JobRun.summary).where(JobRun.job == "fetch", JobRun.ok.is_(True))
+        ):
+            if isinstance(summary, dict) and isinstance(summary.get("new_items"), int):
+                total += summary["new_items"]
+        fetched.add_metric([], total)
+        yield fetched
 
 
 def routes(config: Config, db: Database) -> list[BaseRoute]:
