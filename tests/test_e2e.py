@@ -276,6 +276,12 @@ service:
     resent = sum(len(m) - 1 for m in mail.values())
     assert resent <= 1, f"{resent} copies were resent (at most one per SMTP connection)"
     assert stop_seconds < 5, f"SIGTERM took {stop_seconds:.1f}s: the send did not stop promptly"
+    # The service's log: one JSON object per line, no secret, no recipient address.
+    log = (tmp_path / "service.log").read_text(encoding="utf-8")
+    lines = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert any(e["event"] == "job done" and e.get("job") == "send" for e in lines)
+    assert "e2e-signing-key" not in log
+    assert "@media.example" not in log, "a recipient address reached the log"
 
     cfg = load_config(cfg_path, env={"NEWSEXCHANGE_SECRET_KEY": "x"})
     db = Database(f"sqlite:///{tmp_path}/var/e2e.db", run_migrations=False)
