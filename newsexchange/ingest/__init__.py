@@ -587,7 +587,10 @@ class _Writer:
         return [p.outcome for p in prepared if p.outcome is not None]
 
     def _store(self, prepared: list[_Prepared]) -> None:
-        index = self._story_index()
+        # The story index is loaded only once some source brought entries (an all-304
+        # refresh never needs it).
+        needs_index = any(p.feed is not None and p.feed.entries for p in prepared)
+        index = self._story_index() if needs_index else StoryIndex(self._similar)
         mark = index.mark()
         try:
             with self.db.session() as s:
@@ -691,12 +694,15 @@ class _Writer:
                     .where(Item.published_at >= since, Item.fingerprint.is_not(None))
                     .order_by(Item.id)
                 )
+                by_region: dict[str, list[StoryRef]] = {}
                 for row in s.execute(q):
                     fp = _fp_int(row.fingerprint)
                     if fp:
-                        index.add(
-                            row.region, StoryRef(row.id, row.source_id, fp, row.story_group_id)
+                        by_region.setdefault(row.region, []).append(
+                            StoryRef(row.id, row.source_id, fp, row.story_group_id)
                         )
+            for region, refs in by_region.items():
+                index.extend(region, refs)
             self._index = index
         return self._index
 

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import email.utils
 import random
+import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -124,31 +125,55 @@ class DefaultFetcher:
         self._sleep = sleep
         self._global = asyncio.Semaphore(options.concurrency)
         self._hosts: dict[str, asyncio.Semaphore] = {}
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                connect=options.connect_timeout,
-                read=options.read_timeout,
-                write=options.read_timeout,
-                pool=options.total_timeout,
-            ),
-            limits=httpx.Limits(
-                max_connections=options.concurrency,
-                max_keepalive_connections=options.concurrency,
-                keepalive_expiry=10.0,
-            ),
-            follow_redirects=True,
-            max_redirects=options.max_redirects,
-            headers={
-                "User-Agent": options.user_agent,
-                # We decode these ourselves (see _Decoder) so the inflated size is bounded.
-                "Accept-Encoding": "gzip, deflate, br",
-            },
-            transport=transport,
-            trust_env=False,  # a stray HTTP(S)_PROXY in a service's env must not reroute feeds
-        )
+        self._transport = transport
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._ssl: ssl.SSLContext | None = None
+
+    def _client_for(self, host: str) -> httpx.AsyncClient:
+        """One small client (connection pool) per host.
+
+        httpcore's pool scans every connection it holds on every request (with a
+        ``getpeername`` call per connection): one shared pool of 50 connections cost ~6 ms
+        of event-loop time per request, capping an unchanged refresh near 150 feeds/s. Per
+        host the pool holds at most ``per_host`` connections, which is also the politeness
+        bound. They share one SSL context (building one costs ~10 ms).
+        """
+        client = self._clients.get(host)
+        if client is None:
+            opts = self.options
+            if self._ssl is None:
+                import certifi
+
+                self._ssl = ssl.create_default_context(cafile=certifi.where())
+            client = self._clients[host] = httpx.AsyncClient(
+                timeout=httpx.Timeout(
+                    connect=opts.connect_timeout,
+                    read=opts.read_timeout,
+                    write=opts.read_timeout,
+                    pool=opts.total_timeout,
+                ),
+                limits=httpx.Limits(
+                    max_connections=opts.per_host,
+                    max_keepalive_connections=opts.per_host,
+                    keepalive_expiry=10.0,
+                ),
+                follow_redirects=True,
+                max_redirects=opts.max_redirects,
+                headers={
+                    "User-Agent": opts.user_agent,
+                    # Decoded here (see _Decoder) so the inflated size is bounded.
+                    "Accept-Encoding": "gzip, deflate, br",
+                },
+                verify=self._ssl,
+                transport=self._transport,
+                trust_env=False,  # a stray HTTP(S)_PROXY in a service's env must not reroute
+            )
+        return client
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
 
     async def fetch(
         self,
@@ -171,8 +196,7 @@ class DefaultFetcher:
 
     # -- HTTP ----------------------------------------------------------------------------------
 
-    def _host_slot(self, url: str) -> asyncio.Semaphore:
-        host = (urlsplit(url).hostname or "").lower()
+    def _host_slot(self, host: str) -> asyncio.Semaphore:
         sem = self._hosts.get(host)
         if sem is None:
             sem = self._hosts[host] = asyncio.Semaphore(self.options.per_host)
@@ -188,6 +212,7 @@ class DefaultFetcher:
         if last_modified:
             headers["If-Modified-Since"] = last_modified
         loop = asyncio.get_running_loop()
+        host = (urlsplit(url).hostname or "").lower()
         deadline: float | None = None
         attempt = 0
         while True:
@@ -195,12 +220,12 @@ class DefaultFetcher:
             error: FetchError
             # Host slot first, then the global one: a queue of sources on one busy host must
             # not sit on global slots that other hosts could use.
-            async with self._host_slot(url), self._global:
+            async with self._host_slot(host), self._global:
                 if deadline is None:
                     deadline = loop.time() + opts.total_timeout  # time in the queue is free
                 try:
                     async with asyncio.timeout_at(deadline):
-                        result = await self._attempt(url, headers)
+                        result = await self._attempt(self._client_for(host), url, headers)
                     return _with_attempts(result, attempt)
                 except TimeoutError:
                     raise FetchError(
@@ -219,10 +244,12 @@ class DefaultFetcher:
                 raise error
             await self._sleep(wait)
 
-    async def _attempt(self, url: str, headers: dict[str, str]) -> FetchResult:
+    async def _attempt(
+        self, client: httpx.AsyncClient, url: str, headers: dict[str, str]
+    ) -> FetchResult:
         opts = self.options
         try:
-            async with self._client.stream("GET", url, headers=headers) as resp:
+            async with client.stream("GET", url, headers=headers) as resp:
                 status = resp.status_code
                 final_url = str(resp.url)
                 permanent = bool(resp.history) and all(

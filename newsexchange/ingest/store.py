@@ -413,6 +413,24 @@ class StoryIndex:
             self._changed = []
         self._changed.append(ref)
 
+    def extend(self, region: str, refs: list[StoryRef]) -> None:
+        """Many at once (loading the index): one array build instead of one per item."""
+        if self._np is None or not refs:
+            for ref in refs:
+                self.add(region, ref)
+            return
+        np = self._np
+        mine = self._refs.setdefault(region, [])
+        old = self._arrays.get(region)
+        mine.extend(refs)
+        arr = np.zeros(max(64, 2 * len(mine)), dtype=np.uint64)
+        if old is not None:
+            arr[: len(mine) - len(refs)] = old[: len(mine) - len(refs)]
+        arr[len(mine) - len(refs) : len(mine)] = np.array(
+            [r.fingerprint for r in refs], dtype=np.uint64
+        )
+        self._arrays[region] = arr
+
     def add(self, region: str, ref: StoryRef) -> None:
         refs = self._refs.setdefault(region, [])
         refs.append(ref)
