@@ -205,3 +205,30 @@ def test_fast_date_parser_agrees_with_feedparsers_handlers() -> None:
         st = _parse_date(s)
         assert fast is not None, s
         assert fast == datetime(*st[:6], tzinfo=UTC), s
+
+
+def test_typical_russian_feed_with_yandex_extensions_takes_the_fast_path() -> None:
+    # yandex:full-text, turbo:content, <amplink>, <pdalink>: feedparser files them under
+    # names none of our fields read, so the fast path may skip them.
+    body = read("ru-yandex.xml")
+    feed = parse_feed(body, url="https://vesti.karelia.ru/rss/")
+    assert feed.parser == "fast"
+    first, second = feed.entries
+    assert first.link == "https://vesti.karelia.ru/news/2026/11/23/sneg/"
+    assert first.author == "Анна Иванова"
+    assert first.image_url == "https://vesti.karelia.ru/img/sneg.jpg"
+    assert first.summary_text == "Снегопад начался ночью, к утру на дорогах образовались заторы."
+    assert second.image_url == "https://vesti.karelia.ru/img/meteor.jpg"
+    ref = parsers()["feedparser"](body, url="https://vesti.karelia.ru/rss/")
+    assert feed.entries == ref.entries and feed.title == ref.title == "ГТРК «Карелия»: новости"
+
+
+def test_unknown_element_with_children_makes_the_fast_path_step_aside() -> None:
+    # feedparser's handlers ignore nesting: this nested <title> becomes the item's title.
+    body = (
+        b"<rss version='2.0'><channel><title>T</title><item><link>http://a.fi/1</link>"
+        b"<related><title>Nested</title></related></item></channel></rss>"
+    )
+    feed = parse_feed(body, url="http://a.fi/rss")
+    assert feed.parser == "feedparser"
+    assert feed.entries[0].title == "Nested"

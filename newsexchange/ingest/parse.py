@@ -404,45 +404,49 @@ def _resolve(base: str, uri: str) -> str:
         return ""
 
 
-# Namespaces feedparser knows but whose elements never touch the fields we read (it files
-# them under names like "wfw_commentrss"); elements in them are skipped. Every *other*
-# namespace feedparser knows (itunes, media, dc, xhtml …) may feed a title, summary, date or
-# link through one of its many mappings, so an element from one we don't handle ourselves
-# makes the fast path step aside. Namespaces feedparser does not know are skipped.
-_IGNORABLE_NS = frozenset(
+# Which elements the fast path may skip is decided the way feedparser itself dispatches:
+# it calls ``_start_<prefix>_<name>`` when it has such a handler and otherwise files the
+# element under its name, where none of the fields we read can see it. So an element
+# without a feedparser handler is skipped; one with a handler we don't mirror makes the
+# fast path step aside, unless it is listed here as touching none of our fields. Skipped
+# elements must have no child elements (feedparser's handlers ignore nesting: a <title>
+# inside an unknown element can become the item's title), except in the namespaces below.
+_HARMLESS_NS_PREFIXES = frozenset(
     {
-        "http://wellformedweb.org/commentapi/",
-        "http://purl.org/rss/1.0/modules/slash/",
-        "http://purl.org/rss/1.0/modules/syndication/",
-        "http://www.georss.org/georss",
-        "http://www.w3.org/2003/01/geo/wgs84_pos#",
-        "http://www.opengis.net/gml",
-        "http://rssnamespace.org/feedburner/ext/1.0",
-        "http://madskills.com/public/xml/rss/module/trackback/",
-        "http://madskills.com/public/xml/rss/module/pingback/",
-        "http://webns.net/mvcb/",
-        "http://creativecommons.org/ns#license",
-        "http://web.resource.org/cc/",
-        "http://cyber.law.harvard.edu/rss/creativecommonsrssmodule.html",
-        "http://backend.userland.com/creativecommonsrssmodule",
-        "http://purl.org/rss/1.0/modules/taxonomy/",
-        "http://purl.org/rss/1.0/modules/threading/",
-        "http://purl.org/rss/1.0/modules/aggregation/",
-        "http://purl.org/rss/1.0/modules/annotate/",
-        "http://backend.userland.com/blogchannelmodule",
-        "http://postneo.com/icbm/",
+        "wfw", "slash", "sy", "georss", "gml", "geo", "feedburner", "trackback", "pingback",
+        "admin", "cc", "creativeCommons", "taxo", "thr", "ag", "annotate", "blogChannel",
+        "icbm", "rdf", "rdfs", "foaf", "l", "ref", "reqv", "search", "ss", "str", "sub",
+        "co", "cp", "email", "ev", "fm", "image", "prism", "soap", "szf", "ti", "wiki",
+        "xlink", "audio",
     }
-)
-_known_ns: frozenset[str] | None = None
+)  # fmt: skip
+_HARMLESS_HANDLED = frozenset(
+    {
+        "category", "comments", "source", "keywords", "tags", "rights", "copyright",
+        "expirationdate", "created", "dc_subject", "dc_rights", "dc_publisher", "dc_language",
+        "dc_contributor", "dcterms_created", "dcterms_valid", "media_keywords",
+        "media_rating", "media_category", "media_credit", "media_license",
+        "media_restriction", "media_player", "cc_license", "creativeCommons_license",
+        "creativecommons_license", "psc_chapters", "psc_chapter", "contributor",
+    }
+)  # fmt: skip
+_fp: tuple[dict[str, str], frozenset[str]] | None = None
 
 
-def _feedparser_ns() -> frozenset[str]:
-    global _known_ns
-    if _known_ns is None:
+def _feedparser_tables() -> tuple[dict[str, str], frozenset[str]]:
+    """feedparser's namespace → prefix map and the element names it has handlers for."""
+    global _fp
+    if _fp is None:
         from feedparser.mixin import _FeedParserMixin
 
-        _known_ns = frozenset(u.lower() for u in _FeedParserMixin.namespaces)
-    return _known_ns
+        prefixes = {uri.lower(): prefix for uri, prefix in _FeedParserMixin.namespaces.items()}
+        handled = frozenset(
+            name.split("_", 2)[2]  # "_start_dc_title" -> "dc_title"
+            for name in dir(_FeedParserMixin)
+            if name.startswith(("_start_", "_end_"))
+        )
+        _fp = (prefixes, handled)
+    return _fp
 
 
 def _split_tag(tag: str) -> tuple[str, str]:
@@ -452,12 +456,19 @@ def _split_tag(tag: str) -> tuple[str, str]:
     return "", tag
 
 
-def _foreign(ns: str, where: str, local: str) -> None:
-    """An element from a namespace we don't handle: skip it, or step aside (see above)."""
-    low = ns.lower()
-    if low in _IGNORABLE_NS or low not in _feedparser_ns():
+def _skip(el: etree._Element, ns: str, local: str, where: str) -> None:
+    """An element the fast path does not read: skip it, or step aside (see above)."""
+    prefixes, handled = _feedparser_tables()
+    prefix = prefixes.get(ns.lower())
+    if prefix is None:  # a namespace feedparser doesn't know: it uses the document's prefix
+        prefix = el.prefix or ""
+    if prefix in _HARMLESS_NS_PREFIXES:
         return
-    raise _StepAside(f"{where}: element {local!r} in namespace {ns!r}")
+    if len(el):
+        raise _StepAside(f"{where}: skipped element {local!r} has child elements")
+    name = f"{prefix}_{local.lower()}" if prefix else local.lower()
+    if name in handled and name not in _HARMLESS_HANDLED:
+        raise _StepAside(f"{where}: element {name!r} means something to feedparser")
 
 
 def _text(el: etree._Element) -> str:
@@ -502,7 +513,6 @@ class _Fields(dict[str, Any]):
         self[key] = value
 
 
-_RSS_ITEM_IGNORE = frozenset({"category", "comments", "source"})
 _RSS_NS = ("", RSS1)
 
 
@@ -524,11 +534,8 @@ def _rss_entry(item: etree._Element, base: str) -> _RawEntry:
                 img = _image_of(child, "enclosure")
                 if img:
                     images.append(img)
-            elif local in _RSS_ITEM_IGNORE:
-                if len(child) and local != "source":
-                    raise _StepAside(f"item {local} with child elements")
             else:
-                raise _StepAside(f"item element {local!r}")
+                _skip(child, ns, local, "item")
         elif ns == DC:
             if local == "title":
                 f.put("title", _text(child))
@@ -538,15 +545,15 @@ def _rss_entry(item: etree._Element, base: str) -> _RawEntry:
                 f.put("description", _text(child))
             elif local == "date":
                 f.put("updated", _date(child))
-            elif local not in ("subject", "rights", "publisher", "language", "contributor"):
-                raise _StepAside(f"item element dc:{local}")
+            else:
+                _skip(child, ns, local, "item")
         elif ns == DCTERMS:
             if local == "issued":
                 f.put("published", _date(child))
             elif local == "modified":
                 f.put("updated", _date(child))
             else:
-                raise _StepAside(f"item element dcterms:{local}")
+                _skip(child, ns, local, "item")
         elif ns == CONTENT and local == "encoded":
             f.put("content", _text(child))
         elif ns in (MEDIA, MEDIA[:-1]) and local in ("thumbnail", "content") and not len(child):
@@ -554,7 +561,7 @@ def _rss_entry(item: etree._Element, base: str) -> _RawEntry:
             if img:
                 images.append(img)
         else:
-            _foreign(ns, "item", local)
+            _skip(child, ns, local, "item")
     guid = f.get("guid")
     link = f.get("link")
     link = link.strip() or None if link is not None else None
@@ -588,7 +595,6 @@ def _atom_text(el: etree._Element) -> str:
 
 
 _HTML_TYPES = (None, "text/html", "application/xhtml+xml")
-_ATOM_ENTRY_IGNORE = frozenset({"category", "contributor", "rights", "source"})
 
 
 def _atom_link_into(f: _Fields, link: etree._Element, images: list[str]) -> None:
@@ -637,14 +643,16 @@ def _atom_entry(entry: etree._Element, base: str) -> _RawEntry:
                 f.put(local, _date(child))
             elif local == "author":
                 f.put("author", _atom_author(child))
-            elif local not in _ATOM_ENTRY_IGNORE:
-                raise _StepAside(f"entry element {local!r}")
+            elif local in ("source", "contributor"):
+                pass  # feedparser reads these in their own context; none of our fields
+            else:
+                _skip(child, ns, local, "entry")
         elif ns in (MEDIA, MEDIA[:-1]) and local in ("thumbnail", "content") and not len(child):
             img = _image_of(child, local)
             if img:
                 images.append(img)
         else:
-            _foreign(ns, "entry", local)
+            _skip(child, ns, local, "entry")
     guid = f.get("id")
     link = f.get("link") or None
     if guid is not None and guid.strip():
@@ -681,14 +689,14 @@ def _rss_channel(channel: etree._Element) -> _Fields:
             if local in ("title", "link", "language"):
                 f.put(local, _text(child))
             elif local not in _RSS_CHANNEL_IGNORE:
-                raise _StepAside(f"channel element {local!r}")
+                _skip(child, ns, local, "channel")
         elif ns == DC and local in ("title", "language"):
             f.put(local, _text(child))
         elif ns == ATOM:
             if local != "link" or child.get("rel") == "alternate":
                 raise _StepAside(f"atom:{local} in an RSS channel")
         elif ns != DC:
-            _foreign(ns, "channel", local)
+            _skip(child, ns, local, "channel")
     return f
 
 
@@ -704,7 +712,7 @@ def _atom_feed(root: etree._Element) -> _Fields:
             elif local == "id":
                 f.put("id", _text(child))
         elif ns != DC:
-            _foreign(ns, "feed", local)
+            _skip(child, ns, local, "feed")
     return f
 
 
