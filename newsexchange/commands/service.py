@@ -37,9 +37,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def run_once(ctx: Context) -> int:
-    from newsexchange.service import RUN_ONCE_ORDER, Runner, prepare_demo
+    from newsexchange.service import RUN_ONCE_ORDER, Runner, install_secret_redaction, prepare_demo
 
     cfg = ctx.config
+    install_secret_redaction(cfg)
     runner = Runner(cfg, ctx.db)
     if cfg.service.demo:
         prepare_demo(cfg, ctx.db, now=ctx.now())
