@@ -454,3 +454,45 @@ def test_cli_approvals_run_json(cfg: Config, db: Database) -> None:
     code, out = run_cli(cfg, "approvals", "run", "--json")
     assert code == 0, out
     assert json.loads(out)["requested"] == [digest_id]
+
+
+def test_two_editors_approving_at_the_same_moment_approve_the_digest(
+    write_config: Callable[..., Config], db_for: Callable[[Config], Database], any_db_url: str
+) -> None:
+    """Each sees the other's approval: the digest row is locked while deciding."""
+    import threading
+
+    cfg = approval_config(write_config, required=2, env={"NEWSEXCHANGE_DATABASE_URL": any_db_url})
+    db = db_for(cfg)
+    digest_id = make_digest(db)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def approve(editor: str) -> None:
+        try:
+            barrier.wait(timeout=10)  # before the transactions: SQLite serializes writers
+            with db.session() as s:
+                d = s.get(Digest, digest_id)
+                assert d is not None
+                decide(
+                    s,
+                    cfg,
+                    d,
+                    editor=editor,
+                    decision="approve",
+                    channel="web",
+                    address=None,
+                    now=NOW,
+                )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=approve, args=(e,)) for e in (ANNA, BORIS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert state_of(db, digest_id) == "approved"
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Delivery)) == 3

@@ -7,6 +7,7 @@ scanner, a POST without the CSRF value, the inbound webhook without its secret."
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from email.message import EmailMessage
@@ -63,12 +64,13 @@ def site_factory(
 ) -> Iterator[Callable[..., Site]]:
     servers: list[WebServer] = []
 
-    def make(**kw: object) -> Site:
+    def make(db_url: str | None = None, **kw: object) -> Site:
         port = free_port()
+        env = {**SECRET_ENV, **({"NEWSEXCHANGE_DATABASE_URL": db_url} if db_url else {})}
         cfg = approval_config(
             write_config,
             public_url=f"http://127.0.0.1:{port}",
-            env=SECRET_ENV,
+            env=env,
             **kw,  # type: ignore[arg-type]
         )
         db = db_for(cfg)
@@ -332,4 +334,28 @@ def test_inbound_webhook_refuses_without_or_with_wrong_secret(site: Site) -> Non
     assert state_of(site.db, digest_id) == "awaiting_approval"
     ok = site.http.post("/inbound/sendgrid", files=files, auth=("sendgrid", "s3cret-inbound"))
     assert ok.status_code == 200 and ok.json()["status"] == "acted"
+    assert state_of(site.db, digest_id) == "approved"
+
+
+def test_two_clicks_racing_act_once(site_factory: Callable[..., Site], any_db_url: str) -> None:
+    site = site_factory(db_url=any_db_url)
+    digest_id = make_digest(site.db, contacts=2)
+    link = links_in(site.request(digest_id)[ANNA])["Approve"]
+    page = site.http.get(link)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    barrier = threading.Barrier(4)
+    statuses: list[int] = []
+
+    def click() -> None:
+        with httpx.Client(timeout=30) as c:
+            barrier.wait()
+            statuses.append(c.post(link, data={"csrf": csrf}).status_code)
+
+    threads = [threading.Thread(target=click) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200, 409, 409, 409]
+    assert counts(site.db) == (1, 1, 2)
     assert state_of(site.db, digest_id) == "approved"

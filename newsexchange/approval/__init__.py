@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from newsexchange.approval.audit import audit, audit_entries
 from newsexchange.approval.decide import DecisionResult, apply_edit, decide
+from newsexchange.approval.inbound import poll_imap, process_inbound
 from newsexchange.approval.notify import (
     ApprovalRunReport,
     request_approval,
@@ -28,6 +29,8 @@ __all__ = [
     "audit",
     "audit_entries",
     "decide",
+    "poll_imap",
+    "process_inbound",
     "request_approval",
     "run_approvals",
     "send_requests",

@@ -84,6 +84,13 @@ def is_editor(config: Config, digest: Digest, address: str) -> bool:
     return address.strip().lower() in exchange.editors
 
 
+def lock_digest(session: Session, digest: Digest) -> None:
+    """Take the digest's row lock and re-read it, so two editors deciding at the same moment
+    each see the other's approval (PostgreSQL: SELECT … FOR UPDATE; SQLite's write
+    transactions are serialized already by BEGIN IMMEDIATE)."""
+    session.refresh(digest, with_for_update=True)
+
+
 def latest_decisions(session: Session, digest: Digest) -> dict[str, str]:
     """Each editor's latest decision on the digest's *current* version."""
     rows = session.scalars(
@@ -114,6 +121,7 @@ def decide(
     now: datetime,
 ) -> DecisionResult:
     """Record one editor's decision; approve the digest when enough editors have."""
+    lock_digest(session, digest)
     exchange = config.exchange(digest.exchange_id)
     editor = editor.strip().lower()
     if decision not in DECISIONS:
@@ -263,6 +271,7 @@ def apply_edit(
     """
     from newsexchange.digest import edit_digest
 
+    lock_digest(session, digest)
     exchange = config.exchange(digest.exchange_id)
     editor = editor.strip().lower()
     if editor not in exchange.editors:

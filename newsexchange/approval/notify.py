@@ -38,6 +38,7 @@ from newsexchange.approval.audit import audit
 from newsexchange.approval.decide import latest_decisions
 from newsexchange.approval.inbound import (
     plus_address,
+    poll_imap,  # re-exported: the service resolves its steps in this module
     reply_address_parts,
     request_message_id,
     subject_tag,
@@ -458,6 +459,7 @@ __all__ = [
     "build_request",
     "editor_links",
     "notify_operators",
+    "poll_imap",
     "request_approval",
     "run_approvals",
     "send_acknowledgement",

@@ -27,6 +27,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -183,9 +184,17 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                     now=now,
                 )
                 view = view_of(session, digest)
-                return _page("web/approval_done.html", result=result, **view)
+                page = _page("web/approval_done.html", result=result, **view)
+            return page
         except (TokenError, ApprovalError) as exc:
             return _error(exc)
+        except IntegrityError:
+            # Two clicks racing: the used_tokens primary key let exactly one of them act.
+            return _error(
+                TokenError(
+                    "used", "This link has already been used; nothing was changed.", status=409
+                )
+            )
 
     async def approve_get(request: Request) -> Response:
         token = request.path_params["token"]
@@ -404,7 +413,8 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
         refused = inbound_auth(request)
         if refused is not None:
             return refused
-        form = await request.form(max_files=50, max_fields=100)
+        # SendGrid posts messages up to 30 MB; Starlette's default part limit is 1 MB.
+        form = await request.form(max_files=100, max_fields=200, max_part_size=40 * 1024 * 1024)
         data = {k: str(v) for k, v in form.items() if isinstance(v, str)}
         msg = from_sendgrid(data)
         result = await run_in_threadpool(
