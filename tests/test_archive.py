@@ -108,7 +108,7 @@ def test_archive_lists_sent_digests_and_view_online_shows_only_approved_ones(
         assert states[sent] == "sent", states
 
         with served(cfg, db) as url:
-            index = httpx.get(f"{url}/archive")
+            index = httpx.get(f"{url}/", follow_redirects=True)
             page = httpx.get(f"{url}/archive/fi-to-ru")
             view_sent = httpx.get(f"{url}/digests/{sent}")
             view_approved = httpx.get(f"{url}/digests/{approved}")
@@ -117,6 +117,7 @@ def test_archive_lists_sent_digests_and_view_online_shows_only_approved_ones(
             unknown = httpx.get(f"{url}/archive/no-such-exchange")
 
         assert index.status_code == 200
+        assert index.url.path == "/archive"
         assert "Новости Йоэнсуу" in index.text
         assert f'href="/digests/{sent}"' in index.text
         # only sent digests are listed

@@ -1,6 +1,6 @@
 """The public archive: sent digests per exchange and language, "view online", Atom feeds.
 
-- ``GET /archive`` — every exchange with its sent digests, newest first.
+- ``GET /archive`` — every exchange with its sent digests, newest first (``/`` leads here).
 - ``GET /archive/{exchange}`` — one exchange's sent digests.
 - ``GET /archive/{exchange}/atom.xml`` — the same as an Atom feed (feedgen), so any newsroom
   can follow the exchange in a feed reader.
@@ -25,7 +25,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import select
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from newsexchange.config import Config, ExchangeSettings
@@ -223,7 +223,12 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
             headers={**PAGE_HEADERS, "content-security-policy": VIEW_CSP},
         )
 
+    def home(_request: Request) -> Response:
+        # The public face of the exchange is its archive.
+        return RedirectResponse("/archive", status_code=307)
+
     return [
+        Route("/", home, methods=["GET", "HEAD"]),
         Route("/archive", archive_index, methods=["GET", "HEAD"]),
         Route("/archive/{exchange}", archive_exchange, methods=["GET", "HEAD"]),
         Route("/archive/{exchange}/atom.xml", archive_atom, methods=["GET", "HEAD"]),
