@@ -388,6 +388,24 @@ def test_run_approvals_requests_reminds_then_holds_and_tells_operators(
     assert actions == ["approval_requested", "approve", "reminder_sent", "deadline_held"]
 
 
+def test_run_approvals_asks_again_when_a_rebuild_changed_the_version(
+    cfg: Config, db: Database
+) -> None:
+    digest_id = make_digest(db)
+    run_approvals(db, cfg, now=NOW)
+    clear_outbox(cfg)
+    with db.session() as s:
+        d = s.get(Digest, digest_id)
+        assert d is not None
+        d.version += 1  # what a rebuild does when a translation finished meanwhile
+    report = run_approvals(db, cfg, now=NOW + timedelta(hours=1))
+    assert report.requested == [digest_id]
+    mails = outbox_messages(cfg)
+    assert len(mails) == 2 and all(m["Subject"].startswith("Changed") for m in mails)
+    assert all(".v2@" in str(m["Reply-To"]) for m in mails)
+    assert run_approvals(db, cfg, now=NOW + timedelta(hours=2)).requested == []
+
+
 # -- console --------------------------------------------------------------------------------
 
 

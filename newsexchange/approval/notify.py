@@ -45,7 +45,7 @@ from newsexchange.approval.inbound import (
 )
 from newsexchange.approval.tokens import OPEN_STATES, Action, make_action_token
 from newsexchange.config import Config
-from newsexchange.db import Database, Digest
+from newsexchange.db import AuditEntry, Database, Digest
 from newsexchange.errors import ApprovalError, DeliveryError
 
 log = logging.getLogger(__name__)
@@ -394,6 +394,12 @@ def _run_one(
         send_requests(session, config, digest, now=now, kind="request")
         report.requested.append(digest.id)
         return
+    if last_requested_version(session, digest) not in (None, digest.version):
+        # Rebuilt since the editors were asked (a translation finished, new items): the
+        # approvals they give must name this version, so they get this version to approve.
+        send_requests(session, config, digest, now=now, kind="changed")
+        report.requested.append(digest.id)
+        return
     asked = digest.approval_requested_at
     if now >= asked + timedelta(hours=settings.deadline_hours):
         _deadline(session, config, digest, now=now, report=report)
@@ -406,6 +412,23 @@ def _run_one(
             report.reminded.append(digest.id)
         else:
             digest.reminder_sent_at = now  # everyone answered; nothing to remind
+
+
+def last_requested_version(session: Session, digest: Digest) -> int | None:
+    """The digest version the editors were last asked to approve (from the audit log)."""
+    rows = session.scalars(
+        select(AuditEntry)
+        .where(
+            AuditEntry.digest_id == digest.id,
+            AuditEntry.action.in_(("approval_requested", "approval_requested_again")),
+        )
+        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+        .limit(1)
+    ).all()
+    if not rows:
+        return None
+    version = (rows[0].detail or {}).get("version")
+    return int(version) if isinstance(version, int) else None
 
 
 def _deadline(
