@@ -432,6 +432,14 @@ class Runner:
             except Exception as exc:
                 status, ok, error = "failed", False, f"{type(exc).__name__}: {exc}"
                 log.error("job failed", extra={"job": job_id, "error": error}, exc_info=True)
+            except BaseException as exc:  # Ctrl-C in run-once: close the record, then go
+                with contextlib.suppress(Exception), self.db.session() as s:
+                    s.execute(
+                        update(JobRun)
+                        .where(JobRun.id == run_id)
+                        .values(finished_at=utcnow(), ok=False, error=type(exc).__name__)
+                    )
+                raise
             seconds = time.monotonic() - started
             if status == "unavailable":
                 # Not a failure of the service: a part not installed (yet). Say so once and
