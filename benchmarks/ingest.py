@@ -131,7 +131,7 @@ def _vocabulary(syllables: list[str], common: list[str], seed: int) -> list[str]
     """Several thousand made-up words, so generated stories are distinct (a small real
     vocabulary makes every random story look alike to the near-duplicate detector)."""
     rng = random.Random(seed)
-    words = {"".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))) for _ in range(6000)}
+    words = {"".join(rng.choice(syllables) for _ in range(rng.randint(3, 5))) for _ in range(6000)}
     return common + sorted(words)
 
 

@@ -136,7 +136,7 @@ def items(ctx: Context) -> int:
             q = q.where(Item.region == ctx.args.region)
         rows = list(s.scalars(q))
         names = {src.id: src.display_name for src in cfg.sources}
-        titles = dict(s.execute(select(Source.id, Source.title)).tuples().all())
+        titles = {row.id: row.title for row in s.execute(select(Source.id, Source.title))}
         out = [_item_json(it) for it in rows]
     data = {"ok": True, "count": len(out), "items": out}
     tz = cfg.tz
