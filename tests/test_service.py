@@ -394,3 +394,44 @@ def test_a_busy_port_is_a_usage_error_before_any_job_runs(
         assert _runs(db, "alerts") == [], "no job ran"
     finally:
         db.dispose()
+
+
+def test_two_service_processes_on_postgresql_share_the_work_without_doubles(
+    pg_server_url: Callable[[], str], write_config: Callable[..., Config]
+) -> None:
+    """The production shape: two `newsexchange serve` processes on one PostgreSQL."""
+    url = pg_server_url()
+    cfg = write_config(FAST, env={"NEWSEXCHANGE_DATABASE_URL": url})
+    env = {**os.environ, "NEWSEXCHANGE_SECRET_KEY": "x" * 20, "NEWSEXCHANGE_DATABASE_URL": url}
+    Database(url).dispose()  # migrate once, as a deploy step would
+    ports = [_free_port(), _free_port()]
+    procs = [
+        subprocess.Popen(
+            [NX, "serve", "--config", str(cfg.path), "--port", str(p)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for p in ports
+    ]
+    try:
+        for p in ports:
+            assert _wait(lambda p=p: _healthy(p), timeout=30)
+        time.sleep(3)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(timeout=30) for proc in procs]
+    assert codes == [0, 0]
+    db = Database(url, run_migrations=False)
+    try:
+        runs = _runs(db, "alerts")
+        with db.session() as s:
+            leftover = list(s.scalars(select(Lock.name)))
+    finally:
+        db.dispose()
+    assert len(runs) >= 2
+    for a, b in itertools.pairwise(runs):
+        assert a.finished_at is not None and b.started_at >= a.finished_at, "runs overlapped"
+        assert (b.started_at - a.started_at).total_seconds() >= 0.6, "one slot ran twice"
+    assert leftover == [], "every lease was released at the stop"

@@ -7,15 +7,17 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import os
+import logging
 import shutil
-import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import yaml
 
+from newsexchange.cli import main
+
 REPO = Path(__file__).resolve().parent.parent
-NX = str(REPO / ".venv" / "bin" / "newsexchange")
 
 
 def _demo_copy(tmp_path: Path) -> Path:
@@ -36,23 +38,28 @@ def _demo_copy(tmp_path: Path) -> Path:
     return cfg
 
 
-def _nx(cfg: Path, *args: str) -> dict:  # type: ignore[type-arg]
-    env = {**os.environ, "NEWSEXCHANGE_SECRET_KEY": "demo-test-key"}
-    env.pop("NEWSEXCHANGE_DATABASE_URL", None)
-    res = subprocess.run(
-        [NX, *args, "--json", "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=cfg.parent,
-    )
-    assert res.stdout, res.stderr[-2000:]
-    return json.loads(res.stdout)  # type: ignore[no-any-return]
+@pytest.fixture(autouse=True)
+def _keep_logging() -> Iterator[None]:
+    """The CLI sets up logging (handlers on stderr); put things back for the other tests."""
+    root = logging.getLogger("newsexchange")
+    saved = (list(root.handlers), root.level, root.propagate)
+    yield
+    root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
 
 
-def test_offline_demo_runs_the_whole_cycle_into_the_outbox(tmp_path: Path) -> None:
+def test_offline_demo_runs_the_whole_cycle_into_the_outbox(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEWSEXCHANGE_SECRET_KEY", "demo-test-key")
+    monkeypatch.delenv("NEWSEXCHANGE_DATABASE_URL", raising=False)
     cfg = _demo_copy(tmp_path)
+
+    def _nx(cfg: Path, *args: str) -> dict:  # type: ignore[type-arg]
+        """The CLI, in process (the same entry point as the console script)."""
+        main([*args, "--json", "--config", str(cfg)])
+        out = capsys.readouterr().out
+        return json.loads(out)  # type: ignore[no-any-return]
+
     outbox = tmp_path / "var" / "outbox"
 
     first = _nx(cfg, "run-once")
