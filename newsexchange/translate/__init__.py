@@ -83,6 +83,8 @@ class TranslateReport:
     translations_done: int = 0
     originals: int = 0
     cache_hits: int = 0
+    fields_from_memory: int = 0
+    segments_from_memory: int = 0
     segments_sent: int = 0
     characters_sent: dict[str, int] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
@@ -104,6 +106,8 @@ class TranslateReport:
             "translations_done": self.translations_done,
             "originals": self.originals,
             "cache_hits": self.cache_hits,
+            "fields_from_memory": self.fields_from_memory,
+            "segments_from_memory": self.segments_from_memory,
             "segments_sent": self.segments_sent,
             "characters_sent": dict(sorted(self.characters_sent.items())),
             "requests": dict(sorted(self.requests.items())),
@@ -494,6 +498,7 @@ def _translate_jobs(
             if hit:
                 f.result, f.origin = hit[0], _memory_origin(hit[1])
                 report.cache_hits += 1
+                report.fields_from_memory += 1
         # 2b. sentences of the fields still missing
         missing = [f for f in fields if f.result is None]
         cores: dict[str, str] = {}
@@ -510,6 +515,7 @@ def _translate_jobs(
                 if hit:
                     translated[norm] = (hit[0], _memory_origin(hit[1]))
                     report.cache_hits += 1
+                    report.segments_from_memory += 1
         # 3. the providers, each distinct sentence once, glossary terms protected
         to_send = [(n, c) for n, c in cores.items() if n not in translated]
         failures: dict[str, ProviderError] = {}

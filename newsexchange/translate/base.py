@@ -143,7 +143,9 @@ def normalize(text: str) -> str:
 
     Case and punctuation are kept: "Joensuu." and "joensuu" may translate differently.
     """
-    return _WS.sub(" ", unicodedata.normalize("NFC", text)).strip()
+    if not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
+    return _WS.sub(" ", text).strip()
 
 
 # A sentence ends at . ! ? … (with closing quotes/brackets) followed by space and something

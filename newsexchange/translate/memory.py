@@ -15,6 +15,7 @@ import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from newsexchange.translate.plan import source_language, text_hash
 EDITOR = "editor"
 
 
+@lru_cache(maxsize=65536)
 def key_of(text: str) -> str:
     """The memory key of a text: SHA-256 of its normalized form."""
     return hashlib.sha256(normalize(text).encode("utf-8")).hexdigest()
@@ -80,20 +82,21 @@ def _insert(session: Session, rows: list[dict[str, Any]], *, overwrite: bool) ->
         from sqlalchemy.dialects import postgresql, sqlite
 
         insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
-        for i in range(0, len(rows), 500):
-            stmt = insert(TranslationMemory).values(rows[i : i + 500])
-            if overwrite:
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=index,
-                    set_={
-                        "target_text": stmt.excluded.target_text,
-                        "origin": stmt.excluded.origin,
-                        "updated_at": stmt.excluded.updated_at,
-                    },
-                )
-            else:
-                stmt = stmt.on_conflict_do_nothing(index_elements=index)
-            session.execute(stmt)
+        # One statement executed with many parameter sets ("insertmanyvalues"): compiled once
+        # and cached, where a VALUES list of 500 rows was compiled afresh every time.
+        stmt = insert(TranslationMemory)
+        if overwrite:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=index,
+                set_={
+                    "target_text": stmt.excluded.target_text,
+                    "origin": stmt.excluded.origin,
+                    "updated_at": stmt.excluded.updated_at,
+                },
+            )
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=index)
+        session.connection().execute(stmt, rows)
         return
     for row in rows:  # other databases: one at a time
         existing = session.scalars(
