@@ -321,6 +321,10 @@ def test_rejected_digest_takes_no_further_decisions(cfg: Config, db: Database) -
             decide(s, cfg, d, editor=ANNA, decision="approve", channel="cli", address=None, now=NOW)
         assert d.decided_reason == "outdated"
         assert s.scalar(select(func.count()).select_from(Delivery)) == 0
+    notes = outbox_messages(cfg)  # the other editor is told, with the reason
+    assert [m["To"] for m in notes] == [ANNA] and "rejected" in notes[0]["Subject"]
+    body = notes[0].get_body(preferencelist=("plain",))
+    assert body is not None and "outdated" in body.get_content()
 
 
 # -- requests, reminders, deadlines ------------------------------------------------------------

@@ -204,6 +204,12 @@ def decide(
     # "changes": recorded above; the digest stays open for the edits it asks for.
     result.state = digest.state
     session.flush()
+    if decision in ("reject", "changes"):
+        from newsexchange.approval.notify import notify_other_editors
+
+        notify_other_editors(
+            session, config, digest, editor=editor, decision=decision, comment=comment, now=now
+        )
     return result
 
 

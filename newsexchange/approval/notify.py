@@ -303,6 +303,51 @@ def send_acknowledgement(
         log.warning("acknowledgement not sent", extra={"digest": digest.id, "error": str(exc)})
 
 
+def notify_other_editors(
+    session: Session,
+    config: Config,
+    digest: Digest,
+    *,
+    editor: str,
+    decision: str,
+    comment: str | None,
+    now: datetime,
+) -> int:
+    """Tell the other editors that one rejected the digest or asked for changes (with the
+    reason), so nobody approves or edits blind. A mail failure never undoes the decision."""
+    exchange = config.exchange(digest.exchange_id)
+    others = [e for e in exchange.editors if e != editor]
+    what = "rejected" if decision == "reject" else "asked for changes to"
+    messages = []
+    for other in others:
+        body = (
+            f"{editor} {what} digest {digest.id} ({exchange.display_name}, period "
+            f"{digest.period_start} to {digest.period_end}, version {digest.version}).\n"
+            + (f"\nTheir words:\n{comment}\n" if comment else "")
+            + (
+                "\nThe digest will not be sent.\n"
+                if decision == "reject"
+                else f"\nReview page: {editor_links(config, digest, other, now=now)['review']}\n"
+            )
+        )
+        msg = _base_message(
+            config,
+            to=other,
+            subject=f"{editor} {what} digest {digest.id} {subject_tag(digest.token)}",
+        )
+        msg["Message-ID"] = make_msgid(idstring="nx-note", domain=_domain(config))
+        msg["Reply-To"] = plus_address(config, digest.token, digest.version)
+        msg["Auto-Submitted"] = "auto-generated"
+        msg.set_content(body, charset="utf-8")
+        messages.append((other, msg))
+    try:
+        _send(config, messages)
+    except DeliveryError as exc:
+        log.warning("editor note not sent", extra={"digest": digest.id, "error": str(exc)})
+        return 0
+    return len(messages)
+
+
 def notify_operators(config: Config, *, subject: str, body: str) -> int:
     """A plain-text note to mail.operators; returns how many were mailed (0 when none set)."""
     ops = list(config.mail.operators)
