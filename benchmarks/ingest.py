@@ -429,13 +429,13 @@ def main() -> int:
             )
             profiles = _Profiles(args.profile)
             with profiles.run("first"):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 first = run_fetch(db, cfg, now=NOW)
-                t_first = time.perf_counter() - t
+                t_first, c_first = time.perf_counter() - t, time.process_time() - c
             with profiles.run("refresh"):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 again = run_fetch(db, cfg, now=NOW + timedelta(minutes=30))
-                t_again = time.perf_counter() - t
+                t_again, c_again = time.perf_counter() - t, time.process_time() - c
             db.dispose()
             size = (Path(tmp) / "bench.db").stat().st_size
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -443,11 +443,13 @@ def main() -> int:
         assert again.not_modified == args.feeds, again.to_json()["failures"][:3]
         print(
             f"first fetch:       {args.feeds / t_first:8.0f} feeds/s  ({t_first:.2f} s, "
-            f"{first.new_items} items stored, {first.new_items / t_first:,.0f} items/s)"
+            f"{first.new_items} items stored, {first.new_items / t_first:,.0f} items/s; "
+            f"{c_first / args.feeds * 1000:.1f} ms CPU a feed in this process)"
         )
         print(
             f"unchanged refresh: {args.feeds / t_again:8.0f} feeds/s  ({t_again:.2f} s, "
-            f"all {again.not_modified} answered 304)"
+            f"all {again.not_modified} answered 304; "
+            f"{c_again / args.feeds * 1000:.2f} ms CPU a feed in this process)"
         )
         print(
             f"peak memory:       {peak_mb:8.0f} MB max RSS (this process); database "
