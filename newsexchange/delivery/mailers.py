@@ -98,7 +98,7 @@ class OutboxMailer:
         self,
         messages: Sequence[OutgoingMessage],
         *,
-        on_sent: Callable[[int, SendResult], None] | None = None,
+        on_sent: Callable[[int, SendResult], object] | None = None,
     ) -> list[SendResult]:
         self.folder.mkdir(parents=True, exist_ok=True)
         results = []

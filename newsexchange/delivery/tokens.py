@@ -33,8 +33,16 @@ class UnsubscribeToken:
     list_id: str | None  # None: every list
 
 
+_serializers: dict[str, URLSafeSerializer] = {}
+
+
 def _serializer(config: Config) -> URLSafeSerializer:
-    return URLSafeSerializer(config.secret_key.get_secret_value(), salt=SALT)
+    # One per key: building it (and reading the key) for each of 10,000 recipients is waste.
+    key = config.secret_key.get_secret_value()
+    ser = _serializers.get(key)
+    if ser is None:
+        ser = _serializers[key] = URLSafeSerializer(key, salt=SALT)
+    return ser
 
 
 def make_token(config: Config, email: str, list_id: str | None) -> str:
@@ -67,6 +75,18 @@ def unsubscribe_mailto(config: Config, email: str, list_id: str | None) -> str:
     _n, addr = parseaddr(config.mail.from_)
     subject = quote(f"unsubscribe {make_token(config, email, list_id)}")
     return f"mailto:{addr}?subject={subject}"
+
+
+def unsubscribe_links(config: Config, email: str, list_id: str | None) -> tuple[str, str]:
+    """(https URL, mailto URL) for one recipient, signing the token once for both."""
+    from email.utils import parseaddr
+
+    token = make_token(config, email, list_id)
+    _n, addr = parseaddr(config.mail.from_)
+    return (
+        f"{config.public_url}/unsubscribe/{token}",
+        f"mailto:{addr}?subject={quote(f'unsubscribe {token}')}",
+    )
 
 
 def email_hash(email: str) -> str:
