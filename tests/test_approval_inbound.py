@@ -333,3 +333,33 @@ def test_reply_drop_rebuilds_as_new_version_and_mails_fresh_requests(
     )
     assert stale.status == "ignored" and "version" in stale.reason
     assert state_of(db, digest_id) == "awaiting_approval"
+
+
+def test_sendgrid_raw_mime_mode_and_envelope_carry_the_token() -> None:
+    raw = raw_reply("APPROVE\n", to="news@example.org", subject="Re: digest")
+    msg = from_sendgrid(
+        {
+            "email": raw.decode("utf-8"),
+            "envelope": '{"to": ["news+' + TOKEN + '.v1@example.org"], "from": "' + ANNA + '"}',
+        }
+    )
+    assert f"news+{TOKEN}.v1@example.org" in msg.recipients
+    assert judge_reply(
+        msg,
+        digest_token=TOKEN,
+        digest_version=1,
+        editors=EDITORS,
+        local="news",
+        domain="example.org",
+    ).act
+
+
+def test_html_only_reply_ignores_the_blockquote() -> None:
+    def html_reply(html: str) -> bytes:
+        return raw_reply("").replace(b"text/plain", b"text/html") + html.encode()
+
+    quoted = "<div>Looks fine, later</div><blockquote><p>APPROVE</p></blockquote>"
+    assert not judge(html_reply(quoted))[0]
+    fresh = "<div>APPROVE<br></div><blockquote><p>REJECT</p></blockquote>"
+    act, _, cmd = judge(html_reply(fresh))
+    assert act and cmd == ReplyCommand("approve")
