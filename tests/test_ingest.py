@@ -563,3 +563,86 @@ def test_fetch_and_items_commands_print_one_json_object(
 
     out = cli(tmp_path, "fetch", "--json", "--source", "nope")
     assert out.returncode == 2 and "nope" in json.loads(out.stdout)["error"]
+
+
+# -- HTML pages, files, config changes -----------------------------------------------------------
+
+EVENTS_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Tapahtumat</title></head>
+<body><main>
+<article class="event"><h2>Konsertti Carelia-salissa</h2><a href="/tapahtumat/1?utm_source=x">Lue</a>
+<time datetime="2026-11-28T19:00">la 28.11.</time><p>Joensuun kaupunginorkesteri soittaa
+Sibeliusta ja Rahmaninovia Carelia-salissa lauantaina.</p></article>
+<article class="event"><h2>Joulutori Kauppatorilla</h2><a href="/tapahtumat/2">Lue</a>
+<time datetime="2026-12-05T10:00">la 5.12.</time><p>Perinteinen joulutori avataan
+Joensuun Kauppatorilla joulukuun ensimmäisenä lauantaina.</p></article>
+</main></body></html>"""
+
+
+def test_html_source_is_read_with_its_selectors(
+    write_config: Callable[..., Config], http_server: HTTPServer, tmp_path: Path
+) -> None:
+    http_server.route(
+        "/tapahtumat", Response(200, EVENTS_PAGE, {"Content-Type": "text/html; charset=utf-8"})
+    )
+    http_server.route(
+        "/muutettu",
+        Response(
+            200, "<html><body><p>Uusi ulkoasu</p></body></html>", {"Content-Type": "text/html"}
+        ),
+    )
+    select_yaml = 'select: {item: "article.event", title: "h2", link: "a@href", date: "time@datetime", summary: "p"}'
+    cfg = write_config(
+        FETCH
+        + f"""\
+sources:
+  - {{id: events, region: joensuu, kind: html, language: fi, category: events,
+     url: "{http_server.url}/tapahtumat", {select_yaml}}}
+  - {{id: changed, region: joensuu, kind: html, language: fi, category: events,
+     url: "{http_server.url}/muutettu", {select_yaml}}}
+"""
+    )
+    db = Database(f"sqlite:///{tmp_path}/html.db")
+    try:
+        report = run_fetch(db, cfg, now=NOW)
+        assert outcome(report, "events")["status"] == "ok"
+        assert "article.event" in str(outcome(report, "changed")["error"])
+        with db.session() as s:
+            items = {i.title: i for i in s.scalars(select(Item))}
+        assert set(items) == {"Konsertti Carelia-salissa", "Joulutori Kauppatorilla"}
+        concert = items["Konsertti Carelia-salissa"]
+        assert concert.link == f"{http_server.url}/tapahtumat/1"
+        assert concert.category == "events"
+        assert "text/html" in (http_server.requests_to("/tapahtumat")[0].header("Accept") or "")
+    finally:
+        db.dispose()
+
+
+def test_file_sources_relative_to_the_config_and_unchanged_files_are_not_reparsed(
+    write_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    (tmp_path / "samples").mkdir()
+    sample = tmp_path / "samples" / "uutiset.xml"
+    sample.write_bytes(rss(fi_items(2)))
+    cfg = write_config(FETCH + sources_yaml(("sample", "file:samples/uutiset.xml", "")))
+    db = Database(f"sqlite:///{tmp_path}/files.db")
+    try:
+        assert run_fetch(db, cfg, now=NOW).new_items == 2
+        assert run_fetch(db, cfg, now=NOW + timedelta(minutes=30)).not_modified == 1
+        sample.write_bytes(rss(fi_items(3)))
+        assert run_fetch(db, cfg, now=NOW + timedelta(hours=1)).new_items == 1
+    finally:
+        db.dispose()
+
+
+def test_url_changed_in_config_starts_over_without_old_validators(
+    setup: Callable[..., tuple[Config, Database]], http_server: HTTPServer
+) -> None:
+    http_server.route("/v1", Response(200, rss(fi_items(1)), {"ETag": '"old"'}))
+    http_server.route("/v2", Response(200, rss(fi_items(1, prefix="v2")), {"ETag": '"new"'}))
+    cfg, db = setup(("a", f"{http_server.url}/v1", ""))
+    run_fetch(db, cfg, now=NOW)
+    cfg2, _ = setup(("a", f"{http_server.url}/v2", ""))
+    report = run_fetch(db, cfg2, now=NOW + timedelta(minutes=30))
+    assert report.ok == 1 and report.new_items == 1
+    assert http_server.requests_to("/v2")[0].header("If-None-Match") is None
+    assert source_row(db, "a").etag == '"new"'

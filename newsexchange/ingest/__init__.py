@@ -537,8 +537,7 @@ class _Writer:
         )
         return p
 
-    @staticmethod
-    def _parse(src: SourceSettings, res: FetchResult, summary_chars: int) -> ParsedFeed:
+    def _parse(self, src: SourceSettings, res: FetchResult, summary_chars: int) -> ParsedFeed:
         body = res.body or b""
         if src.kind == "html":
             from newsexchange.ingest.scrape import parse_html_page
@@ -550,6 +549,9 @@ class _Writer:
                 select=src.select,
                 content_type=res.content_type,
                 summary_chars=summary_chars,
+                # A page's dates rarely carry a zone: they are the region's local time.
+                timezone=self.config.region_tz(src.region),
+                now=self.now,
             )
         from newsexchange.ingest.parse import parse_feed
 
