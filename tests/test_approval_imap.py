@@ -192,6 +192,10 @@ def test_poll_acts_on_editor_reply_ignores_others_and_never_twice(
     request_approval(db, cfg, digest_id, now=NOW)
     to = f"news+{_token(db, digest_id)}.v1@example.org"
     mailbox.deliver(raw_reply("APPROVE\n", to=to, message_id="<a1@example.fi>"))
+    c = mailbox.client()  # someone opened the mailbox first: the reply is read, not processed
+    c.select_folder("INBOX")
+    c.add_flags(c.search(["ALL"]), [b"\\Seen"])
+    c.logout()
     mailbox.deliver(
         raw_reply("APPROVE\n", to=to, sender="mallory@example.com", message_id="<a2@x>")
     )

@@ -44,7 +44,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parseaddr
 from typing import Any, Literal
@@ -667,9 +667,10 @@ class PollReport:
 def poll_imap(db: Any, config: Config, *, now: datetime, limit: int = 200) -> PollReport:
     """Read new replies from the IMAP mailbox (mail.imap) and act on them.
 
-    A message is handled when it has neither \\Seen nor our ``$NxProcessed`` keyword; after
-    it is handled (acted on or not) it gets both, and is moved to ``processed_folder`` when
-    one is configured. Handling is also deduplicated by Message-ID in the database, so a
+    A message is handled when it lacks our ``$NxProcessed`` keyword (read or not: a person
+    may have opened the mailbox first) and arrived within the longest link validity; after
+    it is handled (acted on or not) it gets ``\\Seen`` and the keyword, and is moved to
+    ``processed_folder`` when one is configured. Handling is also deduplicated by Message-ID in the database, so a
     crash between acting and flagging cannot make a reply act twice.
     """
     from imapclient import IMAPClient
@@ -695,7 +696,12 @@ def poll_imap(db: Any, config: Config, *, now: datetime, limit: int = 200) -> Po
     try:
         client.login(user, password)
         client.select_folder(settings.folder)
-        uids = client.search(["UNSEEN", "UNKEYWORD", PROCESSED_FLAG.decode()])[:limit]
+        # Not "UNSEEN": someone opening the shared mailbox in a mail client marks replies
+        # read, and they must still be processed. Replies older than the longest link
+        # validity cannot answer a live request, so an old mailbox is not read back to 1999.
+        days = max([e.approval.link_valid_days for e in config.exchanges] or [7.0])
+        since = (now - timedelta(days=days + 1)).date()
+        uids = client.search(["UNKEYWORD", PROCESSED_FLAG.decode(), "SINCE", since])[:limit]
         move_to = getattr(settings, "processed_folder", None)
         if move_to and not client.folder_exists(move_to):
             client.create_folder(move_to)
