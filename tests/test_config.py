@@ -156,7 +156,7 @@ def test_check_command_prints_what_would_run(tmp_path: Path) -> None:
 
     out = json.loads(proc.stdout)
     assert out["ok"] is True
-    assert out["sources"] == 12
+    assert out["sources"] == 14  # the 12 real sources and the 2 demo samples (docs/operations.md)
     assert {e["id"] for e in out["exchanges"]} >= {
         "joensuu-to-petrozavodsk",
         "petrozavodsk-to-joensuu",
