@@ -232,3 +232,16 @@ def test_unknown_element_with_children_makes_the_fast_path_step_aside() -> None:
     feed = parse_feed(body, url="http://a.fi/rss")
     assert feed.parser == "feedparser"
     assert feed.entries[0].title == "Nested"
+
+
+def test_very_long_descriptions_are_cut_before_cleaning_and_stay_well_formed() -> None:
+    para = "<p>" + "Петрозаводск " * 40 + "<b>жирный</b></p>"
+    body = (
+        "<rss version='2.0'><channel><title>T</title><item><title>Long</title>"
+        f"<link>http://a.ru/1</link><description><![CDATA[{para * 100}]]></description>"
+        "</item></channel></rss>"
+    ).encode()
+    (e,) = parse_feed(body, url="http://a.ru/rss").entries
+    assert len(e.summary_html) <= parse_mod.SUMMARY_HTML_MAX_CHARS + 100
+    assert e.summary_html.count("<p>") == e.summary_html.count("</p>")
+    assert len(e.summary_text) <= 500

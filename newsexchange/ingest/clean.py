@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import html as _html
 import re
+import threading
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
@@ -82,6 +84,7 @@ TRACKER_HOSTS: frozenset[str] = frozenset(
     }
 )
 
+_TRACKER_HOST_NAMES = frozenset(h.split("/")[0] for h in TRACKER_HOSTS)
 _SAFE_SCHEMES = ("http", "https")
 # Characters browsers ignore inside a scheme ("java\tscript:"), so they must not hide one.
 _URL_JUNK = re.compile(r"[\x00-\x20\x7f]+")
@@ -237,6 +240,22 @@ _TRACKED_URL = re.compile(
 )
 
 
+_IMG_HOST = re.compile(r'<img src="https?://([^/:"?#]+)')
+
+
+def _may_track(out: str) -> bool:
+    """Cheap test before the image pass: a 0/1 dimension, an image whose URL was refused,
+    or an image from a tracker host."""
+    if '="0' in out or '="1"' in out or '="1px"' in out or "<img>" in out:
+        return True
+    if out.count("<img") != out.count('<img src="'):
+        return True
+    return any(
+        h.lower() in TRACKER_HOSTS or h.lower() in _TRACKER_HOST_NAMES
+        for h in _IMG_HOST.findall(out)
+    )
+
+
 def _drop_tracking_img(match: re.Match[str]) -> str:
     tag = match.group(0)
     if _DIM_OUT.search(tag):
@@ -269,7 +288,7 @@ def sanitize_html(html: str, base_url: str | None) -> str:
         return html.strip()
     out = _cleaner(base_url).clean(html)
     # Each post-pass runs only when a cheap test says it may have work.
-    if "<img" in out:
+    if "<img" in out and _may_track(out):
         out = _IMG_OUT.sub(_drop_tracking_img, out)
     if '<a rel="noopener noreferrer">' in out:
         out = _EMPTY_LINK.sub(r"\1", out)  # a link whose URL was refused is just text
@@ -381,12 +400,47 @@ def _features(title: str, text: str) -> dict[str, float]:
     return weights
 
 
-@lru_cache(maxsize=200_000)
-def _signs(stem: str) -> Any:
-    """±1 for each of the 64 bits of a stem's hash. Cached: a region's vocabulary repeats,
-    and hashing plus bit-splitting was most of a fingerprint's cost."""
-    h = int.from_bytes(hashlib.blake2b(stem.encode(), digest_size=8).digest())
-    return ((np.uint64(h) >> _BIT_INDEX) & np.uint64(1)).astype(np.float64) * 2.0 - 1.0
+class _SignTable:
+    """±1 for each of the 64 bits of each stem's hash, one int8 row per stem seen.
+
+    Hashing a stem and splitting its bits was most of a fingerprint's cost; a region's
+    vocabulary repeats, so rows are kept (64 bytes each, at most MAX_STEMS of them, then
+    the table starts afresh) and a fingerprint is one fancy-index and one dot product.
+    """
+
+    MAX_STEMS = 200_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[str, int] = {}
+        self._matrix = np.empty((4096, 64), dtype=np.int8)
+
+    def matrix_for(self, stems: Iterable[str]) -> Any:
+        rows = self._rows
+        idx = [rows.get(s, -1) for s in stems]
+        if -1 in idx:
+            with self._lock:
+                idx = [self._row(s) for s in stems]
+        return self._matrix[idx]
+
+    def _row(self, stem: str) -> int:
+        row = self._rows.get(stem)
+        if row is not None:
+            return row
+        if len(self._rows) >= self.MAX_STEMS:
+            self._rows = {}
+        row = len(self._rows)
+        if row >= len(self._matrix):
+            grown = np.empty((min(2 * len(self._matrix), self.MAX_STEMS), 64), dtype=np.int8)
+            grown[: len(self._matrix)] = self._matrix
+            self._matrix = grown
+        h = int.from_bytes(hashlib.blake2b(stem.encode(), digest_size=8).digest())
+        self._matrix[row] = ((np.uint64(h) >> _BIT_INDEX) & np.uint64(1)).astype(np.int8) * 2 - 1
+        self._rows[stem] = row
+        return row
+
+
+_SIGNS = _SignTable()
 
 
 def fingerprint(title: str, text: str) -> str:
@@ -398,10 +452,9 @@ def fingerprint(title: str, text: str) -> str:
     feats = _features(title, text)
     if not feats:
         return "0" * 16
-    signs = np.stack([_signs(stem) for stem in feats])
-    score = np.fromiter(feats.values(), dtype=np.float64, count=len(feats)) @ signs
-    value = int(np.bitwise_or.reduce((score > 0).astype(np.uint64) << _BIT_INDEX))
-    return f"{value:016x}"
+    weights = np.fromiter(feats.values(), dtype=np.float64, count=len(feats))
+    score = weights @ _SIGNS.matrix_for(feats)
+    return f"{int(np.packbits(score > 0, bitorder='little').view('<u8')[0]):016x}"
 
 
 def distance(fp_a: str, fp_b: str) -> int:

@@ -22,7 +22,7 @@ LANGUAGES: tuple[str, ...] = (
 MIN_LETTERS = 20
 #: Only the first this many characters are read: enough to tell a language, and the
 #: model's cost grows with length (about 60 µs + 0.15 µs per character).
-MAX_CHARS = 300
+MAX_CHARS = 200
 _UK_BE_LETTERS = frozenset("іїєґўІЇЄҐЎ")
 #: Below this normalized probability the answer is a guess; report None instead.
 MIN_CONFIDENCE = 0.6
