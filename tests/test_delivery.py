@@ -285,3 +285,120 @@ def test_only_an_approved_digest_can_be_sent(
     with pytest.raises(DeliveryError, match="only an approved digest"):
         run_send(db, cfg, now=NOW, digest_id=did)
     assert smtp_server.messages == []
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "Plain English digest.\n" * 300 + "Unsubscribe: %%UNSUBSCRIBE_URL%%\n",
+        "Новости Йоэнсуу и Северной Карелии.\n" * 300 + "Отписаться: %%UNSUBSCRIBE_URL%%",
+        "%%UNSUBSCRIBE_URL%% first, " + "ж" * 5000 + " and again %%UNSUBSCRIBE_URL%%\n",
+        "no marker at all, ünïcödé\n" * 10,
+    ],
+)
+def test_body_encoded_once_and_tail_per_recipient_decodes_to_the_personal_text(
+    content: str,
+) -> None:
+    import base64
+    import binascii
+
+    from newsexchange.delivery.send import _Body
+
+    url = "https://news.example.org/unsubscribe/eyJlIjoiYSJ9.sig-_x"
+    for is_html in (False, True):
+        body = _Body(content, is_html=is_html)
+        encoded = body.render(url)
+        assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
+        assert b"\n" not in encoded.replace(b"\r\n", b"")  # CRLF only
+        decode = base64.b64decode if body.cte == "base64" else binascii.a2b_qp
+        decoded = decode(encoded)
+        expected = content.replace("\n", "\r\n").replace("%%UNSUBSCRIBE_URL%%", url)
+        assert decoded.decode("utf-8").rstrip("\r\n") == expected.rstrip("\r\n")
+    # Cyrillic goes base64 (a third bigger), English stays readable quoted-printable.
+    if content.startswith("Plain"):
+        assert _Body(content, is_html=False).cte == "quoted-printable"
+    if content.startswith("Новости"):
+        assert _Body(content, is_html=False).cte == "base64"
+
+
+def test_pipelined_smtp_delivers_and_classifies_replies(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+) -> None:
+    """A server offering PIPELINING (RFC 2920) gets MAIL, RCPT and DATA in one write; the
+    replies are still told apart per recipient."""
+    from aiosmtpd.controller import Controller
+
+    received: list[tuple[list[str], bytes]] = []
+
+    class Handler:
+        async def handle_EHLO(
+            self,
+            server: object,
+            session: object,
+            envelope: object,
+            hostname: str,
+            responses: list[str],
+        ) -> list[str]:
+            session.host_name = hostname  # type: ignore[attr-defined]  # (the hook's job)
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+        async def handle_RCPT(
+            self,
+            server: object,
+            session: object,
+            envelope: object,
+            address: str,
+            options: list[str],
+        ) -> str:
+            if address.startswith("gone"):
+                return "550 5.1.1 no such user"
+            if address.startswith("busy"):
+                return "452 4.2.2 mailbox full"
+            envelope.rcpt_tos.append(address)  # type: ignore[attr-defined]
+            return "250 OK"
+
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            received.append((list(envelope.rcpt_tos), envelope.content))  # type: ignore[attr-defined]
+            return "250 OK"
+
+    from tests.servers import _free_port
+
+    port = _free_port()
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    calls = {"pipelined": 0}
+
+    class CountingMailer(SmtpMailer):
+        def _send_pipelined(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            calls["pipelined"] += 1
+            return super()._send_pipelined(*args, **kwargs)
+
+    try:
+        cfg = delivery_config(write_config, smtp_port=port)
+        db = db_for(cfg)
+        did = seed_digest(
+            db,
+            cfg,
+            [
+                ("", "ok1@example.org"),
+                ("", "gone@example.org"),
+                ("", "busy@example.org"),
+                ("", "ok2@example.org"),
+            ],
+        )
+        report = run_send(db, cfg, now=NOW, digest_id=did, mailer=CountingMailer(cfg))
+    finally:
+        controller.stop()
+    assert calls["pipelined"] == 4
+    assert (report.sent, report.failed_permanent, report.failed_retrying) == (2, 1, 1), (
+        report.failures
+    )
+    assert sorted(r[0][0] for r in received) == ["ok1@example.org", "ok2@example.org"]
+    rows = _deliveries(db, did)
+    assert (
+        rows["gone@example.org"].status == "failed"
+        and rows["busy@example.org"].status == "retrying"
+    )
+    with db.session() as s:
+        assert s.scalars(select(Suppression.email)).all() == ["gone@example.org"]

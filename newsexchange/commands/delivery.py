@@ -155,8 +155,7 @@ def lists_export(ctx: Context) -> int:
 
     check_list(ctx.config, ctx.args.list)
     with ctx.db.session() as s:
-        text = export_csv(s, ctx.args.list)
-    rows = text.count("\n") - 1
+        text, rows = export_csv(s, ctx.args.list)
     if ctx.args.output:
         Path(ctx.args.output).write_text(text, encoding="utf-8")
         ctx.emit(

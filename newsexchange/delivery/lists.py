@@ -294,15 +294,17 @@ def suppression_map(session: Session, emails: Sequence[str]) -> dict[str, list[S
     return out
 
 
-def export_csv(session: Session, list_id: str) -> str:
-    """The list as CSV in the import format (so export → edit → import round-trips)."""
+def export_csv(session: Session, list_id: str) -> tuple[str, int]:
+    """The list as CSV in the import format (so export → edit → import round-trips), and
+    the number of contacts in it (not of lines: a field may span lines)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)
-    for c in members(session, list_id):
+    contacts = members(session, list_id)
+    for c in contacts:
         others = sorted(m.list_id for m in c.memberships if m.list_id != list_id)
         w.writerow([c.name, c.email, c.outlet, c.language or "", ";".join(others), c.notes])
-    return buf.getvalue()
+    return buf.getvalue(), len(contacts)
 
 
 def check_list(config: Config, list_id: str) -> None:
