@@ -402,3 +402,33 @@ def test_pipelined_smtp_delivers_and_classifies_replies(
     )
     with db.session() as s:
         assert s.scalars(select(Suppression.email)).all() == ["gone@example.org"]
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_stopped_send_gives_back_its_claims_and_the_next_run_finishes_without_repeats(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    smtp_server: SMTPServer,
+) -> None:
+    cfg = delivery_config(write_config, smtp_port=smtp_server.port)
+    db = db_for(cfg)
+    did = seed_digest(db, cfg, 250)
+
+    def stop_after_first_chunk(done: int, total: int) -> None:
+        if done > 0:
+            raise _Stop  # what the service does on SIGTERM
+
+    with pytest.raises(_Stop):
+        run_send(db, cfg, now=NOW, digest_id=did, progress=stop_after_first_chunk)
+
+    statuses = [d.status for d in _deliveries(db, did).values()]
+    first = len(smtp_server.messages)
+    assert 0 < first < 250 and statuses.count("sent") == first
+    assert "claimed" not in statuses  # nothing left waiting for a lease to expire
+    report = run_send(db, cfg, now=NOW, digest_id=did)
+    assert report.sent == 250 - first and report.pending == 0
+    received = [parseaddr(str(m["To"]))[1] for m in smtp_server.messages]
+    assert len(received) == len(set(received)) == 250

@@ -427,3 +427,36 @@ def test_unsigned_or_mis_signed_events_are_refused_and_change_nothing(
         assert s.scalars(select(Suppression)).all() == []
         assert s.scalars(select(ProviderEvent)).all() == []
         assert s.get(Delivery, rows["a@example.org"].id).status == "sent"  # type: ignore[union-attr]
+
+
+def test_a_complete_message_such_as_an_approval_request_goes_as_its_own_request(
+    write_config: Callable[..., Config], sendgrid: FakeSendGrid
+) -> None:
+    from email.message import EmailMessage
+
+    from newsexchange.delivery.mailers import OutgoingMessage, get_mailer
+
+    cfg = sg_config(write_config, sendgrid.server)
+    msg = EmailMessage()
+    msg["From"] = FROM
+    msg["To"] = "Редактор <editor@example.fi>"
+    msg["Subject"] = "Утвердите дайджест"
+    msg["Message-ID"] = "<approval.1@example.org>"
+    msg.set_content("Пожалуйста, проверьте дайджест.")
+
+    mailer = get_mailer(cfg)
+    results = mailer.send([OutgoingMessage(message=msg, recipient="editor@example.fi")])
+
+    assert results[0].ok and results[0].provider_message_id == "sgmsg1"
+    body = sendgrid.accepted[0]
+    assert_valid_v3_mail_send(
+        {**body, "content": [*body["content"], {"type": "text/html", "value": "x"}]}
+    )
+    assert body["personalizations"] == [
+        {
+            "to": [{"email": "editor@example.fi", "name": "Редактор"}],
+            "headers": {"Message-ID": "<approval.1@example.org>"},
+        }
+    ]
+    assert body["subject"] == "Утвердите дайджест"
+    assert body["content"] == [{"type": "text/plain", "value": "Пожалуйста, проверьте дайджест.\n"}]

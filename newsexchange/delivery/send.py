@@ -567,6 +567,11 @@ def run_send(
                 report.digests.append(
                     {"id": did, "exchange": exchange_id, "state": digest.state, "remaining": left}
                 )
+    except BaseException:
+        # Stopped (SIGTERM in the service, Ctrl-C at the console) or failed: what this
+        # worker claimed but did not send goes back at once, not after the lease.
+        _release_own(db, worker)
+        raise
     finally:
         if own_mailer:
             mailer.close()
@@ -598,6 +603,17 @@ class _Thread(threading.Thread):
         super().join(timeout)
         if self._error is not None:
             raise self._error
+
+
+def _release_own(db: Database, worker: str) -> None:
+    with contextlib.suppress(Exception), db.session() as s:
+        for d in s.scalars(
+            select(Delivery).where(Delivery.claimed_by == worker, Delivery.status == "claimed")
+        ):
+            d.status = "retrying" if d.attempts > 1 else "pending"
+            d.attempts = max(d.attempts - 1, 0)
+            d.claimed_by = None
+            d.claimed_at = None
 
 
 def _release(db: Database, ids: Sequence[int], *, now: datetime, error: str) -> None:
