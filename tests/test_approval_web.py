@@ -359,3 +359,44 @@ def test_two_clicks_racing_act_once(site_factory: Callable[..., Site], any_db_ur
     assert sorted(statuses) == [200, 409, 409, 409]
     assert counts(site.db) == (1, 1, 2)
     assert state_of(site.db, digest_id) == "approved"
+
+
+def test_request_changes_is_recorded_and_the_other_editor_is_told(site: Site) -> None:
+    digest_id = make_digest(site.db)
+    link = links_in(site.request(digest_id)[ANNA])["Request changes"]
+    clear_outbox(site.config)
+    r = confirm(site, link, comment="item 2 is an advert")
+    assert r.status_code == 200 and "Changes requested" in r.text
+    assert state_of(site.db, digest_id) == "awaiting_approval"  # still open for edits
+    [note] = outbox_messages(site.config)
+    assert note["To"] == BORIS and "asked for changes" in note["Subject"]
+    body = note.get_body(preferencelist=("plain",))
+    assert body is not None and "item 2 is an advert" in body.get_content()
+    assert "/review/" in body.get_content()
+
+
+def test_review_moves_an_item_up(site: Site) -> None:
+    digest_id = make_digest(site.db, items=3)
+    review = links_in(site.request(digest_id)[ANNA])["Open the review page"]
+    soup = BeautifulSoup(site.http.get(review).text, "lxml")
+    up3 = next(
+        f
+        for f in soup.find_all("form")
+        if f.find("input", {"name": "op", "value": "up"})
+        and f.find("input", {"name": "position", "value": "3"})
+    )
+    r = site.http.post(review, data={i["name"]: i.get("value", "") for i in up3.find_all("input")})
+    assert r.status_code == 303
+    with site.db.session() as s:
+        d = s.get(Digest, digest_id)
+        assert d is not None and d.version == 2
+        titles = [e.item.title for e in sorted(d.entries, key=lambda e: e.position) if e.included]
+    assert titles == ["Uutinen 1", "Uutinen 3", "Uutinen 2"]
+
+
+def test_an_action_link_is_not_a_review_link(site: Site) -> None:
+    digest_id = make_digest(site.db)
+    approve = links_in(site.request(digest_id)[ANNA])["Approve"]
+    token = approve.rsplit("/", 1)[1]
+    r = site.http.get(f"/review/{token}")
+    assert r.status_code == 400 and "not a review link" in r.text
