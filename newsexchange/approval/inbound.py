@@ -523,7 +523,16 @@ def process_inbound(
                 extra={"via": via, "sender_domain": msg.sender.rpartition("@")[2]},
             )
             return InboundResult("ignored", "the reply carries no known digest token")
-        editors = config.exchange(digest.exchange_id).editors
+        known = {e.id: e for e in config.exchanges}
+        if digest.exchange_id not in known:
+            return InboundResult(
+                "ignored",
+                f"digest {digest.id} belongs to exchange {digest.exchange_id!r}, "
+                "which is no longer in the configuration",
+                digest.id,
+                msg.sender,
+            )
+        editors = known[digest.exchange_id].editors
         verdict = judge_reply(
             msg,
             digest_token=digest.token,
@@ -644,12 +653,13 @@ PROCESSED_FLAG = b"$NxProcessed"
 @dataclass
 class PollReport:
     fetched: int = 0
+    failed: int = 0  # messages that could not be processed (retried on the next poll)
     results: list[InboundResult] = field(default_factory=list)
     error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.error is None and not self.failed
 
     def to_json(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
@@ -658,6 +668,7 @@ class PollReport:
         return {
             "ok": self.ok,
             "fetched": self.fetched,
+            "failed": self.failed,
             **{k: counts.get(k, 0) for k in ("acted", "ignored", "refused", "duplicate")},
             "results": [r.to_json() for r in self.results],
             "error": self.error,
@@ -714,9 +725,14 @@ def poll_imap(db: Any, config: Config, *, now: datetime, limit: int = 200) -> Po
             try:
                 msg = parse_message(raw)
                 report.results.append(process_inbound(db, config, msg, now=now, via="imap"))
-            except Exception as exc:  # one bad message must not block the mailbox
+            except Exception as exc:
+                # Left unflagged: the next poll tries again (a database hiccup must not lose
+                # an approval; the Message-ID record stops a retry from acting twice). One
+                # bad message does not block the others.
                 log.exception("inbound IMAP message failed", extra={"uid": uid})
+                report.failed += 1
                 report.results.append(InboundResult("refused", f"could not process: {exc}"))
+                continue
             client.add_flags([uid], [b"\\Seen", PROCESSED_FLAG])
             if move_to:
                 client.move([uid], move_to)
