@@ -240,9 +240,11 @@ def run_fetch(
         outcomes=[by_id[s.id] for s in selected],
         elapsed_seconds=time.perf_counter() - started,
     )
-    log.info(
-        "fetch finished",
+    log.log(
+        logging.WARNING if report.failed else logging.INFO,
+        "fetch finished" + (" with failures" if report.failed else ""),
         extra={
+            "failed_sources": [f["source"] for f in report.failures][:50],
             "sources": len(report.outcomes),
             "fetched": report.ok,
             "not_modified": report.not_modified,
@@ -570,7 +572,9 @@ class _Writer:
             max_backoff_hours=self.config.fetch.max_backoff_hours,
         )
         self._pending_failures[src.id] = values
-        log.warning(
+        # Info, not warning: the run's summary (below, and the command's output) names every
+        # failed source once; a warning per source would also scribble over the progress bar.
+        log.info(
             "source failed",
             extra={"source": src.id, "url": state.url, "status": err.status, "error": err.message},
         )
