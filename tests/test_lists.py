@@ -236,3 +236,30 @@ def test_the_shipped_sample_lists_import_cleanly(
     assert code == 0 and data["skipped"] == [] and data["imported"] >= 3
     text = (REPO / "lists" / f"{list_id}.csv").read_text(encoding="utf-8")
     assert all("@example.org" in line for line in text.splitlines()[1:] if line)
+
+
+def test_erase_with_keep_out_stops_a_reimported_address_without_keeping_it(
+    cfg: Config,
+    db_for: Callable[[Config], Database],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NEWSEXCHANGE_SECRET_KEY", "s3cret")
+    conf = str(cfg.path)
+    old = tmp_path / "old.csv"
+    old.write_text("name,email\nBoris,boris@example.org\n", encoding="utf-8")
+    _cli(capsys, "lists", "import", "petrozavodsk-media", str(old), "--config", conf)
+
+    code, out = _cli(
+        capsys, "lists", "erase", "boris@example.org", "--keep-out", "--json", "--config", conf
+    )
+
+    assert code == 0 and json.loads(out)["suppressions_hashed"] == 1
+    db = db_for(cfg)
+    with db.session() as s:
+        assert s.scalars(select(Suppression.email)).all() == [email_hash("boris@example.org")]
+    code, out = _cli(
+        capsys, "lists", "import", "petrozavodsk-media", str(old), "--json", "--config", conf
+    )
+    assert json.loads(out)["suppressed"] == 1

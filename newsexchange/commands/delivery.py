@@ -46,6 +46,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = lsub.add_parser("erase", help="GDPR erasure: remove a contact and its personal data")
     add_common(p)
     p.add_argument("email", metavar="EMAIL")
+    p.add_argument(
+        "--keep-out",
+        action="store_true",
+        help="also never mail the address again (kept as a hash only)",
+    )
     p.set_defaults(handler=lists_erase)
 
     p = lsub.add_parser("export-contact", help="GDPR access: everything held on an address")
@@ -177,7 +182,7 @@ def lists_erase(ctx: Context) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     with ctx.db.session() as s:
-        report = erase_contact(s, addr, now=ctx.now())
+        report = erase_contact(s, addr, now=ctx.now(), keep_out=ctx.args.keep_out)
     data = report.to_json()
     ctx.emit(
         data,

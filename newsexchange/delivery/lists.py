@@ -388,7 +388,9 @@ class EraseReport:
         }
 
 
-def erase_contact(session: Session, email: str, *, now: datetime) -> EraseReport:
+def erase_contact(
+    session: Session, email: str, *, now: datetime, keep_out: bool = False
+) -> EraseReport:
     """GDPR erasure (Art. 17): remove the contact and every trace of the address.
 
     - the contact and its list memberships are deleted;
@@ -396,7 +398,9 @@ def erase_contact(session: Session, email: str, *, now: datetime) -> EraseReport
       address: it becomes the hash, the contact link and error text are cleared;
     - suppressions are kept but as the hash only: without them a re-import of an old CSV
       would mail someone who unsubscribed or complained, which the law forbids
-      (Art. 21(3)); a hash lets us recognise the address without holding it.
+      (Art. 21(3)); a hash lets us recognise the address without holding it;
+    - with ``keep_out`` (the person also asked never to be mailed again) a global
+      suppression is added, as the hash only, so an old CSV cannot bring them back.
     """
     addr = email.strip().lower()
     hashed = email_hash(addr)
@@ -429,4 +433,16 @@ def erase_contact(session: Session, email: str, *, now: datetime) -> EraseReport
             s.detail = None
         report.suppressions_hashed += 1
     session.flush()
+    if (
+        keep_out
+        and session.scalar(
+            select(Suppression.id).where(Suppression.email == hashed, Suppression.list_id.is_(None))
+        )
+        is None
+    ):
+        session.add(
+            Suppression(email=hashed, list_id=None, reason="erased", detail=None, created_at=now)
+        )
+        report.suppressions_hashed += 1
+        session.flush()
     return report
