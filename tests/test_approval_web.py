@@ -134,6 +134,10 @@ def test_editor_follows_approve_link_confirms_and_digest_is_approved(site: Site)
     replay = site.http.post(link, data=form_data)
     assert replay.status_code == 409
     assert counts(site.db) == (1, 1, 2)
+    with site.db.session() as s:
+        refused = [e for e in audit_entries(s, digest_id) if e["action"] == "approve_refused"]
+    assert len(refused) == 1 and refused[0]["actor"] == ANNA
+    assert refused[0]["detail"]["reason"] in ("used", "closed")
 
 
 def test_two_editors_over_smtp_each_approve_from_their_own_mail(

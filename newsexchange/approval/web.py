@@ -160,6 +160,7 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                 message="This form is not valid (it did not come from the confirmation page). "
                 "Open the link from the email again.",
             )
+        claims: ActionClaims | None = None
         try:
             claims = read_action_token(config, token, now=now)
             if claims.action == "review":
@@ -187,14 +188,40 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                 page = _page("web/approval_done.html", result=result, **view)
             return page
         except (TokenError, ApprovalError) as exc:
+            refuse_logged(claims, exc, address, now)
             return _error(exc)
         except IntegrityError:
             # Two clicks racing: the used_tokens primary key let exactly one of them act.
-            return _error(
-                TokenError(
-                    "used", "This link has already been used; nothing was changed.", status=409
-                )
+            used = TokenError(
+                "used", "This link has already been used; nothing was changed.", status=409
             )
+            refuse_logged(claims, used, address, now)
+            return _error(used)
+
+    def refuse_logged(
+        claims: ActionClaims | None, exc: Exception, address: str, now: datetime
+    ) -> None:
+        """A refused POST of a genuine (signed) link goes to the audit log, in its own
+        transaction: the one that refused was rolled back. Forged links name nobody."""
+        if claims is None:
+            return
+        try:
+            with db.session() as session:
+                if session.get(Digest, claims.digest_id) is None:
+                    return
+                audit(
+                    session,
+                    digest_id=claims.digest_id,
+                    actor=claims.editor,
+                    action=f"{claims.action}_refused",
+                    channel="web",
+                    address=address,
+                    now=now,
+                    reason=getattr(exc, "kind", None) or str(exc)[:200],
+                    version=claims.version,
+                )
+        except Exception:  # the page must still answer
+            log.exception("could not log a refused link")
 
     async def approve_get(request: Request) -> Response:
         token = request.path_params["token"]
