@@ -68,7 +68,7 @@ def unsubscribe_url(config: Config, email: str, list_id: str | None) -> str:
 
 def unsubscribe_mailto(config: Config, email: str, list_id: str | None) -> str:
     """The mailto: alternative of List-Unsubscribe: a mail to our From address whose subject
-    carries the token (RFC 2369). The approval inbox reader hands such replies to
+    carries the token (RFC 2369). Whatever reads that inbox can hand the token to
     :func:`apply_unsubscribe`."""
     from email.utils import parseaddr
 
