@@ -435,3 +435,44 @@ def test_two_service_processes_on_postgresql_share_the_work_without_doubles(
         assert a.finished_at is not None and b.started_at >= a.finished_at, "runs overlapped"
         assert (b.started_at - a.started_at).total_seconds() >= 0.6, "one slot ran twice"
     assert leftover == [], "every lease was released at the stop"
+
+
+def test_jobs_command_shows_the_stored_schedule_and_the_latest_runs(
+    write_config: Callable[..., Config],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from newsexchange.cli import main
+
+    cfg = write_config(
+        """\
+        exchanges:
+          - {id: fi-to-ru, from: [joensuu], to: petrozavodsk, language: ru, editors: [e@example.fi]}
+        """
+    )
+    db = Database(database_url(cfg))
+    root = logging.getLogger("newsexchange")
+    saved = (list(root.handlers), root.level, root.propagate)
+    try:
+        svc = Service(cfg, db)
+        svc._start_paused()
+        svc.scheduler.shutdown(wait=False)
+        with db.session() as s:
+            s.add(
+                JobRun(
+                    job="fetch", started_at=utcnow(), finished_at=utcnow(), ok=False, error="boom"
+                )
+            )
+        monkeypatch.setenv("NEWSEXCHANGE_SECRET_KEY", "x" * 20)
+        assert main(["jobs", "--json", "--config", str(cfg.path)]) == 0
+        data = json.loads(capsys.readouterr().out)
+    finally:
+        root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
+        db.dispose()
+    by = {j["job"]: j for j in data["jobs"]}
+    assert data["scheduled"] is True
+    assert by["fetch"]["last_ok"] is False and by["fetch"]["last_error"] == "boom"
+    assert by["fetch"]["failures"] == 1
+    # the digest is built at 09:00 Moscow time = 06:00 UTC, on the 1st or the 16th
+    nxt = datetime.fromisoformat(by["digest:fi-to-ru"]["next_run"])
+    assert (nxt.day, nxt.astimezone(UTC).hour) in {(1, 6), (16, 6)}

@@ -29,11 +29,85 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(handler=serve)
 
     p = sub.add_parser(
+        "jobs", help="the service's schedule: each job's next run and its latest runs"
+    )
+    add_common(p)
+    p.set_defaults(handler=jobs)
+
+    p = sub.add_parser(
         "run-once",
         help="run every step once, in order (fetch, translate, digests, approvals, send)",
     )
     add_common(p)
     p.set_defaults(handler=run_once)
+
+
+def jobs(ctx: Context) -> int:
+    """What the scheduler will do next and how its jobs went (read from the database, so it
+    works whether or not a service is running)."""
+    from sqlalchemy import func, select
+
+    from newsexchange.db import JobRun
+    from newsexchange.service import job_specs, stored_jobs
+
+    cfg = ctx.config
+    db = ctx.db
+    stored = {j["id"]: j["next_run_at"] for j in stored_jobs(db)}
+    rows: list[dict[str, Any]] = []
+    with db.session() as s:
+        for spec in job_specs(cfg):
+            last = s.scalars(
+                select(JobRun)
+                .where(JobRun.job == spec.id)
+                .order_by(JobRun.started_at.desc())
+                .limit(1)
+            ).first()
+            last_ok = s.scalar(
+                select(func.max(JobRun.started_at)).where(
+                    JobRun.job == spec.id, JobRun.ok.is_(True)
+                )
+            )
+            failures = s.scalar(
+                select(func.count())
+                .select_from(JobRun)
+                .where(JobRun.job == spec.id, JobRun.ok.is_(False))
+            )
+            rows.append(
+                {
+                    "job": spec.id,
+                    "schedule": spec.spec,
+                    "next_run": stored.get(spec.id),
+                    "last_run": last.started_at if last else None,
+                    "last_ok": last.ok if last else None,
+                    "last_error": last.error if last and not last.ok else None,
+                    "last_success": last_ok,
+                    "failures": failures or 0,
+                }
+            )
+    data = {"ok": True, "scheduled": bool(stored), "jobs": rows}
+
+    def when(t: Any) -> str:
+        return t.astimezone(cfg.tz).strftime("%Y-%m-%d %H:%M") if t else "-"
+
+    def text() -> str:
+        lines = [f"{'job':32} {'next run':16}  {'last run':16}  result  schedule"]
+        for r in rows:
+            result = "-" if r["last_ok"] is None else ("ok" if r["last_ok"] else "FAILED")
+            lines.append(
+                f"{r['job']:32} {when(r['next_run']):16}  {when(r['last_run']):16}  {result:6}  "
+                f"{r['schedule']}"
+            )
+            if r["last_error"]:
+                lines.append(f"{'':32} last error: {r['last_error'][:200]}")
+        if not stored:
+            lines.append(
+                "(no stored schedule yet: `newsexchange serve` creates it on its first start)"
+            )
+        lines.append(f"times in {cfg.timezone}")
+        return "\n".join(lines)
+
+    ctx.emit(data, text)
+    return 0
 
 
 def run_once(ctx: Context) -> int:
