@@ -13,7 +13,6 @@ import hashlib
 import html as _html
 import re
 import threading
-from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
@@ -390,13 +389,16 @@ _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 
 def _features(title: str, text: str) -> dict[str, float]:
     weights: dict[str, float] = {}
+    get = weights.get
     for part, limit in ((title, 100), (text, LEAD_WORDS)):
-        for i, word in enumerate(_WORD.findall(part)[:limit]):
+        words = _WORD.findall(part, 0, 20 * limit)[:limit]
+        # One lower() for all words (ё → е so "ёлка" and "елка" meet).
+        lows = " ".join(words).lower().replace("ё", "е").split(" ")
+        for i, (word, low) in enumerate(zip(words, lows, strict=False)):
             if len(word) < MIN_WORD_CHARS:
                 continue
-            stem = word.lower().replace("ё", "е")[:STEM_CHARS]
-            weight = NAME_WEIGHT if i > 0 and word[0].isupper() else 1.0
-            weights[stem] = weights.get(stem, 0.0) + weight
+            stem = low[:STEM_CHARS]
+            weights[stem] = get(stem, 0.0) + (NAME_WEIGHT if i and word[0].isupper() else 1.0)
     return weights
 
 
@@ -415,31 +417,38 @@ class _SignTable:
         self._rows: dict[str, int] = {}
         self._matrix = np.empty((4096, 64), dtype=np.int8)
 
-    def matrix_for(self, stems: Iterable[str]) -> Any:
+    def matrix_for(self, stems: list[str]) -> Any:
         rows = self._rows
         idx = [rows.get(s, -1) for s in stems]
         if -1 in idx:
             with self._lock:
-                idx = [self._row(s) for s in stems]
+                self._add([s for s in stems if s not in self._rows])
+                idx = [self._rows[s] for s in stems]
         return self._matrix[idx]
 
-    def _row(self, stem: str) -> int:
-        row = self._rows.get(stem)
-        if row is not None:
-            return row
-        if len(self._rows) >= self.MAX_STEMS:
+    def _add(self, stems: list[str]) -> None:
+        """Rows for new stems, all at once: hash each, then split every byte of every hash
+        into 8 signs with one table lookup."""
+        if not stems:
+            return
+        if len(self._rows) + len(stems) > self.MAX_STEMS:
             self._rows = {}
-        row = len(self._rows)
-        if row >= len(self._matrix):
-            grown = np.empty((min(2 * len(self._matrix), self.MAX_STEMS), 64), dtype=np.int8)
-            grown[: len(self._matrix)] = self._matrix
+        start = len(self._rows)
+        end = start + len(stems)
+        if end > len(self._matrix):
+            size = min(max(2 * len(self._matrix), end), self.MAX_STEMS)
+            grown = np.empty((size, 64), dtype=np.int8)
+            grown[:start] = self._matrix[:start]
             self._matrix = grown
-        h = int.from_bytes(hashlib.blake2b(stem.encode(), digest_size=8).digest())
-        self._matrix[row] = ((np.uint64(h) >> _BIT_INDEX) & np.uint64(1)).astype(np.int8) * 2 - 1
-        self._rows[stem] = row
-        return row
+        digests = b"".join(hashlib.blake2b(s.encode(), digest_size=8).digest() for s in stems)
+        hashed = np.frombuffer(digests, dtype=np.uint8).reshape(len(stems), 8)
+        self._matrix[start:end] = _BYTE_SIGNS[hashed].reshape(len(stems), 64)
+        for offset, stem in enumerate(stems):
+            self._rows[stem] = start + offset
 
 
+# Byte value → its 8 bits as ±1, least significant first.
+_BYTE_SIGNS = (((np.arange(256)[:, None] >> np.arange(8)) & 1) * 2 - 1).astype(np.int8)
 _SIGNS = _SignTable()
 
 
@@ -453,7 +462,7 @@ def fingerprint(title: str, text: str) -> str:
     if not feats:
         return "0" * 16
     weights = np.fromiter(feats.values(), dtype=np.float64, count=len(feats))
-    score = weights @ _SIGNS.matrix_for(feats)
+    score = weights @ _SIGNS.matrix_for(list(feats))
     return f"{int(np.packbits(score > 0, bitorder='little').view('<u8')[0]):016x}"
 
 
