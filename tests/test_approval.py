@@ -354,6 +354,8 @@ def test_request_mails_each_editor_their_own_links_and_reply_address(
     assert text is not None
     body = text.get_content()
     assert "Новость 3" in body and "  3. Новость 3" in body and "APPROVE" in body
+    # "View in browser" of the unapproved digest opens the editor's review page instead.
+    assert "/digests/" not in body and body.count(a_links["Open the review page"]) >= 2
 
 
 def test_run_approvals_requests_reminds_then_holds_and_tells_operators(

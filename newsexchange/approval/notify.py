@@ -176,15 +176,20 @@ def build_request(
     env = environment()
     banner = env.get_template("email/approval_request.html").render(ctx)
     text_head = env.get_template("email/approval_request.txt").render(ctx)
-    html = _insert_banner(
-        _fill_markers(rendered.html, view_url=links["review"], escape=True), banner
-    )
+    # "View in browser" of a digest not yet approved would lead nowhere (the archive shows
+    # approved digests): in an editor's copy it opens their review page instead.
+    view_url = getattr(rendered, "view_url", "") or ""
+    html_body, text_body = rendered.html, rendered.text
+    if view_url:
+        html_body = html_body.replace(view_url, links["review"])
+        text_body = text_body.replace(view_url, links["review"])
+    html = _insert_banner(_fill_markers(html_body, view_url=links["review"], escape=True), banner)
     text = (
         text_head.rstrip("\n")
         + "\n\n"
         + "=" * 60
         + "\n\n"
-        + _fill_markers(rendered.text, view_url=links["review"], escape=False)
+        + _fill_markers(text_body, view_url=links["review"], escape=False)
     )
     subject = f"{_SUBJECT_PREFIX[kind]}: {rendered.subject} {subject_tag(digest.token)}"
     msg = _base_message(config, to=editor, subject=subject)
