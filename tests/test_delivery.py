@@ -432,3 +432,57 @@ def test_a_stopped_send_gives_back_its_claims_and_the_next_run_finishes_without_
     assert report.sent == 250 - first and report.pending == 0
     received = [parseaddr(str(m["To"]))[1] for m in smtp_server.messages]
     assert len(received) == len(set(received)) == 250
+
+
+def test_two_senders_at_once_share_the_work_and_mail_nobody_twice(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    smtp_server: SMTPServer,
+    any_db_url: str,
+) -> None:
+    import threading
+
+    cfg = delivery_config(write_config, smtp_port=smtp_server.port, database_url=any_db_url)
+    db = db_for(cfg)
+    did = seed_digest(db, cfg, 300)
+    reports = []
+
+    def sender(name: str) -> None:
+        reports.append(run_send(db, cfg, now=NOW, digest_id=did, worker=name))
+
+    threads = [threading.Thread(target=sender, args=(f"host:1:{n}",)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert sum(r.sent for r in reports) == 300
+    received = [parseaddr(str(m["To"]))[1] for m in smtp_server.messages]
+    assert len(received) == len(set(received)) == 300
+    with db.session() as s:
+        assert s.get(Digest, did).state == "sent"  # type: ignore[union-attr]
+
+
+def test_starttls_required_but_not_offered_stops_the_send_cleanly(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    smtp_server: SMTPServer,
+) -> None:
+    cfg = delivery_config(write_config, smtp_port=smtp_server.port)
+    text = cfg.path.read_text().replace("connections: 2,", "connections: 2, starttls: true,")  # type: ignore[union-attr]
+    cfg.path.write_text(text)  # type: ignore[union-attr]
+    from newsexchange.config import load_config
+
+    cfg = load_config(cfg.path, env={"NEWSEXCHANGE_SECRET_KEY": "s3cret"})
+    assert cfg.mail.smtp.starttls
+    db = db_for(cfg)
+    did = seed_digest(db, cfg, PEOPLE)
+
+    report = run_send(db, cfg, now=NOW, digest_id=did)
+
+    # Never falls back to plain text: nothing is sent, nothing is marked failed or bounced.
+    assert report.sent == 0 and smtp_server.messages == []
+    assert {d.status for d in _deliveries(db, did).values()} <= {"retrying", "pending"}
+    assert report.failed_permanent == 0
+    with db.session() as s:
+        assert s.scalars(select(Suppression)).all() == []
