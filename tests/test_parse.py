@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -245,3 +246,49 @@ def test_very_long_descriptions_are_cut_before_cleaning_and_stay_well_formed() -
     assert len(e.summary_html) <= parse_mod.SUMMARY_HTML_MAX_CHARS + 100
     assert e.summary_html.count("<p>") == e.summary_html.count("</p>")
     assert len(e.summary_text) <= 500
+
+
+def test_json_feed_is_read_with_plain_text_escaped_and_html_sanitized() -> None:
+    body = json.dumps(
+        {
+            "version": "https://jsonfeed.org/version/1.1",
+            "title": "Joensuun kaupunki",
+            "home_page_url": "https://www.joensuu.fi/",
+            "language": "fi",
+            "items": [
+                {
+                    "id": 1001,
+                    "url": "/uutiset/1001?utm_campaign=x",
+                    "title": "Torin <kuusi> pystytetään",
+                    "summary": "Kuusi <b> tulee Ilomantsista",
+                    "date_published": "2026-11-23T10:00:00+02:00",
+                    "authors": [{"name": "Viestintä"}],
+                },
+                {
+                    "id": "b",
+                    "content_html": "<p onclick='x()'>Hei</p><script>alert(1)</script>",
+                    "image": "https://www.joensuu.fi/k.jpg",
+                },
+                "not an item",
+            ],
+        }
+    ).encode()
+    feed = parse_feed(
+        body, url="https://www.joensuu.fi/feed.json", content_type="application/feed+json"
+    )
+    assert (feed.parser, feed.title, feed.language) == ("json", "Joensuun kaupunki", "fi")
+    a, b = feed.entries
+    assert a.guid == "1001" and a.link == "https://www.joensuu.fi/uutiset/1001"
+    assert a.title == "Torin <kuusi> pystytetään"  # plain text stays text
+    assert a.summary_html == "Kuusi &lt;b&gt; tulee Ilomantsista"
+    assert a.published_at == datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+    assert a.author == "Viestintä"
+    assert b.summary_html == "<p>Hei</p>" and b.image_url == "https://www.joensuu.fi/k.jpg"
+    assert feed.problem == "1 items were not objects and were skipped"
+
+
+@pytest.mark.parametrize("body", [b"{not json", b'{"title": "no items"}', b"[1, 2]"])
+def test_json_that_is_not_a_json_feed_is_a_clear_error(body: bytes) -> None:
+    with pytest.raises(FetchError) as err:
+        parse_feed(body, url="https://example.org/feed.json")
+    assert err.value.retryable is False

@@ -30,4 +30,4 @@ class ParsedFeed:
     language: str | None
     entries: list[ParsedEntry] = field(default_factory=list)
     problem: str | None = None  # a recoverable problem (partly broken feed), recorded per source
-    parser: str = "feedparser"  # which parser produced it: "fast" or "feedparser"
+    parser: str = "feedparser"  # which parser produced it: "fast", "feedparser", "json", "html"
