@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from newsexchange.config import Config
-from newsexchange.db import Database, Digest, DigestItem, Translation
+from newsexchange.db import AuditEntry, Database, Digest, DigestItem, Translation
 from newsexchange.digest import build_digest, edit_digest
 from newsexchange.errors import DigestError
 from tests.test_digest_sample import add_item, sample_config, seed, utc
@@ -218,3 +218,23 @@ def test_one_digest_per_period_on_sqlite_and_postgresql(any_db_url: str, cfg: Co
             assert d is not None and d.subject.startswith("Petroskoin ja Karjalan")
     finally:
         db.dispose()
+
+
+def test_changed_rebuild_of_a_digest_awaiting_approval_returns_it_to_draft(
+    cfg: Config, db: Database
+) -> None:
+    seed(db)
+    rep = build_digest(db, cfg, "joensuu-to-petrozavodsk", period_start=NOV1, now=NOW)
+    with db.session() as s:
+        s.get(Digest, rep.id).state = "awaiting_approval"  # type: ignore[union-attr]
+    same = build_digest(db, cfg, "joensuu-to-petrozavodsk", period_start=NOV1, now=NOW)
+    assert (same.state, same.version) == ("awaiting_approval", 1)  # nothing changed
+    add_item(
+        db, key="new", source="yle-pk", title="Uusi", published=utc(2026, 11, 3), tr={"ru": "Новое"}
+    )
+    changed = build_digest(db, cfg, "joensuu-to-petrozavodsk", period_start=NOV1, now=NOW)
+    assert (changed.state, changed.version) == ("draft", 2)
+    with db.session() as s:
+        log = s.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+        assert [(a.action, a.detail["version"]) for a in log] == [("built", 1), ("rebuilt", 2)]
+        assert log[1].detail["from_state"] == "awaiting_approval"

@@ -177,6 +177,20 @@ def test_markup_from_a_translation_provider_is_cleaned_before_it_is_trusted(
         assert bad not in r.html, bad
 
 
+def test_a_non_http_link_from_a_feed_is_not_linked(
+    db: Database, cfg: Config, seeded: dict[str, int]
+) -> None:
+    from newsexchange.db import Item
+
+    with db.session() as s:
+        item = s.get(Item, seeded["jobs"])
+        assert item is not None
+        item.link = "javascript:alert(document.cookie)"
+    r = render(db, cfg, "ru")
+    assert "javascript:" not in r.html and "javascript:" not in r.text
+    assert "Безработица в Северной Карелии" in r.html  # the item itself stays
+
+
 # -- the email -------------------------------------------------------------------------------
 
 

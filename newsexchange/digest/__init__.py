@@ -16,8 +16,12 @@ Rules (the invariants this module keeps):
   rebuild, so new items arriving never undo an editor's choice.
 - ``version`` grows whenever what a reader would see changes (which items, their order, or
   their text — a translation that finished since the last build counts). Approvals name the
-  version they approved, so a changed digest needs approving again; the state is left as is
-  (the approval step decides what to do with a new version).
+  version they approved, so a changed digest needs approving again: a rebuild that changes
+  a digest awaiting approval (or held) returns it to ``draft``, and the approval step sends
+  fresh requests. ``edit_digest`` leaves the state to its caller (the approval step mails
+  the editors itself after an edit).
+- Builds that create or change a digest are written to ``audit_log`` (actor
+  ``newsexchange``, action ``built``/``rebuilt``).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsexchange.config import Config, ExchangeSettings
-from newsexchange.db import Database, Digest, DigestItem, Item
+from newsexchange.db import AuditEntry, Database, Digest, DigestItem, Item
 from newsexchange.digest import periods
 from newsexchange.digest.select import (
     Candidate,
@@ -182,7 +186,9 @@ def _get_or_create(
     stmt = sa_select(Digest).where(
         Digest.exchange_id == exchange.id, Digest.period_start == period.start
     )
-    digest = session.scalars(stmt).one_or_none()
+    # FOR UPDATE (PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes writers): two
+    # rebuilds of one digest run one after the other instead of interleaving their rows.
+    digest = session.scalars(stmt.with_for_update()).one_or_none()
     if digest is not None:
         return digest, False
     digest = Digest(
@@ -240,8 +246,30 @@ def build_digest(
         _refuse_frozen(digest, "rebuilt")
         selection, items = _select_for(session, config, exchange, period, digest, now)
         changed = _write_selection(session, digest, selection, items, exchange.language)
+        old_version, old_state = digest.version, digest.state
         if changed and not created:
             digest.version += 1
+            if digest.state != "draft":
+                # The editors were asked about content that no longer exists: back to draft,
+                # so the approval step asks again about this version.
+                digest.state = "draft"
+        if created or changed:
+            session.add(
+                AuditEntry(
+                    at=now,
+                    digest_id=digest.id,
+                    actor="newsexchange",
+                    action="built" if created else "rebuilt",
+                    channel="system",
+                    detail={
+                        "version": digest.version,
+                        "from_version": None if created else old_version,
+                        "from_state": None if created else old_state,
+                        "items": len(selection.included),
+                        "left_out": len(selection.left_out),
+                    },
+                )
+            )
         digest.built_at = now
         digest.period_end = period.end
         from newsexchange.digest.render import subject_for

@@ -285,7 +285,7 @@ def digest_content(session: Session, config: Config, digest: Digest) -> dict[str
                 "source_id": item.source_id,
                 "region": item.region,
                 "source_name": _source_name(config, item.source_id),
-                "link": item.link,
+                "link": _http_link(item.link),
                 "published_at": item.published_at.astimezone(UTC).isoformat(),
                 "event_at": item.event_at.astimezone(UTC).isoformat() if item.event_at else None,
                 "also_in": also,
@@ -300,6 +300,15 @@ def digest_content(session: Session, config: Config, digest: Digest) -> dict[str
         "period": {"start": digest.period_start.isoformat(), "end": digest.period_end.isoformat()},
         "items": out,
     }
+
+
+def _http_link(url: str | None) -> str | None:
+    """Only http(s) links reach a mail: a feed's ``javascript:`` or ``data:`` link (cleaned at
+    ingestion already) is dropped here once more rather than trusted."""
+    if not url:
+        return None
+    scheme = url.split(":", 1)[0].strip().lower()
+    return url if scheme in ("http", "https") and "://" in url else None
 
 
 def content_hash(content: Mapping[str, Any]) -> str:
