@@ -646,3 +646,31 @@ def test_url_changed_in_config_starts_over_without_old_validators(
     assert report.ok == 1 and report.new_items == 1
     assert http_server.requests_to("/v2")[0].header("If-None-Match") is None
     assert source_row(db, "a").etag == '"new"'
+
+
+def test_two_concurrent_runs_store_each_item_once(
+    setup: Callable[..., tuple[Config, Database]], http_server: HTTPServer, any_db_url: str
+) -> None:
+    import threading
+
+    barrier = threading.Barrier(2, timeout=5)
+    body = rss(fi_items(3))
+
+    def handler(_req: Request) -> Response:
+        barrier.wait()  # both runs have their request in flight before either gets an answer
+        return Response(200, body)
+
+    http_server.route("/feed", handler)
+    cfg, db = setup(("a", f"{http_server.url}/feed", ""), db_url=any_db_url)
+    reports: list[FetchReport] = []
+
+    def run() -> None:
+        reports.append(run_fetch(db, cfg, now=NOW))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert [r.failed for r in reports] == [0, 0]
+    assert count_items(db) == 3

@@ -288,15 +288,28 @@ def _sync_sources(db: Database, selected: list[SourceSettings]) -> dict[str, Sou
     out: dict[str, SourceState] = {}
     ids = [s.id for s in selected]
     with db.session() as s:
-        rows: dict[str, Source] = {}
-        for chunk in _chunks(ids, LOOKUP_CHUNK):
-            rows.update({r.id: r for r in s.scalars(select(Source).where(Source.id.in_(chunk)))})
+
+        def load() -> dict[str, Source]:
+            rows: dict[str, Source] = {}
+            for chunk in _chunks(ids, LOOKUP_CHUNK):
+                q = select(Source).where(Source.id.in_(chunk))
+                rows.update({r.id: r for r in s.scalars(q)})
+            return rows
+
+        rows = load()
+        missing = [
+            {"id": src.id, "config_url": src.url, "url": src.url, "consecutive_failures": 0}
+            for src in selected
+            if src.id not in rows
+        ]
+        if missing:
+            # Two runs starting at once (the service and a console fetch) both see the row
+            # missing; the conflict-free insert lets both go on with the one row.
+            s.execute(_insert_ignoring_conflicts(s, Source, ["id"]), missing)
+            rows = load()
         for src in selected:
-            row = rows.get(src.id)
-            if row is None:
-                row = Source(id=src.id, config_url=src.url, url=src.url, consecutive_failures=0)
-                s.add(row)
-            elif row.config_url != src.url:
+            row = rows[src.id]
+            if row.config_url != src.url:
                 # The editor changed the URL: start over from it (old validators and a
                 # redirect learnt for the old URL do not apply to the new one).
                 row.config_url = row.url = src.url
@@ -706,7 +719,7 @@ class _Writer:
             # A plain executemany, then one query for the ids: RETURNING with
             # sort_by_parameter_order degrades to one INSERT per row on SQLite (no sentinel
             # column), which was a third of the writer's time.
-            s.execute(insert(Item), rows)
+            s.execute(_insert_ignoring_conflicts(s, Item, ["source_id", "identity"]), rows)
             wanted = [v.identity for v in decision.new]
             id_of: dict[str, int] = {}
             for chunk in _chunks(wanted, LOOKUP_CHUNK):
@@ -790,6 +803,22 @@ class _Writer:
                 .values(story_group_id=bindparam("gid")),
                 set_group,
             )
+
+
+def _insert_ignoring_conflicts(s: Session, model: type[Any], keys: list[str]) -> Any:
+    """INSERT that skips rows another process stored meanwhile (the service and a console
+    ``fetch`` at the same time): the unique key keeps one copy, and ON CONFLICT DO NOTHING
+    keeps the late writer's transaction from failing over it."""
+    dialect = s.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(model).on_conflict_do_nothing(index_elements=keys)
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(model).on_conflict_do_nothing(index_elements=keys)
+    return insert(model)
 
 
 def _fp_int(fp: str | None) -> int:
