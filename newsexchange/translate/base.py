@@ -152,6 +152,7 @@ def normalize(text: str) -> str:
 # that can open a sentence. Abbreviations that end in a dot are common in both languages
 # ("esim.", "mm.", "klo", "г.", "ул.", initials "A."), so those do not end a sentence.
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"»”’)\]]*\s+(?=[\"«„“(\[A-ZÅÄÖÜА-ЯЁ0-9—–-])")
+_LAST_WORD = re.compile(r"(\w+)\W*$")
 _ABBREVIATION_TEXT = """esim mm ns ks vrt jne yms tms klo n noin prof dos tri fil ts os puh p s
     ym ko eli г гг ул д др т тт им пр проф руб коп тыс млн млрд см стр рис акад св
     e g i dr mr mrs ms st no vs etc jr sr inc ltd co"""
@@ -168,7 +169,7 @@ def split_sentences(text: str) -> list[str]:
     start = 0
     for m in _SENTENCE_END.finditer(text):
         before = text[start : m.start()]
-        word = re.search(r"(\w+)\W*$", before)
+        word = _LAST_WORD.search(before[-60:])
         if word and (word.group(1).lower() in _ABBREVIATIONS or len(word.group(1)) == 1):
             continue
         parts.append(text[start : m.end()])
