@@ -177,6 +177,18 @@ def test_markup_from_a_translation_provider_is_cleaned_before_it_is_trusted(
         assert bad not in r.html, bad
 
 
+def test_machine_translation_note_only_when_a_machine_translated_something(
+    db: Database, cfg: Config, seeded: dict[str, int]
+) -> None:
+    assert "käännetty koneellisesti" in render(db, cfg, "fi").html
+    with db.session() as s:
+        for tr in s.query(Translation).filter_by(language="fi"):
+            tr.provider = "editor"
+    r = render(db, cfg, "fi")
+    assert "koneellisesti" not in r.html and "koneellisesti" not in r.text
+    assert "Alkuperäinen otsikko (venäjä)" in r.html  # the original title is still shown
+
+
 def test_a_non_http_link_from_a_feed_is_not_linked(
     db: Database, cfg: Config, seeded: dict[str, int]
 ) -> None:

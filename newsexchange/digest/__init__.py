@@ -51,7 +51,7 @@ from newsexchange.digest.select import (
     arrange,
 )
 from newsexchange.digest.select import select as rank
-from newsexchange.errors import DigestError
+from newsexchange.errors import ConfigError, DigestError
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ __all__ = [
     "build_digest",
     "edit_digest",
     "item_text",
+    "translated_by",
 ]
 
 
@@ -134,6 +135,17 @@ def item_text(item: Item, language: str) -> tuple[str, str, str, bool]:
     return item.title, item.summary_html, item.summary_text, False
 
 
+def translated_by(item: Item, language: str) -> str | None:
+    """Who produced the text shown in ``language``: "original" (the item's own language), a
+    provider name, "memory", "editor"; None when the item is untranslated."""
+    if item.language == language:
+        return "original"
+    for tr in item.translations:
+        if tr.language == language and tr.status == "done" and tr.title:
+            return tr.provider or "unknown"
+    return None
+
+
 def _text_hash(item: Item, language: str) -> str:
     title, html, text, translated = item_text(item, language)
     blob = json.dumps([title, html, text, translated, item.link], ensure_ascii=False)
@@ -155,7 +167,7 @@ def _signature(entries: Sequence[DigestItem]) -> list[tuple[Any, ...]]:
 def _source_weight(config: Config, exchange: ExchangeSettings, source_id: str) -> float:
     try:
         base = config.source(source_id).weight
-    except Exception:  # a source removed from feeds.yaml keeps its old items, at weight 1
+    except ConfigError:  # a source removed from feeds.yaml keeps its old items, at weight 1
         base = 1.0
     return base * exchange.source_weights.get(source_id, 1.0)
 
@@ -163,7 +175,7 @@ def _source_weight(config: Config, exchange: ExchangeSettings, source_id: str) -
 def _source_name(config: Config, source_id: str) -> str:
     try:
         return config.source(source_id).display_name
-    except Exception:
+    except ConfigError:
         return source_id
 
 

@@ -253,7 +253,7 @@ def _source_name(config: Config, source_id: str) -> str:
 
 def digest_content(session: Session, config: Config, digest: Digest) -> dict[str, Any]:
     """Everything a reader sees of ``digest``, as plain JSON-able data (see module doc)."""
-    from newsexchange.digest import item_text
+    from newsexchange.digest import item_text, translated_by
 
     entries = sorted((e for e in digest.entries if e.included), key=lambda e: e.position)
     items: dict[int, Item] = {e.item_id: e.item for e in entries}
@@ -280,6 +280,7 @@ def digest_content(session: Session, config: Config, digest: Digest) -> dict[str
                 "summary_text": summary_text,
                 "translated": translated,
                 "same_language": item.language == digest.language,
+                "translated_by": translated_by(item, digest.language),
                 "original_title": item.title,
                 "original_language": item.language,
                 "source_id": item.source_id,
@@ -452,7 +453,13 @@ def render_content(
     counts = {key: sum(1 for i in items if i["section"] == key) for key in ("news", "events")}
     preheader = _preheader(language, counts["news"], counts["events"], [i["title"] for i in items])
     count_parts = [plural(language, k, counts[k]) for k in ("news", "events") if counts[k]]
-    machine = any(i["translated"] and not i.get("same_language") for i in items)
+    # The note is owed when a machine wrote any of it; editor-written translations are not.
+    machine = any(
+        i["translated"]
+        and not i.get("same_language")
+        and i.get("translated_by") not in ("editor", "original")
+        for i in items
+    )
     ctx = {
         "lang": language,
         "t": t,
