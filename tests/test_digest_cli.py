@@ -171,3 +171,8 @@ def test_edit_drops_by_position_and_bumps_the_version(
     assert code == 0 and data is not None and data["version"] == 2
     assert built["items"][1]["item_id"] not in [i["item_id"] for i in data["items"]]
     assert [i["position"] for i in data["items"]] == [1, 2, 3, 4]
+    assert [(a["action"], a["channel"]) for a in data["audit"]] == [
+        ("built", "system"),
+        ("edit", "cli"),
+    ]
+    assert data["audit"][1]["detail"]["drop"] == [2]

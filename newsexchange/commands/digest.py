@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from datetime import date
 from pathlib import Path
@@ -25,6 +26,13 @@ from newsexchange.digest import build_digest, edit_digest, item_text
 from newsexchange.digest.periods import PeriodError
 from newsexchange.digest.render import format_period, render_digest, to_email
 from newsexchange.errors import DigestError
+
+
+def _console_user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # a container user without a passwd entry
+        return "unknown"
 
 
 def _day(value: str) -> date:
@@ -353,7 +361,28 @@ def edit(ctx: Context) -> int:
         d = s.get(Digest, a.id)
         if d is None:
             raise DigestError(f"no digest with id {a.id} (see: newsexchange digest list)")
-        edit_digest(s, d, drop=a.drop, pin=a.pin, order=a.order, restore=a.restore, now=ctx.now())
+        old_version = d.version
+        now = ctx.now()
+        edit_digest(s, d, drop=a.drop, pin=a.pin, order=a.order, restore=a.restore, now=now)
+        if d.version != old_version:  # logged like the approval page's edits
+            s.add(
+                AuditEntry(
+                    at=now,
+                    digest_id=d.id,
+                    actor=f"console:{_console_user()}",
+                    action="edit",
+                    channel="cli",
+                    detail={
+                        "from_version": old_version,
+                        "version": d.version,
+                        "drop": a.drop or None,
+                        "pin": a.pin or None,
+                        "order": a.order,
+                        "restore": a.restore or None,
+                    },
+                )
+            )
+            s.flush()
         data = _summary(ctx, s, d)
     ctx.emit(data, lambda: _summary_text(data))
     return 0
