@@ -531,3 +531,50 @@ def test_memory_editor_override_and_pending_work_the_same_on_sqlite_and_postgres
     rows = translations(db, c)
     assert rows["ru"].title == "Порт открывается" and rows["ru"].status == "done"
     assert translations(db, b)["ru"].title == fake_translate("Satama avataan")  # kept as it was
+
+
+def test_two_runs_racing_on_the_same_new_items_both_finish(
+    setup: Callable[..., tuple[Config, Database]], libre: FakeLibre
+) -> None:
+    import threading
+
+    cfg, db = setup()
+    ids = [add_item(db, title=f"Uutinen {i}", detected="fi") for i in range(20)]
+    libre.delay = 0.3  # both runs have read the page before either one writes
+    results: list[object] = []
+
+    def run() -> None:
+        try:
+            results.append(run_translate(db, cfg, now=NOW))
+        except Exception as exc:  # the assertion below shows it
+            results.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(not isinstance(r, Exception) for r in results), results
+    assert all(translations(db, i)["ru"].status == "done" for i in ids)
+
+
+def test_cli_translation_set_from_file_and_bad_usage(
+    setup: Callable[..., tuple[Config, Database]],
+    libre: FakeLibre,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    cfg, db = setup()
+    item = add_item(db, title="Kirjasto avataan", summary_text="Tervetuloa.")
+    conf = str(cfg.path)
+    fix = tmp_path / "fix.yaml"
+    fix.write_text("title: Библиотека открыта\nsummary: Добро пожаловать.\n", encoding="utf-8")
+    assert main(["translation", "set", str(item), "ru", "--file", str(fix), "--config", conf]) == 0
+    capsys.readouterr()
+    assert translations(db, item)["ru"].title == "Библиотека открыта"
+    assert (
+        main(["translation", "set", "999", "ru", "--title", "x", "--config", conf, "--json"]) == 2
+    )
+    assert "no item with id 999" in json.loads(capsys.readouterr().out)["error"]
+    assert main(["translation", "set", str(item), "de", "--title", "x", "--config", conf]) == 2
+    assert "unknown language" in capsys.readouterr().err

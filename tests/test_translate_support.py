@@ -57,6 +57,7 @@ class FakeProvider:
     calls: list[Call] = field(default_factory=list)
     failure: Response | None = None
     mangle: bool = False  # answer with placeholders destroyed (a provider that mangles)
+    delay: float = 0.0  # seconds before each answer (to make two runs overlap)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -74,6 +75,10 @@ class FakeProvider:
     def _record(self, texts: list[str], source: str, target: str) -> Response | None:
         with self._lock:
             self.calls.append(Call(texts, source, target))
+        if self.delay:
+            import time
+
+            time.sleep(self.delay)
         return self.failure
 
     def _out(self, text: str, target: str) -> str:

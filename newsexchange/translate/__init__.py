@@ -744,10 +744,23 @@ def _write(
             )
         if new_rows:
             s.flush()
-            s.connection().execute(insert(Translation), [vars(r) for r in new_rows])
+            s.connection().execute(_insert_new(s), [vars(r) for r in new_rows])
         report.items_translated += len(finished)
         _record_usage(s, chain, now)
         chain.usage.clear()
+
+
+def _insert_new(session: Session) -> Any:
+    """INSERT of new translation rows. Two runs at once (the service and a console command)
+    can both translate the same new item; the first to commit wins and the other's identical
+    row is dropped instead of failing the page."""
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        ins: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        return ins(Translation).on_conflict_do_nothing(index_elements=["item_id", "language"])
+    return insert(Translation)
 
 
 @dataclass
