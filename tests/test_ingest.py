@@ -674,3 +674,71 @@ def test_two_concurrent_runs_store_each_item_once(
         t.join(timeout=30)
     assert [r.failed for r in reports] == [0, 0]
     assert count_items(db) == 3
+
+
+def test_worker_processes_store_the_same_items_as_the_in_process_path(
+    write_config: Callable[..., Config],
+    http_server: HTTPServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import newsexchange.ingest as ingest
+
+    monkeypatch.delenv("NEWSEXCHANGE_NO_POOL", raising=False)
+    monkeypatch.setattr(ingest, "POOL_MAX_WORKERS", 1)
+
+    title = "Петрозаводск получит новые автобусы"
+    ru = [
+        {
+            "title": title,
+            "link": "http://example.ru/1",
+            "guid": "r1",
+            "pubDate": format_datetime(NOW),
+            "description": "Администрация города сообщила о закупке тридцати новых автобусов.",
+        }
+    ]
+    http_server.route("/fi", Response(200, rss(fi_items(3))))
+    http_server.route("/ru", Response(200, rss(ru, encoding="windows-1251")))
+    http_server.route(
+        "/html", Response(200, b"<html><body>no feed</body></html>", {"Content-Type": "text/html"})
+    )
+    cfg = write_config(
+        FETCH
+        + sources_yaml(
+            ("fi", f"{http_server.url}/fi", ""),
+            ("ru", f"{http_server.url}/ru", ""),
+            ("html", f"{http_server.url}/html", ""),
+        )
+    )
+
+    def stored(db_name: str) -> tuple[dict[str, object], list[tuple[object, ...]]]:
+        db = Database(f"sqlite:///{tmp_path}/{db_name}")
+        try:
+            report = run_fetch(db, cfg, now=NOW)
+            with db.session() as s:
+                rows = sorted(
+                    (
+                        i.source_id,
+                        i.identity,
+                        i.title,
+                        i.summary_html,
+                        i.fingerprint,
+                        i.detected_language,
+                        i.language_mismatch,
+                        i.published_at,
+                    )
+                    for i in s.scalars(select(Item))
+                )
+            data = report.to_json()
+            return {k: data[k] for k in ("fetched", "failed", "new_items")}, rows
+        finally:
+            db.dispose()
+
+    monkeypatch.setattr(ingest, "POOL_MIN_SOURCES", 10**6)
+    in_process = stored("a.db")
+    monkeypatch.setattr(ingest, "POOL_MIN_SOURCES", 1)
+    with_workers = stored("b.db")
+    assert in_process == with_workers
+    assert "parse worker failed" not in caplog.text
+    assert in_process[0] == {"fetched": 2, "failed": 1, "new_items": 4}

@@ -24,18 +24,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from newsexchange.config import Config, SourceSettings
+from newsexchange.config import Config, HtmlSelect, SourceSettings
 from newsexchange.db import Database, Item, Source, StoryGroup
 from newsexchange.errors import ConfigError, FetchError
 from newsexchange.ingest.fetch import (
@@ -57,6 +60,8 @@ from newsexchange.ingest.store import (
     StoryRef,
     after_failure,
     after_success,
+    content_hash,
+    detect_text,
     is_due,
     lookup_keys,
 )
@@ -70,6 +75,11 @@ log = logging.getLogger(__name__)
 WRITE_BATCH = 32
 #: Bind parameters per IN (...) lookup chunk (SQLite's old default limit is 999).
 LOOKUP_CHUNK = 400
+#: Runs with at least this many due sources parse in worker processes (see _make_pool).
+POOL_MIN_SOURCES = 100
+POOL_MAX_WORKERS = 4
+#: Items updated this recently count as "known" when deciding what a worker precomputes.
+KNOWN_WINDOW = timedelta(days=30)
 
 T = TypeVar("T")
 
@@ -351,6 +361,127 @@ class _Fetched:
     state: SourceState
     result: FetchResult | None
     error: FetchError | None
+    pre: _Precomputed | None = None  # parsed in a worker process (large runs)
+
+
+@dataclass
+class _Precomputed:
+    """What a worker process did for one body: the parsed feed (or why not), and the
+    fingerprints and languages of the entries not already stored unchanged."""
+
+    feed: ParsedFeed | None
+    error: str | None = None
+    fingerprints: dict[tuple[str, str], str] = field(default_factory=dict)
+    languages: dict[str, str | None] = field(default_factory=dict)
+
+
+def _parse_body(
+    kind: str,
+    select_: HtmlSelect | None,
+    body: bytes,
+    *,
+    url: str,
+    content_type: str | None,
+    summary_chars: int,
+    timezone: str,
+    now: datetime,
+) -> ParsedFeed:
+    if kind == "html":
+        from newsexchange.ingest.scrape import parse_html_page
+
+        assert select_ is not None  # checked by the config
+        return parse_html_page(
+            body,
+            url=url,
+            select=select_,
+            content_type=content_type,
+            summary_chars=summary_chars,
+            # A page's dates rarely carry a zone: they are the region's local time.
+            timezone=timezone,
+            now=now,
+        )
+    from newsexchange.ingest.parse import parse_feed
+
+    return parse_feed(body, url=url, content_type=content_type, summary_chars=summary_chars)
+
+
+def _worker_init() -> None:
+    """Import the parsers and load the language model once per worker process."""
+    from newsexchange.ingest import clean, parse, scrape  # noqa: F401
+    from newsexchange.ingest.langdetect import detect_language
+
+    detect_language("Joensuun kaupunki avaa uuden kirjaston keskustaan ensi keväänä.")
+
+
+def _prepare_in_worker(
+    kind: str,
+    select_: HtmlSelect | None,
+    body: bytes,
+    url: str,
+    content_type: str | None,
+    summary_chars: int,
+    timezone: str,
+    now: datetime,
+    known: frozenset[str],
+) -> _Precomputed:
+    """Runs in a worker process: parse, then the CPU-heavy per-entry work for every entry
+    whose content is not already stored (``known`` content hashes of the source)."""
+    try:
+        feed = _parse_body(
+            kind,
+            select_,
+            body,
+            url=url,
+            content_type=content_type,
+            summary_chars=summary_chars,
+            timezone=timezone,
+            now=now,
+        )
+    except FetchError as exc:
+        return _Precomputed(None, exc.message)
+    except Exception as exc:  # a parser bug: this source's error only
+        return _Precomputed(None, f"could not parse: {type(exc).__name__}: {exc}")
+    from newsexchange.ingest.clean import fingerprint
+    from newsexchange.ingest.langdetect import detect_language
+
+    pre = _Precomputed(feed)
+    for e in feed.entries:
+        if content_hash(e) in known:
+            continue
+        pre.fingerprints[(e.title, e.summary_text)] = fingerprint(e.title, e.summary_text)
+        text = detect_text(e)
+        if text is not None:
+            pre.languages[text] = detect_language(text)
+    return pre
+
+
+def _known_hashes(db: Database, source_ids: list[str], now: datetime) -> dict[str, set[str]]:
+    """Content hashes of each source's recently updated items: entries with these need no
+    fingerprint or language detection (they will come out unchanged)."""
+    out: dict[str, set[str]] = {}
+    since = now - KNOWN_WINDOW
+    with db.session() as s:
+        for chunk in _chunks(source_ids, LOOKUP_CHUNK):
+            q = select(Item.source_id, Item.content_hash).where(
+                Item.source_id.in_(chunk), Item.updated_at >= since
+            )
+            for row in s.execute(q):
+                out.setdefault(row.source_id, set()).add(row.content_hash)
+    return out
+
+
+def _make_pool(n_sources: int) -> ProcessPoolExecutor | None:
+    """Worker processes for parsing when the run is big enough to repay starting them
+    (~1 s each: imports and the language model) and there is more than one core."""
+    cores = os.cpu_count() or 1
+    if n_sources < POOL_MIN_SOURCES or cores < 2 or os.environ.get("NEWSEXCHANGE_NO_POOL"):
+        return None
+    # spawn, not fork: the parent has threads (the writer) and open database connections.
+    return ProcessPoolExecutor(
+        max_workers=min(cores, POOL_MAX_WORKERS),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+    )
 
 
 async def _fetch_all(
@@ -373,6 +504,33 @@ async def _fetch_all(
     writer = _Writer(db, config, now=now)
     outcomes: list[SourceOutcome] = []
 
+    pool = _make_pool(len(due))
+    known: dict[str, set[str]] = {}
+    if pool is not None:
+        known = await asyncio.to_thread(_known_hashes, db, [s.id for s in due], now)
+    loop = asyncio.get_running_loop()
+
+    async def precompute(src: SourceSettings, result: FetchResult) -> _Precomputed | None:
+        if pool is None or result.body is None:
+            return None
+        try:
+            return await loop.run_in_executor(
+                pool,
+                _prepare_in_worker,
+                src.kind,
+                src.select,
+                result.body,
+                result.final_url,
+                result.content_type,
+                config.fetch.summary_chars,
+                str(config.region_tz(src.region)),
+                now,
+                frozenset(known.get(src.id, ())),
+            )
+        except Exception:  # a broken pool: the writer parses it instead
+            log.warning("parse worker failed; parsing in process", exc_info=True)
+            return None
+
     async def fetch_one(src: SourceSettings) -> None:
         state = states[src.id]
         accept = HTML_ACCEPT if src.kind == "html" else FEED_ACCEPT
@@ -380,7 +538,7 @@ async def _fetch_all(
             result = await the_fetcher.fetch(
                 state.url, etag=state.etag, last_modified=state.last_modified, accept=accept
             )
-            item = _Fetched(src, state, result, None)
+            item = _Fetched(src, state, result, None, await precompute(src, result))
         except FetchError as exc:
             item = _Fetched(src, state, None, exc)
         except Exception as exc:  # a bug or a surprise in a library: this source's error only
@@ -436,6 +594,8 @@ async def _fetch_all(
             writer_task.cancel()
         if own:
             await the_fetcher.aclose()
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
     return outcomes
 
 
@@ -511,7 +671,7 @@ class _Writer:
             )
             return p
         try:
-            feed = self._parse(src, res, fetch_cfg.summary_chars)
+            feed = self._parse(f, res, fetch_cfg.summary_chars)
         except FetchError as exc:
             exc.status = exc.status or (res.status or None)
             p.outcome = self._failed(src, state, exc)
@@ -552,26 +712,21 @@ class _Writer:
         )
         return p
 
-    def _parse(self, src: SourceSettings, res: FetchResult, summary_chars: int) -> ParsedFeed:
-        body = res.body or b""
-        if src.kind == "html":
-            from newsexchange.ingest.scrape import parse_html_page
-
-            assert src.select is not None  # checked by the config
-            return parse_html_page(
-                body,
-                url=res.final_url,
-                select=src.select,
-                content_type=res.content_type,
-                summary_chars=summary_chars,
-                # A page's dates rarely carry a zone: they are the region's local time.
-                timezone=self.config.region_tz(src.region),
-                now=self.now,
-            )
-        from newsexchange.ingest.parse import parse_feed
-
-        return parse_feed(
-            body, url=res.final_url, content_type=res.content_type, summary_chars=summary_chars
+    def _parse(self, f: _Fetched, res: FetchResult, summary_chars: int) -> ParsedFeed:
+        if f.pre is not None:  # parsed in a worker process
+            if f.pre.error is not None or f.pre.feed is None:
+                raise FetchError(f.pre.error or "could not parse", retryable=False)
+            return f.pre.feed
+        src = f.source
+        return _parse_body(
+            src.kind,
+            src.select,
+            res.body or b"",
+            url=res.final_url,
+            content_type=res.content_type,
+            summary_chars=summary_chars,
+            timezone=str(self.config.region_tz(src.region)),
+            now=self.now,
         )
 
     def _failed(self, src: SourceSettings, state: SourceState, err: FetchError) -> SourceOutcome:
@@ -691,11 +846,20 @@ class _Writer:
                                 row.published_at,
                             )
                         )
+        detect, fingerprint = self._detect, self._fingerprint
+        pre = p.fetched.pre
+        if pre is not None:  # use what the worker computed; compute only what it skipped
+            langs, fps = pre.languages, pre.fingerprints
+
+            def detect(text: str) -> str | None:
+                return langs[text] if text in langs else self._detect(text)
+
+            def fingerprint(title: str, text: str) -> str:
+                fp = fps.get((title, text))
+                return fp if fp is not None else self._fingerprint(title, text)
+
         decider = Decider(
-            declared_language=src.language,
-            now=self.now,
-            detect=self._detect,
-            fingerprint=self._fingerprint,
+            declared_language=src.language, now=self.now, detect=detect, fingerprint=fingerprint
         )
         decision = decider.decide(stored, entries)
         p.decision = decision

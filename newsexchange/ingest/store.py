@@ -139,6 +139,12 @@ def identities(entries: Sequence[ParsedEntry], hashes: Sequence[str]) -> list[st
     return out
 
 
+def detect_text(entry: ParsedEntry) -> str | None:
+    """The text whose language is checked (None when too short to tell)."""
+    text = f"{entry.title}. {entry.summary_text}".strip()
+    return text if len(text) >= MIN_DETECT_CHARS else None
+
+
 def lookup_keys(entries: Sequence[ParsedEntry]) -> tuple[set[str], set[str]]:
     """Identities and links to read stored items by (so the step never loads a whole archive)."""
     hashes = [content_hash(e) for e in entries]
@@ -222,8 +228,8 @@ class Decider:
             published = old.published_at if old is not None else self.now
         elif published > self.now + FUTURE_SLACK:
             published = self.now
-        text = f"{entry.title}. {entry.summary_text}".strip()
-        detected = self.detect(text) if len(text) >= MIN_DETECT_CHARS else None
+        text = detect_text(entry)
+        detected = self.detect(text) if text is not None else None
         return ItemValues(
             identity=identity,
             guid=(entry.guid or "").strip() or None,
