@@ -189,6 +189,34 @@ def test_machine_translation_note_only_when_a_machine_translated_something(
     assert "Alkuperäinen otsikko (venäjä)" in r.html  # the original title is still shown
 
 
+def test_an_item_without_link_or_summary_still_renders_cleanly(
+    db: Database, cfg: Config, seeded: dict[str, int]
+) -> None:
+    from newsexchange.db import Item
+
+    with db.session() as s:
+        item = s.get(Item, seeded["fares"])
+        assert item is not None
+        item.link = None
+        for tr in item.translations:
+            tr.summary_html, tr.summary_text = "", ""
+    r = render(db, cfg, "fi")
+    assert "Petroskoin joukkoliikenteen hinnat nousevat tammikuussa" in r.html
+    block = r.text.split("Petroskoin joukkoliikenteen hinnat", 1)[1].split("\n\n\n", 1)[0]
+    assert "Lue alkuperäinen" not in block and "None" not in block
+    assert "None" not in r.html
+
+
+def test_empty_digest_says_so_in_its_language(db: Database, cfg: Config) -> None:
+    rep = build_digest(db, cfg, "border-en", period_start=date(2026, 12, 1), now=NOW)
+    with db.session() as s:
+        d = s.get(Digest, rep.id)
+        assert d is not None
+        r = render_digest(s, cfg, d)
+    assert "No news in this period." in r.html and "No news in this period." in r.text
+    assert r.preheader == "No news in this period."
+
+
 def test_a_non_http_link_from_a_feed_is_not_linked(
     db: Database, cfg: Config, seeded: dict[str, int]
 ) -> None:
