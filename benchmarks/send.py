@@ -1,10 +1,10 @@
 """Delivery throughput: one digest to 10,000 recipients over SMTP to a local sink.
 
-    .venv/bin/python benchmarks/send.py [--recipients 10000] [--connections 2]
+    .venv/bin/python benchmarks/send.py [--recipients 10000] [--connections 4]
 
 The sink is a minimal asyncio SMTP server in a separate process (so it does not share the
 GIL with the sender) that accepts everything and counts; its own ceiling is measured first
-with a bare smtplib loop over the same number of connections, so the figure for
+with a raw pipelined client over the same number of connections, so the figure for
 ``run_send`` can be read against it. Every message is personalized (To, Message-ID, its
 own signed unsubscribe URL in List-Unsubscribe and both bodies) from one rendering.
 Prints messages/s and the peak RSS of the sending process.
@@ -224,7 +224,7 @@ def message_size(cfg: object, db: object, digest_id: int) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--recipients", type=int, default=10_000)
-    ap.add_argument("--connections", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=4, help="mail.smtp.connections")
     args = ap.parse_args()
 
     port = free_port()

@@ -486,3 +486,25 @@ def test_starttls_required_but_not_offered_stops_the_send_cleanly(
     assert report.failed_permanent == 0
     with db.session() as s:
         assert s.scalars(select(Suppression)).all() == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Anna Smirnova",
+        "Орлов, Дмитрий",
+        "Smith, John",
+        "Александра Константиновна Верещагина-Преображенская",
+    ],
+)
+def test_to_header_decodes_back_to_the_name_and_address(name: str) -> None:
+    from email.headerregistry import Address
+
+    from newsexchange.delivery.send import _to_header
+
+    value = _to_header(name, "x@example.org")
+    assert value.isascii()
+    msg = email.message_from_bytes(f"To: {value}\r\n\r\n".encode(), policy=email.policy.default)
+    addr = msg["To"].addresses[0]
+    assert isinstance(addr, Address)
+    assert (addr.display_name, addr.addr_spec) == (name, "x@example.org")

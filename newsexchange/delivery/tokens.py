@@ -1,7 +1,7 @@
 """Unsubscribe links: signed tokens naming an address and a list, and what they do.
 
-Tokens are signed with the exchange's secret key (itsdangerous, its own salt so an approval
-token can never pass for an unsubscribe token, nor the reverse). They do not expire: a reader
+Tokens are signed with the exchange's secret key (itsdangerous ``Signer``, HMAC-SHA256, a salt
+of their own so an approval token can never pass for an unsubscribe token, nor the reverse). They do not expire: a reader
 may act on a digest months later and the law (and Gmail's bulk-sender rules) want the link
 to keep working. They are not single-use either: unsubscribing twice is harmless.
 
@@ -11,12 +11,13 @@ Erasure (GDPR) keeps no address: a suppression of an erased address is stored as
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, Signer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -33,32 +34,37 @@ class UnsubscribeToken:
     list_id: str | None  # None: every list
 
 
-_serializers: dict[str, URLSafeSerializer] = {}
+_signers: dict[str, Signer] = {}
 
 
-def _serializer(config: Config) -> URLSafeSerializer:
+def _signer(config: Config) -> Signer:
     # One per key: building it (and reading the key) for each of 10,000 recipients is waste.
     key = config.secret_key.get_secret_value()
-    ser = _serializers.get(key)
-    if ser is None:
-        ser = _serializers[key] = URLSafeSerializer(key, salt=SALT)
-    return ser
+    signer = _signers.get(key)
+    if signer is None:
+        signer = _signers[key] = Signer(key, salt=SALT, digest_method=hashlib.sha256)
+    return signer
 
 
 def make_token(config: Config, email: str, list_id: str | None) -> str:
-    return _serializer(config).dumps({"e": email.lower(), "l": list_id})
+    """``base64url(email NUL list).signature``: short, URL- and mailto-safe, and about ten
+    times cheaper than a JSON serializer (it is made once per recipient per digest)."""
+    payload = f"{email.lower()}\0{list_id or ''}".encode()
+    body = base64.urlsafe_b64encode(payload).rstrip(b"=")
+    return _signer(config).sign(body).decode("ascii")
 
 
 def read_token(config: Config, token: str) -> UnsubscribeToken | None:
     """The address and list a token names, or None when it is forged or damaged."""
     try:
-        data = _serializer(config).loads(token)
-    except BadSignature:
+        body = _signer(config).unsign(token.encode("ascii"))
+        raw = base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)).decode("utf-8")
+    except (BadSignature, UnicodeError, ValueError):
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("e"), str):
+    email, sep, list_id = raw.partition("\0")
+    if not sep or "@" not in email:
         return None
-    lst = data.get("l")
-    return UnsubscribeToken(data["e"], lst if isinstance(lst, str) else None)
+    return UnsubscribeToken(email, list_id or None)
 
 
 def unsubscribe_url(config: Config, email: str, list_id: str | None) -> str:
@@ -77,15 +83,19 @@ def unsubscribe_mailto(config: Config, email: str, list_id: str | None) -> str:
     return f"mailto:{addr}?subject={subject}"
 
 
-def unsubscribe_links(config: Config, email: str, list_id: str | None) -> tuple[str, str]:
-    """(https URL, mailto URL) for one recipient, signing the token once for both."""
+def _from_address(config: Config) -> str:
     from email.utils import parseaddr
 
+    return parseaddr(config.mail.from_)[1]
+
+
+def unsubscribe_links(config: Config, email: str, list_id: str | None) -> tuple[str, str]:
+    """(https URL, mailto URL) for one recipient, signing the token once for both. Tokens
+    are URL-safe (base64url and ``.``), so they go into the mailto subject unquoted."""
     token = make_token(config, email, list_id)
-    _n, addr = parseaddr(config.mail.from_)
     return (
         f"{config.public_url}/unsubscribe/{token}",
-        f"mailto:{addr}?subject={quote(f'unsubscribe {token}')}",
+        f"mailto:{_from_address(config)}?subject=unsubscribe%20{token}",
     )
 
 
