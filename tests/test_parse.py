@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -292,3 +293,41 @@ def test_json_that_is_not_a_json_feed_is_a_clear_error(body: bytes) -> None:
     with pytest.raises(FetchError) as err:
         parse_feed(body, url="https://example.org/feed.json")
     assert err.value.retryable is False
+
+
+def test_mutated_feeds_never_raise_anything_but_fetch_error() -> None:
+    # A small deterministic fuzz: cut, flipped and inserted bytes in real-looking feeds,
+    # including dates at the edge of datetime's range and garbled charset names (which
+    # make feedparser itself raise UnicodeDecodeError).
+    rng = random.Random(20261123)
+    seeds = [
+        read(n) for n in ("fi-atom.xml", "ru-windows-1251.xml", "ru-yandex.xml", "hostile.xml")
+    ]
+    snippets = [
+        b"<", b"&", b"<![CDATA[", b"</item>", b"<entry>", b"\xff", b"\x00", b'encoding="\x8bx"',
+        b"<pubDate>Mon, 01 Jan 0001 00:00:00 +1400</pubDate>",
+        b"<updated>0001-01-01T00:00:00+14:00</updated>", b"<link>http://[::1</link>",
+        b'<guid isPermaLink="true">//</guid>', b'<!ENTITY a "b">',
+    ]  # fmt: skip
+    outcomes: set[str] = set()
+    for _ in range(300):
+        body = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            pos = rng.randrange(max(1, len(body)))
+            op = rng.random()
+            if op < 0.35:
+                body[pos:pos] = rng.choice(snippets)
+            elif op < 0.6:
+                del body[pos : pos + rng.randint(1, 40)]
+            elif op < 0.7:
+                del body[pos:]
+            elif body:
+                body[min(pos, len(body) - 1)] = rng.randrange(256)
+        ctype = rng.choice([None, "application/rss+xml", "text/xml; charset=windows-1251"])
+        try:
+            outcomes.add(
+                parse_feed(bytes(body), url="https://example.org/feed", content_type=ctype).parser
+            )
+        except FetchError:
+            outcomes.add("error")
+    assert {"fast", "feedparser"} <= outcomes

@@ -119,3 +119,26 @@ def test_empty_page_is_an_error() -> None:
 )
 def test_human_dates(text: str, tz: ZoneInfo, expected: datetime | None) -> None:
     assert parse_human_date(text, tz=tz, now=NOW) == expected
+
+
+def test_entity_bomb_in_an_html_page_is_not_expanded() -> None:
+    bomb = (DATA / "entity-bomb.xml").read_text().split("<rss")[0]
+    page = (
+        bomb
+        + '<html><body><article class="event"><h2 class="t">&lol9;</h2></article></body></html>'
+    ).encode()
+    feed = parse_html_page(page, url="https://x.ru/", select=EVENTS)
+    assert len(feed.entries[0].title) < 100
+
+
+@pytest.mark.parametrize(
+    ("text", "tz"),
+    [
+        ("01.01.0001 00:00", MSK),  # would be year 0 in UTC
+        ("0001-01-01T00:00+05:00", UTC),
+        ("31.12.9999 23:59", ZoneInfo("America/New_York")),  # year 10000 in UTC
+        ("99.99.2026", UTC),
+    ],
+)
+def test_dates_out_of_range_are_none_not_errors(text: str, tz: ZoneInfo) -> None:
+    assert parse_human_date(text, tz=tz, now=NOW) is None

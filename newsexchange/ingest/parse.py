@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -46,6 +47,8 @@ from newsexchange.ingest.clean import (
     to_text,
 )
 from newsexchange.ingest.model import ParsedEntry, ParsedFeed
+
+log = logging.getLogger(__name__)
 
 # --- charsets -----------------------------------------------------------------------------
 
@@ -239,25 +242,22 @@ def _fast_date(value: str) -> datetime | None:
 def _struct_to_dt(st: Any) -> datetime | None:
     try:
         return datetime(st[0], st[1], st[2], st[3], st[4], st[5], tzinfo=UTC)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
 
 
 def _lenient_date(value: str) -> datetime | None:
     """Dates feedparser gives up on but a reader would not: RFC 822 without a zone,
     ISO without a zone. Read as UTC (what feedparser assumes for date-only values)."""
-    t = parsedate_tz(value)
-    if t is not None:
-        try:
-            dt = datetime(t[0], t[1], t[2], t[3], t[4], t[5], tzinfo=UTC)
-        except ValueError:
-            return None
-        return dt - timedelta(seconds=t[9] or 0)
     try:
+        t = parsedate_tz(value)
+        if t is not None:
+            dt = datetime(t[0], t[1], t[2], t[3], t[4], t[5], tzinfo=UTC)
+            return dt - timedelta(seconds=t[9] or 0)
         dt = datetime.fromisoformat(value.strip())
-    except ValueError:
+        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    except (ValueError, OverflowError, TypeError):  # year 0, +14:00 on 0001-01-01 …
         return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def parse_date(value: str | None) -> datetime | None:
@@ -975,16 +975,31 @@ def parse_feed(
             return _fast(charset.body, url, summary_chars)
         except _StepAside:
             pass
-        except (ValueError, TypeError, AttributeError):  # a fast-path bug must not cost a feed
-            pass
+        except Exception:  # a fast-path bug must not cost a feed: feedparser reads it
+            log.warning(
+                "fast path failed; falling back to feedparser", exc_info=True, extra={"url": url}
+            )
     if FORCE_PARSER == "fast":
         raise _StepAside("fast path declined")
-    result = _feedparser(
-        charset.body,
-        url,
-        charset.content_type if charset.content_type is not None else content_type,
-        summary_chars,
-    )
+    note = charset.note
+    ctype = charset.content_type if charset.content_type is not None else content_type
+    try:
+        result = _feedparser(charset.body, url, ctype, summary_chars)
+    except Exception:
+        # feedparser itself can raise on a garbled charset name (UnicodeDecodeError in its
+        # convert_to_utf8). Read the bytes as UTF-8, undecodable ones replaced, and retry.
+        text = charset.body.decode("utf-8", "replace")
+        try:
+            result = _feedparser(
+                _to_utf8(text), url, "application/xml; charset=utf-8", summary_chars
+            )
+        except Exception as retry_exc:
+            raise FetchError(
+                f"unreadable feed: {type(retry_exc).__name__}: {retry_exc}",
+                url=url,
+                retryable=False,
+            ) from retry_exc
+        note = "; ".join(filter(None, [note, "undecodable bytes replaced"]))
     version = result.get("version") or ""
     if not version and not result.get("entries"):
         exc = result.get("bozo_exception")
@@ -992,7 +1007,7 @@ def parse_feed(
         raise FetchError(
             f"no RSS, Atom or JSON feed found in the response{why}", url=url, retryable=False
         )
-    return _from_feedparser(result, url, summary_chars, charset.note)
+    return _from_feedparser(result, url, summary_chars, note)
 
 
 def parsers() -> dict[str, Callable[..., ParsedFeed]]:

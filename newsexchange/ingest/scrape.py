@@ -14,10 +14,11 @@ the source region's time zone (``timezone=``; UTC if not given) and returned in 
 from __future__ import annotations
 
 import re
+import warnings
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
-from bs4 import BeautifulSoup, Tag
+from bs4 import BeautifulSoup, Tag, XMLParsedAsHTMLWarning
 
 from newsexchange.config import HtmlSelect
 from newsexchange.errors import FetchError
@@ -84,8 +85,16 @@ def parse_human_date(
 
     A date without a year is the next such day from ``now`` back at most 60 days (event
     listings show upcoming dates; news lists show recent ones). A time is optional
-    (midnight local time when missing). None when nothing date-like is found.
+    (midnight local time when missing). None when nothing date-like is found, or the date
+    cannot be represented (year 1 or 9999 at the edge of a time zone).
     """
+    try:
+        return _human_date(value, tz=tz, now=now)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _human_date(value: str | None, *, tz: tzinfo, now: datetime | None) -> datetime | None:
     if not value:
         return None
     text = collapse(value)
@@ -108,7 +117,7 @@ def parse_human_date(
         if m:
             d, mo = int(m.group(1)), int(m.group(2))
             year = int(m.group(3)) if m.group(3) else None
-            if year is not None and year < 100:
+            if year is not None and len(m.group(3)) == 2:
                 year += 2000
             day = _make_day(d, mo, year, now_local.date())
             # Don't read "23.11." as a time after it.
@@ -199,7 +208,10 @@ def parse_html_page(
         )
     tz: tzinfo = ZoneInfo(timezone) if isinstance(timezone, str) else (timezone or UTC)
     m = re.search(r"charset\s*=\s*[\"']?([\w.:-]+)", content_type or "", re.IGNORECASE)
-    soup = BeautifulSoup(body, "lxml", from_encoding=m.group(1) if m else None)
+    with warnings.catch_warnings():
+        # XHTML pages start with <?xml …?>; reading them as HTML is what we want.
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        soup = BeautifulSoup(body, "lxml", from_encoding=m.group(1) if m else None)
     for bad in soup(["script", "style", "noscript", "template"]):
         bad.decompose()
     base = url
