@@ -478,7 +478,8 @@ def _make_pool(n_sources: int) -> ProcessPoolExecutor | None:
         return None
     # spawn, not fork: the parent has threads (the writer) and open database connections.
     return ProcessPoolExecutor(
-        max_workers=min(cores, POOL_MAX_WORKERS),
+        # One core stays with this process: it fetches, stores and links stories.
+        max_workers=max(1, min(cores - 1, POOL_MAX_WORKERS)),
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_worker_init,
     )
@@ -504,16 +505,22 @@ async def _fetch_all(
     writer = _Writer(db, config, now=now)
     outcomes: list[SourceOutcome] = []
 
+    # Worker processes start only when a first body needs parsing (an all-304 refresh
+    # starts none), and the stored hashes are read once, at that moment.
     pool = _make_pool(len(due))
-    known: dict[str, set[str]] = {}
-    if pool is not None:
-        known = await asyncio.to_thread(_known_hashes, db, [s.id for s in due], now)
+    known_task: asyncio.Task[dict[str, set[str]]] | None = None
     loop = asyncio.get_running_loop()
 
     async def precompute(src: SourceSettings, result: FetchResult) -> _Precomputed | None:
+        nonlocal known_task
         if pool is None or result.body is None:
             return None
+        if known_task is None:
+            known_task = asyncio.create_task(
+                asyncio.to_thread(_known_hashes, db, [s.id for s in due], now)
+            )
         try:
+            known = await known_task
             return await loop.run_in_executor(
                 pool,
                 _prepare_in_worker,
