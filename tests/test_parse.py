@@ -331,3 +331,11 @@ def test_mutated_feeds_never_raise_anything_but_fetch_error() -> None:
         except FetchError:
             outcomes.add("error")
     assert {"fast", "feedparser"} <= outcomes
+
+
+def test_whitespace_before_the_xml_declaration_stays_on_the_fast_path() -> None:
+    body = b"\n\n  " + read("ru-windows-1251.xml")
+    feed = parse_feed(body, url="https://stolicaonego.ru/rss")
+    assert feed.parser == "fast"
+    assert feed.entries[0].title == RU_TITLE
+    assert feed.entries == parsers()["feedparser"](body, url="https://stolicaonego.ru/rss").entries

@@ -358,7 +358,7 @@ def truncate(text: str, limit: int) -> str:
 
 def collapse(text: str) -> str:
     """Whitespace collapsed to single spaces, trimmed."""
-    return _WS.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
 # --- near-duplicate stories ---------------------------------------------------------------

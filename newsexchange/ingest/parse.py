@@ -733,6 +733,10 @@ def _atom_feed(root: etree._Element) -> _Fields:
 
 
 def _fast(body: bytes, url: str, summary_chars: int) -> ParsedFeed:
+    if body[:1].isspace():
+        # Whitespace before <?xml …?> (a common PHP artefact) is the only defect of many
+        # Russian feeds; feedparser reads them anyway, with a bozo warning. Same content.
+        body = body.lstrip()
     head = body[:2048]
     for marker in _REFUSE_MARKERS:
         if marker in (head if marker.startswith(b"<!") else body):
