@@ -244,7 +244,7 @@ def test_one_broken_source_does_not_affect_the_others(
     )
     report = run_fetch(db, cfg, now=NOW)
     data = report.to_json()
-    assert (data["fetched"], data["failed"], data["new_items"]) == (2, 2, 4)
+    assert (data["ok"], data["failed"], data["new_items"]) == (2, 2, 4)
     failures = {f["source"]: f for f in data["failures"]}
     assert failures["broken"]["status"] == 500 and "500" in failures["broken"]["error"]
     assert failures["html"]["error"]  # an HTML page where a feed was expected, said so
@@ -478,8 +478,8 @@ def test_corpus_feeds_served_over_http_never_crash_and_never_store_scripts(
     report = run_fetch(db, cfg, now=NOW)
     data = report.to_json()
     assert data["sources"] == len(files)
-    assert data["fetched"] + data["failed"] == len(files)
-    assert data["fetched"] > len(files) * 0.8
+    assert data["ok"] + data["failed"] == len(files)
+    assert data["ok"] > len(files) * 0.8
     assert all(f["error"] for f in data["failures"])
     with db.session() as s:
         for html in s.scalars(select(Item.summary_html)):
@@ -515,7 +515,7 @@ def test_fetch_and_items_commands_print_one_json_object(
     out = cli(tmp_path, "fetch", "--json")
     assert out.returncode == 1, out.stderr
     data = json.loads(out.stdout)
-    assert (data["sources"], data["fetched"], data["failed"], data["new_items"]) == (2, 1, 1, 3)
+    assert (data["sources"], data["ok"], data["failed"], data["new_items"]) == (2, 1, 1, 3)
     assert data["failures"][0]["source"] == "bad" and data["failures"][0]["status"] == 503
 
     db = Database(f"sqlite:///{tmp_path}/var/test.db")
@@ -731,7 +731,7 @@ def test_worker_processes_store_the_same_items_as_the_in_process_path(
                     for i in s.scalars(select(Item))
                 )
             data = report.to_json()
-            return {k: data[k] for k in ("fetched", "failed", "new_items")}, rows
+            return {k: data[k] for k in ("ok", "failed", "new_items")}, rows
         finally:
             db.dispose()
 
@@ -741,4 +741,4 @@ def test_worker_processes_store_the_same_items_as_the_in_process_path(
     with_workers = stored("b.db")
     assert in_process == with_workers
     assert "parse worker failed" not in caplog.text
-    assert in_process[0] == {"fetched": 2, "failed": 1, "new_items": 4}
+    assert in_process[0] == {"ok": 2, "failed": 1, "new_items": 4}

@@ -55,7 +55,7 @@ def fetch(ctx: Context) -> int:
 
     def text() -> str:
         lines = [
-            f"{data['sources']} sources: {data['fetched']} fetched, "
+            f"{data['sources']} sources: {data['ok']} fetched, "
             f"{data['not_modified']} not modified, {data['failed']} failed, "
             f"{data['skipped']} resting; {data['new_items']} new items, "
             f"{data['updated_items']} updated ({data['elapsed_seconds']:.1f} s)"

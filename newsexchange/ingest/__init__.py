@@ -164,9 +164,8 @@ class FetchReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "ok": self.failed == 0,
             "sources": len(self.outcomes),
-            "fetched": self.ok,
+            "ok": self.ok,
             "not_modified": self.not_modified,
             "failed": self.failed,
             "skipped": self.skipped,
@@ -256,7 +255,7 @@ def run_fetch(
         extra={
             "failed_sources": [f["source"] for f in report.failures][:50],
             "sources": len(report.outcomes),
-            "fetched": report.ok,
+            "ok": report.ok,
             "not_modified": report.not_modified,
             "failed": report.failed,
             "skipped": report.skipped,
