@@ -339,3 +339,19 @@ def test_whitespace_before_the_xml_declaration_stays_on_the_fast_path() -> None:
     assert feed.parser == "fast"
     assert feed.entries[0].title == RU_TITLE
     assert feed.entries == parsers()["feedparser"](body, url="https://stolicaonego.ru/rss").entries
+
+
+def test_html_entities_undeclared_in_xml_stay_on_the_fast_path() -> None:
+    # &laquo; &raquo; &nbsp; &mdash; outside CDATA: not well-formed XML, but the commonest
+    # defect of Russian feeds; read as their characters, as feedparser does.
+    body = (
+        "<rss version='2.0'><channel><title>Новости&nbsp;Карелии</title><item>"
+        "<title>Театр &laquo;Творческая мастерская&raquo; &mdash; премьера</title>"
+        "<link>http://a.ru/1</link><description>Спектакль&hellip;</description>"
+        "</item></channel></rss>"
+    ).encode()
+    feed = parse_feed(body, url="http://a.ru/rss")
+    assert feed.parser == "fast"
+    assert feed.entries[0].title == "Театр «Творческая мастерская» — премьера"
+    assert feed.entries[0].summary_text == "Спектакль…"
+    assert feed.entries == parsers()["feedparser"](body, url="http://a.ru/rss").entries

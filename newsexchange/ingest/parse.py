@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_tz
 from html import escape as html_escape
+from html.entities import name2codepoint
 from typing import Any
 from urllib.parse import urljoin
 
@@ -732,6 +733,16 @@ def _atom_feed(root: etree._Element) -> _Fields:
     return f
 
 
+_ENTITY = re.compile(rb"&([A-Za-z][A-Za-z0-9]{1,31});")
+
+
+def _entity_ref(m: re.Match[bytes]) -> bytes:
+    # HTML 4's table, as feedparser uses (HTML5 redefines a few, e.g. &lang;); names outside
+    # it stay as they are, so the document still fails and feedparser reads it.
+    code = name2codepoint.get(m.group(1).decode("ascii"))
+    return m.group(0) if code is None else b"&#%d;" % code
+
+
 def _fast(body: bytes, url: str, summary_chars: int) -> ParsedFeed:
     if body[:1].isspace():
         # Whitespace before <?xml …?> (a common PHP artefact) is the only defect of many
@@ -746,7 +757,14 @@ def _fast(body: bytes, url: str, summary_chars: int) -> ParsedFeed:
     try:
         root = etree.fromstring(body, parser=_xml_parser())
     except etree.XMLSyntaxError as exc:
-        raise _StepAside(f"not well-formed: {exc}") from None
+        if "Entity '" not in str(exc) or b"&" not in body:
+            raise _StepAside(f"not well-formed: {exc}") from None
+        # HTML entities (&nbsp; &laquo; &mdash;) undeclared in XML: the commonest defect of
+        # real feeds. feedparser reads them as their characters; so do we, via char refs.
+        try:
+            root = etree.fromstring(_ENTITY.sub(_entity_ref, body), parser=_xml_parser())
+        except etree.XMLSyntaxError as exc2:
+            raise _StepAside(f"not well-formed: {exc2}") from None
     if any("itunes.com/dtds" in (u or "").lower() for u in root.nsmap.values()):
         # feedparser reads iTunes feeds case-insensitively (<TiTlE>); podcasts are not ours.
         raise _StepAside("iTunes namespace")
