@@ -84,7 +84,7 @@ class SmtpMailer:
                     conn.ehlo()
             conn.ehlo_or_helo_if_needed()  # learn the extensions (PIPELINING) up front
             if self.username and self.password:
-                conn.login(self.username, self.password)
+                self._login(conn, self.username, self.password)
         except smtplib.SMTPAuthenticationError as exc:
             # Never retried: a wrong password stays wrong, and repeated failures lock accounts.
             raise DeliveryError(
@@ -97,6 +97,23 @@ class SmtpMailer:
         with self._lock:
             self._open += 1
         return conn
+
+    @staticmethod
+    def _login(conn: smtplib.SMTP, user: str, password: str) -> None:
+        """One mechanism, one attempt: smtplib's ``login`` walks every advertised mechanism
+        after a refusal, which doubles the failed logins a relay counts towards a lockout
+        (and hangs some servers mid-exchange). PLAIN is safe here: we only log in over TLS
+        or to a relay the operator chose to trust in plain text."""
+        if not conn.has_extn("auth"):
+            raise smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+        offered = conn.esmtp_features.get("auth", "").upper().split()
+        conn.user, conn.password = user, password
+        if "PLAIN" in offered:
+            conn.auth("PLAIN", conn.auth_plain)
+        elif "LOGIN" in offered:
+            conn.auth("LOGIN", conn.auth_login)
+        else:
+            conn.login(user, password)
 
     def _checkout(self) -> smtplib.SMTP:
         try:
