@@ -415,7 +415,7 @@ def test_a_stopped_send_gives_back_its_claims_and_the_next_run_finishes_without_
 ) -> None:
     cfg = delivery_config(write_config, smtp_port=smtp_server.port)
     db = db_for(cfg)
-    did = seed_digest(db, cfg, 250)
+    did = seed_digest(db, cfg, 150)
 
     def stop_after_first_chunk(done: int, total: int) -> None:
         if done > 0:
@@ -426,12 +426,12 @@ def test_a_stopped_send_gives_back_its_claims_and_the_next_run_finishes_without_
 
     statuses = [d.status for d in _deliveries(db, did).values()]
     first = len(smtp_server.messages)
-    assert 0 < first < 250 and statuses.count("sent") == first
+    assert 0 < first < 150 and statuses.count("sent") == first
     assert "claimed" not in statuses  # nothing left waiting for a lease to expire
     report = run_send(db, cfg, now=NOW, digest_id=did)
-    assert report.sent == 250 - first and report.pending == 0
+    assert report.sent == 150 - first and report.pending == 0
     received = [parseaddr(str(m["To"]))[1] for m in smtp_server.messages]
-    assert len(received) == len(set(received)) == 250
+    assert len(received) == len(set(received)) == 150
 
 
 def test_two_senders_at_once_share_the_work_and_mail_nobody_twice(
