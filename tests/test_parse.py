@@ -63,15 +63,37 @@ def test_undeclared_koi8r_is_detected_and_the_detection_recorded() -> None:
     assert feed.problem is not None and "koi8-r" in feed.problem
 
 
-def test_charset_conflict_between_http_and_declaration_goes_to_feedparser() -> None:
-    # HTTP says UTF-8, the document says (and is) windows-1251: the fast path can't vouch.
+def test_http_says_utf8_but_the_document_is_windows_1251_as_it_declares() -> None:
+    # feedparser would let HTTP win (RFC 3023) and produce mojibake; the bytes settle it.
     feed = parse_feed(
         read("ru-windows-1251.xml"),
         url="https://stolicaonego.ru/rss",
         content_type="application/rss+xml; charset=utf-8",
     )
+    assert feed.entries[0].title == RU_TITLE
+    assert feed.problem == (
+        "charset conflict: HTTP says utf-8, the document says cp1251; read as cp1251"
+    )
+
+
+def test_http_says_windows_1251_but_the_document_is_utf8_as_it_declares() -> None:
+    body = read("ru-utf8-bom.xml")[3:]  # no BOM: only the declaration says UTF-8
+    feed = parse_feed(
+        body, url="https://stolicaonego.ru/rss", content_type="text/xml; charset=windows-1251"
+    )
+    assert feed.parser == "fast"
+    assert feed.entries[0].title == RU_TITLE
+    assert feed.problem is not None and "read as utf-8" in feed.problem
+
+
+def test_conflict_between_two_single_byte_charsets_goes_to_feedparser() -> None:
+    feed = parse_feed(
+        read("ru-koi8r.xml"),
+        url="https://stolicaonego.ru/rss",
+        content_type="application/rss+xml; charset=windows-1251",
+    )
     assert feed.parser == "feedparser"
-    assert feed.entries  # still readable
+    assert feed.entries  # read by feedparser's rules (HTTP wins), never a crash
 
 
 def test_rss_item_fields_are_cleaned_dated_in_utc_and_tracking_stripped() -> None:

@@ -135,8 +135,9 @@ def _utf8_content_type(content_type: str | None) -> str | None:
 
 def decide_charset(body: bytes, content_type: str | None) -> _Charset:
     """Decide how to read ``body``: BOM, then HTTP charset, then XML declaration, then
-    detection. A disagreement between HTTP and the declaration is left to feedparser (it
-    has the RFC 3023 rules and records the conflict)."""
+    detection. When HTTP and the declaration disagree and one says UTF-8, the bytes decide
+    (the conflict is recorded); other disagreements are left to feedparser's RFC 3023
+    rules."""
     if body.startswith(codecs.BOM_UTF8):
         body = body[3:]
         bom: str | None = "utf-8"
@@ -157,8 +158,21 @@ def decide_charset(body: bytes, content_type: str | None) -> _Charset:
         return _Charset(body, False, None, content_type=content_type)
     if bom and ((http and http != "utf-8") or (declared and declared != "utf-8")):
         return _Charset(body, False, None, content_type=content_type)
+    note = None
     if http and declared and http != declared and not {http, declared} <= {"utf-8", "ascii"}:
-        return _Charset(body, False, None, content_type=content_type)
+        if "utf-8" not in (http, declared):
+            return _Charset(body, False, None, content_type=content_type)
+        # One of them says UTF-8. Cyrillic in windows-1251 or KOI8-R is never valid UTF-8
+        # by accident, so the bytes settle it. (feedparser would let HTTP win per RFC 3023
+        # and turn a mislabelled Russian feed into mojibake.)
+        other = declared if http == "utf-8" else http
+        try:
+            body.decode("utf-8")
+            chosen = "utf-8"
+        except UnicodeDecodeError:
+            chosen = other
+        note = f"charset conflict: HTTP says {http}, the document says {declared}; read as {chosen}"
+        http = declared = chosen
     encoding = bom or http or declared
     if encoding is None:
         if body.isascii():
@@ -186,16 +200,16 @@ def decide_charset(body: bytes, content_type: str | None) -> _Charset:
         )
     if encoding not in _FAST_CODECS:
         return _Charset(body, False, encoding, content_type=content_type)
-    utf8_ct = _utf8_content_type(content_type)
+    utf8_ct = _utf8_content_type(content_type) or (note and "application/xml; charset=utf-8")
     if encoding in ("utf-8", "ascii") and body.isascii():
-        return _Charset(body, True, encoding, content_type=utf8_ct)
+        return _Charset(body, True, encoding, note, utf8_ct)
     try:
         text = body.decode(encoding)
     except UnicodeDecodeError:
         return _Charset(body, False, encoding, content_type=content_type)
-    if encoding == "utf-8":
-        return _Charset(body, True, encoding, content_type=utf8_ct)
-    return _Charset(_to_utf8(text), True, encoding, content_type=utf8_ct)
+    if encoding == "utf-8" and not note:
+        return _Charset(body, True, encoding, note, utf8_ct)
+    return _Charset(_to_utf8(text), True, encoding, note, utf8_ct)
 
 
 # --- dates --------------------------------------------------------------------------------
@@ -748,7 +762,7 @@ def _entity_ref(m: re.Match[bytes]) -> bytes:
     return m.group(0) if code is None else b"&#%d;" % code
 
 
-def _fast(body: bytes, url: str, summary_chars: int) -> ParsedFeed:
+def _fast(body: bytes, url: str, summary_chars: int, note: str | None = None) -> ParsedFeed:
     if body[:1].isspace():
         # Whitespace before <?xml …?> (a common PHP artefact) is the only defect of many
         # Russian feeds; feedparser reads them anyway, with a bozo warning. Same content.
@@ -810,7 +824,7 @@ def _fast(body: bytes, url: str, summary_chars: int) -> ParsedFeed:
         link=clean_url(link.strip() if link else None, url),
         language=collapse(lang) if lang and lang.strip() else None,
         entries=[_entry(r, base=url, summary_chars=summary_chars) for r in raws],
-        problem=None,
+        problem=note,
         parser="fast",
     )
 
@@ -999,7 +1013,7 @@ def parse_feed(
     charset = decide_charset(body, content_type)
     if charset.settled and FORCE_PARSER != "feedparser":
         try:
-            return _fast(charset.body, url, summary_chars)
+            return _fast(charset.body, url, summary_chars, charset.note)
         except _StepAside:
             pass
         except Exception:  # a fast-path bug must not cost a feed: feedparser reads it
@@ -1046,7 +1060,7 @@ def parsers() -> dict[str, Callable[..., ParsedFeed]]:
         charset = decide_charset(body, content_type)
         if not charset.settled:
             raise _StepAside("charset not settled")
-        return _fast(charset.body, url, summary_chars)
+        return _fast(charset.body, url, summary_chars, charset.note)
 
     def reference(
         body: bytes, *, url: str, content_type: str | None = None, summary_chars: int = 500
