@@ -510,6 +510,13 @@ def run_send(
     if not digests:
         report.elapsed = clock() - started
         return report
+    if not config.public_url.startswith("https://"):
+        # RFC 8058 §3.1: the one-click URI must be https; mail providers ignore an http one
+        # (and Gmail/Yahoo's bulk-sender rules then count the list as non-compliant).
+        log.warning(
+            "public_url is not https: one-click unsubscribe will not be offered by mail clients",
+            extra={"public_url": config.public_url},
+        )
     mailer = mailer or get_mailer(config)
     rate = config.mail.rate_per_second
     connections = config.mail.smtp.connections
