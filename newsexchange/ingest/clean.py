@@ -234,9 +234,7 @@ _IMG_OUT = re.compile(r"<img\b[^>]*>")
 _DIM_OUT = re.compile(r'\b(?:width|height)="\s*[01](?:px)?\s*"')
 _SRC_OUT = re.compile(r'\ssrc="([^"]*)"')
 _EMPTY_LINK = re.compile(r'<a rel="noopener noreferrer">(.*?)</a>', re.S)
-_TRACKED_URL = re.compile(
-    r'(\s(?:href|src)=")([^"]*[?&#;]' + _TRACKING_NAMES + r'[^"]*)"', re.IGNORECASE
-)
+_URL_ATTR_OUT = re.compile(r'(\s(?:href|src)=")([^"]*)"')
 
 
 _IMG_HOST = re.compile(r'<img src="https?://([^/:"?#]+)')
@@ -268,8 +266,20 @@ def _drop_tracking_img(match: re.Match[str]) -> str:
 
 
 def _untrack(match: re.Match[str]) -> str:
-    url = strip_tracking(_html.unescape(match.group(2)))
-    return f'{match.group(1)}{_html.escape(url, quote=True)}"'
+    """strip_tracking on an attribute value as ammonia writes it (``&`` as ``&amp;``),
+    without unescaping and re-escaping it."""
+    value = match.group(2)
+    if not _TRACKING_HINT.search(value):
+        return match.group(0)
+    head, _, fragment = value.partition("#")
+    path, _, query = head.partition("?")
+    if query:
+        kept = [p for p in query.split("&amp;") if p and not _is_tracking_param(p.split("=", 1)[0])]
+        query = "&amp;".join(kept)
+    if fragment and (fragment.startswith(("xtor=", "utm_")) or "utm_" in fragment):
+        fragment = ""
+    url = path + ("?" + query if query else "") + ("#" + fragment if fragment else "")
+    return f'{match.group(1)}{url}"'
 
 
 def sanitize_html(html: str, base_url: str | None) -> str:
@@ -292,7 +302,7 @@ def sanitize_html(html: str, base_url: str | None) -> str:
     if '<a rel="noopener noreferrer">' in out:
         out = _EMPTY_LINK.sub(r"\1", out)  # a link whose URL was refused is just text
     if _TRACKING_HINT.search(out):
-        out = _TRACKED_URL.sub(_untrack, out)
+        out = _URL_ATTR_OUT.sub(_untrack, out)
     return out.strip()
 
 
