@@ -740,5 +740,29 @@ def test_worker_processes_store_the_same_items_as_the_in_process_path(
     monkeypatch.setattr(ingest, "POOL_MIN_SOURCES", 1)
     with_workers = stored("b.db")
     assert in_process == with_workers
-    assert "parse worker failed" not in caplog.text
+    assert "parse workers failed" not in caplog.text
     assert in_process[0] == {"ok": 2, "failed": 1, "new_items": 4}
+
+
+def test_broken_parse_workers_fall_back_to_parsing_in_process(
+    setup: Callable[..., tuple[Config, Database]],
+    http_server: HTTPServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    import newsexchange.ingest as ingest
+
+    def dead_pool(_n: int) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(max_workers=1)
+        pool.shutdown()  # submit() now raises, as a pool whose workers died does
+        return pool
+
+    monkeypatch.setattr(ingest, "_make_pool", dead_pool)
+    http_server.route("/a", Response(200, rss(fi_items(2))))
+    http_server.route("/b", Response(200, rss(fi_items(3, prefix="b"))))
+    cfg, db = setup(("a", f"{http_server.url}/a", ""), ("b", f"{http_server.url}/b", ""))
+    report = run_fetch(db, cfg, now=NOW)
+    assert (report.ok, report.failed, report.new_items) == (2, 0, 5)
+    assert caplog.text.count("parse workers failed") == 1

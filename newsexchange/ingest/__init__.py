@@ -510,9 +510,11 @@ async def _fetch_all(
     known_task: asyncio.Task[dict[str, set[str]]] | None = None
     loop = asyncio.get_running_loop()
 
+    pool_broken = False
+
     async def precompute(src: SourceSettings, result: FetchResult) -> _Precomputed | None:
-        nonlocal known_task
-        if pool is None or result.body is None:
+        nonlocal known_task, pool_broken
+        if pool is None or pool_broken or result.body is None:
             return None
         if known_task is None:
             known_task = asyncio.create_task(
@@ -533,8 +535,10 @@ async def _fetch_all(
                 now,
                 frozenset(known.get(src.id, ())),
             )
-        except Exception:  # a broken pool: the writer parses it instead
-            log.warning("parse worker failed; parsing in process", exc_info=True)
+        except Exception:  # a broken pool: the writer parses this and every later body
+            if not pool_broken:
+                pool_broken = True
+                log.warning("parse workers failed; parsing in process", exc_info=True)
             return None
 
     async def fetch_one(src: SourceSettings) -> None:
