@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -145,8 +145,8 @@ def make_items(n: int, repeat: float, seed: int = 7) -> list[dict[str, object]]:
                 "language": "ru" if ru else "fi",
                 "detected_language": "ru" if ru else "fi",
                 "published_at": NOW,
-                "first_seen_at": NOW,
-                "updated_at": NOW,
+                "first_seen_at": NOW - timedelta(days=1),
+                "updated_at": NOW - timedelta(days=1),
                 "content_hash": f"h{i}",
             }
         )

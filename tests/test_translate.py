@@ -578,3 +578,31 @@ def test_cli_translation_set_from_file_and_bad_usage(
     assert "no item with id 999" in json.loads(capsys.readouterr().out)["error"]
     assert main(["translation", "set", str(item), "de", "--title", "x", "--config", conf]) == 2
     assert "unknown language" in capsys.readouterr().err
+
+
+def test_items_done_long_ago_are_not_loaded_again_but_a_changed_one_is(
+    any_db_url: str,
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    libre: FakeLibre,
+) -> None:
+    from newsexchange.db import Item
+
+    cfg = write_config(
+        exchange_config(_libre(libre.url)), env={"NEWSEXCHANGE_DATABASE_URL": any_db_url}
+    )
+    db = db_for(cfg)
+    old = NOW - timedelta(days=2)
+    add_item(db, title="Vanha uutinen", detected="fi", updated_at=old)
+    b = add_item(db, title="Toinen vanha", detected="fi", updated_at=old)
+    add_item(db, title="Новость", region="petrozavodsk", language="ru", updated_at=old)
+    assert run_translate(db, cfg, now=NOW - timedelta(days=1)).translations_done == 6
+    assert run_translate(db, cfg, now=NOW).items_seen == 0, "finished items must not be loaded"
+
+    with db.session() as s:  # b changes at the source; ingestion stamps updated_at
+        item = s.get(Item, b)
+        assert item is not None
+        item.title, item.updated_at = "Korjattu otsikko", NOW
+    report = run_translate(db, cfg, now=NOW + timedelta(minutes=1))
+    assert report.items_seen == 1
+    assert translations(db, b)["ru"].title == fake_translate("Korjattu otsikko")

@@ -247,6 +247,7 @@ def add_item(
     language: str = "fi",
     detected: str | None = None,
     source: str | None = None,
+    updated_at: datetime | None = None,
 ) -> int:
     """Store one item (and its source) as the ingestion step would."""
     source = source or f"src-{region}"
@@ -269,6 +270,8 @@ def add_item(
             published_at=NOW,
             content_hash=f"h{n}",
         )
+        if updated_at is not None:
+            item.first_seen_at = item.updated_at = updated_at
         s.add(item)
         s.flush()
         return item.id
