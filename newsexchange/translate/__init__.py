@@ -113,7 +113,9 @@ class TranslateReport:
             "requests": dict(sorted(self.requests.items())),
             "provider_errors": self.provider_errors,
             "pending": self.pending,
-            "failed": self.failed,
+            # An outage fails every item: the first 200 say why, the total says how many.
+            "failed": self.failed[:200],
+            "failed_total": len(self.failed),
             "provider_seconds": round(self.provider_seconds, 3),
             "elapsed_seconds": round(self.elapsed_seconds, 3),
         }
