@@ -115,6 +115,9 @@ def test_atom_entry_relative_links_resolve_and_dates_convert_to_utc() -> None:
     assert a.updated_at == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
     assert a.author == "Liisa Korhonen"
     assert 'src="https://www.karjalainen.fi/kuvat/kuusi.jpg"' in a.summary_html
+    # No image element of its own: the summary's first picture stands in.
+    assert a.image_url == "https://www.karjalainen.fi/kuvat/kuusi.jpg"
+    assert b.image_url is None
     # Only <updated>: that is the story's date.
     assert b.published_at == datetime(2026, 11, 22, 16, 0, tzinfo=UTC)
     assert b.summary_text == "Odotusajat venyivät viikonloppuna useisiin tunteihin."
@@ -143,6 +146,7 @@ def test_hostile_html_is_neutralised_in_titles_summaries_and_links() -> None:
     assert 'href="https://evil.example/sivu?id=9"' in e.summary_html
     assert 'rel="noopener noreferrer"' in e.summary_html
     assert 'src="https://example.fi/kuva.jpg"' in e.summary_html  # real image kept
+    assert e.image_url == "https://example.fi/kuva.jpg"  # not the tracking pixels before it
 
 
 @pytest.mark.parametrize("force", [None, "feedparser"])

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_tz
 from html import escape as html_escape
+from html import unescape as html_unescape
 from html.entities import name2codepoint
 from typing import Any
 from urllib.parse import urljoin
@@ -340,6 +341,18 @@ def _bounded(html: str) -> str:
     return html[: cut + 1] if cut > SUMMARY_HTML_MAX_CHARS // 2 else html[:SUMMARY_HTML_MAX_CHARS]
 
 
+_IMG_SRC = re.compile(r'<img src="(https?://[^"]+)"')
+
+
+def _first_image(safe_html: str) -> str | None:
+    """The first picture in the cleaned summary (tracking pixels are already gone), for
+    items that name no image of their own: the digest shows one per story."""
+    if "<img" not in safe_html:
+        return None
+    m = _IMG_SRC.search(safe_html)
+    return html_unescape(m.group(1)) if m else None
+
+
 def _entry(raw: _RawEntry, *, base: str, summary_chars: int) -> ParsedEntry:
     link = clean_url(raw.link, base)
     # Relative URLs in a summary resolve against the document's URL, as feedparser's do.
@@ -352,7 +365,7 @@ def _entry(raw: _RawEntry, *, base: str, summary_chars: int) -> ParsedEntry:
         summary_html=summary_html,
         summary_text=text_of_safe_html(summary_html, summary_chars),
         author=_plain(raw.author) or None,
-        image_url=clean_url(raw.image, base),
+        image_url=clean_url(raw.image, base) or _first_image(summary_html),
         published_at=raw.published or raw.updated,
         updated_at=raw.updated,
     )
