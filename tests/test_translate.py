@@ -606,3 +606,17 @@ def test_items_done_long_ago_are_not_loaded_again_but_a_changed_one_is(
     report = run_translate(db, cfg, now=NOW + timedelta(minutes=1))
     assert report.items_seen == 1
     assert translations(db, b)["ru"].title == fake_translate("Korjattu otsikko")
+
+
+def test_reason_of_a_pending_translation_names_every_provider_that_failed(
+    setup: Callable[..., tuple[Config, Database]], libre: FakeLibre, libre2: FakeLibre
+) -> None:
+    libre.failure = Response(503, json.dumps({"error": "overloaded"}))
+    libre2.failure = Response(403, json.dumps({"error": "Invalid API key"}))
+    cfg, db = setup(_libre(libre.url) + _libre(libre2.url))
+    item = add_item(db, title="Uutinen", detected="fi")
+    run_translate(db, cfg, now=NOW)
+    ru = translations(db, item)["ru"]
+    assert ru.status == "pending"  # the 503 may heal; the bad key alone would make it failed
+    assert "libre: server: HTTP 503" in (ru.error or "")
+    assert "libre-2: auth: HTTP 403" in (ru.error or "")

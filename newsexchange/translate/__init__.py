@@ -310,6 +310,7 @@ class Chain:
         {index: last error})``. Every index is in exactly one of the two."""
         done: dict[int, tuple[str, str]] = {}
         errors: dict[int, ProviderError] = {}
+        history: dict[int, list[ProviderError]] = {}  # every provider's refusal, in order
         remaining = list(range(len(texts)))
         if not self.slots:
             err = provider_error(
@@ -335,6 +336,7 @@ class Chain:
                     err = self._blocked_error(slot)
                     for i in idx:
                         errors[i] = err
+                        history.setdefault(i, []).append(errors[i])
                     left.extend(idx)
                     continue
                 chars = sum(len(texts[i]) for i in idx)
@@ -347,6 +349,7 @@ class Chain:
                     self._failed(slot, err)
                     for i in idx + [remaining[j] for b in batches[bi + 1 :] for j in b]:
                         errors[i] = err
+                        history.setdefault(i, []).append(errors[i])
                         left.append(i)
                     break
                 if slot.rps:
@@ -375,6 +378,7 @@ class Chain:
                     self._failed(slot, perr)
                     for i in idx:
                         errors[i] = perr
+                        history.setdefault(i, []).append(errors[i])
                     left.extend(idx)
                     continue
                 self.report.provider_seconds += time.perf_counter() - t0
@@ -389,7 +393,7 @@ class Chain:
                     done[i] = (t, name)
                     errors.pop(i, None)
             remaining = [i for i in left if i not in done]
-        return done, {i: errors[i] for i in remaining}
+        return done, {i: _combined(history[i]) for i in remaining}
 
     def _blocked_error(self, slot: _Slot) -> ProviderError:
         """The error that took a provider out of this run, with the Retry-After left."""
@@ -585,6 +589,27 @@ def _translate_jobs(
                 if len(field_cores) > 1 or f.html:
                     new_entries.append(Entry(src, tgt, f.value, f.result, f.origin or "memory"))
     return new_entries
+
+
+def _combined(errors: list[ProviderError]) -> ProviderError:
+    """One error naming every provider that failed a text, for the translation's reason.
+    Retryable if any provider may recover; a Retry-After only when every provider gave one."""
+    if len(errors) == 1:
+        return errors[0]
+    seen: dict[str, ProviderError] = {}
+    for e in errors:
+        seen[e.provider or ""] = e
+    parts = [f"{p}: {e.kind}: {e.message}" for p, e in seen.items()]
+    afters = [e.retry_after for e in seen.values()]
+    return ProviderError(
+        "; ".join(parts),
+        provider="",
+        kind=errors[-1].kind,
+        retryable=any(e.retryable for e in seen.values()),
+        retry_after=min(a for a in afters if a is not None)
+        if all(a is not None for a in afters)
+        else None,
+    )
 
 
 def _memory_origin(origin: str) -> str:
