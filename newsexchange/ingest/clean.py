@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import html as _html
+import os
 import re
 import threading
 from functools import lru_cache
@@ -460,6 +461,9 @@ class _SignTable:
 # Byte value → its 8 bits as ±1, least significant first.
 _BYTE_SIGNS = (((np.arange(256)[:, None] >> np.arange(8)) & 1) * 2 - 1).astype(np.int8)
 _SIGNS = _SignTable()
+if hasattr(os, "register_at_fork"):
+    # A child forked while another thread held the lock would otherwise wait forever.
+    os.register_at_fork(after_in_child=lambda: setattr(_SIGNS, "_lock", threading.Lock()))
 
 
 def fingerprint(title: str, text: str) -> str:
