@@ -404,6 +404,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--feeds", type=int, default=1000)
     ap.add_argument("--hosts", type=int, default=25, help="distinct loopback hosts serving them")
+    ap.add_argument(
+        "--parse-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fetch.parse_workers for the run (default 0: parse in the fetching process)",
+    )
     ap.add_argument("--reader", metavar="PYTHON", help="a Python with lemon24/reader installed")
     ap.add_argument("--reader-feeds", type=int, default=200, help="feeds for reader (slow)")
     ap.add_argument("--reader-workers", type=int, default=16)
@@ -452,16 +459,21 @@ def main() -> int:
                 write_config(Path(tmp), urls, Path(tmp) / "bench.db"),
                 env={"NEWSEXCHANGE_SECRET_KEY": "bench"},
             )
+            fetch = cfg.fetch.model_copy(update={"parse_workers": args.parse_workers})
+            cfg = cfg.model_copy(update={"fetch": fetch})
             db = Database(f"sqlite:///{tmp}/bench.db")
             print(
                 f"{args.feeds} feeds × {ITEMS} items on {args.hosts} loopback hosts; "
-                f"concurrency {cfg.fetch.concurrency}, per host {cfg.fetch.per_host}"
+                f"concurrency {cfg.fetch.concurrency}, per host {cfg.fetch.per_host}, "
+                f"parse workers {cfg.fetch.parse_workers}"
             )
             profiles = _Profiles(args.profile)
             with profiles.run("first"):
                 t, c = time.perf_counter(), time.process_time()
                 first = run_fetch(db, cfg, now=NOW)
                 t_first, c_first = time.perf_counter() - t, time.process_time() - c
+            # The parse workers have exited by now (the feed server has not): the largest.
+            worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
             with profiles.run("refresh"):
                 t, c = time.perf_counter(), time.process_time()
                 again = run_fetch(db, cfg, now=NOW + timedelta(minutes=30))
@@ -485,6 +497,8 @@ def main() -> int:
             f"peak memory:       {peak_mb:8.0f} MB max RSS (this process); database "
             f"{size / 1e6:.1f} MB"
         )
+        if worker_mb:
+            print(f"parse worker:      {worker_mb:8.0f} MB max RSS (each)")
         rate, cpu_ms = asyncio.run(_httpx_floor(urls, cfg.fetch.per_host, cfg.fetch.concurrency))
         print(
             f"bare httpx, same 304s: {rate:6.0f} req/s  ({cpu_ms:.2f} ms CPU a request: the "

@@ -91,6 +91,8 @@ class FetchSettings(_Model):
     max_backoff_hours: float = Field(24.0, gt=0)
     summary_chars: int = Field(500, ge=50)
     user_agent: str | None = None
+    # Worker processes that parse big runs (100+ sources); 0 parses in the fetching process.
+    parse_workers: int = Field(0, ge=0, le=16)
 
 
 class SmtpSettings(_Model):

@@ -685,9 +685,6 @@ def test_worker_processes_store_the_same_items_as_the_in_process_path(
 ) -> None:
     import newsexchange.ingest as ingest
 
-    monkeypatch.delenv("NEWSEXCHANGE_NO_POOL", raising=False)
-    monkeypatch.setattr(ingest, "POOL_MAX_WORKERS", 1)
-
     title = "Петрозаводск получит новые автобусы"
     ru = [
         {
@@ -735,9 +732,10 @@ def test_worker_processes_store_the_same_items_as_the_in_process_path(
         finally:
             db.dispose()
 
-    monkeypatch.setattr(ingest, "POOL_MIN_SOURCES", 10**6)
     in_process = stored("a.db")
+    assert cfg.fetch.parse_workers == 0  # the default: parse in the fetching process
     monkeypatch.setattr(ingest, "POOL_MIN_SOURCES", 1)
+    cfg = cfg.model_copy(update={"fetch": cfg.fetch.model_copy(update={"parse_workers": 1})})
     with_workers = stored("b.db")
     assert in_process == with_workers
     assert "parse workers failed" not in caplog.text
@@ -754,7 +752,7 @@ def test_broken_parse_workers_fall_back_to_parsing_in_process(
 
     import newsexchange.ingest as ingest
 
-    def dead_pool(_n: int) -> ProcessPoolExecutor:
+    def dead_pool(_workers: int, _n: int) -> ProcessPoolExecutor:
         pool = ProcessPoolExecutor(max_workers=1)
         pool.shutdown()  # submit() now raises, as a pool whose workers died does
         return pool

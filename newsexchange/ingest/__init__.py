@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -75,9 +74,9 @@ log = logging.getLogger(__name__)
 WRITE_BATCH = 32
 #: Bind parameters per IN (...) lookup chunk (SQLite's old default limit is 999).
 LOOKUP_CHUNK = 400
-#: Runs with at least this many due sources parse in worker processes (see _make_pool).
+#: With ``fetch.parse_workers`` set, runs with at least this many due sources parse in
+#: worker processes (see _make_pool); smaller runs would not repay starting them.
 POOL_MIN_SOURCES = 100
-POOL_MAX_WORKERS = 4
 #: Items updated this recently count as "known" when deciding what a worker precomputes.
 KNOWN_WINDOW = timedelta(days=30)
 
@@ -469,16 +468,18 @@ def _known_hashes(db: Database, source_ids: list[str], now: datetime) -> dict[st
     return out
 
 
-def _make_pool(n_sources: int) -> ProcessPoolExecutor | None:
-    """Worker processes for parsing when the run is big enough to repay starting them
-    (~1 s each: imports and the language model) and there is more than one core."""
-    cores = os.cpu_count() or 1
-    if n_sources < POOL_MIN_SOURCES or cores < 2 or os.environ.get("NEWSEXCHANGE_NO_POOL"):
+def _make_pool(workers: int, n_sources: int) -> ProcessPoolExecutor | None:
+    """``fetch.parse_workers`` worker processes, when the run is big enough to repay
+    starting them (~1 s each: imports and the language model; ~190 MB each).
+
+    Off by default: on the 2-core machine this was measured on, with the feed server and
+    other work sharing the cores, the workers halved the fetching process's CPU per feed but
+    did not raise feeds/s, and cost a second process's memory. Worth it with idle cores."""
+    if workers < 1 or n_sources < POOL_MIN_SOURCES:
         return None
     # spawn, not fork: the parent has threads (the writer) and open database connections.
     return ProcessPoolExecutor(
-        # One core stays with this process: it fetches, stores and links stories.
-        max_workers=max(1, min(cores - 1, POOL_MAX_WORKERS)),
+        max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_worker_init,
     )
@@ -506,7 +507,7 @@ async def _fetch_all(
 
     # Worker processes start only when a first body needs parsing (an all-304 refresh
     # starts none), and the stored hashes are read once, at that moment.
-    pool = _make_pool(len(due))
+    pool = _make_pool(config.fetch.parse_workers, len(due))
     known_task: asyncio.Task[dict[str, set[str]]] | None = None
     loop = asyncio.get_running_loop()
 
