@@ -764,3 +764,21 @@ def test_broken_parse_workers_fall_back_to_parsing_in_process(
     report = run_fetch(db, cfg, now=NOW)
     assert (report.ok, report.failed, report.new_items) == (2, 0, 5)
     assert caplog.text.count("parse workers failed") == 1
+
+
+def test_progress_is_reported_per_source_and_a_failing_callback_stops_nothing(
+    setup: Callable[..., tuple[Config, Database]], http_server: HTTPServer
+) -> None:
+    http_server.route("/a", Response(200, rss(fi_items(1))))
+    http_server.route("/b", Response(200, rss(fi_items(1, prefix="b"))))
+    cfg, db = setup(("a", f"{http_server.url}/a", ""), ("b", f"{http_server.url}/b", ""))
+    seen: list[tuple[str, int, int]] = []
+
+    def progress(outcome: object, done: int, total: int) -> None:
+        seen.append((getattr(outcome, "source", ""), done, total))
+        raise RuntimeError("the terminal went away")
+
+    report = run_fetch(db, cfg, now=NOW, progress=progress)
+    assert report.ok == 2 and report.new_items == 2
+    assert sorted(s for s, _d, _t in seen) == ["a", "b"]
+    assert [(d, t) for _s, d, t in seen] == [(1, 2), (2, 2)]

@@ -244,8 +244,13 @@ def run_fetch(
             )
         )
     by_id = {o.source: o for o in [*skipped, *outcomes]}
+    missing = SourceOutcome  # a source with no outcome would be a bug; report it, not crash
     report = FetchReport(
-        outcomes=[by_id[s.id] for s in selected],
+        outcomes=[
+            by_id.get(s.id)
+            or missing(s.id, states[s.id].url, "failed", error="internal error: no result")
+            for s in selected
+        ],
         elapsed_seconds=time.perf_counter() - started,
     )
     log.log(
@@ -577,12 +582,28 @@ async def _fetch_all(
                     batch.append(nxt)
             if not batch:
                 continue
-            stored = await asyncio.to_thread(writer.write, batch)
+            try:
+                stored = await asyncio.to_thread(writer.write, batch)
+            except Exception as exc:  # a bug in storing: those sources fail, the run goes on
+                # (a dead writer would leave the fetchers blocked on a full queue forever)
+                log.exception("writer failed", extra={"sources": [f.source.id for f in batch]})
+                stored = [
+                    SourceOutcome(
+                        source=f.source.id,
+                        url=f.state.url,
+                        status="failed",
+                        error=f"internal error while storing: {type(exc).__name__}: {exc}",
+                    )
+                    for f in batch
+                ]
             for o in stored:
                 outcomes.append(o)
                 done += 1
                 if progress:
-                    progress(o, done, total)
+                    try:
+                        progress(o, done, total)
+                    except Exception:  # a display problem must not stop the fetch
+                        log.debug("progress callback failed", exc_info=True)
 
     writer_task = asyncio.create_task(write_all())
     try:
