@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from newsexchange.config import Config, database_url
-from newsexchange.db import Database
+from newsexchange.db import Database, utcnow
 from tests.test_archive import EXCHANGE, _items
 from tests.test_web_ops import served
 
@@ -90,6 +90,12 @@ regions:
                 ("Uusi silta Pielisjoelle", "Новый мост через реку Пиелисйоки"),
             ],
         )
+        from newsexchange.delivery.lists import import_rows, parse_csv
+
+        with db.session() as s:
+            csv = "name,email,outlet,language,lists,notes\nАнна,anna@media.example,ГТРК,ru,,\n"
+            parsed = parse_csv(csv, list_id="ptz-media", known_lists=cfg.lists)
+            import_rows(s, parsed, list_id="ptz-media", now=NOW)
         digest_id = build_digest(db, cfg, "fi-to-ru", period_start=period, now=NOW).id
         assert request_approval(db, cfg, digest_id, now=NOW) == 1
         [eml] = sorted(cfg.resolve("var/outbox").glob("nx-approval.*.eml"))
@@ -110,13 +116,14 @@ regions:
             page.get_by_role("button", name="Approve").click()
             page.wait_for_load_state()
             assert page.locator("h1").inner_text() == "Approved"
+            assert "1 deliveries queued" in page.locator(".notice").inner_text()
             page.screenshot(path=str(shots / "2-approved.png"), full_page=True)
 
             # Approved, not yet sent: viewable online, not yet in the archive.
             page.goto(f"{url}/archive/fi-to-ru")
             assert "No digest of this exchange has been sent yet." in page.content()
-            report = run_send(db, cfg, now=NOW, digest_id=digest_id)
-            assert report.to_json()["pending"] == 0
+            report = run_send(db, cfg, now=utcnow(), digest_id=digest_id).to_json()
+            assert (report["sent"], report["pending"]) == (1, 0)
 
             page.set_viewport_size({"width": 1000, "height": 900})
             page.goto(f"{url}/archive")
