@@ -103,6 +103,14 @@ def readiness(config: Config, db: Database, *, now: datetime, up_since: datetime
     return {"ready": not reasons, "reasons": reasons, "checks": checks}
 
 
+def _counts(s: Any, name: str, doc: str, labels: list[str], *columns: Any) -> Metric:
+    """A gauge of row counts grouped by ``columns`` (one label per column)."""
+    gauge = GaugeMetricFamily(name, doc, labels=labels)
+    for *values, n in s.execute(select(*columns, func.count()).group_by(*columns)):
+        gauge.add_metric([str(v) for v in values], n)
+    return gauge
+
+
 class DatabaseCollector(Collector):
     """Prometheus metrics read from the database at scrape time."""
 
@@ -112,18 +120,14 @@ class DatabaseCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self.db.session() as s:
-            items = GaugeMetricFamily(
+            yield _counts(
+                s,
                 "newsexchange_items",
                 "Items stored, per source and region",
-                labels=["source", "region"],
+                ["source", "region"],
+                Item.source_id,
+                Item.region,
             )
-            for source, region, n in s.execute(
-                select(Item.source_id, Item.region, func.count()).group_by(
-                    Item.source_id, Item.region
-                )
-            ):
-                items.add_metric([source, region], n)
-            yield items
 
             failing = GaugeMetricFamily(
                 "newsexchange_sources_failing", "Sources whose fetches are currently failing"
@@ -169,42 +173,31 @@ class DatabaseCollector(Collector):
             yield reqs
             yield fails
 
-            trans = GaugeMetricFamily(
+            yield _counts(
+                s,
                 "newsexchange_translations",
                 "Translations by language and status",
-                labels=["language", "status"],
+                ["language", "status"],
+                Translation.language,
+                Translation.status,
             )
-            for lang, status, n in s.execute(
-                select(Translation.language, Translation.status, func.count()).group_by(
-                    Translation.language, Translation.status
-                )
-            ):
-                trans.add_metric([lang, status], n)
-            yield trans
 
-            digests = GaugeMetricFamily(
+            yield _counts(
+                s,
                 "newsexchange_digests",
                 "Digests by exchange and state",
-                labels=["exchange", "state"],
+                ["exchange", "state"],
+                Digest.exchange_id,
+                Digest.state,
             )
-            for ex, state, n in s.execute(
-                select(Digest.exchange_id, Digest.state, func.count()).group_by(
-                    Digest.exchange_id, Digest.state
-                )
-            ):
-                digests.add_metric([ex, state], n)
-            yield digests
 
-            deliveries = GaugeMetricFamily(
+            yield _counts(
+                s,
                 "newsexchange_deliveries",
                 "Deliveries (one per recipient and digest) by status",
-                labels=["status"],
+                ["status"],
+                Delivery.status,
             )
-            for status, n in s.execute(
-                select(Delivery.status, func.count()).group_by(Delivery.status)
-            ):
-                deliveries.add_metric([status], n)
-            yield deliveries
 
             yield from self._jobs(s)
         # Outside the session: on SQLite every transaction takes the write lock up front.
