@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import html as _html
-import os
 import re
-import threading
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urljoin, urlsplit
 
 import nh3
-import numpy as np
 
 # --- URLs ---------------------------------------------------------------------------------
 
@@ -394,90 +391,96 @@ LEAD_WORDS = 40
 #: this much more than other words: they tell stories apart best.
 NAME_WEIGHT = 2.0
 
-_BIT_INDEX = np.arange(64, dtype=np.uint64)
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+#: NAME_WEIGHT as an integer: every weight is a whole number, so the sums below are exact.
+_NAME = int(NAME_WEIGHT)
+_PLAIN = 1
 
 
-def _features(title: str, text: str) -> dict[str, float]:
-    weights: dict[str, float] = {}
+def _features(title: str, text: str) -> dict[str, int]:
+    weights: dict[str, int] = {}
     get = weights.get
     for part, limit in ((title, 100), (text, LEAD_WORDS)):
         words = _WORD.findall(part, 0, 20 * limit)[:limit]
+        if not words:
+            continue
         # One lower() for all words (ё → е so "ёлка" and "елка" meet).
         lows = " ".join(words).lower().replace("ё", "е").split(" ")
-        for i, (word, low) in enumerate(zip(words, lows, strict=False)):
-            if len(word) < MIN_WORD_CHARS:
-                continue
-            stem = low[:STEM_CHARS]
-            weights[stem] = get(stem, 0.0) + (NAME_WEIGHT if i and word[0].isupper() else 1.0)
+        # The part's first word opens a sentence: its capital says nothing, so plain weight.
+        if len(words[0]) >= MIN_WORD_CHARS:
+            stem = lows[0][:STEM_CHARS]
+            weights[stem] = get(stem, 0) + _PLAIN
+        for word, low in zip(words[1:], lows[1:], strict=False):
+            if len(word) >= MIN_WORD_CHARS:
+                stem = low[:STEM_CHARS]
+                weights[stem] = get(stem, 0) + (_NAME if word[0].isupper() else _PLAIN)
     return weights
 
 
-class _SignTable:
-    """±1 for each of the 64 bits of each stem's hash, one int8 row per stem seen.
-
-    Hashing a stem and splitting its bits was most of a fingerprint's cost; a region's
-    vocabulary repeats, so rows are kept (64 bytes each, at most MAX_STEMS of them, then
-    the table starts afresh) and a fingerprint is one fancy-index and one dot product.
-    """
-
-    MAX_STEMS = 200_000
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._rows: dict[str, int] = {}
-        self._matrix = np.empty((4096, 64), dtype=np.int8)
-
-    def matrix_for(self, stems: list[str]) -> Any:
-        rows = self._rows
-        idx = [rows.get(s, -1) for s in stems]
-        if -1 in idx:
-            with self._lock:
-                self._add([s for s in stems if s not in self._rows])
-                idx = [self._rows[s] for s in stems]
-        return self._matrix[idx]
-
-    def _add(self, stems: list[str]) -> None:
-        """Rows for new stems, all at once: hash each, then split every byte of every hash
-        into 8 signs with one table lookup."""
-        if not stems:
-            return
-        if len(self._rows) + len(stems) > self.MAX_STEMS:
-            self._rows = {}
-        start = len(self._rows)
-        end = start + len(stems)
-        if end > len(self._matrix):
-            size = min(max(2 * len(self._matrix), end), self.MAX_STEMS)
-            grown = np.empty((size, 64), dtype=np.int8)
-            grown[:start] = self._matrix[:start]
-            self._matrix = grown
-        digests = b"".join(hashlib.blake2b(s.encode(), digest_size=8).digest() for s in stems)
-        hashed = np.frombuffer(digests, dtype=np.uint8).reshape(len(stems), 8)
-        self._matrix[start:end] = _BYTE_SIGNS[hashed].reshape(len(stems), 64)
-        for offset, stem in enumerate(stems):
-            self._rows[stem] = start + offset
+# SimHash with 64 counters packed into one Python integer: counter j lives in bits
+# 16j … 16j+15 ("lane" j). A stem's hash is stored "spread", bit j of the hash moved to the
+# bottom of lane j, so adding weight × spread(hash) to the accumulator counts that weight
+# in every lane whose bit is set, all 64 at once, in C. A lane holds at most the total
+# weight (≤ 2 × 140 words), far below 2**15, so lanes never carry into each other.
+_LANE = 16
+_LANE_TOP = 1 << (_LANE - 1)
+#: 1 at the bottom of each of the 64 lanes.
+_LANE_ONES = sum(1 << (_LANE * j) for j in range(64))
+#: Byte value → its 8 bits spread over 8 lanes (least significant bit in the lowest lane).
+_SPREAD_BYTE = tuple(sum(1 << (_LANE * j) for j in range(8) if b >> j & 1) for b in range(256))
+#: A lane's high byte → "1" if its top bit is set, else "0" (for int(…, 2)).
+_TOP_BIT_DIGIT = bytes(0x31 if b & 0x80 else 0x30 for b in range(256))
+#: Stem → spread hash. A region's vocabulary repeats, so hashes are kept; past this many
+#: stems the cache starts afresh (about 200 bytes each).
+MAX_CACHED_STEMS = 100_000
+_spread_cache: dict[str, int] = {}
 
 
-# Byte value → its 8 bits as ±1, least significant first.
-_BYTE_SIGNS = (((np.arange(256)[:, None] >> np.arange(8)) & 1) * 2 - 1).astype(np.int8)
-_SIGNS = _SignTable()
-if hasattr(os, "register_at_fork"):
-    # A child forked while another thread held the lock would otherwise wait forever.
-    os.register_at_fork(after_in_child=lambda: setattr(_SIGNS, "_lock", threading.Lock()))
+def _spread(stem: str) -> int:
+    """The stem's 64-bit blake2b hash, bit j (little-endian byte order) moved to lane j."""
+    digest = hashlib.blake2b(stem.encode(), digest_size=8).digest()
+    table = _SPREAD_BYTE
+    return (
+        table[digest[0]]
+        | table[digest[1]] << 128
+        | table[digest[2]] << 256
+        | table[digest[3]] << 384
+        | table[digest[4]] << 512
+        | table[digest[5]] << 640
+        | table[digest[6]] << 768
+        | table[digest[7]] << 896
+    )
 
 
 def fingerprint(title: str, text: str) -> str:
     """A 64-bit SimHash (16 hex digits) over the weighted word stems of title and lead.
 
-    Compare two with :func:`similar`; :data:`SIMILAR_MAX_BITS` says how close is "same
-    story". All zeros when there are no usable words.
+    Bit j is set when the stems whose hash has bit j set outweigh those whose hash has it
+    clear. Compare two with :func:`similar`; :data:`SIMILAR_MAX_BITS` says how close is
+    "same story". All zeros when there are no usable words.
     """
     feats = _features(title, text)
     if not feats:
         return "0" * 16
-    weights = np.fromiter(feats.values(), dtype=np.float64, count=len(feats))
-    score = weights @ _SIGNS.matrix_for(list(feats))
-    return f"{int(np.packbits(score > 0, bitorder='little').view('<u8')[0]):016x}"
+    cache = _spread_cache
+    if len(cache) > MAX_CACHED_STEMS:
+        cache.clear()
+    acc = 0
+    total = 0
+    for stem, weight in feats.items():
+        spread = cache.get(stem)
+        if spread is None:
+            spread = cache[stem] = _spread(stem)
+        acc += weight * spread
+        total += weight
+    if total >= _LANE_TOP:  # unreachable with the word limits above; keeps lanes apart
+        raise ValueError(f"fingerprint: total weight {total} does not fit a {_LANE}-bit lane")
+    # Bit j is set ⇔ weight with bit j set > weight with it clear ⇔ 2·lane_j > total ⇔
+    # lane_j ≥ total // 2 + 1. Adding 2**15 − (total // 2 + 1) to every lane sets the
+    # lane's top bit exactly then; those 64 top bits are the fingerprint.
+    acc += _LANE_ONES * (_LANE_TOP - (total // 2 + 1))
+    high_bytes = acc.to_bytes(128, "little")[1::2]
+    return f"{int(high_bytes.translate(_TOP_BIT_DIGIT)[::-1], 2):016x}"
 
 
 def distance(fp_a: str, fp_b: str) -> int:

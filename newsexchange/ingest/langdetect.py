@@ -8,6 +8,7 @@ headline read as Estonian is a real risk; one read as Basque is just noise).
 
 from __future__ import annotations
 
+import re
 import threading
 from functools import lru_cache
 from typing import Any
@@ -24,6 +25,9 @@ MIN_LETTERS = 20
 #: model's cost grows with length (about 60 µs + 0.15 µs per character).
 MAX_CHARS = 200
 _UK_BE_LETTERS = frozenset("іїєґўІЇЄҐЎ")
+#: The Cyrillic block's letters (U+0400–U+04FF less the non-letters U+0482–U+0489: ҂ and the
+#: combining titlo marks), so one C-level findall counts what ``isalpha()`` would.
+_CYRILLIC_LETTER = re.compile("[\u0400-\u0481\u048a-\u04ff]")
 #: Below this normalized probability the answer is a guess; report None instead.
 MIN_CONFIDENCE = 0.6
 
@@ -48,11 +52,15 @@ def detect_language(text: str) -> str | None:
     if not text:
         return None
     text = text[:MAX_CHARS]
-    letters = [ch for ch in text if ch.isalpha()]
-    if len(letters) < MIN_LETTERS:
+    if len(text) < MIN_LETTERS:
         return None
-    cyrillic = sum(1 for ch in letters if "\u0400" <= ch <= "\u04ff")
-    if cyrillic * 10 >= len(letters) * 9 and not _UK_BE_LETTERS.intersection(text):
+    # Counted with C loops (map, findall) rather than a per-character Python loop: the
+    # counts are the same, at a fraction of the cost on every item.
+    letters = sum(map(str.isalpha, text))
+    if letters < MIN_LETTERS:
+        return None
+    cyrillic = len(_CYRILLIC_LETTER.findall(text))
+    if cyrillic * 10 >= letters * 9 and not _UK_BE_LETTERS.intersection(text):
         # Cyrillic without the letters only Ukrainian/Belarusian have (і ї є ґ ў): among
         # the languages above that is Russian. Saves the model's ~100 µs on every Russian
         # item, which matters at 30 items × 1,000 feeds.
