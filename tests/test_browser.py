@@ -106,7 +106,9 @@ regions:
         shots = tmp_path / "screenshots"
         shots.mkdir()
 
-        with served(cfg, db, port=port) as url:
+        # The server runs on the test's clock: the link was signed at NOW, and the suite must
+        # pass on any date (links expire after 7 days).
+        with served(cfg, db, port=port, clock=lambda: NOW) as url:
             page = browser.new_page(viewport={"width": 420, "height": 900})  # type: ignore[attr-defined]
             # The editor opens the link on a phone: a confirmation, not an action.
             page.goto(link.group(1))

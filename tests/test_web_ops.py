@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import httpx
 import pytest
@@ -35,13 +35,19 @@ sources:
 
 
 @contextmanager
-def served(config: Config, db: Database, port: int = 0) -> Iterator[str]:
-    """The real app under uvicorn on loopback (a free port unless given); yields its URL."""
+def served(
+    config: Config,
+    db: Database,
+    port: int = 0,
+    clock: Callable[[], datetime] | None = None,
+) -> Iterator[str]:
+    """The real app under uvicorn on loopback (a free port unless given), on ``clock`` when
+    given (else the real one); yields its URL."""
     import uvicorn
 
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(config, db), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+            create_app(config, db, clock=clock), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
+from datetime import datetime
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -58,7 +60,12 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(config: Config, db: Database) -> Starlette:
+def create_app(
+    config: Config, db: Database, *, clock: Callable[[], datetime] | None = None
+) -> Starlette:
+    """The app. ``clock`` (aware UTC ``datetime``) replaces the real one wherever a page needs
+    "now" (link expiry, readiness, the archive's feed); tests pass it so that nothing depends
+    on today's date."""
     routes: list[BaseRoute] = []
     for name in ROUTE_MODULES:
         try:
@@ -73,4 +80,5 @@ def create_app(config: Config, db: Database) -> Starlette:
     app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
     app.state.config = config
     app.state.db = db
+    app.state.clock = clock
     return app

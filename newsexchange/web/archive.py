@@ -192,8 +192,9 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
 
     def archive_atom(request: Request) -> Response:
         ex = _exchange(config, request.path_params["exchange"])
+        clock = getattr(request.app.state, "clock", None)
         return Response(
-            atom_feed(config, db, ex, now=utcnow()),
+            atom_feed(config, db, ex, now=clock() if callable(clock) else utcnow()),
             media_type="application/atom+xml; charset=utf-8",
             headers=PAGE_HEADERS,
         )

@@ -294,8 +294,10 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
     async def healthz(_request: Request) -> Response:
         return PlainTextResponse("ok\n", headers={"cache-control": "no-store"})
 
-    def readyz(_request: Request) -> Response:
-        verdict = readiness(config, db, now=datetime.now(UTC), up_since=up_since)
+    def readyz(request: Request) -> Response:
+        clock = getattr(request.app.state, "clock", None)
+        now = clock() if callable(clock) else datetime.now(UTC)
+        verdict = readiness(config, db, now=now, up_since=up_since)
         return JSONResponse(
             verdict,
             status_code=200 if verdict["ready"] else 503,
