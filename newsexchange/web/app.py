@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsexchange.config import Config
 from newsexchange.db import Database
+from newsexchange.web import ids  # noqa: F401  (registers {name:id} before any route is built)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,54 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class ServerErrors:
+    """Turns an exception no page handled into a plain 500 and logs its traceback.
+
+    The visitor sees "Internal Server Error" and nothing of the cause (no traceback, no SQL,
+    no paths); the log gets the whole of it with the method and path (never the query
+    string: links carry signed tokens there). Starlette's own ServerErrorMiddleware would
+    re-raise for uvicorn to log again, as a second, unstructured traceback; this one ends
+    the request here. Sits inside :class:`SecurityHeaders`, so the 500 has them too."""
+
+    BODY = b"Internal Server Error\n"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            log.exception(
+                "request failed",
+                extra={"method": scope.get("method"), "path": scope.get("path")},
+            )
+            if started:  # half a response is out: all that can be done is to stop
+                return
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"text/plain; charset=utf-8"),
+                        (b"content-length", str(len(self.BODY)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": self.BODY})
+
+
 def create_app(
     config: Config, db: Database, *, clock: Callable[[], datetime] | None = None
 ) -> Starlette:
@@ -77,7 +126,9 @@ def create_app(
             log.warning("web routes unavailable", extra={"routes": name})
             continue
         routes.extend(module.routes(config, db))
-    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+    app = Starlette(
+        routes=routes, middleware=[Middleware(SecurityHeaders), Middleware(ServerErrors)]
+    )
     app.state.config = config
     app.state.db = db
     app.state.clock = clock

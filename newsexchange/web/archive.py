@@ -31,6 +31,7 @@ from starlette.routing import BaseRoute, Route
 from newsexchange.config import Config, ExchangeSettings
 from newsexchange.db import Database, Digest, utcnow
 from newsexchange.errors import ConfigError
+from newsexchange.web import ids  # noqa: F401  (registers the {name:id} convertor)
 
 log = logging.getLogger(__name__)
 
@@ -202,10 +203,7 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
     def digest_view(request: Request) -> Response:
         from newsexchange.digest import render
 
-        try:
-            digest_id = int(request.path_params["digest_id"])
-        except ValueError:
-            raise HTTPException(404) from None
+        digest_id: int = request.path_params["digest_id"]  # an int the database holds (web/ids.py)
         with db.session() as s:
             digest = s.get(Digest, digest_id)
             if digest is None or digest.state not in PUBLIC_STATES:
@@ -233,5 +231,5 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
         Route("/archive", archive_index, methods=["GET", "HEAD"]),
         Route("/archive/{exchange}", archive_exchange, methods=["GET", "HEAD"]),
         Route("/archive/{exchange}/atom.xml", archive_atom, methods=["GET", "HEAD"]),
-        Route("/digests/{digest_id}", digest_view, methods=["GET", "HEAD"]),
+        Route("/digests/{digest_id:id}", digest_view, methods=["GET", "HEAD"]),
     ]
