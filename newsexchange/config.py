@@ -323,6 +323,9 @@ class Config(_Model):
 
     timezone: str = "Europe/Helsinki"
     database_url: str = "sqlite:///var/newsexchange.db"
+    # Seconds a write waits for another process's write transaction on SQLite before it
+    # fails with "database is locked" (the command then says so and exits 1).
+    database_busy_timeout: float = Field(30.0, gt=0)
     public_url: str = "http://localhost:8080"
     data_dir: str = "var"
     fetch: FetchSettings = Field(default_factory=FetchSettings)

@@ -43,6 +43,8 @@ from sqlalchemy.orm import (
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
+from newsexchange.private import create_private_file, make_private_dir
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -418,14 +420,20 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _migrate_lock = threading.Lock()
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """An engine with the settings this project relies on (WAL and foreign keys on SQLite)."""
+def make_engine(url: str, *, echo: bool = False, busy_timeout: float = 30.0) -> Engine:
+    """An engine with the settings this project relies on (WAL and foreign keys on SQLite).
+
+    ``busy_timeout`` (seconds, SQLite): how long a write waits for another process's write
+    transaction before it fails with "database is locked"."""
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1] if "///" in url else ""
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+            # Owner-only: the file holds contacts and signed links. SQLite gives its -wal and
+            # -shm files the mode of the database file, so creating that one 0600 is enough.
+            make_private_dir(Path(path).parent)
+            create_private_file(Path(path))
+        kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
         if path in ("", ":memory:"):
             kwargs["poolclass"] = StaticPool
     else:
@@ -443,7 +451,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -472,9 +480,11 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 class Database:
     """An engine, migrated, with a ``session()`` context manager that commits or rolls back."""
 
-    def __init__(self, url: str, *, run_migrations: bool = True) -> None:
+    def __init__(
+        self, url: str, *, run_migrations: bool = True, busy_timeout: float = 30.0
+    ) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, busy_timeout=busy_timeout)
         if run_migrations:
             migrate(self.engine)
         self.Session = session_factory(self.engine)

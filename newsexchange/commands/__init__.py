@@ -50,7 +50,9 @@ class Context:
     @property
     def db(self) -> Database:
         if self._db is None:
-            self._db = Database(database_url(self.config))
+            self._db = Database(
+                database_url(self.config), busy_timeout=self.config.database_busy_timeout
+            )
         return self._db
 
     def now(self) -> datetime:
