@@ -8,10 +8,13 @@ Exit codes: 0 success, 1 the work ran but something failed (the output says what
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
 from collections.abc import Sequence
+
+import sqlalchemy.exc
 
 from newsexchange import __version__
 from newsexchange.commands import Context, to_json
@@ -64,11 +67,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NewsExchangeError as exc:
         _fail(ctx, str(exc), kind=type(exc).__name__)
         return 1
+    except sqlalchemy.exc.ArgumentError as exc:  # a database_url SQLAlchemy cannot use
+        _fail(ctx, f"database_url: {_one_line(str(exc))}", kind="config")
+        return 2
+    except sqlalchemy.exc.DBAPIError as exc:
+        _fail(ctx, database_problem(exc, _safe_url(ctx)), kind="database")
+        return 1
+    except OSError as exc:
+        _fail(ctx, os_problem(exc), kind="os")
+        return 1
     except KeyboardInterrupt:
         _fail(ctx, "interrupted", kind="interrupted")
         return 130
     finally:
         ctx.close()
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _safe_url(ctx: Context) -> str:
+    """The database URL without its password, or "" when there is none to tell."""
+    from sqlalchemy.engine import make_url
+
+    from newsexchange.config import database_url
+
+    try:
+        url = ctx._db.url if ctx._db is not None else database_url(ctx.config)
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unreadable config or URL: say what is wrong without it
+        return ""
+
+
+def database_problem(exc: sqlalchemy.exc.DBAPIError, url: str = "") -> str:
+    """One line for a database that cannot be used (SQLAlchemy's text has the statement, its
+    parameters and a link on further lines; the driver's own message is the part that says
+    what is wrong)."""
+    reason = _one_line(str(exc.orig)) if exc.orig is not None else _one_line(str(exc))
+    low = reason.lower()
+    where = f" ({url})" if url else ""
+    if "database is locked" in low or "database table is locked" in low:
+        return (
+            f"the database{where} is locked: another process kept a write transaction open "
+            "longer than database_busy_timeout; run the command again when it is done"
+        )
+    if "disk is full" in low or "no space left" in low:
+        return f"the disk holding the database{where} is full: {reason}"
+    if "unable to open database file" in low:
+        return f"cannot open the database file{where}: does its folder exist and is it writable?"
+    if isinstance(exc, sqlalchemy.exc.OperationalError):
+        return f"the database{where} cannot be used: {reason}"
+    return f"database error{where}: {reason}"
+
+
+def os_problem(exc: OSError) -> str:
+    """One line for a failure of the machine (full disk, no permission), not of the work."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    where = f": {exc.filename}" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the device{where}; free some space and run the command again"
+    return f"{what}{where}"
 
 
 def _fail(ctx: Context, message: str, *, kind: str) -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Protocol
 
 from newsexchange.config import Config
-from newsexchange.errors import ConfigError
+from newsexchange.errors import ConfigError, DeliveryError
+from newsexchange.private import make_private_dir, write_private_file
 
 
 @dataclass
@@ -100,18 +101,31 @@ class OutboxMailer:
         *,
         on_sent: Callable[[int, SendResult], object] | None = None,
     ) -> list[SendResult]:
-        self.folder.mkdir(parents=True, exist_ok=True)
         results = []
-        for out in messages:
-            msgid = out.msgid or make_msgid(domain="newsexchange.invalid")
-            stem = re.sub(r"[^A-Za-z0-9._@-]+", "_", msgid.strip("<>"))[:180]
-            path = self.folder / f"{stem}.eml"
-            tmp = path.with_suffix(".eml.tmp")
-            tmp.write_bytes(out.raw if out.raw is not None else out.message.as_bytes())
-            os.replace(tmp, path)
-            results.append(SendResult(ok=True, provider_message_id=str(path.name)))
-            if on_sent is not None:
-                on_sent(len(results) - 1, results[-1])
+        try:
+            make_private_dir(self.folder)  # owner-only: these are the messages as mailed
+            for out in messages:
+                msgid = out.msgid or make_msgid(domain="newsexchange.invalid")
+                stem = re.sub(r"[^A-Za-z0-9._@-]+", "_", msgid.strip("<>"))[:180]
+                path = self.folder / f"{stem}.eml"
+                tmp = path.with_suffix(".eml.tmp")
+                data = out.raw if out.raw is not None else out.message.as_bytes()
+                try:
+                    write_private_file(tmp, data)
+                except OSError:
+                    tmp.unlink(missing_ok=True)  # no half-written file left behind
+                    raise
+                os.replace(tmp, path)
+                results.append(SendResult(ok=True, provider_message_id=str(path.name)))
+                if on_sent is not None:
+                    on_sent(len(results) - 1, results[-1])
+        except OSError as exc:
+            # A full disk or a folder we may not write: the backend is unusable, so the send
+            # stops and hands the rest back (what was written is recorded as sent).
+            where = exc.filename or self.folder
+            raise DeliveryError(
+                f"cannot write the outbox ({where}): {exc.strerror or exc}"
+            ) from exc
         return results
 
     def close(self) -> None:
