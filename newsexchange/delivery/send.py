@@ -80,6 +80,13 @@ BACKOFF_MAX = timedelta(hours=6)
 
 Progress = Callable[[int, int], None]  # (done, total)
 
+
+class SendStopped(Exception):
+    """Raised by a ``progress`` callback to end a send between two chunks: ``run_send`` then
+    hands back what it claimed and returns its report with ``stopped`` set (the console's
+    SIGTERM; the service raises its own StopRequested, which propagates)."""
+
+
 # Placeholders in the pre-serialized template: ASCII, no spaces, so no header folding or
 # quoted-printable encoding can split them.
 _TO = "nx-recipient-placeholder@nx.invalid"
@@ -102,6 +109,8 @@ class SendReport:
     failures: list[dict[str, Any]] = field(default_factory=list)  # first 50
     error: str | None = None  # the backend became unusable (bad key, server gone)
     elapsed: float = 0.0
+    stopped: str | None = None  # why the send ended early on request (SendStopped)
+    handed_back: int = 0  # deliveries claimed by this run and given back unsent on a stop
 
     @property
     def ok(self) -> bool:
@@ -119,6 +128,8 @@ class SendReport:
             "failures": self.failures,
             "error": self.error,
             "seconds": round(self.elapsed, 3),
+            "stopped": self.stopped,
+            "handed_back": self.handed_back,
         }
 
     def to_text(self) -> str:
@@ -134,6 +145,11 @@ class SendReport:
             lines.append(f"  {f['email']}: {f['error']}")
         if self.error:
             lines.append(f"stopped: {self.error}")
+        if self.stopped:
+            lines.append(
+                f"stopped on request ({self.stopped}): sent {self.sent}, handed back "
+                f"{self.handed_back} claimed deliveries; run it again to send the rest"
+            )
         return "\n".join(lines)
 
     def _fail(self, d: Delivery, error: str) -> None:
@@ -593,6 +609,13 @@ def run_send(
                 report.digests.append(
                     {"id": did, "exchange": exchange_id, "state": digest.state, "remaining": left}
                 )
+    except SendStopped as exc:
+        # Asked to stop between two chunks (SIGTERM to `newsexchange send`): every accepted
+        # message is recorded, and what this worker claimed but did not send goes back now.
+        report.stopped = str(exc) or "stop requested"
+        report.handed_back = _release_own(db, worker)
+        with db.session() as s:
+            report.pending = sum(_remaining(s, did) for did, _ex in digests)
     except BaseException:
         # Stopped (SIGTERM in the service, Ctrl-C at the console) or failed: what this
         # worker claimed but did not send goes back at once, not after the lease.
@@ -631,15 +654,26 @@ class _Thread(threading.Thread):
             raise self._error
 
 
-def _release_own(db: Database, worker: str) -> None:
-    with contextlib.suppress(Exception), db.session() as s:
-        for d in s.scalars(
-            select(Delivery).where(Delivery.claimed_by == worker, Delivery.status == "claimed")
-        ):
-            d.status = "retrying" if d.attempts > 1 else "pending"
-            d.attempts = max(d.attempts - 1, 0)
-            d.claimed_by = None
-            d.claimed_at = None
+def _release_own(db: Database, worker: str) -> int:
+    """Give back every row ``worker`` still has claimed; returns how many (0 if it could not:
+    the lease or the dead-claimer check frees them later)."""
+    try:
+        with db.session() as s:
+            rows = list(
+                s.scalars(
+                    select(Delivery).where(
+                        Delivery.claimed_by == worker, Delivery.status == "claimed"
+                    )
+                )
+            )
+            for d in rows:
+                d.status = "retrying" if d.attempts > 1 else "pending"
+                d.attempts = max(d.attempts - 1, 0)
+                d.claimed_by = None
+                d.claimed_at = None
+    except Exception:
+        return 0
+    return len(rows)
 
 
 def _release(db: Database, ids: Sequence[int], *, now: datetime, error: str) -> None:
@@ -749,6 +783,7 @@ def _send_and_record(
         marker.close()
         report.error = str(exc)
         marked = marker.marked
+        report.sent += len(marked)  # accepted before the backend failed: sent, and said so
         _release(db, [d.id for d in sending if d.id not in marked], now=now, error=str(exc))
         return
     marker.close()  # every accepted message is committed before the rest is recorded
