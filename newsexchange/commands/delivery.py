@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from newsexchange.commands import Context, add_common
 from newsexchange.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -214,13 +219,29 @@ def lists_export_contact(ctx: Context) -> int:
 
 
 def send(ctx: Context) -> int:
-    from newsexchange.delivery.send import run_send, send_progress
+    """Send one digest. SIGTERM stops it the way it stops ``serve``: the chunk on the wire
+    finishes and is recorded, the deliveries claimed but not sent are handed back (pending
+    again, for the next run), and the command reports what it did and exits 0."""
+    from newsexchange.delivery.send import SendStopped, run_send, send_progress
 
     cfg = ctx.config
-    with send_progress(enabled=ctx.interactive) as progress:
-        report = run_send(
-            ctx.db, cfg, now=ctx.now(), digest_id=ctx.args.digest_id, progress=progress
-        )
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: stop.set())
+    try:
+        with send_progress(enabled=ctx.interactive) as bar:
+
+            def progress(done: int, total: int) -> None:
+                if bar is not None:
+                    bar(done, total)
+                if stop.is_set() and done < total:
+                    log.warning("signal received: stopping", extra={"signal": "SIGTERM"})
+                    raise SendStopped("SIGTERM")
+
+            report = run_send(
+                ctx.db, cfg, now=ctx.now(), digest_id=ctx.args.digest_id, progress=progress
+            )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     data = report.to_json()
     ctx.emit(data, report.to_text)
     return 0 if data["ok"] else 1
