@@ -114,6 +114,8 @@ def test_archive_lists_sent_digests_and_view_online_shows_only_approved_ones(
             view_approved = httpx.get(f"{url}/digests/{approved}")
             view_draft = httpx.get(f"{url}/digests/{draft}")
             view_missing = httpx.get(f"{url}/digests/99999")
+            view_huge = httpx.get(f"{url}/digests/99999999999999999999")  # past int64
+            view_word = httpx.get(f"{url}/digests/latest")
             unknown = httpx.get(f"{url}/archive/no-such-exchange")
 
         assert index.status_code == 200
@@ -137,6 +139,7 @@ def test_archive_lists_sent_digests_and_view_online_shows_only_approved_ones(
         assert view_draft.status_code == 404
         assert "Черновик" not in view_draft.text
         assert view_missing.status_code == 404
+        assert view_huge.status_code == 404 and view_word.status_code == 404
         assert unknown.status_code == 404
     finally:
         db.dispose()
