@@ -417,6 +417,10 @@ class Alert(Base):
 # -- engine, sessions, migrations --------------------------------------------------------------
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+#: The largest id (or count) the database holds: SQLite's INTEGER and PostgreSQL's BIGINT are
+#: 64-bit signed; past it the driver raises (OverflowError, "out of range") instead of finding
+#: nothing. The web app's ``{name:id}`` and the CLI's ``db_int`` refuse anything larger.
+MAX_ID = 2**63 - 1
 _migrate_lock = threading.Lock()
 
 

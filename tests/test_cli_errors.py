@@ -163,3 +163,25 @@ def test_a_full_disk_under_a_file_the_command_writes_is_one_line_and_exit_1(
     )
     error = _one_line_failure(res, json_mode=json_mode)
     assert "no space left on the device" in error, error
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["send", "99999999999999999999"],
+        ["digest", "show", "9223372036854775808"],
+        ["approve", "99999999999999999999"],
+        ["items", "--limit", "99999999999999999999"],
+        ["translation", "show", "-1"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_an_id_or_count_the_database_cannot_hold_is_a_usage_error(
+    write_config: Callable[..., Config], args: list[str]
+) -> None:
+    cfg = write_config()
+    res = _run([*args, "--config", str(cfg.path), "--json"])
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr and "OverflowError" not in res.stderr
+    data = json.loads(res.stdout)
+    assert data["ok"] is False and "out of range" in data["error"], data

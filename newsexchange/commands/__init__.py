@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from newsexchange.config import Config, database_url, load_config
-from newsexchange.db import Database, utcnow
+from newsexchange.db import MAX_ID, Database, utcnow
 
 Handler = Callable[["Context"], int]
 
@@ -77,6 +77,18 @@ class Context:
     def close(self) -> None:
         if self._db is not None:
             self._db.dispose()
+
+
+def db_int(text: str) -> int:
+    """An argparse ``type`` for ids and counts: a whole number the database can hold, so
+    ``send 99999999999999999999`` is a usage error (exit 2), not an OverflowError."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"out of range: {text} (0 to {MAX_ID})")
+    return value
 
 
 def add_common(p: argparse.ArgumentParser) -> None:

@@ -12,14 +12,14 @@ import getpass
 import socket
 from typing import Any
 
-from newsexchange.commands import Context, add_common
+from newsexchange.commands import Context, add_common, db_int
 from newsexchange.errors import ApprovalError, ConfigError
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("approve", help="approve a digest at the console, as one of its editors")
     add_common(p)
-    p.add_argument("digest_id", type=int, metavar="ID")
+    p.add_argument("digest_id", type=db_int, metavar="ID")
     p.add_argument(
         "--as",
         dest="editor",
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     p = sub.add_parser("reject", help="reject a digest at the console (it will not be sent)")
     add_common(p)
-    p.add_argument("digest_id", type=int, metavar="ID")
+    p.add_argument("digest_id", type=db_int, metavar="ID")
     p.add_argument("--reason", required=True, help="why (kept in the audit log)")
     p.add_argument("--as", dest="editor", metavar="EDITOR", help="the editor rejecting")
     p.set_defaults(handler=approve, decision="reject")
@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     r.set_defaults(handler=poll)
     r = asub.add_parser("request", help="mail the approval request of one digest (again)")
     add_common(r)
-    r.add_argument("digest_id", type=int, metavar="ID")
+    r.add_argument("digest_id", type=db_int, metavar="ID")
     r.set_defaults(handler=request)
 
 

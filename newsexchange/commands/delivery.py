@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from newsexchange.commands import Context, add_common
+from newsexchange.commands import Context, add_common, db_int
 from newsexchange.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     p = sub.add_parser("send", help="deliver an approved digest to its lists (resumable)")
     add_common(p)
-    p.add_argument("digest_id", metavar="ID", type=int, help="the digest id")
+    p.add_argument("digest_id", metavar="ID", type=db_int, help="the digest id")
     p.set_defaults(handler=send)
 
 

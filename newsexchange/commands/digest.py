@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from newsexchange.commands import Context, add_common, to_json
+from newsexchange.commands import Context, add_common, db_int, to_json
 from newsexchange.db import Approval, AuditEntry, Digest, DigestItem
 from newsexchange.digest import build_digest, edit_digest, item_text
 from newsexchange.digest.periods import PeriodError
@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     sh = dsub.add_parser("show", help="a digest's items and audit log, or what would be mailed")
     add_common(sh)
-    sh.add_argument("id", type=int, metavar="ID")
+    sh.add_argument("id", type=db_int, metavar="ID")
     sh.add_argument(
         "--format", choices=["summary", "html", "text", "eml"], default="summary", dest="fmt"
     )
@@ -88,7 +88,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     ed = dsub.add_parser("edit", help="drop, pin or reorder items of a draft (by position)")
     add_common(ed)
-    ed.add_argument("id", type=int, metavar="ID")
+    ed.add_argument("id", type=db_int, metavar="ID")
     ed.add_argument("--drop", type=_positions, action="extend", default=[], metavar="N[,N…]")
     ed.add_argument("--pin", type=_positions, action="extend", default=[], metavar="N[,N…]")
     ed.add_argument("--order", type=_positions, metavar="N,N,…", help="new order of positions")

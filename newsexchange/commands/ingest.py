@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from newsexchange.commands import Context, add_common
+from newsexchange.commands import Context, add_common, db_int
 from newsexchange.db import Item, Source
 
 
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     add_common(p)
     p.add_argument("--source", metavar="ID", help="only this source's items")
     p.add_argument("--region", metavar="R", help="only this region's items")
-    p.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (default 20)")
+    p.add_argument("--limit", type=db_int, default=20, metavar="N", help="at most N (default 20)")
     p.set_defaults(handler=items)
 
 

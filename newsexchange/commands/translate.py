@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from newsexchange.commands import Context, add_common
+from newsexchange.commands import Context, add_common, db_int
 from newsexchange.errors import ConfigError, TranslationError
 
 
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="translate what is due (items into each exchange's language and English)",
     )
     add_common(p)
-    p.add_argument("--limit", type=int, metavar="N", help="work on at most N items")
+    p.add_argument("--limit", type=db_int, metavar="N", help="work on at most N items")
     p.set_defaults(handler=translate)
 
     t = sub.add_parser("translation", help="correct, import or show translations")
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="store an editor's translation of an item (kept in the memory; wins from then on)",
     )
     add_common(s)
-    s.add_argument("item", type=int, metavar="ITEM", help="item id (see `newsexchange items`)")
+    s.add_argument("item", type=db_int, metavar="ITEM", help="item id (see `newsexchange items`)")
     s.add_argument("language", metavar="LANG", help="fi, ru or en")
     s.add_argument("--title", help="the translated title")
     s.add_argument("--summary", help="the translated summary (plain text)")
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     sh = tsub.add_parser("show", help="show an item's translations")
     add_common(sh)
-    sh.add_argument("item", type=int, metavar="ITEM")
+    sh.add_argument("item", type=db_int, metavar="ITEM")
     sh.set_defaults(handler=translation_show)
 
 

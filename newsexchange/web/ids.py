@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from starlette.convertors import Convertor, register_url_convertor
 
-MAX_ID = 2**63 - 1
+from newsexchange.db import MAX_ID
 
 
 def at_most(n: int) -> str:
