@@ -148,7 +148,7 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
         lang, t, list_name = texts_for(tok.list_id)
         # GET and HEAD only look (Starlette routes HEAD to a GET route's handler, and
         # ``curl -I`` or a link checker sends HEAD): the page, never a change.
-        if request.method != "POST":
+        if request.method in ("GET", "HEAD"):
             with db.session() as s:
                 already = _is_suppressed(s, tok.email, tok.list_id)
             if already:
@@ -166,6 +166,8 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                 t=t,
                 question=t["question"].format(email=tok.email, list=list_name),
             )
+        if request.method != "POST":  # the route allows no other; never act on one
+            return PlainTextResponse("method not allowed\n", 405, headers={"Allow": "GET, POST"})
         # POST: the button, or a mail client's RFC 8058 one-click request; the body says
         # which, and a POST that says neither changes nothing.
         try:
