@@ -85,18 +85,24 @@ def test_head_get_and_other_methods_on_the_mailed_link_change_nothing(
 
 
 @pytest.mark.parametrize(
-    "body",
-    [b"", b"List-Unsubscribe=Two-Clicks", b"confirm=0", b"unsubscribe=yes", b"\xff\xfe"],
+    ("body", "ctype"),
+    [
+        (b"", "application/x-www-form-urlencoded"),
+        (b"List-Unsubscribe=Two-Clicks", "application/x-www-form-urlencoded"),
+        (b"confirm=0", "application/x-www-form-urlencoded"),
+        (b"unsubscribe=yes", "application/x-www-form-urlencoded"),
+        (b"\xff\xfe", "application/x-www-form-urlencoded"),
+        (b"--x\r\nnot a part\r\n", "multipart/form-data; boundary=x"),  # malformed
+        (b"List-Unsubscribe=One-Click", "multipart/form-data"),  # no boundary
+    ],
 )
 def test_a_post_that_does_not_ask_to_unsubscribe_changes_nothing(
-    site: tuple[Config, Database, WebServer], smtp_server: SMTPServer, body: bytes
+    site: tuple[Config, Database, WebServer], smtp_server: SMTPServer, body: bytes, ctype: str
 ) -> None:
     _cfg, db, _server = site
     url, _headers = _mailed_link(site, smtp_server)
 
-    resp = httpx.post(
-        url, content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
-    )
+    resp = httpx.post(url, content=body, headers={"Content-Type": ctype})
 
     assert resp.status_code == 400
     assert "Ничего не изменилось" in resp.text and "<button" in resp.text  # asked again
