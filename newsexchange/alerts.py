@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from newsexchange.config import Config
 from newsexchange.db import Alert, Database, Digest, ProviderUsage, Source
+from newsexchange.mailheaders import header_text
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +215,10 @@ def _read_state(
 
 def _message(config: Config, cond: Condition, now: datetime) -> EmailMessage:
     msg = EmailMessage()
-    msg["From"] = config.mail.from_
+    msg["From"] = header_text(config.mail.from_)
     msg["To"] = ", ".join(config.mail.operators)
-    msg["Subject"] = f"[newsexchange] {cond.subject}"
+    # The subject names sources and exchanges from the config: cleaned like every header.
+    msg["Subject"] = header_text(f"[newsexchange] {cond.subject}")
     msg["Date"] = format_datetime(now)
     _name, addr = parseaddr(config.mail.from_)
     domain = addr.rsplit("@", 1)[-1] if "@" in addr else "newsexchange.invalid"

@@ -112,6 +112,12 @@ class SendgridSettings(_Model):
     webhook_public_key_env: str = "SENDGRID_WEBHOOK_PUBLIC_KEY"
     inbound_secret_env: str = "SENDGRID_INBOUND_SECRET"
     timeout: float = Field(30.0, gt=0)
+    # Event Webhook: a signed timestamp older or further ahead than this is a replay (or a
+    # wrong clock) and is refused; SendGrid recommends 5 minutes.
+    webhook_max_age_seconds: int = Field(300, ge=1, le=86400)
+    # Body caps, enforced while reading (and from Content-Length before): 413 beyond them.
+    webhook_max_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # a batch of events is small
+    inbound_max_bytes: int = Field(20 * 1024 * 1024, ge=1024)  # an inbound mail post
 
     _v_url = field_validator("base_url")(_check_url)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -25,6 +26,8 @@ from tests.test_delivery_support import FROM, NOW, delivery_config, seed_digest
 from tests.webserver import WebServer
 
 SEND_PATH = "/v3/mail/send"
+SIGNED_AT = 1795400000  # the Unix time the tests sign webhook requests at
+SIGNED_AT_CLOCK = datetime.fromtimestamp(SIGNED_AT + 60, UTC)
 RESERVED_HEADERS = {
     "x-sg-id",
     "x-sg-eid",
@@ -292,7 +295,9 @@ def webhook_app(
         write_config, backend="sendgrid", env={"SG_WEBHOOK_KEY": _public_b64(signing_key)}
     )
     db = db_for(cfg)
-    server = WebServer(create_app(cfg, db)).start()
+    # The app's clock is a minute after the tests' signed timestamps: a webhook timestamp is
+    # checked against "now" (5 minutes either way), and the suite must pass on any date.
+    server = WebServer(create_app(cfg, db, clock=lambda: SIGNED_AT_CLOCK)).start()
     yield cfg, db, server
     server.stop()
 

@@ -83,10 +83,12 @@ def editor_links(config: Config, digest: Digest, editor: str, *, now: datetime) 
 
 
 def _base_message(config: Config, *, to: str, subject: str) -> EmailMessage:
+    from newsexchange.mailheaders import header_text  # one cleaning for every header
+
     msg = EmailMessage()
-    msg["From"] = config.mail.from_
-    msg["To"] = to
-    msg["Subject"] = subject
+    msg["From"] = header_text(config.mail.from_)
+    msg["To"] = header_text(to)
+    msg["Subject"] = header_text(subject)  # exchange names, subjects: data, not structure
     msg["Date"] = format_datetime(datetime.now().astimezone())
     return msg
 
@@ -298,8 +300,10 @@ def send_acknowledgement(
     msg = _base_message(config, to=to, subject=subject)
     msg["Message-ID"] = make_msgid(idstring="nx-ack", domain=_domain(config))
     if in_reply_to:
-        msg["In-Reply-To"] = in_reply_to
-        msg["References"] = in_reply_to
+        from newsexchange.mailheaders import header_text  # the reply's own Message-ID
+
+        msg["In-Reply-To"] = header_text(in_reply_to)
+        msg["References"] = header_text(in_reply_to)
     msg["Auto-Submitted"] = "auto-replied"
     msg.set_content(text, charset="utf-8")
     try:

@@ -28,6 +28,7 @@ from newsexchange.config import LANGUAGES, Config
 from newsexchange.db import Contact, Delivery, ListMembership, Suppression
 from newsexchange.delivery.tokens import email_hash
 from newsexchange.errors import ConfigError, DeliveryError
+from newsexchange.mailheaders import header_text
 
 COLUMNS = ("name", "email", "outlet", "language", "lists", "notes")
 
@@ -172,7 +173,9 @@ def parse_csv(text: str, *, list_id: str, known_lists: Iterable[str]) -> ParsedL
         row = ContactRow(
             line=start,
             email=addr,
-            name=values.get("name", ""),
+            # A name ends up in a To: header: a quoted cell spanning lines must not carry
+            # its CR/LF (or any control character) along. Outlet and notes may keep theirs.
+            name=header_text(values.get("name", "")),
             outlet=values.get("outlet", ""),
             language=lang,
             lists=lists,

@@ -51,7 +51,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from email.utils import formataddr
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
@@ -63,6 +62,7 @@ from newsexchange.delivery.mailers import Mailer, OutgoingMessage, SendResult, g
 from newsexchange.delivery.outbox import enqueue_deliveries, sender_domain, suppressed_addresses
 from newsexchange.delivery.tokens import suppress, unsubscribe_links
 from newsexchange.errors import DeliveryError
+from newsexchange.mailheaders import header_text, mailbox
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,7 @@ class PreparedDigest:
 
     def personalize(self, d: Delivery, name: str | None, *, raw: bool = True) -> OutgoingMessage:
         url, mailto, header = self.list_unsubscribe(d.email)
+        name = header_text(name)  # a stored name may predate cleaning at import
         out = OutgoingMessage(
             message=self.template,
             recipient=d.email,
@@ -280,7 +281,10 @@ def _to_header(name: str | None, addr: str) -> str:
     """``Name <addr>``, the name as one RFC 2047 encoded-word when it is not plain ASCII.
 
     email.utils.formataddr does the same through the email.header machinery at ~10x the
-    cost; it is still used for names too long for one encoded-word (75 characters)."""
+    cost; it is still used for names too long for one encoded-word (75 characters). The
+    name is cleaned first (:func:`header_text`): these bytes go into the message as they
+    are, so a CR/LF in a name would start a header of its own."""
+    name = header_text(name)
     if not name:
         return addr
     if _PLAIN_NAME.match(name):
@@ -288,16 +292,16 @@ def _to_header(name: str | None, addr: str) -> str:
     word = "=?utf-8?b?" + base64.b64encode(name.encode("utf-8")).decode("ascii") + "?="
     if len(word) <= 75 and name.isprintable():
         return f"{word} <{addr}>"
-    return formataddr((name, addr), charset="utf-8")
+    return mailbox(name, addr)
 
 
 def list_headers(config: Config, list_id: str) -> dict[str, str]:
     """The headers every digest copy of a list carries (RFC 2369, 2919, 3834, 8058)."""
     settings = config.lists.get(list_id)
-    name = (settings.name if settings else None) or list_id
+    name = header_text((settings.name if settings else None) or list_id)
     domain = sender_domain(config)
     return {
-        "List-Id": f"{name} <{list_id}.{domain}>",
+        "List-Id": f"{name} <{header_text(list_id)}.{domain}>",
         "List-Unsubscribe": _LISTUNSUB,
         # RFC 8058: the https URL above accepts a POST with this body, without login.
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",

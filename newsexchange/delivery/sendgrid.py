@@ -26,6 +26,7 @@ from typing import Any
 from newsexchange.config import Config
 from newsexchange.delivery.mailers import OutgoingMessage, SendResult
 from newsexchange.errors import ConfigError, DeliveryError
+from newsexchange.mailheaders import header_text
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class SendgridMailer:
             if name is None and out.substitutions == {}:
                 pairs = getaddresses([str(out.message["To"] or "")])
                 name = pairs[0][0] if pairs else None
-            p.add_to(To(out.recipient, name or None))
+            p.add_to(To(out.recipient, header_text(name) or None))  # SendGrid writes To:
             for marker, value in out.substitutions.items():
                 p.add_substitution(Substitution(marker, value))
             headers = dict(out.headers)

@@ -52,6 +52,7 @@ from sqlalchemy.orm import Session
 from newsexchange.config import Config, ExchangeSettings
 from newsexchange.db import Digest, Item
 from newsexchange.errors import DigestError
+from newsexchange.mailheaders import header_text
 
 CONTENT_SCHEMA = "newsexchange.digest-content/1"
 UNSUBSCRIBE_MARKER = "%%UNSUBSCRIBE_URL%%"
@@ -238,7 +239,8 @@ def exchange_title(exchange: ExchangeSettings) -> str:
 
 def subject_for(config: Config, exchange: ExchangeSettings, start: date, end: date) -> str:
     """The mail subject: the exchange's name and the period, in the digest's language."""
-    return f"{exchange_title(exchange)}: {format_period(start, end, exchange.language)}"
+    title = header_text(exchange_title(exchange))  # a header, and stored as digest.subject
+    return f"{title}: {format_period(start, end, exchange.language)}"
 
 
 # -- the content -----------------------------------------------------------------------------
@@ -519,19 +521,21 @@ def to_email(
     header set here). The per-recipient markers are *not* substituted here.
     """
     msg = EmailMessage(policy=SMTP)
-    msg["From"] = config.mail.from_
+    # Every value through header_text: the subject carries the exchange's name, the list
+    # headers a list name; a CR or LF there would be refused by the email package.
+    msg["From"] = header_text(config.mail.from_)
     if to:
-        msg["To"] = to
+        msg["To"] = header_text(to)
     if config.mail.reply_to:
-        msg["Reply-To"] = config.mail.reply_to
-    msg["Subject"] = rendered.subject
+        msg["Reply-To"] = header_text(config.mail.reply_to)
+    msg["Subject"] = header_text(rendered.subject)
     msg["Date"] = format_datetime((now or datetime.now(UTC)).astimezone(UTC))
     domain = _domain(config.mail.from_)
     msg["Message-ID"] = message_id or make_msgid(domain=domain)
     for name, value in (extra_headers or {}).items():
         if name in msg:
             del msg[name]
-        msg[name] = value
+        msg[name] = header_text(value)
     msg.set_content(rendered.text, subtype="plain", charset="utf-8", cte=_cte(rendered.text))
     msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte=_cte(rendered.html))
     # After the bodies: set_content() clears every Content-* header it finds.
