@@ -21,10 +21,11 @@ import pytest
 
 from newsexchange.approval import audit_entries, request_approval
 from newsexchange.approval.inbound import PROCESSED_FLAG, poll_imap
+from newsexchange.approval.tokens import reply_token
 from newsexchange.config import Config
 from newsexchange.db import Database, Digest
 from tests.test_approval import ANNA, NOW, approval_config, make_digest, run_cli, state_of
-from tests.test_approval_inbound import raw_reply
+from tests.test_approval_inbound import AUTHSERV, raw_reply
 from tests.webserver import free_port
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -164,21 +165,30 @@ def mailbox(dovecot: DovecotServer) -> DovecotServer:
     return dovecot
 
 
-def imap_config(write_config: Callable[..., Config], server: DovecotServer, **kw: str) -> Config:
+def imap_config(
+    write_config: Callable[..., Config],
+    server: DovecotServer,
+    *,
+    authserv_id: str | None = AUTHSERV,
+    **kw: str,
+) -> Config:
     mail = (
         'mail:\n  backend: outbox\n  from: "Exchange <news@example.org>"\n'
         "  outbox_dir: var/outbox\n"
-        f"  imap: {{host: 127.0.0.1, port: {server.port}, ssl: false, processed_folder: Processed}}\n"
+        f"  imap: {{host: 127.0.0.1, port: {server.port}, ssl: false, processed_folder: Processed"
+        + (f", authserv_id: {authserv_id}" if authserv_id else "")
+        + "}\n"
     )
     env = {"IMAP_USER": USER, "IMAP_PASSWORD": kw.get("password", PASSWORD)}
     return approval_config(write_config, mail=mail, env=env)
 
 
-def _token(db: Database, digest_id: int) -> str:
+def _token(cfg: Config, db: Database, digest_id: int, editor: str = ANNA) -> str:
+    """The editor's own reply token, as their approval request carried it."""
     with db.session() as s:
         d = s.get(Digest, digest_id)
         assert d is not None
-        return d.token
+        return reply_token(cfg, d, editor)
 
 
 def test_poll_acts_on_editor_reply_ignores_others_and_never_twice(
@@ -190,7 +200,7 @@ def test_poll_acts_on_editor_reply_ignores_others_and_never_twice(
     db = db_for(cfg)
     digest_id = make_digest(db)
     request_approval(db, cfg, digest_id, now=NOW)
-    to = f"news+{_token(db, digest_id)}.v1@example.org"
+    to = f"news+{_token(cfg, db, digest_id)}.v1@example.org"
     mailbox.deliver(raw_reply("APPROVE\n", to=to, message_id="<a1@example.fi>"))
     c = mailbox.client()  # someone opened the mailbox first: the reply is read, not processed
     c.select_folder("INBOX")
@@ -243,7 +253,7 @@ def test_cli_poll_imap_json_and_wrong_password_fails_cleanly(
     db = db_for(cfg)
     digest_id = make_digest(db)
     request_approval(db, cfg, digest_id, now=NOW)
-    to = f"news+{_token(db, digest_id)}.v1@example.org"
+    to = f"news+{_token(cfg, db, digest_id)}.v1@example.org"
     mailbox.deliver(raw_reply("REJECT wrong period\n", to=to, message_id="<r1@example.fi>"))
     assert cfg.path is not None
 
