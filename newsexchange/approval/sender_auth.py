@@ -366,8 +366,10 @@ def verify_authentication_results(
             and domain_of(r.props.get("header.from")) == from_domain
         ):
             return SenderAuth(True, f"DMARC pass for {from_domain}", "dmarc")
-    summary = ", ".join(_describe(r) for r in results)
-    return SenderAuth(False, f"not authenticated for {from_domain}: {summary or 'no results'}")
+    summary = ", ".join(_describe(r) for r in results) or "no results"
+    if notes:
+        summary += f" ({'; '.join(notes)})"
+    return SenderAuth(False, f"not authenticated for {from_domain}: {summary}")
 
 
 def _describe(r: MethodResult) -> str:
