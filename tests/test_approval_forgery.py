@@ -169,6 +169,24 @@ def test_only_the_configured_servers_topmost_results_are_trusted() -> None:
     assert not v.ok and "mail.imap.authserv_id" in v.reason
 
 
+def test_hostile_fields_vouch_for_nothing_and_cost_little() -> None:
+    import time
+
+    start = time.monotonic()
+    huge = [
+        (0, "mx.example.org; " + "a" * 200_000),
+        (0, "mx.example.org; dkim=pass header.d=example.fi " + "(" * 10_000),
+        *[(0, "mx.example.org; " + "x=" * 5_000)] * 100,
+    ]
+    v = verify_authentication_results(from_address=ANNA, headers=huge, authserv_id="mx.example.org")
+    assert not v.ok
+    sg = verify_sendgrid(
+        from_address=ANNA, envelope_from=ANNA, spf="none", dkim="{" + "@example.fi : pass (" * 9999
+    )
+    assert not sg.ok
+    assert time.monotonic() - start < 5
+
+
 # -- the webhook of the running app ---------------------------------------------------------
 
 AUTH = ("sendgrid", "s3cret-inbound")

@@ -36,6 +36,12 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+#: Longer verification fields (Authentication-Results, SendGrid's dkim) are not read (real
+#: ones are well under 2 kB), and only the first so many Authentication-Results headers are
+#: looked at (our server's are on top): hostile input costs linear time at most.
+MAX_FIELD = 16 * 1024
+MAX_HEADERS = 50
+
 
 @dataclass(frozen=True)
 class SenderAuth:
@@ -134,6 +140,8 @@ def parse_sendgrid_dkim(value: str | None) -> list[tuple[str, str]]:
     v = (value or "").strip()
     if not v or v.lower() == "none":
         return []
+    if len(v) > MAX_FIELD:
+        raise AuthFieldError(f"longer than {MAX_FIELD} characters")
     v = _strip_comments(v).strip()
     if v.startswith("{") and v.endswith("}"):
         v = v[1:-1]
@@ -215,7 +223,8 @@ class AuthResults:
 
 
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
-_PAIR = re.compile(rf'([^\s=";/]+(?:\s*/\s*[0-9]+)?)\s*=\s*({_QUOTED}|[^\s";]+)')
+# Bounded repeats: a long run of text without "=" must not cost quadratic time.
+_PAIR = re.compile(rf'([^\s=";/]{{1,100}}(?:\s*/\s*[0-9]{{1,5}})?)\s*=\s*({_QUOTED}|[^\s";]+)')
 
 
 def _unquote(v: str) -> str:
@@ -256,6 +265,8 @@ def parse_authentication_results(value: str) -> AuthResults:
     Comments are removed; a field whose first part is not an authserv-id (some servers
     start with ``spf=…`` directly) raises :class:`AuthFieldError`.
     """
+    if len(value) > MAX_FIELD:
+        raise AuthFieldError(f"longer than {MAX_FIELD} characters")
     text = _strip_comments(value.replace("\r", " ").replace("\n", " "))
     head, *rest = _split_outside_quotes(text, ";")
     words = re.findall(rf"{_QUOTED}|[^\s]+", head.strip())
@@ -307,7 +318,10 @@ def trusted_results(
     notes: list[str] = []
     trusted_hop: int | None = None
     out: list[MethodResult] = []
-    for hop, value in headers:
+    for hop, value in headers[:MAX_HEADERS]:
+        if trusted_hop is not None and hop != trusted_hop:
+            notes.append("Authentication-Results below our server's ignored")
+            break
         try:
             parsed = parse_authentication_results(value)
         except AuthFieldError as exc:
@@ -318,9 +332,6 @@ def trusted_results(
             continue
         if trusted_hop is None:
             trusted_hop = hop
-        if hop != trusted_hop:
-            notes.append(f"Authentication-Results for {want!r} below our server's ignored")
-            continue
         out.extend(parsed.results)
     return out, notes
 
