@@ -8,11 +8,15 @@
 - ``GET /review/{token}`` shows the digest with per-item Drop / Pin / Up / Down and a
   translation editor; ``POST`` applies one change (any change makes a new version, voids
   earlier approvals and mails fresh requests). The form names the version it was made from,
-  so two editors changing at once cannot act on a numbering that no longer exists.
+  so two editors changing at once cannot act on a numbering that no longer exists. A review
+  link acts only on the version it was mailed for: an older version's link shows the current
+  digest read-only and its POSTs are refused (409). Approving consumes the link; an edit
+  continues on a fresh link for the version it made (same editor, same expiry).
 - ``POST /inbound/sendgrid`` (or ``/inbound/sendgrid/{secret}``): SendGrid Inbound Parse.
   HTTP basic auth (the password) or the URL token must equal the secret in the environment
   variable named by ``mail.sendgrid.inbound_secret_env``: none given → 401, wrong → 403,
-  nothing changes. Without the variable set, the webhook is off (503).
+  nothing changes. Without the variable set, the webhook is off (503). A malformed
+  ``envelope`` field is a 400 with the reason.
 
 Every page sends ``Referrer-Policy: no-referrer`` (the token is in the URL and the review
 page links to news sites), ``Cache-Control: no-store`` and a CSP that forbids framing.
