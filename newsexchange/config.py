@@ -130,6 +130,10 @@ class ImapSettings(_Model):
     password_env: str = "IMAP_PASSWORD"
     folder: str = "INBOX"
     processed_folder: str | None = None  # replies handled are moved here (else only flagged)
+    # The authserv-id your receiving server writes first in the Authentication-Results
+    # headers it adds (e.g. "mx.example.org"); only those headers vouch for a reply's sender.
+    # Unset: replies read by IMAP cannot be verified and never act (docs/approval.md).
+    authserv_id: str | None = None
 
 
 class MailSettings(_Model):

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from newsexchange.approval import audit_entries, decide, request_approval, run_approvals
 from newsexchange.approval.decide import apply_edit, approvers
-from newsexchange.approval.tokens import new_reply_token
+from newsexchange.approval.tokens import new_reply_token, reply_token
 from newsexchange.config import Config
 from newsexchange.db import (
     Approval,
@@ -340,11 +340,14 @@ def test_request_mails_each_editor_their_own_links_and_reply_address(
     with db.session() as s:
         d = s.get(Digest, digest_id)
         assert d is not None and d.state == "awaiting_approval"
-        token = d.token
+        token, b_token = reply_token(cfg, d, ANNA), reply_token(cfg, d, BORIS)
     anna = next(m for m in msgs if m["To"] == ANNA)
     boris = next(m for m in msgs if m["To"] == BORIS)
-    assert f"[nx:{token}]" in anna["Subject"]
+    # Each editor's own reply token: a reply acts only for the editor it was mailed to.
+    assert token != b_token and token[:16] == d.token[:16]
+    assert f"[nx:{token}]" in anna["Subject"] and f"[nx:{b_token}]" in boris["Subject"]
     assert anna["Reply-To"] == f"news+{token}.v1@example.org"
+    assert boris["Reply-To"] == f"news+{b_token}.v1@example.org"
     assert anna["Auto-Submitted"] == "auto-generated"
     a_links, b_links = links_in(anna), links_in(boris)
     assert set(a_links) == {"Approve", "Request changes", "Reject", "Open the review page"}

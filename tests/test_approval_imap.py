@@ -21,10 +21,11 @@ import pytest
 
 from newsexchange.approval import audit_entries, request_approval
 from newsexchange.approval.inbound import PROCESSED_FLAG, poll_imap
+from newsexchange.approval.tokens import reply_token
 from newsexchange.config import Config
 from newsexchange.db import Database, Digest
 from tests.test_approval import ANNA, NOW, approval_config, make_digest, run_cli, state_of
-from tests.test_approval_inbound import raw_reply
+from tests.test_approval_inbound import AUTHSERV, raw_reply
 from tests.webserver import free_port
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -164,21 +165,30 @@ def mailbox(dovecot: DovecotServer) -> DovecotServer:
     return dovecot
 
 
-def imap_config(write_config: Callable[..., Config], server: DovecotServer, **kw: str) -> Config:
+def imap_config(
+    write_config: Callable[..., Config],
+    server: DovecotServer,
+    *,
+    authserv_id: str | None = AUTHSERV,
+    **kw: str,
+) -> Config:
     mail = (
         'mail:\n  backend: outbox\n  from: "Exchange <news@example.org>"\n'
         "  outbox_dir: var/outbox\n"
-        f"  imap: {{host: 127.0.0.1, port: {server.port}, ssl: false, processed_folder: Processed}}\n"
+        f"  imap: {{host: 127.0.0.1, port: {server.port}, ssl: false, processed_folder: Processed"
+        + (f", authserv_id: {authserv_id}" if authserv_id else "")
+        + "}\n"
     )
     env = {"IMAP_USER": USER, "IMAP_PASSWORD": kw.get("password", PASSWORD)}
     return approval_config(write_config, mail=mail, env=env)
 
 
-def _token(db: Database, digest_id: int) -> str:
+def _token(cfg: Config, db: Database, digest_id: int, editor: str = ANNA) -> str:
+    """The editor's own reply token, as their approval request carried it."""
     with db.session() as s:
         d = s.get(Digest, digest_id)
         assert d is not None
-        return d.token
+        return reply_token(cfg, d, editor)
 
 
 def test_poll_acts_on_editor_reply_ignores_others_and_never_twice(
@@ -190,7 +200,7 @@ def test_poll_acts_on_editor_reply_ignores_others_and_never_twice(
     db = db_for(cfg)
     digest_id = make_digest(db)
     request_approval(db, cfg, digest_id, now=NOW)
-    to = f"news+{_token(db, digest_id)}.v1@example.org"
+    to = f"news+{_token(cfg, db, digest_id)}.v1@example.org"
     mailbox.deliver(raw_reply("APPROVE\n", to=to, message_id="<a1@example.fi>"))
     c = mailbox.client()  # someone opened the mailbox first: the reply is read, not processed
     c.select_folder("INBOX")
@@ -243,7 +253,7 @@ def test_cli_poll_imap_json_and_wrong_password_fails_cleanly(
     db = db_for(cfg)
     digest_id = make_digest(db)
     request_approval(db, cfg, digest_id, now=NOW)
-    to = f"news+{_token(db, digest_id)}.v1@example.org"
+    to = f"news+{_token(cfg, db, digest_id)}.v1@example.org"
     mailbox.deliver(raw_reply("REJECT wrong period\n", to=to, message_id="<r1@example.fi>"))
     assert cfg.path is not None
 
@@ -264,3 +274,70 @@ def test_cli_poll_imap_json_and_wrong_password_fails_cleanly(
     assert code == 0, out
     assert out["acted"] == 1 and out["results"][0]["verb"] == "reject"
     assert state_of(db, digest_id) == "rejected"
+
+
+def test_only_our_servers_authentication_results_vouch_for_an_imap_reply(
+    mailbox: DovecotServer,
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+) -> None:
+    cfg = imap_config(write_config, mailbox)
+    db = db_for(cfg)
+    digest_id = make_digest(db)
+    request_approval(db, cfg, digest_id, now=NOW)
+    to = f"news+{_token(cfg, db, digest_id)}.v1@example.org"
+    received = (
+        "Received: from mail.evil.example (mail.evil.example [203.0.113.9])\r\n"
+        "\tby mx.example.org with ESMTPS; Mon, 16 Nov 2026 10:00:02 +0200\r\n"
+    )
+    forgeries = {
+        # A header the sender wrote, naming another server: not ours, not trusted.
+        "<f1@evil.example>": "Authentication-Results: mx.evil.example; dkim=pass "
+        "header.d=example.fi; spf=pass smtp.mailfrom=anna@example.fi\r\n",
+        # Our server found nothing; the sender's copy of our name sits below its Received.
+        "<f2@evil.example>": "Authentication-Results: mx.example.org; dkim=none;\r\n"
+        "\tspf=softfail smtp.mailfrom=mallory@evil.example\r\n"
+        + received
+        + "Authentication-Results: mx.example.org; dkim=pass header.d=example.fi\r\n",
+        # DKIM passing, for the sender's own domain.
+        "<f3@evil.example>": "Authentication-Results: mx.example.org; dkim=pass "
+        "header.d=evil.example; spf=pass smtp.mailfrom=mallory@evil.example\r\n" + received,
+        # No Authentication-Results at all.
+        "<f4@evil.example>": "",
+    }
+    for mid, auth in forgeries.items():
+        mailbox.deliver(raw_reply("APPROVE\n", to=to, message_id=mid, auth=auth))
+    report = poll_imap(db, cfg, now=NOW).to_json()
+    assert report["fetched"] == 4 and report["refused"] == 4 and report["acted"] == 0
+    assert all("could not be verified" in r["reason"] for r in report["results"])
+    assert state_of(db, digest_id) == "awaiting_approval"
+    with db.session() as s:
+        log = [e for e in audit_entries(s, digest_id) if e["action"] == "reply_unverified"]
+    assert len(log) == 4 and {e["detail"]["via"] for e in log} == {"imap"}
+    # Our own server's verdict, above its Received header, is what counts.
+    mailbox.deliver(
+        raw_reply(
+            "APPROVE\n",
+            to=to,
+            message_id="<real@example.fi>",
+            auth="Authentication-Results: mx.example.org;\r\n\tdkim=pass header.d=example.fi\r\n"
+            + received.replace("evil.example", "example.fi"),
+        )
+    )
+    assert poll_imap(db, cfg, now=NOW).to_json()["acted"] == 1
+    assert state_of(db, digest_id) == "approved"
+
+
+def test_without_authserv_id_imap_replies_cannot_act(
+    mailbox: DovecotServer,
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+) -> None:
+    cfg = imap_config(write_config, mailbox, authserv_id=None)
+    db = db_for(cfg)
+    digest_id = make_digest(db)
+    request_approval(db, cfg, digest_id, now=NOW)
+    mailbox.deliver(raw_reply("APPROVE\n", to=f"news+{_token(cfg, db, digest_id)}.v1@example.org"))
+    report = poll_imap(db, cfg, now=NOW).to_json()
+    assert report["refused"] == 1 and "mail.imap.authserv_id" in report["results"][0]["reason"]
+    assert state_of(db, digest_id) == "awaiting_approval"

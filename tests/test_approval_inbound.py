@@ -21,6 +21,7 @@ from newsexchange.approval.inbound import (
     parse_message,
     process_inbound,
 )
+from newsexchange.approval.tokens import editor_reply_token, reply_token
 from newsexchange.config import Config
 from newsexchange.db import Database, Delivery, Digest
 from tests.test_approval import (
@@ -34,22 +35,50 @@ from tests.test_approval import (
     state_of,
 )
 
-TOKEN = "k5v7q2m9x3c8b1n4z6l0p2r5t7y9w3e8"
+TOKEN = "k5v7q2m9x3c8b1n4z6l0p2r5t7y9w3e8"  # the digest's token
+KEY = "test-secret"  # NEWSEXCHANGE_SECRET_KEY in tests/conftest.py
 EDITORS = (ANNA, BORIS)
+#: The receiving server's authserv-id (mail.imap.authserv_id in the step tests' config).
+AUTHSERV = "mx.example.org"
+MAIL_WITH_IMAP = (
+    'mail:\n  backend: outbox\n  from: "Exchange <news@example.org>"\n'
+    f"  outbox_dir: var/outbox\n  imap: {{host: 127.0.0.1, authserv_id: {AUTHSERV}}}\n"
+)
+
+
+def tok(editor: str = ANNA, digest_token: str = TOKEN) -> str:
+    """An editor's own reply token for the pure tests' digest."""
+    return editor_reply_token(KEY, digest_token, editor)
+
+
+def aligned_auth(sender: str) -> str:
+    """What the operator's receiving server writes for a reply it verified: DKIM and SPF
+    passing for the sender's own domain."""
+    domain = sender.rpartition("@")[2]
+    return (
+        f"Authentication-Results: {AUTHSERV};\r\n"
+        f"\tdkim=pass (2048-bit key) header.d={domain} header.s=sel1;\r\n"
+        f"\tspf=pass smtp.mailfrom={sender}\r\n"
+    )
 
 
 def raw_reply(
     body: str,
     *,
     sender: str = ANNA,
-    to: str = f"news+{TOKEN}.v1@example.org",
-    subject: str = f"Re: Approval needed: Новости [nx:{TOKEN}]",
+    to: str | None = None,
+    subject: str | None = None,
     extra: str = "",
     message_id: str = "<reply-1@example.fi>",
+    auth: str | None = None,
 ) -> bytes:
-    """A reply as a mail client writes it (CRLF, encoded headers, UTF-8 body)."""
+    """A reply as a mail client writes it (CRLF, encoded headers, UTF-8 body), as the
+    operator's receiving server delivers it: with its Authentication-Results on top (by
+    default DKIM and SPF passing for the sender's domain; ``auth=""`` for none)."""
+    to = to if to is not None else f"news+{tok(sender)}.v1@example.org"
+    subject = subject if subject is not None else f"Re: Approval needed: Новости [nx:{tok(sender)}]"
     head = (
-        f"Return-Path: <{sender}>\r\n"
+        (aligned_auth(sender) if auth is None else auth) + f"Return-Path: <{sender}>\r\n"
         f"From: Anna Editor <{sender}>\r\n"
         f"To: {to}\r\n"
         f"Subject: {subject}\r\n"
@@ -65,16 +94,20 @@ def raw_reply(
     return head.encode() + body.replace("\n", "\r\n").encode("utf-8")
 
 
-def judge(raw: bytes, *, version: int = 1) -> tuple[bool, str, ReplyCommand | None]:
+def judge_msg(msg: InboundMessage, *, version: int = 1) -> tuple[bool, str, ReplyCommand | None]:
     v = judge_reply(
-        parse_message(raw),
-        digest_token=TOKEN,
+        msg,
+        editor_tokens={e: tok(e) for e in EDITORS},
         digest_version=version,
-        editors=EDITORS,
         local="news",
         domain="example.org",
+        authserv_id=AUTHSERV,
     )
     return v.act, v.reason, v.command
+
+
+def judge(raw: bytes, *, version: int = 1) -> tuple[bool, str, ReplyCommand | None]:
+    return judge_msg(parse_message(raw), version=version)
 
 
 # -- the pure decision ------------------------------------------------------------------------
@@ -93,6 +126,25 @@ def test_subject_tag_alone_is_enough_token() -> None:
 def test_reply_from_a_non_editor_is_ignored() -> None:
     act, reason, _ = judge(raw_reply("APPROVE\n", sender="mallory@example.com"))
     assert not act and "not an editor" in reason
+
+
+def test_each_editor_has_their_own_token() -> None:
+    assert tok(ANNA) != tok(BORIS) and tok(ANNA)[:16] == tok(BORIS)[:16] == TOKEN[:16]
+    # Boris, authenticated as himself, replying with Anna's token does nothing.
+    act, reason, _ = judge(
+        raw_reply(
+            "APPROVE\n",
+            sender=BORIS,
+            to=f"news+{tok(ANNA)}.v1@example.org",
+            subject=f"Re: [nx:{tok(ANNA)}]",
+        )
+    )
+    assert not act and "token of anna@example.fi" in reason
+    # The digest's own token (shared, never mailed since per-editor tokens) is nobody's.
+    act, reason, _ = judge(
+        raw_reply("APPROVE\n", to=f"news+{TOKEN}.v1@example.org", subject=f"Re: [nx:{TOKEN}]")
+    )
+    assert not act and "token" in reason
 
 
 def test_reply_from_an_editor_without_the_token_is_ignored() -> None:
@@ -202,30 +254,23 @@ def test_dmarc_failure_is_refused() -> None:
         extra="Authentication-Results: mx.example.org; dmarc=fail header.from=example.fi\r\n",
     )
     act, reason, _ = judge(forged)
-    assert not act and "authentication" in reason
+    assert not act and "could not be verified" in reason and "DMARC failed" in reason
 
 
 def test_sendgrid_parsed_fields_become_the_same_message() -> None:
     msg = from_sendgrid(
         {
             "from": f"Anna <{ANNA}>",
-            "to": f"news+{TOKEN}.v1@example.org",
-            "subject": f"Re: [nx:{TOKEN}]",
+            "to": f"news+{tok()}.v1@example.org",
+            "subject": f"Re: [nx:{tok()}]",
             "text": "APPROVE\n\n> quoted\n",
             "headers": f"From: Anna <{ANNA}>\nMessage-ID: <sg-1@example.fi>\n",
-            "envelope": '{"to": ["news+' + TOKEN + '.v1@example.org"], "from": "' + ANNA + '"}',
+            "envelope": '{"to": ["news+' + tok() + '.v1@example.org"], "from": "' + ANNA + '"}',
             "SPF": "pass",
         }
     )
     assert isinstance(msg, InboundMessage) and msg.message_id == "<sg-1@example.fi>"
-    assert judge_reply(
-        msg,
-        digest_token=TOKEN,
-        digest_version=1,
-        editors=EDITORS,
-        local="news",
-        domain="example.org",
-    ).act
+    assert judge_msg(msg)[0]
 
 
 # -- the step ----------------------------------------------------------------------------------
@@ -233,7 +278,7 @@ def test_sendgrid_parsed_fields_become_the_same_message() -> None:
 
 @pytest.fixture
 def cfg(write_config: Callable[..., Config]) -> Config:
-    return approval_config(write_config, required=1)
+    return approval_config(write_config, required=1, mail=MAIL_WITH_IMAP)
 
 
 @pytest.fixture
@@ -241,11 +286,12 @@ def db(cfg: Config, db_for: Callable[[Config], Database]) -> Database:
     return db_for(cfg)
 
 
-def _token(db: Database, digest_id: int) -> str:
+def _token(cfg: Config, db: Database, digest_id: int, editor: str = ANNA) -> str:
+    """The editor's own reply token for the digest, as their request carried it."""
     with db.session() as s:
         d = s.get(Digest, digest_id)
         assert d is not None
-        return d.token
+        return reply_token(cfg, d, editor)
 
 
 def test_reply_approve_acts_once_and_acknowledges(cfg: Config, db: Database) -> None:
@@ -280,7 +326,7 @@ def test_reply_from_non_editor_and_out_of_office_change_nothing(cfg: Config, db:
     digest_id = make_digest(db)
     request_approval(db, cfg, digest_id, now=NOW)
     clear_outbox(cfg)
-    token = _token(db, digest_id)
+    token = _token(cfg, db, digest_id)
     to = f"news+{token}.v1@example.org"
     stranger = raw_reply("APPROVE\n", sender="mallory@example.com", to=to, message_id="<m1@x>")
     ooo = raw_reply(
@@ -311,7 +357,7 @@ def test_reply_drop_rebuilds_as_new_version_and_mails_fresh_requests(
     digest_id = make_digest(db, items=4)
     request_approval(db, cfg, digest_id, now=NOW)
     clear_outbox(cfg)
-    token = _token(db, digest_id)
+    token = _token(cfg, db, digest_id)
     reply = raw_reply("DROP 2, 3\n", to=f"news+{token}.v1@example.org")
     result = process_inbound(
         db, cfg, parse_message(reply), now=NOW + timedelta(minutes=5), via="imap"
@@ -336,22 +382,16 @@ def test_reply_drop_rebuilds_as_new_version_and_mails_fresh_requests(
 
 
 def test_sendgrid_raw_mime_mode_and_envelope_carry_the_token() -> None:
-    raw = raw_reply("APPROVE\n", to="news@example.org", subject="Re: digest")
+    raw = raw_reply("APPROVE\n", to="news@example.org", subject="Re: digest", auth="")
     msg = from_sendgrid(
         {
             "email": raw.decode("utf-8"),
-            "envelope": '{"to": ["news+' + TOKEN + '.v1@example.org"], "from": "' + ANNA + '"}',
+            "envelope": '{"to": ["news+' + tok() + '.v1@example.org"], "from": "' + ANNA + '"}',
+            "dkim": "{@example.fi : pass}",
         }
     )
-    assert f"news+{TOKEN}.v1@example.org" in msg.recipients
-    assert judge_reply(
-        msg,
-        digest_token=TOKEN,
-        digest_version=1,
-        editors=EDITORS,
-        local="news",
-        domain="example.org",
-    ).act
+    assert f"news+{tok()}.v1@example.org" in msg.recipients
+    assert judge_msg(msg)[0]
 
 
 def test_html_only_reply_ignores_the_blockquote() -> None:

@@ -18,7 +18,7 @@ from bs4 import BeautifulSoup
 from sqlalchemy import func, select
 
 from newsexchange.approval import audit_entries, request_approval
-from newsexchange.approval.tokens import make_action_token
+from newsexchange.approval.tokens import make_action_token, reply_token
 from newsexchange.config import Config
 from newsexchange.db import (
     Approval,
@@ -319,7 +319,7 @@ def test_inbound_webhook_refuses_without_or_with_wrong_secret(site: Site) -> Non
     with site.db.session() as s:
         d = s.get(Digest, digest_id)
         assert d is not None
-        token = d.token
+        token = reply_token(site.config, d, ANNA)
     fields = {
         "from": f"Anna <{ANNA}>",
         "to": f"news+{token}.v1@example.org",
@@ -327,6 +327,8 @@ def test_inbound_webhook_refuses_without_or_with_wrong_secret(site: Site) -> Non
         "text": "APPROVE\n",
         "headers": f"From: Anna <{ANNA}>\nMessage-ID: <wh-1@example.fi>\n",
         "envelope": "{}",
+        "dkim": "{@example.fi : pass}",  # SendGrid verified Anna's domain's signature
+        "SPF": "none",
     }
     files = {k: (None, v) for k, v in fields.items()}  # multipart/form-data, as SendGrid posts
     assert site.http.post("/inbound/sendgrid", files=files).status_code == 401

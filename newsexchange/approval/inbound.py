@@ -16,20 +16,23 @@ A reply acts only when ALL of these hold:
 1. it is not automatic: no ``Auto-Submitted`` (other than ``no``), ``X-Autoreply``,
    ``Precedence: bulk|auto_reply|junk|list``, ``List-Id``, out-of-office subject, bounce
    (``MAILER-DAEMON``/``postmaster`` sender, empty return path, ``multipart/report``);
-2. the sender (From) is one of the exchange's editors;
-3. it carries the digest's unguessable token: the plus-address we set as Reply-To
-   (``news+<token>.v<version>@…``, found in To/Cc/Delivered-To/X-Original-To or the SMTP
-   envelope) or the subject tag ``[nx:<token>]`` (compared in constant time);
-4. it answers the digest's current version (when the reply says which version it answers:
+2. the sender (From, exactly one address) is one of the exchange's editors;
+3. it carries *that editor's own* reply token for the digest: the plus-address we set as
+   Reply-To (``news+<token>.v<version>@…``, found in To/Cc/Delivered-To/X-Original-To or the
+   SMTP envelope) or the subject tag ``[nx:<token>]`` (compared in constant time). Each
+   editor's requests carry a different token (:func:`~newsexchange.approval.tokens.
+   editor_reply_token`), so editor B cannot act with A's token, even authenticated as B;
+4. it is authenticated for the From domain (:mod:`newsexchange.approval.sender_auth`): DKIM
+   or SPF passing and aligned with it, as SendGrid reports it or, for IMAP, as the operator's
+   own receiving server wrote in Authentication-Results (``mail.imap.authserv_id``). A reply
+   that passes 1-3 but not this is refused, logged (``reply_unverified``) and the editor is
+   mailed at their configured address that it could not be verified, with their review link;
+5. it answers the digest's current version (when the reply says which version it answers:
    the plus-address or the In-Reply-To of our request): a DROP 3 counted against an older
    numbering would drop the wrong story;
-5. the first non-empty line of the *fresh* text (quoted lines, "On … wrote:" and Outlook
+6. the first non-empty line of the *fresh* text (quoted lines, "On … wrote:" and Outlook
    "-----Original Message-----"/"From:" blocks removed) is a command. Our own request quotes
    the word APPROVE in its instructions, so an APPROVE inside quoted text never counts.
-
-From addresses can be forged, which is why (3) is required as well: the token only ever went
-to the editors. When the receiving server reports a DMARC failure (Authentication-Results) or
-SendGrid reports SPF fail without a passing DKIM signature, the reply is refused too.
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ from email.message import EmailMessage, Message
 from email.utils import getaddresses, parseaddr
 from typing import Any, Literal
 
+from newsexchange.approval.sender_auth import (
+    SenderAuth,
+    verify_authentication_results,
+    verify_sendgrid,
+)
 from newsexchange.config import Config
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,13 @@ class InboundMessage:
     envelope_from: str | None = None
     spf: str | None = None  # SendGrid's SPF verdict
     dkim: str | None = None  # SendGrid's DKIM summary, e.g. "{@example.fi : pass}"
+    from_addresses: tuple[str, ...] = ()  # every address in every From header
+    #: (hop, value) of each Authentication-Results header, top first; hop = the number of
+    #: Received headers above it (see sender_auth.trusted_results)
+    auth_results: tuple[tuple[int, str], ...] = ()
+    #: whose checks vouch for the sender: the receiving server's Authentication-Results
+    #: ("headers", IMAP) or SendGrid's own SPF/dkim fields ("sendgrid")
+    auth_source: Literal["headers", "sendgrid"] = "headers"
 
     def header(self, name: str) -> str | None:
         values = self.headers.get(name.lower())
@@ -98,6 +113,18 @@ def _headers_of(msg: Message) -> dict[str, tuple[str, ...]]:
     for k, v in msg.items():
         out.setdefault(k.lower(), []).append(str(v))
     return {k: tuple(v) for k, v in out.items()}
+
+
+def _auth_results_of(msg: Message) -> tuple[tuple[int, str], ...]:
+    out: list[tuple[int, str]] = []
+    hop = 0
+    for k, v in msg.items():
+        name = k.lower()
+        if name == "received":
+            hop += 1
+        elif name == "authentication-results":
+            out.append((hop, str(v)))
+    return tuple(out)
 
 
 def _html_to_text(html: str) -> str:
@@ -154,22 +181,59 @@ def parse_message(raw: bytes, *, envelope_to: Sequence[str] = ()) -> InboundMess
         message_id=(headers.get("message-id") or (None,))[0],
         return_path=return_path,
         content_type=msg.get_content_type(),
+        from_addresses=tuple(_addresses(headers.get("from", ()))),
+        auth_results=_auth_results_of(msg),
     )
+
+
+class InboundFormatError(ValueError):
+    """An inbound post that is not what SendGrid sends (the webhook answers 400)."""
+
+
+def parse_envelope(value: str | None) -> tuple[list[str], str | None]:
+    """SendGrid's ``envelope`` field, ``{"to": ["…"], "from": "…"}``: (recipients, sender).
+
+    Absent or empty: no envelope. Anything else that is not that JSON shape raises
+    :class:`InboundFormatError` saying what is wrong.
+    """
+    if value is None or not value.strip():
+        return [], None
+    try:
+        data = json.loads(value)
+    except ValueError as exc:
+        raise InboundFormatError(f"malformed envelope: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InboundFormatError(
+            f"malformed envelope: expected a JSON object, got {type(data).__name__}"
+        )
+    to = data.get("to")
+    if to is None:
+        to = []
+    elif isinstance(to, str):
+        to = [to]
+    if not isinstance(to, list) or not all(isinstance(x, str) for x in to):
+        raise InboundFormatError('malformed envelope: "to" must be a list of addresses')
+    sender = data.get("from")
+    if sender is not None and not isinstance(sender, str):
+        raise InboundFormatError('malformed envelope: "from" must be an address (a string)')
+    return [str(x) for x in to], (sender if sender is not None else None)
 
 
 def from_sendgrid(form: Mapping[str, str]) -> InboundMessage:
     """SendGrid Inbound Parse fields (from, to, cc, subject, text, html, headers, envelope,
-    SPF, dkim), or the raw message in ``email`` when "POST the raw, full MIME message" is on."""
-    envelope: dict[str, Any] = {}
-    try:
-        envelope = json.loads(form.get("envelope") or "{}")
-    except ValueError:
-        envelope = {}
-    env_to = [str(x) for x in envelope.get("to") or []]
-    env_from = str(envelope.get("from") or "") or None
+    SPF, dkim), or the raw message in ``email`` when "POST the raw, full MIME message" is on.
+
+    Raises :class:`InboundFormatError` for a malformed ``envelope``."""
+    env_to, env_from = parse_envelope(form.get("envelope"))
     if form.get("email"):
         m = parse_message(form["email"].encode("utf-8", "surrogateescape"), envelope_to=env_to)
-        return _with(m, envelope_from=env_from, spf=form.get("SPF"), dkim=form.get("dkim"))
+        return _with(
+            m,
+            envelope_from=env_from,
+            spf=form.get("SPF"),
+            dkim=form.get("dkim"),
+            auth_source="sendgrid",
+        )
     hdr_msg = email.message_from_string(
         (form.get("headers") or "").strip() + "\n\n", policy=email.policy.default
     )
@@ -187,6 +251,7 @@ def from_sendgrid(form: Mapping[str, str]) -> InboundMessage:
         ]
     )
     rp = headers.get("return-path")
+    from_values = [form["from"]] if form.get("from") else list(headers.get("from", ()))
     return InboundMessage(
         sender=parseaddr(form.get("from") or (headers.get("from") or ("",))[0])[1].lower(),
         recipients=tuple(dict.fromkeys(rcpts)),
@@ -199,6 +264,9 @@ def from_sendgrid(form: Mapping[str, str]) -> InboundMessage:
         envelope_from=env_from,
         spf=form.get("SPF"),
         dkim=form.get("dkim"),
+        from_addresses=tuple(_addresses(from_values)),
+        auth_results=_auth_results_of(hdr_msg),
+        auth_source="sendgrid",
     )
 
 
@@ -352,14 +420,19 @@ def auto_reply_reason(msg: InboundMessage) -> str | None:
     return None
 
 
-def authentication_failure(msg: InboundMessage) -> str | None:
-    """A sender-authentication failure our receiving side reported, or None."""
-    results = msg.header("authentication-results") or ""
-    if re.search(r"\bdmarc=fail\b", results, re.IGNORECASE):
-        return "DMARC failed (Authentication-Results)"
-    if (msg.spf or "").strip().lower() == "fail" and "pass" not in (msg.dkim or "").lower():
-        return "SPF failed and no DKIM signature passed"
-    return None
+def sender_authentication(msg: InboundMessage, *, authserv_id: str | None) -> SenderAuth:
+    """Is the From address authenticated for its domain? SendGrid's own checks for what
+    SendGrid posted; the trusted Authentication-Results header for everything else."""
+    if msg.auth_source == "sendgrid":
+        return verify_sendgrid(
+            from_address=msg.sender,
+            envelope_from=msg.envelope_from,
+            spf=msg.spf,
+            dkim=msg.dkim,
+        )
+    return verify_authentication_results(
+        from_address=msg.sender, headers=msg.auth_results, authserv_id=authserv_id
+    )
 
 
 @dataclass(frozen=True)
@@ -426,33 +499,56 @@ class ReplyVerdict:
     reason: str  # why it may not act, or what it does
     command: ReplyCommand | None = None
     notify_sender: bool = False  # worth an answer: a verified editor whose reply did nothing
+    #: the reply names an editor and carries their token but is not authenticated for their
+    #: domain: refused, and the editor (at their configured address) is told
+    unverified: bool = False
 
 
 def judge_reply(
     msg: InboundMessage,
     *,
-    digest_token: str,
+    editor_tokens: Mapping[str, str],
     digest_version: int,
-    editors: Sequence[str],
     local: str,
     domain: str,
+    authserv_id: str | None,
 ) -> ReplyVerdict:
-    """May this reply act on this digest, and what does it ask? Pure: plain data in and out."""
+    """May this reply act on this digest, and what does it ask? Pure: plain data in and out.
+
+    ``editor_tokens`` maps each editor (lowercased) to their own reply token for this digest
+    (:func:`newsexchange.approval.tokens.editor_reply_token`); ``authserv_id`` is the
+    configured ``mail.imap.authserv_id`` (None: Authentication-Results are not trusted).
+    """
     why = auto_reply_reason(msg)
     if why:
         return ReplyVerdict(False, f"automatic message ignored: {why}")
-    if msg.sender not in {e.strip().lower() for e in editors}:
+    editors = {e.strip().lower(): t for e, t in editor_tokens.items()}
+    if msg.sender not in editors:
         return ReplyVerdict(False, f"{msg.sender} is not an editor of this exchange")
-    refs = [
-        r
-        for r in token_refs(msg, local=local, domain=domain)
-        if hmac.compare_digest(r.token.encode(), digest_token.lower().encode())
-    ]
+    if len(set(msg.from_addresses)) > 1:
+        return ReplyVerdict(
+            False, "the From header names more than one address; a reply must come from one"
+        )
+    carried = token_refs(msg, local=local, domain=domain)
+
+    def same(a: str, b: str) -> bool:
+        return hmac.compare_digest(a.lower().encode(), b.lower().encode())
+
+    refs = [r for r in carried if same(r.token, editors[msg.sender])]
     if not refs:
-        return ReplyVerdict(False, "the reply does not carry this digest's token")
-    failed = authentication_failure(msg)
-    if failed:
-        return ReplyVerdict(False, f"sender authentication failed: {failed}")
+        others = sorted(e for e, t in editors.items() for r in carried if same(r.token, t))
+        if others:
+            return ReplyVerdict(
+                False,
+                f"the reply carries the reply token of {', '.join(others)}, not of "
+                f"{msg.sender}: a reply acts only for the editor whose request it answers",
+            )
+        return ReplyVerdict(False, f"the reply does not carry {msg.sender}'s token for this digest")
+    auth = sender_authentication(msg, authserv_id=authserv_id)
+    if not auth.ok:
+        return ReplyVerdict(
+            False, f"the sender could not be verified: {auth.reason}", unverified=True
+        )
     command = parse_command(msg.text)
     if command is None:
         return ReplyVerdict(
@@ -502,8 +598,12 @@ def process_inbound(
     """Act on one inbound reply (or decide not to), in one transaction; safe to repeat."""
     from newsexchange.approval.audit import audit
     from newsexchange.approval.decide import apply_edit, decide
-    from newsexchange.approval.notify import send_acknowledgement, send_requests
-    from newsexchange.approval.tokens import find_digest_by_reply_token, is_used
+    from newsexchange.approval.notify import (
+        send_acknowledgement,
+        send_requests,
+        send_unverified_notice,
+    )
+    from newsexchange.approval.tokens import find_digest_by_reply_token, is_used, reply_token
     from newsexchange.db import UsedToken
     from newsexchange.errors import ApprovalError, DigestError
 
@@ -533,33 +633,42 @@ def process_inbound(
                 msg.sender,
             )
         editors = known[digest.exchange_id].editors
+        imap = config.mail.imap
         verdict = judge_reply(
             msg,
-            digest_token=digest.token,
+            editor_tokens={e: reply_token(config, digest, e) for e in editors},
             digest_version=digest.version,
-            editors=editors,
             local=local,
             domain=domain,
+            authserv_id=imap.authserv_id if imap is not None else None,
         )
         result = InboundResult(
-            "ignored",
+            "refused" if verdict.unverified else "ignored",
             verdict.reason,
             digest.id,
             msg.sender,
             verdict.command.verb if verdict.command else None,
         )
         if not verdict.act or verdict.command is None:
+            notified = None
+            if verdict.unverified:
+                notified = _may_notify_unverified(session, digest.id, msg.sender, now=now)
+                if notified:
+                    send_unverified_notice(
+                        session, config, digest, editor=msg.sender, reason=verdict.reason, now=now
+                    )
             audit(
                 session,
                 digest_id=digest.id,
                 actor=msg.sender or "(unknown)",
-                action="reply_ignored",
+                action="reply_unverified" if verdict.unverified else "reply_ignored",
                 channel="email",
                 address=msg.sender,
                 now=now,
                 reason=verdict.reason,
                 via=via,
                 subject=msg.subject[:200],
+                notified=notified,
             )
             if verdict.notify_sender:
                 send_acknowledgement(
@@ -643,6 +752,27 @@ def process_inbound(
             now=now,
         )
         return result
+
+
+#: At most one "your reply could not be verified" mail per editor and digest in this time, so
+#: a stream of forged replies cannot flood an editor's inbox.
+UNVERIFIED_NOTICE_EVERY = timedelta(hours=1)
+
+
+def _may_notify_unverified(session: Any, digest_id: int, editor: str, *, now: datetime) -> bool:
+    from sqlalchemy import select
+
+    from newsexchange.db import AuditEntry
+
+    rows = session.scalars(
+        select(AuditEntry).where(
+            AuditEntry.digest_id == digest_id,
+            AuditEntry.action == "reply_unverified",
+            AuditEntry.actor == editor,
+            AuditEntry.at > now - UNVERIFIED_NOTICE_EVERY,
+        )
+    ).all()
+    return not any((r.detail or {}).get("notified") for r in rows)
 
 
 # -- IMAP -------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from newsexchange.approval.inbound import (
     request_message_id,
     subject_tag,
 )
-from newsexchange.approval.tokens import OPEN_STATES, Action, make_action_token
+from newsexchange.approval.tokens import OPEN_STATES, Action, make_action_token, reply_token
 from newsexchange.config import Config
 from newsexchange.db import AuditEntry, Database, Digest
 from newsexchange.errors import ApprovalError, DeliveryError
@@ -173,7 +173,7 @@ def build_request(
         "deadline": deadline.astimezone(tz).strftime("%d.%m.%Y %H:%M %Z") if deadline else None,
         "on_deadline": exchange.approval.on_deadline,
         "valid_days": exchange.approval.link_valid_days,
-        "reply_address": plus_address(config, digest.token, digest.version),
+        "reply_address": plus_address(config, reply_token(config, digest, editor), digest.version),
     }
     env = environment()
     banner = env.get_template("email/approval_request.html").render(ctx)
@@ -193,9 +193,10 @@ def build_request(
         + "\n\n"
         + _fill_markers(text_body, view_url=links["review"], escape=False)
     )
-    subject = f"{_SUBJECT_PREFIX[kind]}: {rendered.subject} {subject_tag(digest.token)}"
+    token = reply_token(config, digest, editor)  # this editor's own: replies act only for them
+    subject = f"{_SUBJECT_PREFIX[kind]}: {rendered.subject} {subject_tag(token)}"
     msg = _base_message(config, to=editor, subject=subject)
-    msg["Reply-To"] = plus_address(config, digest.token, digest.version)
+    msg["Reply-To"] = plus_address(config, token, digest.version)
     msg["Message-ID"] = request_message_id(digest.id, digest.version, _domain(config))
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Auto-Response-Suppress"] = "All"
@@ -295,7 +296,7 @@ def send_acknowledgement(
     )
     subject = (
         f"{'Done' if ok else 'Not done'}: digest {digest.id} ({exchange.display_name}) "
-        f"{subject_tag(digest.token)}"
+        f"{subject_tag(reply_token(config, digest, to))}"
     )
     msg = _base_message(config, to=to, subject=subject)
     msg["Message-ID"] = make_msgid(idstring="nx-ack", domain=_domain(config))
@@ -310,6 +311,54 @@ def send_acknowledgement(
         _send(config, [(to, msg)])
     except DeliveryError as exc:  # the decision stands; a missing "done" note is no reason
         log.warning("acknowledgement not sent", extra={"digest": digest.id, "error": str(exc)})
+
+
+def send_unverified_notice(
+    session: Session,
+    config: Config,
+    digest: Digest,
+    *,
+    editor: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Tell an editor, at their configured address (never wherever a reply asks), that a
+    reply in their name could not be verified and did nothing, with their review link.
+
+    The genuine editor learns to use the link instead (their mail provider does not sign or
+    align their mail); anyone else's forgery is seen by the person it impersonated.
+    """
+    exchange = config.exchange(digest.exchange_id)
+    editor = editor.strip().lower()
+    if editor not in exchange.editors:
+        return
+    review = editor_links(config, digest, editor, now=now)["review"]
+    body = (
+        f"A reply to the approval request for digest {digest.id} ({exchange.display_name}, "
+        f"version {digest.version}) arrived in your name, {editor}, but it could not be "
+        f"verified as sent by you, so nothing was changed.\n\n"
+        f"Why: {reason}\n\n"
+        "If you sent it, your mail provider did not sign it for your domain (DKIM) or send "
+        "it from a server your domain allows (SPF). Please use the review page instead:\n"
+        f"{review}\n\n"
+        "If you did not send it, someone may be trying to act in your name: tell the "
+        "operator. The attempt is in the digest's audit log.\n"
+    )
+    msg = _base_message(
+        config,
+        to=editor,
+        subject=f"Not done: your reply about digest {digest.id} could not be verified "
+        f"{subject_tag(reply_token(config, digest, editor))}",
+    )
+    msg["Message-ID"] = make_msgid(idstring="nx-unverified", domain=_domain(config))
+    msg["Auto-Submitted"] = "auto-replied"
+    msg.set_content(body, charset="utf-8")
+    try:
+        _send(config, [(editor, msg)])
+    except DeliveryError as exc:  # the refusal stands either way
+        log.warning(
+            "unverified-reply notice not sent", extra={"digest": digest.id, "error": str(exc)}
+        )
 
 
 def notify_other_editors(
@@ -342,10 +391,10 @@ def notify_other_editors(
         msg = _base_message(
             config,
             to=other,
-            subject=f"{editor} {what} digest {digest.id} {subject_tag(digest.token)}",
+            subject=f"{editor} {what} digest {digest.id} {subject_tag(reply_token(config, digest, other))}",
         )
         msg["Message-ID"] = make_msgid(idstring="nx-note", domain=_domain(config))
-        msg["Reply-To"] = plus_address(config, digest.token, digest.version)
+        msg["Reply-To"] = plus_address(config, reply_token(config, digest, other), digest.version)
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(body, charset="utf-8")
         messages.append((other, msg))
@@ -541,4 +590,5 @@ __all__ = [
     "run_approvals",
     "send_acknowledgement",
     "send_requests",
+    "send_unverified_notice",
 ]

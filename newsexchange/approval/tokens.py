@@ -9,6 +9,9 @@ every comparison we add (jti, CSRF values, reply tokens) uses :func:`hmac.compar
 The expiry is inside the signed payload and computed from the ``now`` passed in, instead of
 itsdangerous' ``max_age`` which reads the wall clock: tests control time, nothing sleeps.
 
+Reply tokens: each editor's reply address and subject tag carry their own token for the
+digest (:func:`editor_reply_token`), so a reply acts only for the editor it was mailed to.
+
 Single use: when a link acts, its jti is inserted into ``used_tokens`` in the same transaction
 as the decision. The primary key makes a second use fail even when two clicks race.
 
@@ -207,17 +210,54 @@ def new_reply_token() -> str:
     return base64.b32encode(secrets.token_bytes(20)).decode().lower().rstrip("=")
 
 
+#: How many characters of the digest's token start an editor's reply token (80 bits: they
+#: find the digest); the rest is the editor's part.
+REPLY_PREFIX_LEN = 16
+_REPLY_SALT = b"newsexchange.approval.reply.v1"
+
+
+def editor_reply_token(key: str, digest_token: str, editor: str) -> str:
+    """One editor's reply token for one digest: the first 16 characters of the digest's
+    token (they find the digest) and 16 characters of HMAC-SHA256(key, digest token, editor)
+    (80 bits that only this editor's mail ever carried). Lowercase base32, 32 characters, so
+    ``news+<token>.v12@…`` stays well inside the 64 octets of a local part.
+
+    A reply acts only with its sender's own token: editor B cannot act with the token from
+    editor A's request, and a forwarded request does not let anybody else act.
+    """
+    digest_token = digest_token.strip().lower()
+    mac = hmac.new(
+        key.encode("utf-8"),
+        _REPLY_SALT + b"|" + digest_token.encode() + b"|" + editor.strip().lower().encode(),
+        hashlib.sha256,
+    ).digest()
+    import base64
+
+    tail = base64.b32encode(mac).decode().lower()[:16]
+    return digest_token[:REPLY_PREFIX_LEN] + tail
+
+
+def reply_token(config: Config, digest: Digest, editor: str) -> str:
+    """:func:`editor_reply_token` with our key."""
+    return editor_reply_token(config.secret_key.get_secret_value(), digest.token, editor)
+
+
 def find_digest_by_reply_token(session: Session, token: str) -> Digest | None:
-    """The digest whose reply token this is (case-insensitive; compared in constant time)."""
+    """The digest an editor's reply token belongs to (found by the digest part; whose token
+    it is, is the caller's check, in constant time: :func:`editor_reply_token`)."""
     token = token.strip().lower()
-    if len(token) < 16:  # never match a short guess, whatever the stored tokens look like
+    if len(token) < 2 * REPLY_PREFIX_LEN:  # never match a short guess
         return None
     from sqlalchemy import func
 
-    row = session.scalars(select(Digest).where(func.lower(Digest.token) == token)).first()
-    if row is None or not _eq(row.token.lower(), token):
-        return None
-    return row
+    prefix = token[:REPLY_PREFIX_LEN]
+    rows = session.scalars(
+        select(Digest).where(func.lower(func.substr(Digest.token, 1, REPLY_PREFIX_LEN)) == prefix)
+    ).all()
+    for row in rows:
+        if _eq(row.token.lower()[:REPLY_PREFIX_LEN], prefix):
+            return row
+    return None
 
 
 def _eq(a: str, b: str) -> bool:

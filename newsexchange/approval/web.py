@@ -8,11 +8,15 @@
 - ``GET /review/{token}`` shows the digest with per-item Drop / Pin / Up / Down and a
   translation editor; ``POST`` applies one change (any change makes a new version, voids
   earlier approvals and mails fresh requests). The form names the version it was made from,
-  so two editors changing at once cannot act on a numbering that no longer exists.
+  so two editors changing at once cannot act on a numbering that no longer exists. A review
+  link acts only on the version it was mailed for: an older version's link shows the current
+  digest read-only and its POSTs are refused (409). Approving consumes the link; an edit
+  continues on a fresh link for the version it made (same editor, same expiry).
 - ``POST /inbound/sendgrid`` (or ``/inbound/sendgrid/{secret}``): SendGrid Inbound Parse.
   HTTP basic auth (the password) or the URL token must equal the secret in the environment
   variable named by ``mail.sendgrid.inbound_secret_env``: none given → 401, wrong → 403,
-  nothing changes. Without the variable set, the webhook is off (503).
+  nothing changes. Without the variable set, the webhook is off (503). A malformed
+  ``envelope`` field is a 400 with the reason.
 
 Every page sends ``Referrer-Policy: no-referrer`` (the token is in the URL and the review
 page links to news sites), ``Cache-Control: no-store`` and a CSP that forbids framing.
@@ -241,17 +245,43 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
             raise TokenError("tampered", "This link is not a review link.")
         return claims
 
+    def refuse_used(session: Any, claims: ActionClaims) -> None:
+        if is_used(session, claims.jti):
+            raise TokenError(
+                "used",
+                "This link has already been used to approve; nothing was changed. Later "
+                "versions come with a fresh approval request.",
+                status=409,
+            )
+
+    def older_version(claims: ActionClaims, digest: Digest, view: dict[str, Any]) -> TokenError:
+        when = f" (mailed {view['requested']})" if view.get("requested") else ""
+        return TokenError(
+            "stale_version",
+            f"This link is for version {claims.version} of the digest, which is now version "
+            f"{digest.version}: it cannot approve or change version {digest.version}. Use the "
+            f"links in the latest approval request for version {digest.version}{when}.",
+            status=409,
+        )
+
     def review_page(token: str, now: datetime, done: str | None) -> HTMLResponse:
         try:
             claims = review_claims(token, now)
             with db.session() as session:
+                refuse_used(session, claims)
                 digest = load(session, claims, allow_older_version=True)
                 view = view_of(session, digest)
+                # An older version's link shows the current digest, read-only: a review link
+                # acts only on the version it was mailed for.
+                stale = (
+                    older_version(claims, digest, view) if claims.version < digest.version else None
+                )
                 return _page(
                     "web/review.html",
                     editor=claims.editor,
                     csrf=csrf_value(config, token),
                     done=done,
+                    stale=stale.message if stale else None,
                     **view,
                 )
         except (TokenError, ApprovalError) as exc:
@@ -265,10 +295,15 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                 kind="csrf",
                 message="This form is not valid (it did not come from the review page).",
             )
+        claims: ActionClaims | None = None
+        op = form.get("op", "")
         try:
             claims = review_claims(token, now)
             with db.session() as session:
+                refuse_used(session, claims)
                 digest = load(session, claims, allow_older_version=True)
+                if claims.version != digest.version:
+                    raise older_version(claims, digest, view_of(session, digest))
                 if str(digest.version) != form.get("version"):
                     raise TokenError(
                         "stale_version",
@@ -276,11 +311,51 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                         f"{digest.version}); reload the review page and try again.",
                         status=409,
                     )
-                op = form.get("op", "")
+                if op == "approve":
+                    # Approving consumes the link, as the one-click approve link does.
+                    mark_used(session, claims.jti, now=now)
+                    result = decide(
+                        session,
+                        config,
+                        digest,
+                        editor=claims.editor,
+                        decision="approve",
+                        channel="web",
+                        address=address,
+                        now=now,
+                    )
+                    page = _page(
+                        "web/approval_done.html", result=result, **view_of(session, digest)
+                    )
+                    return page
                 done = _review_op(session, digest, op, form, claims.editor, address, now)
-            return RedirectResponse(f"/review/{token}?done={done}", 303, headers=SECURITY_HEADERS)
+                # An edit made through the current version's link continues on a link for the
+                # version it made (same editor, same expiry): the old link stays bound to its
+                # own version.
+                next_token = token
+                if digest.version != claims.version:
+                    next_token = make_action_token(
+                        config,
+                        digest_id=digest.id,
+                        version=digest.version,
+                        editor=claims.editor,
+                        action="review",
+                        now=now,
+                        valid_days=(claims.expires_at - now).total_seconds() / 86400,
+                    )
+            return RedirectResponse(
+                f"/review/{next_token}?done={done}", 303, headers=SECURITY_HEADERS
+            )
         except (TokenError, ApprovalError, DigestError) as exc:
+            if op == "approve":
+                refuse_logged(claims, exc, address, now)
             return _error(exc)
+        except IntegrityError:
+            used = TokenError(
+                "used", "This link has already been used; nothing was changed.", status=409
+            )
+            refuse_logged(claims, used, address, now)
+            return _error(used)
         except NewsExchangeError as exc:  # a translation the memory refused, …
             return _error(exc, 400)
 
@@ -301,18 +376,6 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
             raise ApprovalError("position must be a number") from None
         included = sorted((e for e in digest.entries if e.included), key=lambda e: e.position)
         positions = [e.position for e in included]
-        if op == "approve":
-            decide(
-                session,
-                config,
-                digest,
-                editor=editor,
-                decision="approve",
-                channel="web",
-                address=address,
-                now=now,
-            )
-            return "approved"
         kw: dict[str, Any] = {}
         if op == "drop":
             kw["drop"] = [pos]
@@ -435,7 +498,11 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
         return None
 
     async def inbound_sendgrid(request: Request) -> Response:
-        from newsexchange.approval.inbound import from_sendgrid, process_inbound
+        from newsexchange.approval.inbound import (
+            InboundFormatError,
+            from_sendgrid,
+            process_inbound,
+        )
 
         refused = inbound_auth(request)
         if refused is not None:
@@ -443,7 +510,11 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
         # SendGrid posts messages up to 30 MB; Starlette's default part limit is 1 MB.
         form = await request.form(max_files=100, max_fields=200, max_part_size=40 * 1024 * 1024)
         data = {k: str(v) for k, v in form.items() if isinstance(v, str)}
-        msg = from_sendgrid(data)
+        try:
+            msg = from_sendgrid(data)
+        except InboundFormatError as exc:
+            # Not what SendGrid posts: say so, change nothing.
+            return JSONResponse({"ok": False, "error": str(exc)}, 400)
         result = await run_in_threadpool(
             process_inbound, db, config, msg, now=_now(request), via="sendgrid"
         )
