@@ -20,7 +20,7 @@ from urllib.parse import urljoin, urlsplit
 import nh3
 
 from newsexchange.ingest.model import ParsedEntry, ParsedFeed
-from newsexchange.textclean import NAME_BAD, TEXT_BAD, clean_name, clean_text
+from newsexchange.textclean import NAME_BAD, TEXT_BAD, UNSTORABLE, clean_name, clean_text
 
 # --- URLs ---------------------------------------------------------------------------------
 
@@ -297,6 +297,8 @@ def sanitize_html(html: str, base_url: str | None) -> str:
     """
     if not html:
         return ""
+    if UNSTORABLE.search(html):  # a lone surrogate cannot even be handed to nh3 (Rust)
+        html = UNSTORABLE.sub("", html)
     if "<" not in html and "&" not in html:
         return html.strip()
     out = _cleaner(base_url).clean(html)
@@ -346,6 +348,8 @@ def to_text(html: str, limit: int) -> str:
     and cut to at most ``limit`` characters at a word boundary (ending with "…")."""
     if not html:
         return ""
+    if UNSTORABLE.search(html):
+        html = UNSTORABLE.sub("", html)
     if "<" in html:
         html = _BLOCK_BOUNDARY.sub(" <", html)
         text = _html.unescape(_TEXT_CLEANER.clean(html))
