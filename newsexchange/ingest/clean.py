@@ -399,7 +399,13 @@ def scrub_entry(e: ParsedEntry) -> ParsedEntry:
     """The entry without characters storage or readers must never get (newsexchange.textclean):
     titles, authors, links and ids lose unstorable and invisible characters, summaries lose
     unstorable characters and bidi embeddings/overrides/isolates. The same object when there
-    was nothing to remove (the common case: one regex search per field)."""
+    was nothing to remove (the common case: one regex search over all fields, ~1 µs)."""
+    joined = "\x1f".join(
+        (e.title, e.summary_html, e.summary_text, e.author or "", e.guid or "", e.link or "")
+        + ((e.image_url,) if e.image_url else ())
+    )
+    if not NAME_BAD.search(joined):  # NAME_BAD: every character removed from any field
+        return e
     title = _name(e.title)
     author = _opt_name(e.author)
     guid = _opt_name(e.guid)
