@@ -162,3 +162,30 @@ def test_blank_translations_stored_as_done_before_the_fix_are_translated_again(
     assert _rows(db, item)["en"].title == fake_translate(TITLE, "en")
     # The blank memory entry was not served: the title was asked for again.
     assert libre.requests == sent + 1 and libre.calls[-1].texts == [TITLE]
+
+
+def test_nul_and_bidi_in_a_provider_answer_are_removed_before_storing_on_both_databases(
+    any_db_url: str,
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    libre: FakeLibre,
+) -> None:
+    libre.blank = {
+        TITLE: "Библиотека\x00 открывается\u202e",
+        SUMMARY: "Добро\x00 пожаловать\ufffe всем.",
+    }
+    cfg = write_config(
+        exchange_config(_libre(libre.url)), env={"NEWSEXCHANGE_DATABASE_URL": any_db_url}
+    )
+    db = db_for(cfg)
+    item = add_item(db, title=TITLE, summary_text=SUMMARY, detected="fi")
+
+    report = run_translate(db, cfg, now=NOW)
+
+    # Before: PostgreSQL refused the NUL and the whole translate run raised.
+    assert report.translations_done == 2, report.failed
+    ru = _rows(db, item)["ru"]
+    assert ru.status == "done"
+    assert ru.title == "Библиотека открывается"
+    assert ru.summary_text == "Добро пожаловать всем."
+    assert all("\x00" not in target for _s, target, _o in _memory(db))

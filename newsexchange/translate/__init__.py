@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from newsexchange.config import Config
 from newsexchange.db import Database, Item, ProviderUsage, Translation
 from newsexchange.errors import TranslationError
+from newsexchange.textclean import clean_name, clean_text, strip_unstorable
 from newsexchange.translate.base import (
     ProviderError,
     Segment,
@@ -392,6 +393,9 @@ class Chain:
                 self.report.segments_sent += len(idx)
                 blank: ProviderError | None = None
                 for i, t in zip(idx, out, strict=True):
+                    # An answer is outside data like a feed: what the database cannot hold
+                    # (NUL …) goes before it is remembered or stored.
+                    t = strip_unstorable(t)
                     if lost_text(texts[i], t):
                         # An empty or blank answer is this provider failing that text, not a
                         # translation: the next provider gets it, or it stays pending.
@@ -763,8 +767,9 @@ def _write(
                 # The last guard: whatever path produced it, a blank field is not done.
                 j.error = f"empty translation of the {blank[0].replace('_', ' ')}"
             if j.error is None and all(f.result is not None for f in j.fields):
-                values = {f.name: f.result or "" for f in j.fields}
-                row.title = values.get("title", "")
+                values = {f.name: clean_text(f.result or "") for f in j.fields}
+                # A title is shown in subjects and lists: no bidi or zero-width characters.
+                row.title = clean_name(values.get("title", ""))
                 if "summary_html" in values:
                     row.summary_html = values["summary_html"]
                     row.summary_text = _summary_text(
