@@ -58,6 +58,8 @@ class FakeProvider:
     failure: Response | None = None
     mangle: bool = False  # answer with placeholders destroyed (a provider that mangles)
     delay: float = 0.0  # seconds before each answer (to make two runs overlap)
+    #: text → the answer given for it instead of a translation ("" or "   ": a blank answer)
+    blank: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -82,6 +84,8 @@ class FakeProvider:
         return self.failure
 
     def _out(self, text: str, target: str) -> str:
+        if text in self.blank:
+            return self.blank[text]
         out = fake_translate(text, target)
         return re.sub(r"XGL(\d+)X", r"xgl-\1", out) if self.mangle else out
 

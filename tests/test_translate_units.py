@@ -11,6 +11,7 @@ from newsexchange.errors import ConfigError
 from newsexchange.translate import plan_field
 from newsexchange.translate.base import (
     classify_status,
+    lost_text,
     normalize,
     pack,
     parse_retry_after,
@@ -191,3 +192,23 @@ def test_backoff_doubles_from_five_minutes_up_to_the_cap_and_honours_retry_after
     ]
     assert backoff_seconds(1, cap_hours=6, retry_after=7200) == 7200
     assert backoff_seconds(1, cap_hours=1, retry_after=7200) == 3600
+
+
+@pytest.mark.parametrize(
+    ("source", "result", "lost"),
+    [
+        ("Kirjasto avataan", "", True),
+        ("Kirjasto avataan", "   ", True),
+        ("Kirjasto avataan", "\u200b\ufeff", True),
+        ("<p>Avajaiset</p>", "<p> </p>", True),
+        ("<p>Avajaiset</p>", "<p>&nbsp;</p>", True),
+        ("Kirjasto avataan", "Библиотека открывается", False),
+        ("Kello 12", "12", False),
+        ("—", "", False),  # nothing to lose: punctuation alone
+        ("", "", False),
+    ],
+)
+def test_lost_text_tells_a_blank_answer_from_a_translation(
+    source: str, result: str, lost: bool
+) -> None:
+    assert lost_text(source, result) is lost

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
@@ -390,10 +390,11 @@ def _parse_body(
     now: datetime,
 ) -> ParsedFeed:
     if kind == "html":
+        from newsexchange.ingest.clean import scrub_feed
         from newsexchange.ingest.scrape import parse_html_page
 
         assert select_ is not None  # checked by the config
-        return parse_html_page(
+        page = parse_html_page(
             body,
             url=url,
             select=select_,
@@ -403,6 +404,8 @@ def _parse_body(
             timezone=timezone,
             now=now,
         )
+        # parse_feed scrubs its own output; the page scraper's goes through the same rules.
+        return scrub_feed(page)
     from newsexchange.ingest.parse import parse_feed
 
     return parse_feed(body, url=url, content_type=content_type, summary_chars=summary_chars)
@@ -802,6 +805,12 @@ class _Writer:
                     out.extend(self.write([f]))
                 return out
             p = prepared[0]
+            if p.feed is not None and p.feed.entries:
+                # One bad item must not fail its source (issue 10: a NUL byte failed a whole
+                # feed on PostgreSQL, every fetch): store the items one by one, skip the bad.
+                kept = self._store_item_by_item(p, exc)
+                if kept is not None:
+                    return [kept]
             log.exception("storing failed", extra={"source": p.fetched.source.id})
             self._pending_failures = {}
             outcome = self._failed(
@@ -818,6 +827,50 @@ class _Writer:
                 log.exception("recording the failure failed", extra={"source": outcome.source})
             return [outcome]
         return [p.outcome for p in prepared if p.outcome is not None]
+
+    def _store_item_by_item(self, p: _Prepared, first: Exception) -> SourceOutcome | None:
+        """Store a source's items each in its own transaction after storing them together
+        failed; the outcome (ok, with a problem naming the items left out), or None when no
+        item could be stored (then the source fails as a whole: the database, not an item)."""
+        assert p.feed is not None and p.outcome is not None
+        src = p.fetched.source
+        index = self._story_index()
+        totals = [0, 0, 0]
+        bad: list[str] = []
+        for n, entry in enumerate(p.feed.entries, 1):
+            one = _Prepared(
+                p.fetched, feed=replace(p.feed, entries=[entry]), outcome=replace(p.outcome)
+            )
+            mark = index.mark()
+            try:
+                with self.db.session() as s:
+                    self._store_items(s, one, index)
+            except Exception as exc:
+                index.rollback(mark)
+                what = entry.link or entry.guid or entry.title[:80] or "no title"
+                bad.append(f"item {n} ({what}): {_brief(exc)}")
+                continue
+            assert one.outcome is not None
+            totals[0] += one.outcome.new
+            totals[1] += one.outcome.updated
+            totals[2] += one.outcome.unchanged
+        if len(bad) == len(p.feed.entries):
+            return None
+        note = f"{len(bad)} of {len(p.feed.entries)} items could not be stored: {bad[0]}"
+        log.warning(
+            "items could not be stored",
+            extra={"source": src.id, "skipped": len(bad), "first": bad[0], "batch": _brief(first)},
+        )
+        out = p.outcome
+        out.new, out.updated, out.unchanged = totals
+        out.problem = "; ".join(filter(None, [out.problem, note]))
+        values = {**p.source_values, "parse_problem": out.problem}
+        try:
+            with self.db.session() as s:
+                self._update_sources(s, [(src.id, values)])
+        except Exception:
+            log.exception("recording the source failed", extra={"source": src.id})
+        return out
 
     def _store(self, prepared: list[_Prepared]) -> None:
         # The story index is loaded only once some source brought entries (an all-304
@@ -1009,6 +1062,13 @@ class _Writer:
                 .values(story_group_id=bindparam("gid")),
                 set_group,
             )
+
+
+def _brief(exc: BaseException) -> str:
+    """One line for a log or a source's problem: a database error's text also holds the
+    whole statement and its parameters (kilobytes, and the bad value again)."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first[:200]}"
 
 
 def _insert_ignoring_conflicts(s: Session, model: type[Any], keys: list[str]) -> Any:

@@ -50,10 +50,12 @@ from newsexchange.ingest.clean import (
     clean_url,
     collapse,
     sanitize_html,
+    scrub_feed,
     text_of_safe_html,
     to_text,
 )
 from newsexchange.ingest.model import ParsedEntry, ParsedFeed
+from newsexchange.textclean import UNSTORABLE, strip_unstorable
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +309,7 @@ def _plain(value: str | None) -> str:
     """Plain text of a title/author that may carry markup or entities."""
     if not value:
         return ""
+    value = strip_unstorable(value)
     if _LOOKS_HTML.search(value):
         return to_text(value, 10_000)
     return collapse(value)
@@ -353,7 +356,18 @@ def _first_image(safe_html: str) -> str | None:
     return html_unescape(m.group(1)) if m else None
 
 
+def _unstorable_gone(raw: _RawEntry) -> _RawEntry:
+    """``raw`` without unstorable characters (textclean), before the cleaners see it: a lone
+    surrogate (JSON Feed's "\ud800") cannot even be handed to nh3, which is Rust."""
+    for name in ("guid", "link", "title", "summary", "content", "author", "image"):
+        value = getattr(raw, name)
+        if value and UNSTORABLE.search(value):
+            setattr(raw, name, UNSTORABLE.sub("", value))
+    return raw
+
+
 def _entry(raw: _RawEntry, *, base: str, summary_chars: int) -> ParsedEntry:
+    raw = _unstorable_gone(raw)
     link = clean_url(raw.link, base)
     # Relative URLs in a summary resolve against the document's URL, as feedparser's do.
     summary_html = sanitize_html(_bounded(raw.summary or raw.content or ""), base)
@@ -1015,8 +1029,22 @@ def parse_feed(
 
     Raises ``FetchError(retryable=False)`` when there is nothing readable: an empty body, an
     HTML page, or bytes no parser recognises as a feed. A partly broken feed returns the
-    items that could be read, with ``problem`` saying what was wrong.
+    items that could be read, with ``problem`` saying what was wrong. Whatever the path, no
+    text comes out with characters that cannot be stored (NUL …) or that hide or reorder what
+    readers see in titles and names (bidi controls, zero-width characters): see
+    :mod:`newsexchange.textclean`.
     """
+    feed = _parse_feed(body, url=url, content_type=content_type, summary_chars=summary_chars)
+    return scrub_feed(feed)
+
+
+def _parse_feed(
+    body: bytes,
+    *,
+    url: str,
+    content_type: str | None,
+    summary_chars: int,
+) -> ParsedFeed:
     if not body or not body.strip():
         raise FetchError("empty response body where a feed was expected", url=url, retryable=False)
     if _HTML_START.match(body[:4096].lstrip(codecs.BOM_UTF8)):

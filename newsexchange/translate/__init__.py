@@ -37,12 +37,14 @@ from sqlalchemy.orm import Session
 from newsexchange.config import Config
 from newsexchange.db import Database, Item, ProviderUsage, Translation
 from newsexchange.errors import TranslationError
+from newsexchange.textclean import clean_name, clean_text, strip_unstorable
 from newsexchange.translate.base import (
     ProviderError,
     Segment,
     Translator,
     error_kind,
     has_letters,
+    lost_text,
     normalize,
     pack,
     provider_error,
@@ -389,9 +391,25 @@ class Chain:
                 slot.used_today += chars
                 self.report.characters_sent[name] = self.report.characters_sent.get(name, 0) + chars
                 self.report.segments_sent += len(idx)
+                blank: ProviderError | None = None
                 for i, t in zip(idx, out, strict=True):
+                    # An answer is outside data like a feed: what the database cannot hold
+                    # (NUL …) goes before it is remembered or stored.
+                    t = strip_unstorable(t)
+                    if lost_text(texts[i], t):
+                        # An empty or blank answer is this provider failing that text, not a
+                        # translation: the next provider gets it, or it stays pending.
+                        blank = blank or provider_error(
+                            name, "bad_answer", "empty translation in the answer"
+                        )
+                        errors[i] = blank
+                        history.setdefault(i, []).append(blank)
+                        left.append(i)
+                        continue
                     done[i] = (t, name)
                     errors.pop(i, None)
+                if blank is not None:
+                    self._failed(slot, blank)
             remaining = [i for i in left if i not in done]
         return done, {i: _combined(history[i]) for i in remaining}
 
@@ -446,6 +464,9 @@ def _snapshot(
     existing = {
         t.language: Existing(t.status, t.provider, t.source_hash, t.next_attempt_at)
         for t in item.translations
+        # A "done" translation that lost the item's words (stored blank before empty answers
+        # were refused) is no translation: it is done again.
+        if not (t.status == "done" and t.provider != "original" and _lost(item, t))
     }
     needs = decide(
         wanted=wanted_languages(item.region, exchanges),
@@ -474,6 +495,14 @@ def _snapshot(
                 job.fields.append(FieldJob("summary_text", item.summary_text, html=False))
         jobs.append(job)
     return jobs
+
+
+def _lost(item: Item, t: Translation) -> bool:
+    """Whether a stored translation is blank where the item has words."""
+    if lost_text(item.title, t.title):
+        return True
+    summary = item.summary_html if item.summary_html.strip() else item.summary_text
+    return lost_text(summary, t.summary_html if item.summary_html.strip() else t.summary_text)
 
 
 def _translate_jobs(
@@ -548,6 +577,11 @@ def _translate_jobs(
                         failures[norm] = provider_error(provider, "bad_answer", str(exc))
                         continue
                     final = final.strip()
+                    if lost_text(core, final):
+                        failures[norm] = provider_error(
+                            provider, "bad_answer", "empty translation in the answer"
+                        )
+                        continue
                     translated[norm] = (final, provider)
                     new_entries.append(Entry(src, tgt, core, final, provider))
                 else:
@@ -663,6 +697,8 @@ def _retry_lost_terms(
             except ValueError:
                 continue
             norm, core = to_send[k]
+            if lost_text(core, final):
+                continue
             translated[norm] = (final, prov)
             failures.pop(norm, None)
             new_entries.append(Entry(src, tgt, core, final, prov))
@@ -724,9 +760,16 @@ def _write(
                 report.originals += 1
                 finished.add(j.item_id)
                 continue
+            blank = [
+                f.name for f in j.fields if f.result is not None and lost_text(f.value, f.result)
+            ]
+            if blank and j.error is None:
+                # The last guard: whatever path produced it, a blank field is not done.
+                j.error = f"empty translation of the {blank[0].replace('_', ' ')}"
             if j.error is None and all(f.result is not None for f in j.fields):
-                values = {f.name: f.result or "" for f in j.fields}
-                row.title = values.get("title", "")
+                values = {f.name: clean_text(f.result or "") for f in j.fields}
+                # A title is shown in subjects and lists: no bidi or zero-width characters.
+                row.title = clean_name(values.get("title", ""))
                 if "summary_html" in values:
                     row.summary_html = values["summary_html"]
                     row.summary_text = _summary_text(
@@ -890,7 +933,16 @@ def _maybe_due(
     # Only item_id in the WHERE: with the status there too, SQLite's planner picks the
     # (status, next_attempt_at) index and scans every done row for every item (minutes for
     # 10,000 items); the conditions go into the count instead.
-    current = and_(Translation.status == "done", Translation.updated_at >= Item.updated_at)
+    # A done row with a blank title for an item with one is not current (blank answers were
+    # once stored as done; :func:`_lost` judges them exactly).
+    blank_title = and_(
+        func.trim(func.coalesce(Translation.title, "")) == "", func.trim(Item.title) != ""
+    )
+    current = and_(
+        Translation.status == "done",
+        Translation.updated_at >= Item.updated_at,
+        ~blank_title,
+    )
     done_current = (
         select(func.count(case((current, 1))))
         .where(Translation.item_id == Item.id)

@@ -221,6 +221,28 @@ def has_letters(text: str) -> bool:
     return any(ch.isalpha() for ch in text)
 
 
+_MARKUP = re.compile(r"<[^>]*>|&#?\w+;")
+
+
+def is_blank(text: str | None) -> bool:
+    """No letter or digit in it, markup and entities aside: "", "   ", "<p> </p>", "\u200b".
+
+    A provider answering that for a text with letters has not translated it (issue 10: 32
+    empty answers were stored as done and their items vanished from every digest).
+    """
+    if not text:
+        return True
+    if "<" in text or "&" in text:
+        text = _MARKUP.sub(" ", text)
+    return not any(ch.isalnum() for ch in text)
+
+
+def lost_text(source: str | None, result: str | None) -> bool:
+    """Whether ``result`` lost everything ``source`` had to say (a blank translation of a
+    text with words): such a result is a failure, never a translation."""
+    return is_blank(result) and not is_blank(source)
+
+
 @dataclass(frozen=True)
 class Segment:
     """One sentence to translate: ``core`` without its surrounding whitespace."""

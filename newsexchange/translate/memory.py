@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from newsexchange.config import LANGUAGES
 from newsexchange.db import Item, Translation, TranslationMemory, utcnow
 from newsexchange.errors import ConfigError, TranslationError
-from newsexchange.translate.base import normalize
+from newsexchange.translate.base import lost_text, normalize
 from newsexchange.translate.plan import source_language, text_hash
 
 EDITOR = "editor"
@@ -58,6 +58,7 @@ def lookup(
         rows = session.execute(
             select(
                 TranslationMemory.source_hash,
+                TranslationMemory.source_text,
                 TranslationMemory.target_text,
                 TranslationMemory.origin,
             ).where(
@@ -66,7 +67,9 @@ def lookup(
                 TranslationMemory.source_hash.in_(chunk),
             )
         )
-        for h, text, origin in rows:
+        for h, source_text, text, origin in rows:
+            if lost_text(source_text, text):
+                continue  # a blank answer remembered before they were refused: ask again
             found[h] = (text, origin)
     return found
 
@@ -120,8 +123,8 @@ def store(session: Session, entries: Sequence[Entry], *, now: datetime) -> None:
     by_kind: dict[bool, dict[tuple[str, str, str], dict[str, Any]]] = {True: {}, False: {}}
     for e in entries:
         norm = normalize(e.source_text)
-        if not norm or not e.target_text.strip():
-            continue
+        if not norm or not e.target_text.strip() or lost_text(norm, e.target_text):
+            continue  # a blank translation is never remembered
         h = key_of(norm)
         by_kind[e.origin == EDITOR][(e.source_lang, e.target_lang, h)] = {
             "source_lang": e.source_lang,
