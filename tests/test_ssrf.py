@@ -401,6 +401,57 @@ def test_a_listed_name_is_fetched_wherever_it_resolves(http_server: HTTPServer) 
     assert other_port.message.startswith("refused: address 127.0.0.1 is loopback")
 
 
+def test_tls_goes_to_the_checked_address_with_the_url_name_for_sni_and_certificate(
+    tmp_path: Path,
+) -> None:
+    """The socket is opened to the IP, but the handshake still names (and verifies) the
+    URL's host: the server sees SNI ``feeds.internal``, and its certificate from a CA the
+    fetcher does not trust is refused."""
+    import ssl
+    import threading
+
+    from tests.test_delivery_tls import _certificates
+
+    _ca, cert, key = _certificates(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    seen: list[str | None] = []
+
+    def sni(_sock: object, name: str | None, _ctx: object) -> None:
+        seen.append(name)
+
+    server_ctx.sni_callback = sni
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4)
+    port = lsock.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = lsock.accept()
+        try:
+            with server_ctx.wrap_socket(conn, server_side=True):
+                pass
+        except (ssl.SSLError, OSError):
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    network = LoopbackOnly()
+    try:
+        err = refused(
+            f"https://feeds.internal:{port}/feed",
+            allow=[f"feeds.internal:{port}"],
+            resolver=names({"feeds.internal": ["127.0.0.1"]}),
+            network=network,
+        )
+        thread.join(timeout=5)
+    finally:
+        lsock.close()
+    assert seen == ["feeds.internal"]
+    assert "CERTIFICATE_VERIFY_FAILED" in err.message
+    assert network.asked == [("127.0.0.1", port)]
+
+
 # -- through the fetch step and feeds.yaml -------------------------------------------------------
 
 
