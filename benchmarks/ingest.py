@@ -459,7 +459,11 @@ def main() -> int:
                 write_config(Path(tmp), urls, Path(tmp) / "bench.db"),
                 env={"NEWSEXCHANGE_SECRET_KEY": "bench"},
             )
-            fetch = cfg.fetch.model_copy(update={"parse_workers": args.parse_workers})
+            # The loopback feed servers are internal addresses: listed, or they are refused.
+            allow = [b.removeprefix("http://") for b in bases]
+            fetch = cfg.fetch.model_copy(
+                update={"parse_workers": args.parse_workers, "allow_private": allow}
+            )
             cfg = cfg.model_copy(update={"fetch": fetch})
             db = Database(f"sqlite:///{tmp}/bench.db")
             print(

@@ -93,6 +93,24 @@ class FetchSettings(_Model):
     user_agent: str | None = None
     # Worker processes that parse big runs (100+ sources); 0 parses in the fetching process.
     parse_workers: int = Field(0, ge=0, le=16)
+    # host:port pairs the fetcher may reach although they are loopback, private, link-local …
+    # (["127.0.0.1:8765"]); every other internal address is refused (docs/ingestion.md).
+    allow_private: list[str] = Field(default_factory=list)
+
+    @field_validator("allow_private")
+    @classmethod
+    def _v_allow_private(cls, v: list[str]) -> list[str]:
+        from newsexchange.ingest.addresses import parse_allowed  # (ingest imports config)
+
+        out, wrong = [], []
+        for x in v:
+            try:
+                out.append(parse_allowed(x).host_port)
+            except ValueError as exc:
+                wrong.append(str(exc))
+        if wrong:
+            raise ValueError("; ".join(wrong))
+        return out
 
 
 class SmtpSettings(_Model):

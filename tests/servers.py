@@ -123,6 +123,11 @@ class HTTPServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def address(self) -> str:
+        """``127.0.0.1:PORT``: what a config lists in ``fetch.allow_private`` to fetch here."""
+        return f"127.0.0.1:{self.port}"
+
     def route(self, path: str, handler: Handler | Response) -> None:
         if isinstance(handler, Response):
             fixed = handler
@@ -141,6 +146,12 @@ class HTTPServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def allow_private(*servers: HTTPServer) -> str:
+    """``allow_private: ["127.0.0.1:PORT", …]`` for a ``fetch:`` flow mapping in a test config:
+    the fetcher refuses loopback addresses that are not listed."""
+    return "allow_private: [" + ", ".join(f'"{s.address}"' for s in servers) + "]"
 
 
 class SMTPServer:

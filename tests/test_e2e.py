@@ -31,7 +31,7 @@ from sqlalchemy import select
 
 from newsexchange.config import load_config
 from newsexchange.db import Database, Delivery, Digest
-from tests.servers import HTTPServer, Request, Response, SMTPServer
+from tests.servers import HTTPServer, Request, Response, SMTPServer, allow_private
 
 REPO = Path(__file__).resolve().parent.parent
 NX = str(REPO / ".venv" / "bin" / "newsexchange")
@@ -158,7 +158,7 @@ def test_service_fetches_translates_builds_asks_approval_and_delivers_exactly_on
 timezone: Europe/Helsinki
 database_url: sqlite:///var/e2e.db
 public_url: http://127.0.0.1:{port}
-fetch: {{interval_minutes: 30}}
+fetch: {{interval_minutes: 30, {allow_private(feeds)}}}
 mail:
   backend: smtp
   from: "Exchange <news@example.org>"

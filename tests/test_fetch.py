@@ -11,6 +11,7 @@ import tracemalloc
 import zlib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import brotli
 import pytest
@@ -27,10 +28,17 @@ RSS = b"""<?xml version="1.0" encoding="utf-8"?>
 FAST = {"connect_timeout": 1.0, "read_timeout": 1.0, "total_timeout": 5.0, "backoff_base": 0.01}
 
 
+def allow(url: str) -> tuple[str, ...]:
+    """The loopback test server of ``url`` in ``allow_private`` (internal addresses are
+    refused otherwise; tests/test_ssrf.py tests that)."""
+    netloc = urlsplit(url).netloc
+    return (netloc,) if netloc else ()
+
+
 def run_fetch(
     url: str, *, sleeps: list[float] | None = None, base_dir: Path | None = None, **kw: Any
 ) -> FetchResult:
-    opts = FetchOptions(**{**FAST, **kw})
+    opts = FetchOptions(**{**FAST, "allow_private": allow(url), **kw})
 
     async def fake_sleep(seconds: float) -> None:
         if sleeps is not None:
@@ -48,7 +56,7 @@ def run_fetch(
 
 def fetch_conditional(url: str, etag: str | None, last_modified: str | None) -> FetchResult:
     async def go() -> FetchResult:
-        f = DefaultFetcher(FetchOptions(**FAST))  # type: ignore[arg-type]
+        f = DefaultFetcher(FetchOptions(**FAST, allow_private=allow(url)))  # type: ignore[arg-type]
         try:
             return await f.fetch(url, etag=etag, last_modified=last_modified)
         finally:
@@ -255,7 +263,10 @@ def test_requests_per_host_are_bounded(http_server: HTTPServer) -> None:
     http_server.route("*", handler)
 
     async def go() -> list[FetchResult]:
-        f = DefaultFetcher(FetchOptions(**FAST, per_host=2, concurrency=10))  # type: ignore[arg-type]
+        opts = FetchOptions(
+            **FAST, per_host=2, concurrency=10, allow_private=allow(http_server.url)
+        )  # type: ignore[arg-type]
+        f = DefaultFetcher(opts)
         try:
             return await asyncio.gather(*(f.fetch(f"{http_server.url}/f{i}") for i in range(8)))
         finally:

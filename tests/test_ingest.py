@@ -19,12 +19,18 @@ from newsexchange.config import Config
 from newsexchange.db import Database, Item, Source, Translation
 from newsexchange.ingest import FetchReport, run_fetch
 from tests.conftest import CORPUS, REPO
-from tests.servers import HTTPServer, Request, Response
+from tests.servers import HTTPServer, Request, Response, allow_private
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 FETCH = """\
 fetch: {connect_timeout: 1, read_timeout: 1, total_timeout: 4, retries: 1, interval_minutes: 30}
 """
+
+
+def fetch_yaml(server: HTTPServer) -> str:
+    """FETCH with the loopback test server in ``fetch.allow_private`` (else it is refused)."""
+    return FETCH.replace("}", ", " + allow_private(server) + "}")
+
 
 FI_STORIES = [
     (
@@ -88,7 +94,7 @@ def setup(
     def make(
         *entries: tuple[str, str, str], db_url: str | None = None, regions_extra: str = ""
     ) -> tuple[Config, Database]:
-        cfg = write_config(FETCH + sources_yaml(*entries) + regions_extra)
+        cfg = write_config(fetch_yaml(http_server) + sources_yaml(*entries) + regions_extra)
         db = Database(db_url or f"sqlite:///{tmp_path}/ingest.db")
         opened.append(db)
         return cfg, db
@@ -507,7 +513,7 @@ def test_fetch_and_items_commands_print_one_json_object(
     http_server.route("/good", Response(200, rss(fi_items(3))))
     http_server.route("/bad", Response(503, b"maintenance"))
     cfg = write_config(
-        FETCH.replace("retries: 1", "retries: 0")
+        fetch_yaml(http_server).replace("retries: 1", "retries: 0")
         + sources_yaml(
             ("good", f"{http_server.url}/good", ""), ("bad", f"{http_server.url}/bad", "")
         )
@@ -592,7 +598,7 @@ def test_html_source_is_read_with_its_selectors(
     )
     select_yaml = 'select: {item: "article.event", title: "h2", link: "a@href", date: "time@datetime", summary: "p"}'
     cfg = write_config(
-        FETCH
+        fetch_yaml(http_server)
         + f"""\
 sources:
   - {{id: events, region: joensuu, kind: html, language: fi, category: events,
@@ -701,7 +707,7 @@ def test_worker_processes_store_the_same_items_as_the_in_process_path(
         "/html", Response(200, b"<html><body>no feed</body></html>", {"Content-Type": "text/html"})
     )
     cfg = write_config(
-        FETCH
+        fetch_yaml(http_server)
         + sources_yaml(
             ("fi", f"{http_server.url}/fi", ""),
             ("ru", f"{http_server.url}/ru", ""),

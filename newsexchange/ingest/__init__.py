@@ -191,6 +191,7 @@ def fetch_options(config: Config) -> FetchOptions:
         per_host=f.per_host,
         retries=f.retries,
         user_agent=config.user_agent,
+        allow_private=tuple(f.allow_private),
     )
 
 

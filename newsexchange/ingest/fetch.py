@@ -24,6 +24,11 @@ What it guarantees, whatever the server does:
 - **Politeness**: a bound on requests in flight overall and per host; slots are released while
   waiting to retry, so one slow host never holds up the others. The User-Agent names the
   project and its public URL.
+- **Addresses**: every connection, redirects included, goes through
+  :class:`~.addresses.GuardedBackend`: loopback, private, link-local, shared, multicast,
+  reserved and unspecified addresses are refused after DNS, before anything is sent, unless
+  ``fetch.allow_private`` lists that ``host:port``. A refusal is a per-source error that is
+  not retried within the run.
 """
 
 from __future__ import annotations
@@ -41,10 +46,12 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
+import httpcore
 import httpx
 
 from newsexchange import __version__
 from newsexchange.errors import FetchError
+from newsexchange.ingest.addresses import AddressPolicy, AddressRefused, GuardedBackend, Resolver
 
 FEED_ACCEPT = (
     "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
@@ -88,6 +95,8 @@ class FetchOptions:
     max_retry_wait: float = 30.0  # a longer Retry-After ends the fetch; the source waits
     backoff_base: float = 0.5  # first in-run retry after ~0.5 s, then 1 s, 2 s …
     user_agent: str = f"newsexchange/{__version__}"
+    # host:port exceptions to the refusal of internal addresses (fetch.allow_private)
+    allow_private: tuple[str, ...] = ()
 
 
 class Fetcher(Protocol):
@@ -110,7 +119,11 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class DefaultFetcher:
-    """httpx for ``http(s):``, the file system for ``file:`` (relative to ``base_dir``)."""
+    """httpx for ``http(s):``, the file system for ``file:`` (relative to ``base_dir``).
+
+    ``resolver`` and ``network`` replace the system's DNS and socket layer beneath the
+    address check (tests use them to refuse addresses without connecting anywhere); a
+    ``transport`` replaces the whole HTTP layer, address check included."""
 
     def __init__(
         self,
@@ -119,6 +132,8 @@ class DefaultFetcher:
         base_dir: Path | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
+        resolver: Resolver | None = None,
+        network: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
         self.options = options
         self.base_dir = base_dir or Path.cwd()
@@ -126,6 +141,10 @@ class DefaultFetcher:
         self._global = asyncio.Semaphore(options.concurrency)
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._transport = transport
+        # One backend for every pool: it holds no connections, only the policy.
+        self._backend = GuardedBackend(
+            AddressPolicy(options.allow_private), resolver=resolver, inner=network
+        )
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._ssl: ssl.SSLContext | None = None
 
@@ -145,17 +164,17 @@ class DefaultFetcher:
                 import certifi
 
                 self._ssl = ssl.create_default_context(cafile=certifi.where())
+            limits = httpx.Limits(
+                max_connections=opts.per_host,
+                max_keepalive_connections=opts.per_host,
+                keepalive_expiry=10.0,
+            )
             client = self._clients[host] = httpx.AsyncClient(
                 timeout=httpx.Timeout(
                     connect=opts.connect_timeout,
                     read=opts.read_timeout,
                     write=opts.read_timeout,
                     pool=opts.total_timeout,
-                ),
-                limits=httpx.Limits(
-                    max_connections=opts.per_host,
-                    max_keepalive_connections=opts.per_host,
-                    keepalive_expiry=10.0,
                 ),
                 follow_redirects=True,
                 max_redirects=opts.max_redirects,
@@ -164,8 +183,7 @@ class DefaultFetcher:
                     # Decoded here (see _Decoder) so the inflated size is bounded.
                     "Accept-Encoding": "gzip, deflate, br",
                 },
-                verify=self._ssl,
-                transport=self._transport,
+                transport=self._transport or _GuardedTransport(self._ssl, limits, self._backend),
                 trust_env=False,  # a stray HTTP(S)_PROXY in a service's env must not reroute
             )
         return client
@@ -281,6 +299,10 @@ class DefaultFetcher:
                     last_modified=resp.headers.get("last-modified"),
                     permanent_url=final_url if permanent else None,
                 )
+        except AddressRefused as exc:
+            # Not retried in this run (nor worth it: the address will not change its class);
+            # the source backs off like any failing one.
+            raise FetchError(str(exc), url=url, retryable=False) from None
         except httpx.TooManyRedirects as exc:
             raise FetchError(
                 f"too many redirects (more than {opts.max_redirects}, fetch.max_redirects; "
@@ -337,6 +359,27 @@ class DefaultFetcher:
 
 class _TimeoutError(FetchError):
     """A timeout of one attempt (connect or read): worth another try in the same run."""
+
+
+class _GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's own transport on a connection pool whose every connection is opened by
+    :class:`~.addresses.GuardedBackend`.
+
+    httpx 0.28 takes no network backend (encode/httpx#3749 proposes the argument), so the
+    pool it builds is replaced by the same pool with the backend; request and response
+    mapping, and the mapping of httpcore's exceptions, stay httpx's."""
+
+    def __init__(
+        self, ssl_context: ssl.SSLContext, limits: httpx.Limits, backend: GuardedBackend
+    ) -> None:
+        super().__init__(verify=ssl_context, limits=limits, trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=backend,
+        )
 
 
 def file_url_path(url: str, base_dir: Path) -> Path:
