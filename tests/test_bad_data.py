@@ -23,7 +23,7 @@ from newsexchange.ingest import run_fetch
 from newsexchange.ingest.clean import clean_url, sanitize_html
 from newsexchange.ingest.parse import parse_feed
 from newsexchange.textclean import clean_name, clean_text, strip_unstorable
-from tests.servers import HTTPServer, Response
+from tests.servers import HTTPServer, Response, allow_private
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 FETCH = "fetch: {connect_timeout: 1, read_timeout: 1, total_timeout: 4, retries: 1}\n"
@@ -227,8 +227,9 @@ def served(
     def make(body: bytes, db_url: str | None = None) -> tuple[Config, Database]:
         http_server.route("/feed", Response(200, body, {"Content-Type": "application/rss+xml"}))
         url = f"{http_server.url}/feed"
+        fetch = FETCH.replace("}", ", " + allow_private(http_server) + "}")
         cfg = write_config(
-            FETCH + f'sources:\n  - {{id: a, region: joensuu, language: fi, url: "{url}"}}\n'
+            fetch + f'sources:\n  - {{id: a, region: joensuu, language: fi, url: "{url}"}}\n'
         )
         db = Database(db_url or f"sqlite:///{tmp_path}/bad.db")
         opened.append(db)

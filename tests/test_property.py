@@ -28,7 +28,7 @@ from datetime import timedelta
 from html.parser import HTMLParser
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from newsexchange.approval.inbound import from_sendgrid, judge_reply, parse_message
@@ -352,6 +352,7 @@ def test_mutated_real_feeds_give_a_safe_feed_or_a_fetch_error(
 
 TOKEN = "q7w8e9r0t1y2u3i4o5p6a7s8d9f0g1h2"  # never generated below: no message may act
 EDITOR = "ed@example.fi"
+AUTHSERV = "mx.example.org"  # the operator's receiving server (mail.imap.authserv_id)
 
 header_text = st.one_of(
     st.text(max_size=60),
@@ -459,11 +460,11 @@ def _judge(raw_msg: object) -> None:
     assert isinstance(raw_msg, InboundMessage)
     verdict = judge_reply(
         raw_msg,
-        digest_token=TOKEN,
+        editor_tokens={EDITOR: TOKEN},
         digest_version=2,
-        editors=[EDITOR],
         local="news",
         domain="example.org",
+        authserv_id=AUTHSERV,
     )
     assert not verdict.act, verdict  # no random message carries this digest's token
     assert verdict.reason
@@ -472,9 +473,9 @@ def _judge(raw_msg: object) -> None:
 def stdlib_header_bug(raw: bytes) -> bool:
     """Whether Python's own header parser (email.policy.default) raises IndexError reading
     this message's headers: a CPython bug (``From: <``, ``Message-ID: <>``, an unclosed
-    quote …) that parse_message does not catch yet. Those messages are left to
-    :func:`test_known_stdlib_header_crashes_do_not_escape_the_reply_reader`; the properties
-    hold for everything else."""
+    quote …). parse_message reads such a header as its raw text;
+    :func:`test_known_stdlib_header_crashes_do_not_escape_the_reply_reader` keeps the cases
+    that showed it."""
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     try:
         for _k, v in msg.items():
@@ -487,7 +488,6 @@ def stdlib_header_bug(raw: bytes) -> bool:
 @settings(SETTINGS, max_examples=400)
 @given(mime_messages())
 def test_random_mime_replies_never_raise_and_never_act(raw: bytes) -> None:
-    assume(not stdlib_header_bug(raw))
     msg = parse_message(raw, envelope_to=["news@example.org"])
     _judge(msg)
 
@@ -501,12 +501,6 @@ STDLIB_CRASHES = [
 ]
 
 
-@pytest.mark.xfail(
-    raises=IndexError,
-    strict=False,
-    reason="parse_message (approval/inbound.py) lets the stdlib header parser's IndexError "
-    "escape on headers such as 'From: <'; it should read such a header as its raw text",
-)
 @pytest.mark.parametrize("raw", STDLIB_CRASHES)
 def test_known_stdlib_header_crashes_do_not_escape_the_reply_reader(raw: bytes) -> None:
     assert stdlib_header_bug(raw)
@@ -516,7 +510,6 @@ def test_known_stdlib_header_crashes_do_not_escape_the_reply_reader(raw: bytes) 
 @settings(SETTINGS, max_examples=150)
 @given(mime_messages(), st.sampled_from(["", "pass", "fail", "softfail", "none"]))
 def test_random_raw_mime_through_sendgrid_never_raises_and_never_acts(raw: bytes, spf: str) -> None:
-    assume(not stdlib_header_bug(raw))
     form = {
         "email": raw.decode("utf-8", "surrogateescape"),
         "envelope": json.dumps({"to": ["news@example.org"], "from": EDITOR}),
@@ -529,16 +522,17 @@ def test_random_raw_mime_through_sendgrid_never_raises_and_never_acts(raw: bytes
 def test_the_reader_would_act_on_a_well_formed_reply_with_the_token() -> None:
     """The guard for the properties above: "never acts" is not "never can act"."""
     raw = (
+        f"Authentication-Results: {AUTHSERV}; dkim=pass header.d=example.fi\r\n"
         f"From: Editor <{EDITOR}>\r\nTo: news+{TOKEN}.v2@example.org\r\n"
         "Subject: Re: digest\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nAPPROVE\r\n"
     ).encode()
     msg = parse_message(raw)
     verdict = judge_reply(
         msg,
-        digest_token=TOKEN,
+        editor_tokens={EDITOR: TOKEN},
         digest_version=2,
-        editors=[EDITOR],
         local="news",
         domain="example.org",
+        authserv_id=AUTHSERV,
     )
     assert verdict.act and verdict.command is not None and verdict.command.verb == "approve"

@@ -108,22 +108,36 @@ def _addresses(values: Sequence[str]) -> list[str]:
     return [a.strip().lower() for _n, a in getaddresses(list(values)) if a and "@" in a]
 
 
-def _headers_of(msg: Message) -> dict[str, tuple[str, ...]]:
+def _header_items(msg: Message) -> list[tuple[str, str]]:
+    """Every header as (name, text). Python's header parser raises on some malformed values
+    (IndexError on ``From: <``, ``Message-ID: <>``, an unclosed quote: found by the property
+    tests); such a header is read as its raw, unfolded text rather than failing the message."""
+    out: list[tuple[str, str]] = []
+    for name, raw in msg.raw_items():
+        try:
+            text = str(email.policy.default.header_fetch_parse(name, raw))
+        except Exception:  # a stdlib parser bug on hostile input, never ours to raise
+            text = re.sub(r"\r?\n[ \t]+", " ", str(raw)).strip()
+        out.append((name, text))
+    return out
+
+
+def _headers_of(items: Sequence[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
     out: dict[str, list[str]] = {}
-    for k, v in msg.items():
-        out.setdefault(k.lower(), []).append(str(v))
+    for k, v in items:
+        out.setdefault(k.lower(), []).append(v)
     return {k: tuple(v) for k, v in out.items()}
 
 
-def _auth_results_of(msg: Message) -> tuple[tuple[int, str], ...]:
+def _auth_results_of(items: Sequence[tuple[str, str]]) -> tuple[tuple[int, str], ...]:
     out: list[tuple[int, str]] = []
     hop = 0
-    for k, v in msg.items():
+    for k, v in items:
         name = k.lower()
         if name == "received":
             hop += 1
         elif name == "authentication-results":
-            out.append((hop, str(v)))
+            out.append((hop, v))
     return tuple(out)
 
 
@@ -159,7 +173,8 @@ def parse_message(raw: bytes, *, envelope_to: Sequence[str] = ()) -> InboundMess
     """An RFC 5322 message (IMAP, or SendGrid's "POST the raw, full MIME message")."""
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(msg, EmailMessage)
-    headers = _headers_of(msg)
+    items = _header_items(msg)
+    headers = _headers_of(items)
     rcpts = _addresses(
         [
             *headers.get("to", ()),
@@ -175,14 +190,14 @@ def parse_message(raw: bytes, *, envelope_to: Sequence[str] = ()) -> InboundMess
     return InboundMessage(
         sender=parseaddr(headers.get("from", ("",))[0])[1].strip().lower(),
         recipients=tuple(dict.fromkeys(rcpts)),
-        subject=str(msg.get("Subject", "")),
+        subject=(headers.get("subject") or ("",))[0],
         text=_body_text(msg),
         headers=headers,
         message_id=(headers.get("message-id") or (None,))[0],
         return_path=return_path,
         content_type=msg.get_content_type(),
         from_addresses=tuple(_addresses(headers.get("from", ()))),
-        auth_results=_auth_results_of(msg),
+        auth_results=_auth_results_of(items),
     )
 
 
@@ -237,7 +252,8 @@ def from_sendgrid(form: Mapping[str, str]) -> InboundMessage:
     hdr_msg = email.message_from_string(
         (form.get("headers") or "").strip() + "\n\n", policy=email.policy.default
     )
-    headers = _headers_of(hdr_msg)
+    hdr_items = _header_items(hdr_msg)
+    headers = _headers_of(hdr_items)
     text = form.get("text") or ""
     if not text.strip() and form.get("html"):
         text = _html_to_text(form["html"])
@@ -255,7 +271,7 @@ def from_sendgrid(form: Mapping[str, str]) -> InboundMessage:
     return InboundMessage(
         sender=parseaddr(form.get("from") or (headers.get("from") or ("",))[0])[1].lower(),
         recipients=tuple(dict.fromkeys(rcpts)),
-        subject=form.get("subject") or str(hdr_msg.get("Subject", "")),
+        subject=form.get("subject") or (headers.get("subject") or ("",))[0],
         text=text,
         headers=headers,
         message_id=(headers.get("message-id") or (None,))[0],
@@ -265,7 +281,7 @@ def from_sendgrid(form: Mapping[str, str]) -> InboundMessage:
         spf=form.get("SPF"),
         dkim=form.get("dkim"),
         from_addresses=tuple(_addresses(from_values)),
-        auth_results=_auth_results_of(hdr_msg),
+        auth_results=_auth_results_of(hdr_items),
         auth_source="sendgrid",
     )
 
