@@ -400,3 +400,34 @@ def test_malformed_envelope_is_400_with_a_reason(site: Site, envelope: str, says
     assert says in r.json()["error"]
     assert "Traceback" not in r.text
     assert state(site.db, digest_id) == "awaiting_approval"
+
+
+def test_an_inbound_post_over_the_cap_is_413_before_it_is_parsed(
+    site_factory: Callable[..., Site],
+) -> None:
+    site = site_factory(
+        mail='mail:\n  backend: outbox\n  from: "Exchange <news@example.org>"\n'
+        "  outbox_dir: var/outbox\n  sendgrid: {inbound_max_bytes: 4096}\n"
+    )
+    digest_id = make_digest(site.db)
+    site.request(digest_id)
+    token = _token(site, digest_id)
+    fields = {
+        "from": f"Anna <{ANNA}>",
+        "to": f"news+{token}.v1@example.org",
+        "text": "APPROVE\n",
+        "dkim": "{@example.fi : pass}",
+    }
+    big = site.http.post(
+        "/inbound/sendgrid",
+        files={**{k: (None, v) for k, v in fields.items()}, "html": (None, "x" * 8000)},
+        auth=AUTH,
+    )
+    assert big.status_code == 413, big.text
+    assert "(mail.sendgrid.inbound_max_bytes)" in big.json()["error"]
+    assert state(site.db, digest_id) == "awaiting_approval"
+    # The same reply under the cap is read and acts.
+    small = site.http.post(
+        "/inbound/sendgrid", files={k: (None, v) for k, v in fields.items()}, auth=AUTH
+    )
+    assert small.status_code == 200 and small.json()["status"] == "acted", small.text

@@ -53,6 +53,7 @@ from newsexchange.approval.tokens import (
 from newsexchange.config import Config
 from newsexchange.db import Database, Digest, utcnow
 from newsexchange.errors import ApprovalError, DigestError, NewsExchangeError
+from newsexchange.web.limits import BodyTooLarge, capped_request
 
 log = logging.getLogger(__name__)
 
@@ -507,8 +508,17 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
         refused = inbound_auth(request)
         if refused is not None:
             return refused
-        # SendGrid posts messages up to 30 MB; Starlette's default part limit is 1 MB.
-        form = await request.form(max_files=100, max_fields=200, max_part_size=40 * 1024 * 1024)
+        # The whole post is capped before it is parsed (mail.sendgrid.inbound_max_bytes,
+        # 20 MB by default): an approval reply is a few kB, and the URL is public.
+        limit = config.mail.sendgrid.inbound_max_bytes
+        try:
+            request = await capped_request(
+                request, limit, setting="mail.sendgrid.inbound_max_bytes"
+            )
+        except BodyTooLarge as exc:
+            return JSONResponse({"ok": False, "error": str(exc)}, 413, headers={"Connection": "close"})
+        # Starlette's default part limit is 1 MB; any part may be as large as the whole post.
+        form = await request.form(max_files=100, max_fields=200, max_part_size=limit)
         data = {k: str(v) for k, v in form.items() if isinstance(v, str)}
         try:
             msg = from_sendgrid(data)
