@@ -33,6 +33,7 @@ from pydantic import (
 
 from newsexchange import __version__
 from newsexchange.errors import ConfigError, ConfigErrors
+from newsexchange.private import make_private_dir
 
 Language = Literal["fi", "ru", "en"]
 LANGUAGES: tuple[str, ...] = get_args(Language)
@@ -459,9 +460,12 @@ class Config(_Model):
         key_file = self.var_dir / "secret_key"
         if key_file.exists():
             return SecretStr(key_file.read_text().strip())
-        key_file.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(key_file.parent)
         value = _secrets.token_urlsafe(48)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it meanwhile: use theirs
+            return SecretStr(key_file.read_text().strip())
         with os.fdopen(fd, "w") as fh:
             fh.write(value)
         return SecretStr(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,17 @@ def test_secrets_come_from_the_environment_only(tmp_path: Path) -> None:
     cfg = load_config(p, env={"MY_PW": "hunter2"})
     assert cfg.secret(cfg.mail.smtp.password_env) == "hunter2"
     assert "hunter2" not in repr(cfg)
+
+
+def test_a_generated_secret_key_is_kept_owner_only_and_reused(tmp_path: Path) -> None:
+    p = tmp_path / "feeds.yaml"
+    p.write_text(GOOD)
+    cfg = load_config(p, env={})
+    key = cfg.secret_key.get_secret_value()
+    key_file = cfg.var_dir / "secret_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
+    assert load_config(p, env={}).secret_key.get_secret_value() == key
 
 
 def test_database_url_from_environment_wins(tmp_path: Path) -> None:
