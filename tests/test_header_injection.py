@@ -252,6 +252,8 @@ def test_import_cleans_the_name_and_keeps_line_breaks_in_outlet_and_notes(
     csv_file = tmp_path / "media.csv"
     csv_file.write_bytes(
         b'name,email,outlet,notes\r\n"Boris\tB.",boris@example.org,"Radio\r\nOnego","a\r\nb"\r\n'
+        # bidi override and zero-width space: a name must read as it is
+        + '"\u202eАнна\u200b К.",anna@example.org,,\r\n'.encode()
     )
     assert (
         main(["lists", "import", "petrozavodsk-media", str(csv_file), "--config", str(cfg.path)])
@@ -260,6 +262,7 @@ def test_import_cleans_the_name_and_keeps_line_breaks_in_outlet_and_notes(
     capsys.readouterr()
     db = db_for(cfg)
     with db.session() as s:
-        c = s.scalars(select(Contact)).one()
+        c, anna = s.scalars(select(Contact).order_by(Contact.email.desc())).all()
         assert (c.name, c.outlet, c.notes) == ("Boris B.", "Radio\nOnego", "a\nb")
-        assert s.scalars(select(ListMembership.list_id)).all() == ["petrozavodsk-media"]
+        assert anna.name == "Анна К."
+        assert s.scalars(select(ListMembership.list_id)).all() == ["petrozavodsk-media"] * 2

@@ -29,6 +29,7 @@ from newsexchange.db import Contact, Delivery, ListMembership, Suppression
 from newsexchange.delivery.tokens import email_hash
 from newsexchange.errors import ConfigError, DeliveryError
 from newsexchange.mailheaders import header_text
+from newsexchange.textclean import clean_name
 
 COLUMNS = ("name", "email", "outlet", "language", "lists", "notes")
 
@@ -175,7 +176,7 @@ def parse_csv(text: str, *, list_id: str, known_lists: Iterable[str]) -> ParsedL
             email=addr,
             # A name ends up in a To: header: a quoted cell spanning lines must not carry
             # its CR/LF (or any control character) along. Outlet and notes may keep theirs.
-            name=header_text(values.get("name", "")),
+            name=clean_name(header_text(values.get("name", ""))),
             outlet=values.get("outlet", ""),
             language=lang,
             lists=lists,
