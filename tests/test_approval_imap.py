@@ -23,7 +23,7 @@ from newsexchange.approval import audit_entries, request_approval
 from newsexchange.approval.inbound import PROCESSED_FLAG, poll_imap
 from newsexchange.approval.tokens import reply_token
 from newsexchange.config import Config
-from newsexchange.db import Database, Digest
+from newsexchange.db import Database, Digest, utcnow
 from tests.test_approval import ANNA, NOW, approval_config, make_digest, run_cli, state_of
 from tests.test_approval_inbound import AUTHSERV, raw_reply
 from tests.webserver import free_port
@@ -244,6 +244,7 @@ def test_poll_acts_on_editor_reply_ignores_others_and_never_twice(
     assert poll_imap(db, cfg, now=NOW).to_json()["fetched"] == 0
 
 
+@pytest.mark.real_clock  # dovecot dates the reply's arrival, the command reads SINCE on ours
 def test_cli_poll_imap_json_and_wrong_password_fails_cleanly(
     mailbox: DovecotServer,
     write_config: Callable[..., Config],
@@ -252,7 +253,9 @@ def test_cli_poll_imap_json_and_wrong_password_fails_cleanly(
     cfg = imap_config(write_config, mailbox)
     db = db_for(cfg)
     digest_id = make_digest(db)
-    request_approval(db, cfg, digest_id, now=NOW)
+    # The command runs on the real clock, so the request is mailed at the real now: signed at a
+    # fixed date, its links and reply token would expire while the suite stays the same.
+    request_approval(db, cfg, digest_id, now=utcnow())
     to = f"news+{_token(cfg, db, digest_id)}.v1@example.org"
     mailbox.deliver(raw_reply("REJECT wrong period\n", to=to, message_id="<r1@example.fi>"))
     assert cfg.path is not None

@@ -28,6 +28,10 @@ from tests.test_delivery_support import NOW, delivery_config, seed_digest
 def _certificates(folder: Path) -> tuple[Path, Path, Path]:
     """A CA and a server certificate for 127.0.0.1 signed by it."""
     now = dt.datetime.now(dt.UTC)
+    # Valid two years either side: OpenSSL checks the validity on the C library's clock, which
+    # the suite's run a year ahead (tests/clock_ahead) does not move; what these tests check is
+    # the chain and the name, not the dates.
+    valid = dt.timedelta(days=730)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "newsexchange test CA")])
     ca = (
@@ -36,8 +40,8 @@ def _certificates(folder: Path) -> tuple[Path, Path, Path]:
         .issuer_name(ca_name)
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_before(now - valid)
+        .not_valid_after(now + valid)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -65,8 +69,8 @@ def _certificates(folder: Path) -> tuple[Path, Path, Path]:
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_before(now - valid)
+        .not_valid_after(now + valid)
         .add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
