@@ -294,6 +294,18 @@ class ApprovalSettings(_Model):
     on_deadline: Literal["hold", "reject"] = "hold"
 
 
+class EditorSettings(_Model):
+    """An editor given as ``{email: …, language: ru}``: mails and pages in that language."""
+
+    email: str
+    language: Language | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _v_email(cls, v: str) -> str:
+        return _check_email(v).strip().lower()
+
+
 class ExchangeSettings(_Model):
     id: str
     name: str | None = None
@@ -301,7 +313,9 @@ class ExchangeSettings(_Model):
     to: str | None = None
     language: Language
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
-    editors: list[str] = Field(min_length=1)
+    # editors: [a@x.fi, {email: b@x.ru, language: ru}]: a bare address speaks the language of
+    # the exchange's first source region (Config.editor_language).
+    editor_entries: list[str | EditorSettings] = Field(alias="editors", min_length=1)
     approvals_required: int = Field(1, ge=1)
     lists: list[str] = Field(default_factory=list)
     max_items: int = Field(20, ge=1, le=500)
@@ -312,10 +326,24 @@ class ExchangeSettings(_Model):
 
     _v_id = field_validator("id")(_check_id)
 
-    @field_validator("editors")
+    @field_validator("editor_entries")
     @classmethod
-    def _v_editors(cls, v: list[str]) -> list[str]:
-        return [_check_email(x).strip().lower() for x in v]
+    def _v_editors(cls, v: list[str | EditorSettings]) -> list[str | EditorSettings]:
+        return [x if isinstance(x, EditorSettings) else _check_email(x).strip().lower() for x in v]
+
+    @property
+    def editors(self) -> list[str]:
+        """The editors' addresses (lowercase), in the order given."""
+        return [x.email if isinstance(x, EditorSettings) else x for x in self.editor_entries]
+
+    @property
+    def editor_languages(self) -> dict[str, Language]:
+        """The languages editors asked for by ``{email, language}``."""
+        return {
+            x.email: x.language
+            for x in self.editor_entries
+            if isinstance(x, EditorSettings) and x.language is not None
+        }
 
     @model_validator(mode="after")
     def _v_required(self) -> ExchangeSettings:
@@ -413,6 +441,16 @@ class Config(_Model):
                 return e
         known = ", ".join(e.id for e in self.exchanges) or "none"
         raise ConfigError(f"no exchange with id {exchange_id!r} (known: {known})")
+
+    def editor_language(self, exchange: ExchangeSettings, editor: str) -> Language:
+        """The language ``editor`` reads mails and pages of ``exchange`` in: the one given with
+        their address, else that of the exchange's first source region (the editors of
+        an exchange work on the side whose news it carries)."""
+        given = exchange.editor_languages.get(editor.strip().lower())
+        if given is not None:
+            return given
+        region = self.regions.get(exchange.from_[0])
+        return region.language if region is not None else "en"
 
     def region_tz(self, region_id: str) -> ZoneInfo:
         region = self.regions.get(region_id)

@@ -173,3 +173,32 @@ def test_check_command_prints_what_would_run(tmp_path: Path) -> None:
         "joensuu-to-petrozavodsk",
         "petrozavodsk-to-joensuu",
     }
+
+
+def test_editors_may_give_their_language_and_a_bare_address_reads_the_source_side(
+    tmp_path: Path,
+) -> None:
+    p = tmp_path / "feeds.yaml"
+    p.write_text(
+        """\
+regions:
+  joensuu: {name: Joensuu, language: fi}
+  petrozavodsk: {name: Petrozavodsk, language: ru}
+sources:
+  - {id: a, region: joensuu, url: "https://example.fi/rss", language: fi}
+exchanges:
+  - id: fi-to-ru
+    from: [joensuu]
+    language: ru
+    editors: [Anna@Example.fi, {email: boris@example.ru, language: ru}]
+"""
+    )
+    cfg = load_config(p, env={})
+    ex = cfg.exchange("fi-to-ru")
+    assert ex.editors == ["anna@example.fi", "boris@example.ru"]
+    assert cfg.editor_language(ex, "anna@example.fi") == "fi"
+    assert cfg.editor_language(ex, "BORIS@example.ru") == "ru"
+    p.write_text(p.read_text().replace("language: ru}]", "language: de}]"))
+    with pytest.raises(ConfigError) as exc:
+        load_config(p, env={})
+    assert "feeds.yaml:10" in str(exc.value) and "editors" in str(exc.value)
