@@ -79,7 +79,10 @@ def approval_config(
             "  outbox_dir: var/outbox\n",
             mail,
         )
-    extra = EXCHANGE.format(editors=", ".join(editors), required=required)
+    # Editors read English here unless a test gives {email, language} itself (a bare address
+    # would read the source region's language, Finnish: issue 11).
+    entries = [e if e.lstrip().startswith("{") else f"{{email: {e}, language: en}}" for e in editors]
+    extra = EXCHANGE.format(editors=", ".join(entries), required=required)
     return write_config(extra, base=base, env=env)
 
 
