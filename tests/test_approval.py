@@ -81,7 +81,9 @@ def approval_config(
         )
     # Editors read English here unless a test gives {email, language} itself (a bare address
     # would read the source region's language, Finnish: issue 11).
-    entries = [e if e.lstrip().startswith("{") else f"{{email: {e}, language: en}}" for e in editors]
+    entries = [
+        e if e.lstrip().startswith("{") else f"{{email: {e}, language: en}}" for e in editors
+    ]
     extra = EXCHANGE.format(editors=", ".join(entries), required=required)
     return write_config(extra, base=base, env=env)
 

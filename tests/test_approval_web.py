@@ -296,7 +296,9 @@ def test_review_drop_makes_new_version_voids_approval_and_old_links(
     submit = next(
         f for f in page.find_all("form") if f.find("input", {"name": "op", "value": "submit"})
     )
-    sent = site.http.post(desk, data={i["name"]: i.get("value", "") for i in submit.find_all("input")})
+    sent = site.http.post(
+        desk, data={i["name"]: i.get("value", "") for i in submit.find_all("input")}
+    )
     assert sent.status_code == 303
     fresh = outbox_messages(site.config)
     assert [m["To"] for m in fresh] == [ANNA]

@@ -129,13 +129,22 @@ def changes(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, A
 
 def has_changes(diff: dict[str, Any]) -> bool:
     return bool(
-        diff["added"] or diff["dropped"] or diff["moved"] or diff["retitled"]
+        diff["added"]
+        or diff["dropped"]
+        or diff["moved"]
+        or diff["retitled"]
         or diff["intro_changed"]
     )
 
 
 def start_revision(
-    session: Session, digest: Digest, *, editor: str, channel: str, address: str | None, now: datetime
+    session: Session,
+    digest: Digest,
+    *,
+    editor: str,
+    channel: str,
+    address: str | None,
+    now: datetime,
 ) -> bool:
     """Make the digest a draft of the next version if the editors have seen this one; True
     when that happened. A draft nobody was asked about yet stays as it is."""
@@ -214,7 +223,7 @@ def submit(
     address: str | None,
     now: datetime,
 ) -> int:
-    """"Send for approval": one request to each other editor; returns how many were mailed."""
+    """ "Send for approval": one request to each other editor; returns how many were mailed."""
     from newsexchange.approval.decide import lock_digest
     from newsexchange.approval.notify import send_requests
 

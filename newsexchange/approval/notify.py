@@ -442,7 +442,7 @@ def notify_other_editors(
             )
             tail = _(
                 "The digest is back with the editors as a draft of version %(version)s: "
-                "change it on the review page and press \"Send for approval\". Nobody is "
+                'change it on the review page and press "Send for approval". Nobody is '
                 "asked to approve it until then.",
                 version=digest.version,
             )

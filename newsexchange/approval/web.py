@@ -77,9 +77,7 @@ def _now(request: Request) -> datetime:
     return clock() if callable(clock) else utcnow()
 
 
-def _page(
-    template: str, status: int = 200, *, lang: str | None = None, **ctx: Any
-) -> HTMLResponse:
+def _page(template: str, status: int = 200, *, lang: str | None = None, **ctx: Any) -> HTMLResponse:
     from newsexchange.web.templating import environment
 
     html = environment(lang).get_template(template).render(**ctx)
@@ -157,9 +155,7 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                 )
                 return _page(
                     "web/approval_confirm.html",
-                    lang=config.editor_language(
-                        config.exchange(digest.exchange_id), claims.editor
-                    ),
+                    lang=config.editor_language(config.exchange(digest.exchange_id), claims.editor),
                     action=claims.action,
                     label=_ACTION_LABEL[claims.action],
                     editor=claims.editor,
@@ -571,9 +567,7 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
         by_item = {e.item_id: e for e in included}
         if op in ("drop", "pin", "unpin", "up", "down", "translate") and item_id not in by_item:
             raise ApprovalError(f"item {item_id} is not in this digest (reload the page)")
-        if op == "restore" and item_id not in {
-            e.item_id for e in digest.entries if not e.included
-        }:
+        if op == "restore" and item_id not in {e.item_id for e in digest.entries if not e.included}:
             raise ApprovalError(f"item {item_id} is not left out of this digest (reload the page)")
         revised = start_revision(
             session, digest, editor=editor, channel="web", address=address, now=now
@@ -725,7 +719,9 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                 request, limit, setting="mail.sendgrid.inbound_max_bytes"
             )
         except BodyTooLarge as exc:
-            return JSONResponse({"ok": False, "error": str(exc)}, 413, headers={"Connection": "close"})
+            return JSONResponse(
+                {"ok": False, "error": str(exc)}, 413, headers={"Connection": "close"}
+            )
         # Starlette's default part limit is 1 MB; any part may be as large as the whole post.
         form = await request.form(max_files=100, max_fields=200, max_part_size=limit)
         data = {k: str(v) for k, v in form.items() if isinstance(v, str)}
