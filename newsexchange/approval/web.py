@@ -55,6 +55,7 @@ from newsexchange.config import Config
 from newsexchange.db import Database, Digest, utcnow
 from newsexchange.digest import item_text
 from newsexchange.errors import ApprovalError, DigestError, NewsExchangeError
+from newsexchange.i18n import gettext_for
 from newsexchange.web.limits import BodyTooLarge, capped_request
 
 log = logging.getLogger(__name__)
@@ -174,12 +175,17 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
 
     def confirm_act(token: str, form: dict[str, str], now: datetime, address: str) -> HTMLResponse:
         if not check_csrf(config, token, form.get("csrf")):
+            lang = lang_for(claims_or_none(token, now))
+            _ = gettext_for(lang)
             return _page(
                 "web/token_error.html",
                 403,
+                lang=lang,
                 kind="csrf",
-                message="This form is not valid (it did not come from the confirmation page). "
-                "Open the link from the email again.",
+                message=_(
+                    "This form is not valid (it did not come from the confirmation page). "
+                    "Open the link from the email again."
+                ),
             )
         claims: ActionClaims | None = None
         try:
@@ -188,8 +194,9 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                 raise TokenError("tampered", "This link cannot approve or reject.")
             comment = (form.get("comment") or "").strip() or None
             if claims.action == "reject" and not comment:
+                _ = gettext_for(lang_for(claims))
                 raise ApprovalError(
-                    "Please give a reason for rejecting (it goes to the other editors)."
+                    _("Please give a reason for rejecting (it goes to the other editors).")
                 )
             with db.session() as session:
                 digest = load(session, claims)
@@ -457,11 +464,14 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
 
     def review_act(token: str, form: dict[str, str], now: datetime, address: str) -> Response:
         if not check_csrf(config, token, form.get("csrf")):
+            lang = lang_for(claims_or_none(token, now))
+            _ = gettext_for(lang)
             return _page(
                 "web/token_error.html",
                 403,
+                lang=lang,
                 kind="csrf",
-                message="This form is not valid (it did not come from the review page).",
+                message=_("This form is not valid (it did not come from the review page)."),
             )
         claims: ActionClaims | None = None
         op = form.get("op", "")
@@ -483,8 +493,9 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                 if op in ("approve", "reject", "changes"):
                     comment = (form.get("comment") or "").strip() or None
                     if op == "reject" and not comment:
+                        _ = gettext_for(lang)
                         raise ApprovalError(
-                            "Please give a reason for rejecting (it goes to the other editors)."
+                            _("Please give a reason for rejecting (it goes to the other editors).")
                         )
                     if op == "approve":
                         # Approving consumes the link, as the one-click approve link does.
