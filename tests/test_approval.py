@@ -79,7 +79,12 @@ def approval_config(
             "  outbox_dir: var/outbox\n",
             mail,
         )
-    extra = EXCHANGE.format(editors=", ".join(editors), required=required)
+    # Editors read English here unless a test gives {email, language} itself (a bare address
+    # would read the source region's language, Finnish: issue 11).
+    entries = [
+        e if e.lstrip().startswith("{") else f"{{email: {e}, language: en}}" for e in editors
+    ]
+    extra = EXCHANGE.format(editors=", ".join(entries), required=required)
     return write_config(extra, base=base, env=env)
 
 
@@ -317,7 +322,10 @@ def test_rejected_digest_takes_no_further_decisions(cfg: Config, db: Database) -
             comment="outdated",
             now=NOW,
         )
-        with pytest.raises(ApprovalError, match="already rejected"):
+        # Issue 11: a rejection is not final; the digest is a draft of the next version,
+        # which takes no decisions until an editor sends it for approval.
+        assert d.state == "revising" and d.version == 2
+        with pytest.raises(ApprovalError, match="draft being revised"):
             decide(s, cfg, d, editor=ANNA, decision="approve", channel="cli", address=None, now=NOW)
         assert d.decided_reason == "outdated"
         assert s.scalar(select(func.count()).select_from(Delivery)) == 0
@@ -472,7 +480,7 @@ def test_cli_reject_records_reason(cfg: Config, db: Database) -> None:
     assert "rejected" in out.stdout
     with db.session() as s:
         d = s.get(Digest, digest_id)
-        assert d is not None and d.state == "rejected"
+        assert d is not None and d.state == "revising" and d.version == 2  # issue 11
         assert d.decided_reason == "duplicate of last issue"
 
 

@@ -276,7 +276,7 @@ def test_cli_poll_imap_json_and_wrong_password_fails_cleanly(
     code, out = cli(PASSWORD)
     assert code == 0, out
     assert out["acted"] == 1 and out["results"][0]["verb"] == "reject"
-    assert state_of(db, digest_id) == "rejected"
+    assert state_of(db, digest_id) == "revising"  # issue 11: a draft of the next version
 
 
 def test_only_our_servers_authentication_results_vouch_for_an_imap_reply(

@@ -56,16 +56,26 @@ def drop(site: Site, review_url: str, position: str) -> str:
     return site.server.url + r.headers["location"].split("?")[0]
 
 
+def submit(site: Site, desk_url: str) -> None:
+    """Press "Send for approval" on the desk."""
+    page = site.http.get(desk_url)
+    r = site.http.post(desk_url, data=form_data(page, "submit"))
+    assert r.status_code == 303, r.text
+
+
 def test_version_1_review_link_cannot_approve_version_3(site: Site) -> None:
     digest_id = make_digest(site.db, items=4)
     mails = site.request(digest_id)
     anna_v1 = links_in(mails[ANNA])
     old_page = site.http.get(anna_v1["Open the review page"])
     csrf = form_data(old_page, "approve")["csrf"]
-    # Boris makes two changes: version 3.
+    # Boris makes two changes, each sent for approval: version 3 (issue 11: an edit on a
+    # version the editors saw starts a draft of the next version; sending it asks again).
     boris_review = links_in(mails[BORIS])["Open the review page"]
     boris_v2 = drop(site, boris_review, "4")
+    submit(site, boris_v2)
     boris_v3 = drop(site, boris_v2, "3")
+    submit(site, boris_v3)
     assert boris_v2 != boris_review and boris_v3 != boris_v2  # each version its own link
     assert version(site, digest_id) == 3
     # Anna's version-1 review page shows version 3, read-only, and says why.
@@ -142,7 +152,11 @@ def test_an_edit_continues_on_a_link_for_the_new_version(site: Site) -> None:
     v2 = drop(site, v1, "2")
     page = site.http.get(v2)
     assert page.status_code == 200 and "version 2" in page.text
-    assert "Approve version 2" in page.text and BORIS in page.text
+    # Issue 11: a draft of version 2, sent for approval before anyone approves it.
+    assert "Send version 2 for approval" in page.text and BORIS in page.text
+    submit(site, v2)
+    page = site.http.get(v2)
+    assert "Approve version 2" in page.text
     # The version-1 link stays bound to version 1: read-only now.
     old = site.http.get(v1)
     assert "for version 1" in old.text and "Approve version" not in old.text

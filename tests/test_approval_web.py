@@ -249,7 +249,9 @@ def test_reject_link_needs_a_reason_and_rejects(site: Site) -> None:
     assert r.status_code == 200 and "Rejected" in r.text
     with site.db.session() as s:
         d = s.get(Digest, digest_id)
-        assert d is not None and d.state == "rejected" and d.decided_reason == "old news"
+        # Issue 11: back with the editors as a draft of the next version, reason kept.
+        assert d is not None and d.state == "revising" and d.decided_reason == "old news"
+        assert d.version == 2
 
 
 def test_review_drop_makes_new_version_voids_approval_and_old_links(
@@ -275,9 +277,12 @@ def test_review_drop_makes_new_version_voids_approval_and_old_links(
     r = site.http.post(review, data=data)
     assert r.status_code == 303
     after = site.http.get(r.headers["location"])
-    assert "Новость 2" not in after.text and "version 2" in after.text and "0 of 2" in after.text
-    fresh = outbox_messages(site.config)
-    assert sorted(m["To"] for m in fresh) == [ANNA, BORIS]  # fresh requests, new links
+    included = " ".join(d.get_text() for d in BeautifulSoup(after.text, "lxml").select("div.item"))
+    assert "Новость 2" not in included and "Новость 1" in included  # now under "Left out"
+    assert "version 2" in after.text and "0 of 2" in after.text
+    # Issue 11: an edit makes a draft of version 2 and mails nobody; "Send for approval"
+    # mails the other editor once.
+    assert outbox_messages(site.config) == []
     # The same form again names version 1: refused, nothing dropped twice.
     assert site.http.post(review, data=data).status_code == 409
     # Boris's version-1 approve link is stale now.
@@ -285,11 +290,25 @@ def test_review_drop_makes_new_version_voids_approval_and_old_links(
     assert stale.status_code == 409 and "changed" in stale.text
     with site.db.session() as s:
         d = s.get(Digest, digest_id)
-        assert d is not None and d.version == 2 and d.state == "awaiting_approval"
-    # Both approve version 2 from the fresh mail.
-    new = {str(m["To"]): links_in(m) for m in fresh}
-    confirm(site, new[ANNA]["Approve"])
-    confirm(site, new[BORIS]["Approve"])
+        assert d is not None and d.version == 2 and d.state == "revising"
+    desk = site.server.url + r.headers["location"].split("?")[0]
+    page = BeautifulSoup(site.http.get(desk).text, "lxml")
+    submit = next(
+        f for f in page.find_all("form") if f.find("input", {"name": "op", "value": "submit"})
+    )
+    sent = site.http.post(
+        desk, data={i["name"]: i.get("value", "") for i in submit.find_all("input")}
+    )
+    assert sent.status_code == 303
+    fresh = outbox_messages(site.config)
+    assert [m["To"] for m in fresh] == [ANNA]
+    # Both approve version 2: Anna from the fresh mail, Boris on his page.
+    confirm(site, links_in(fresh[0])["Approve"])
+    page = BeautifulSoup(site.http.get(desk).text, "lxml")
+    approve = next(
+        f for f in page.find_all("form") if f.find("input", {"name": "op", "value": "approve"})
+    )
+    site.http.post(desk, data={i["name"]: i.get("value", "") for i in approve.find_all("input")})
     assert state_of(site.db, digest_id) == "approved"
 
 

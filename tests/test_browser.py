@@ -101,7 +101,8 @@ regions:
         [eml] = sorted(cfg.resolve("var/outbox").glob("nx-approval.*.eml"))
         mail = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
         text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-        link = re.search(r"Approve:\s+(\S+)", text)
+        # The editor (a bare address) reads the source region's language, Finnish (issue 11).
+        link = re.search(r"Hyväksy:\s+(\S+)", text)
         assert link, text
         shots = tmp_path / "screenshots"
         shots.mkdir()
@@ -112,13 +113,13 @@ regions:
             page = browser.new_page(viewport={"width": 420, "height": 900})  # type: ignore[attr-defined]
             # The editor opens the link on a phone: a confirmation, not an action.
             page.goto(link.group(1))
-            assert page.locator("h1").inner_text() == "Approve this digest?"
+            assert page.locator("h1").inner_text() == "Hyväksytäänkö tämä kooste?"
             assert "В Йоэнсуу открывается рынок" in page.locator("ol.items").inner_text()
             page.screenshot(path=str(shots / "1-confirm.png"), full_page=True)
-            page.get_by_role("button", name="Approve").click()
+            page.get_by_role("button", name="Hyväksy").click()
             page.wait_for_load_state()
-            assert page.locator("h1").inner_text() == "Approved"
-            assert "1 deliveries queued" in page.locator(".notice").inner_text()
+            assert page.locator("h1").inner_text() == "Hyväksytty"
+            assert "lähetysjonossa 1 viestiä" in page.locator(".notice").inner_text()
             page.screenshot(path=str(shots / "2-approved.png"), full_page=True)
 
             # Approved, not yet sent: viewable online, not yet in the archive.

@@ -221,7 +221,8 @@ service:
             "translated by the translator"
         )
         assert translator.characters > 0
-        approve = re.search(r"Approve:\s+(\S+)", text)
+        # The editor (a bare address) reads Finnish, the source region's language (issue 11).
+        approve = re.search(r"Hyväksy:\s+(\S+)", text)
         assert approve, text
         link = approve.group(1)
         assert link.startswith(service.url)
@@ -234,7 +235,7 @@ service:
         assert csrf, page.text
         done = httpx.post(link, data={"csrf": csrf.group(1)})
         assert done.status_code == 200
-        assert "Approved" in done.text
+        assert "Hyväksytty" in done.text
 
         # 3. journalists receive it; the service is killed -9 in the middle of sending …
         _wait(lambda: len(_journalist_mail(smtp_server)) >= 6, 30, "the first deliveries")

@@ -12,8 +12,12 @@ The rules, in one place:
   and frozen (``digest.frozen``, ``digest.content_hash``), the state becomes ``approved`` and
   :func:`newsexchange.delivery.outbox.enqueue_deliveries` writes one delivery row per
   recipient. Either all of that happens or none of it.
-- A rejection ends the digest (state ``rejected``, the reason kept). A request for changes is
-  recorded and leaves the digest open for edits.
+- A rejection returns the digest to the editors as a draft of the next version (state
+  ``revising``, version + 1, the reason kept): they edit it on the review page and send it
+  for approval again (:mod:`newsexchange.approval.desk`); the deadline rule still applies.
+  A request for changes is recorded and leaves the digest open for edits. Only the deadline
+  rule (``on_deadline: reject``) ends a digest as ``rejected``.
+- A draft being revised takes no decisions until it is sent for approval.
 - A digest that is approved, sending, sent or rejected takes no further decisions.
 - Every decision and every edit is written to the audit log in the same transaction.
 """
@@ -67,7 +71,10 @@ class DecisionResult:
                 f"{note}: {len(self.approved_by)} of {self.required} approvals."
             )
         if self.decision == "reject":
-            return f"Digest {self.digest_id} is rejected; it will not be sent."
+            return (
+                f"Version {self.version - 1} of digest {self.digest_id} is rejected; the digest "
+                f"is back with the editors as a draft of version {self.version}."
+            )
         return (
             f"Your request for changes to digest {self.digest_id} is recorded; "
             "edits on the review page make a new version for approval."
@@ -150,6 +157,11 @@ def decide(
             f"digest {digest.id} is already {digest.state.replace('_', ' ')}; "
             "it takes no further decisions"
         )
+    if digest.state == "revising":
+        raise ApprovalError(
+            f"digest {digest.id} is a draft being revised (version {digest.version}); "
+            "send it for approval from the review page first"
+        )
     comment = (comment or "").strip() or None
     before = latest_decisions(session, digest)
     result = DecisionResult(
@@ -199,7 +211,10 @@ def decide(
         if len(result.approved_by) >= exchange.approvals_required:
             _approve(session, config, digest, result, now=now)
     elif decision == "reject":
-        digest.state = "rejected"
+        # Back to the editors as a draft of the next version: nothing is mailed for
+        # approval until one of them sends it (approval.desk.submit).
+        digest.state = "revising"
+        digest.version += 1
         digest.decided_reason = comment or f"rejected by {editor}"
     # "changes": recorded above; the digest stays open for the edits it asks for.
     result.state = digest.state
@@ -219,7 +234,7 @@ def _approve(
     from newsexchange.delivery.outbox import enqueue_deliveries
 
     frozen = freeze_content(session, config, digest)
-    digest.frozen = frozen
+    digest.frozen = frozen  # with the editors' intro paragraphs (approval.desk)
     digest.content_hash = content_hash(frozen)
     digest.state = "approved"
     digest.approved_at = now
@@ -245,9 +260,9 @@ def _approve(
 def freeze_content(session: Session, config: Config, digest: Digest) -> dict[str, Any]:
     """The digest exactly as approved (``render.digest_content``): what delivery renders and
     sends, whatever changes afterwards (a translation corrected later does not leak in)."""
-    from newsexchange.digest.render import digest_content
+    from newsexchange.approval.desk import content_with_intro
 
-    return digest_content(session, config, digest)
+    return content_with_intro(session, config, digest)
 
 
 def content_hash(frozen: dict[str, Any]) -> str:
@@ -268,12 +283,17 @@ def apply_edit(
     drop: Sequence[int] = (),
     pin: Sequence[int] = (),
     order: Sequence[int] | None = None,
+    restore: Sequence[int] = (),
+    unpin: Sequence[int] = (),
     note: str | None = None,
 ) -> bool:
-    """An editor's change (by item position): a new version, earlier approvals void, logged.
+    """An editor's change (by item position; ``restore`` by item id): a new version, earlier
+    approvals void, logged. On a draft being revised (``revising``) the version was already
+    bumped when the revision began: changes accumulate on it.
 
     Returns whether anything changed. The caller then mails fresh approval requests
-    (``notify.send_requests(kind="changed")``).
+    (``notify.send_requests(kind="changed")``) or, on the review page, leaves them for
+    "Send for approval".
     """
     from newsexchange.digest import edit_digest
 
@@ -288,8 +308,18 @@ def apply_edit(
             "be changed"
         )
     old_version = digest.version
-    edit_digest(session, digest, drop=tuple(drop), pin=tuple(pin), order=order, now=now)
-    if digest.version == old_version:
+    changed = edit_digest(
+        session,
+        digest,
+        drop=tuple(drop),
+        pin=tuple(pin),
+        order=order,
+        restore=tuple(restore),
+        unpin=tuple(unpin),
+        bump=digest.state != "revising",
+        now=now,
+    )
+    if not changed:
         return False  # nothing a reader would see changed: approvals stand, no new request
     audit(
         session,
@@ -303,6 +333,8 @@ def apply_edit(
         version=digest.version,
         drop=list(drop) or None,
         pin=list(pin) or None,
+        restore=list(restore) or None,
+        unpin=list(unpin) or None,
         order=list(order) if order else None,
         note=note,
     )

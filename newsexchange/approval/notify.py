@@ -47,15 +47,25 @@ from newsexchange.approval.tokens import OPEN_STATES, Action, make_action_token,
 from newsexchange.config import Config
 from newsexchange.db import AuditEntry, Database, Digest
 from newsexchange.errors import ApprovalError, DeliveryError
+from newsexchange.i18n import gettext_for
 
 log = logging.getLogger(__name__)
 
 RequestKind = Literal["request", "reminder", "changed"]
-_SUBJECT_PREFIX: dict[str, str] = {
-    "request": "Approval needed",
-    "reminder": "Reminder: approval needed",
-    "changed": "Changed, approve again",
-}
+
+
+def _subject_prefix(kind: str, lang: str) -> str:
+    _ = gettext_for(lang)
+    if kind == "reminder":
+        return _("Reminder: approval needed")
+    if kind == "changed":
+        return _("Changed, approve again")
+    return _("Approval needed")
+
+
+def editor_lang(config: Config, digest: Digest, editor: str) -> str:
+    """The language ``editor`` reads this digest's approval mails and pages in."""
+    return config.editor_language(config.exchange(digest.exchange_id), editor)
 
 
 def action_url(config: Config, token: str, action: Action) -> str:
@@ -144,8 +154,11 @@ def build_request(
     now: datetime,
     kind: RequestKind = "request",
     rendered: Any = None,
+    diff: dict[str, Any] | None = None,
 ) -> EmailMessage:
-    """One editor's approval request (also used for reminders and after a change)."""
+    """One editor's approval request (also used for reminders and after a change), in the
+    editor's language; ``diff`` (:func:`newsexchange.approval.desk.changes`) is what changed
+    since the version they saw."""
     from newsexchange.digest.render import render_digest
     from newsexchange.web.templating import environment
 
@@ -174,8 +187,11 @@ def build_request(
         "on_deadline": exchange.approval.on_deadline,
         "valid_days": exchange.approval.link_valid_days,
         "reply_address": plus_address(config, reply_token(config, digest, editor), digest.version),
+        "diff": diff,
+        "reason": digest.decided_reason,
     }
-    env = environment()
+    lang = editor_lang(config, digest, editor)
+    env = environment(lang)
     banner = env.get_template("email/approval_request.html").render(ctx)
     text_head = env.get_template("email/approval_request.txt").render(ctx)
     # "View in browser" of a digest not yet approved would lead nowhere (the archive shows
@@ -194,7 +210,7 @@ def build_request(
         + _fill_markers(text_body, view_url=links["review"], escape=False)
     )
     token = reply_token(config, digest, editor)  # this editor's own: replies act only for them
-    subject = f"{_SUBJECT_PREFIX[kind]}: {rendered.subject} {subject_tag(token)}"
+    subject = f"{_subject_prefix(kind, lang)}: {rendered.subject} {subject_tag(token)}"
     msg = _base_message(config, to=editor, subject=subject)
     msg["Reply-To"] = plus_address(config, token, digest.version)
     msg["Message-ID"] = request_message_id(digest.id, digest.version, _domain(config))
@@ -215,7 +231,8 @@ def send_requests(
     editors: Sequence[str] | None = None,
 ) -> int:
     """Mail approval requests (or reminders) to the editors; returns how many were sent."""
-    from newsexchange.digest.render import render_digest
+    from newsexchange.approval.desk import changes, content_with_intro, last_snapshot, snapshot
+    from newsexchange.digest.render import render_content
 
     if digest.state not in OPEN_STATES:
         raise ApprovalError(
@@ -223,9 +240,17 @@ def send_requests(
         )
     exchange = config.exchange(digest.exchange_id)
     to = list(editors if editors is not None else exchange.editors)
-    rendered = render_digest(session, config, digest)
+    content = content_with_intro(session, config, digest)
+    rendered = render_content(config, exchange, content, digest_id=digest.id)
+    snap = snapshot(content)
+    diff = changes(last_snapshot(session, digest), snap) if kind == "changed" else None
     messages = [
-        (e, build_request(session, config, digest, e, now=now, kind=kind, rendered=rendered))
+        (
+            e,
+            build_request(
+                session, config, digest, e, now=now, kind=kind, rendered=rendered, diff=diff
+            ),
+        )
         for e in to
     ]
     _send(config, messages)
@@ -234,7 +259,7 @@ def send_requests(
     else:
         digest.approval_requested_at = now
         digest.reminder_sent_at = None
-        if digest.state in ("draft", "held"):
+        if digest.state in ("draft", "held", "revising"):
             digest.state = "awaiting_approval"
     if not digest.subject:
         digest.subject = rendered.subject
@@ -250,6 +275,7 @@ def send_requests(
         now=now,
         version=digest.version,
         editors=len(to),
+        **({} if kind == "reminder" else {"snapshot": snap}),
     )
     log.info(
         "approval mail sent",
@@ -289,13 +315,23 @@ def send_acknowledgement(
     exchange = config.exchange(digest.exchange_id)
     if to.strip().lower() not in exchange.editors:
         return
+    lang = editor_lang(config, digest, to)
+    _ = gettext_for(lang)
+    review = editor_links(config, digest, to.strip().lower(), now=now)["review"]
     text = (
-        environment()
+        environment(lang)
         .get_template("email/approval_ack.txt")
-        .render(ok=ok, message=message, digest=digest, exchange=exchange.display_name)
+        .render(
+            ok=ok,
+            message=message,
+            digest=digest,
+            exchange=exchange.display_name,
+            review_url=review,
+        )
     )
+    what = _("Done") if ok else _("Not done")
     subject = (
-        f"{'Done' if ok else 'Not done'}: digest {digest.id} ({exchange.display_name}) "
+        f"{what}: " + _("digest %(id)s", id=digest.id) + f" ({exchange.display_name}) "
         f"{subject_tag(reply_token(config, digest, to))}"
     )
     msg = _base_message(config, to=to, subject=subject)
@@ -333,22 +369,36 @@ def send_unverified_notice(
     if editor not in exchange.editors:
         return
     review = editor_links(config, digest, editor, now=now)["review"]
+    _ = gettext_for(editor_lang(config, digest, editor))
     body = (
-        f"A reply to the approval request for digest {digest.id} ({exchange.display_name}, "
-        f"version {digest.version}) arrived in your name, {editor}, but it could not be "
-        f"verified as sent by you, so nothing was changed.\n\n"
-        f"Why: {reason}\n\n"
-        "If you sent it, your mail provider did not sign it for your domain (DKIM) or send "
-        "it from a server your domain allows (SPF). Please use the review page instead:\n"
-        f"{review}\n\n"
-        "If you did not send it, someone may be trying to act in your name: tell the "
-        "operator. The attempt is in the digest's audit log.\n"
+        _(
+            "A reply to the approval request for digest %(id)s (%(exchange)s, version "
+            "%(version)s) arrived in your name, %(editor)s, but it could not be verified as "
+            "sent by you, so nothing was changed.",
+            id=digest.id,
+            exchange=exchange.display_name,
+            version=digest.version,
+            editor=editor,
+        )
+        + "\n\n"
+        + _("Why: %(reason)s", reason=reason)
+        + "\n\n"
+        + _(
+            "If you sent it, your mail provider did not sign it for your domain (DKIM) or send "
+            "it from a server your domain allows (SPF). Please use the review page instead:"
+        )
+        + f"\n{review}\n\n"
+        + _(
+            "If you did not send it, someone may be trying to act in your name: tell the "
+            "operator. The attempt is in the digest's audit log."
+        )
+        + "\n"
     )
     msg = _base_message(
         config,
         to=editor,
-        subject=f"Not done: your reply about digest {digest.id} could not be verified "
-        f"{subject_tag(reply_token(config, digest, editor))}",
+        subject=_("Not done: your reply about digest %(id)s could not be verified", id=digest.id)
+        + f" {subject_tag(reply_token(config, digest, editor))}",
     )
     msg["Message-ID"] = make_msgid(idstring="nx-unverified", domain=_domain(config))
     msg["Auto-Submitted"] = "auto-replied"
@@ -375,23 +425,56 @@ def notify_other_editors(
     reason), so nobody approves or edits blind. A mail failure never undoes the decision."""
     exchange = config.exchange(digest.exchange_id)
     others = [e for e in exchange.editors if e != editor]
-    what = "rejected" if decision == "reject" else "asked for changes to"
     messages = []
     for other in others:
-        body = (
-            f"{editor} {what} digest {digest.id} ({exchange.display_name}, period "
-            f"{digest.period_start} to {digest.period_end}, version {digest.version}).\n"
-            + (f"\nTheir words:\n{comment}\n" if comment else "")
-            + (
-                "\nThe digest will not be sent.\n"
-                if decision == "reject"
-                else f"\nReview page: {editor_links(config, digest, other, now=now)['review']}\n"
+        _ = gettext_for(editor_lang(config, digest, other))
+        review = editor_links(config, digest, other, now=now)["review"]
+        if decision == "reject":
+            head = _(
+                "%(editor)s rejected version %(old)s of digest %(id)s (%(exchange)s, period "
+                "%(start)s to %(end)s).",
+                editor=editor,
+                old=digest.version - 1,
+                id=digest.id,
+                exchange=exchange.display_name,
+                start=digest.period_start,
+                end=digest.period_end,
             )
+            tail = _(
+                "The digest is back with the editors as a draft of version %(version)s: "
+                'change it on the review page and press "Send for approval". Nobody is '
+                "asked to approve it until then.",
+                version=digest.version,
+            )
+            subject = _("%(editor)s rejected digest %(id)s", editor=editor, id=digest.id)
+        else:
+            head = _(
+                "%(editor)s asked for changes to digest %(id)s (%(exchange)s, period "
+                "%(start)s to %(end)s, version %(version)s).",
+                editor=editor,
+                id=digest.id,
+                exchange=exchange.display_name,
+                start=digest.period_start,
+                end=digest.period_end,
+                version=digest.version,
+            )
+            tail = ""
+            subject = _(
+                "%(editor)s asked for changes to digest %(id)s", editor=editor, id=digest.id
+            )
+        body = (
+            head
+            + "\n"
+            + ("\n" + _("Their words:") + f"\n{comment}\n" if comment else "")
+            + (f"\n{tail}\n" if tail else "")
+            + "\n"
+            + _("Review page:")
+            + f" {review}\n"
         )
         msg = _base_message(
             config,
             to=other,
-            subject=f"{editor} {what} digest {digest.id} {subject_tag(reply_token(config, digest, other))}",
+            subject=f"{subject} {subject_tag(reply_token(config, digest, other))}",
         )
         msg["Message-ID"] = make_msgid(idstring="nx-note", domain=_domain(config))
         msg["Reply-To"] = plus_address(config, reply_token(config, digest, other), digest.version)
@@ -466,7 +549,7 @@ def run_approvals(db: Database, config: Config, *, now: datetime) -> ApprovalRun
     with db.session() as session:
         rows = session.execute(
             select(Digest.id, Digest.state, Digest.exchange_id).where(
-                Digest.state.in_(("draft", "awaiting_approval"))
+                Digest.state.in_(("draft", "awaiting_approval", "revising"))
             )
         ).all()
     known = {e.id for e in config.exchanges}
@@ -493,6 +576,13 @@ def _run_one(
 ) -> None:
     exchange = config.exchange(digest.exchange_id)
     settings = exchange.approval
+    if digest.state == "revising":
+        # A draft with the editors: nobody is asked until one of them sends it for approval,
+        # but the deadline (from the last request) still decides if nobody does.
+        asked_at = digest.approval_requested_at
+        if asked_at and now >= asked_at + timedelta(hours=settings.deadline_hours):
+            _deadline(session, config, digest, now=now, report=report)
+        return
     if digest.state == "draft" or digest.approval_requested_at is None:
         send_requests(session, config, digest, now=now, kind="request")
         report.requested.append(digest.id)

@@ -44,7 +44,7 @@ Action = Literal["approve", "reject", "changes", "review"]
 ACTIONS: tuple[Action, ...] = ("approve", "reject", "changes", "review")
 #: States in which a digest still waits for a decision (held: the deadline passed, but a late
 #: approval is still the editors' call, never an automatic send).
-OPEN_STATES = ("draft", "awaiting_approval", "held")
+OPEN_STATES = ("draft", "awaiting_approval", "held", "revising")
 
 _SALT = "newsexchange.approval.action.v1"
 _CSRF_SALT = b"newsexchange.approval.csrf.v1"

@@ -40,6 +40,7 @@ from starlette.routing import BaseRoute, Route
 from newsexchange.approval.audit import audit
 from newsexchange.approval.decide import apply_edit, decide, latest_decisions
 from newsexchange.approval.tokens import (
+    OPEN_STATES,
     ActionClaims,
     TokenError,
     check_against_digest,
@@ -52,7 +53,9 @@ from newsexchange.approval.tokens import (
 )
 from newsexchange.config import Config
 from newsexchange.db import Database, Digest, utcnow
+from newsexchange.digest import item_text
 from newsexchange.errors import ApprovalError, DigestError, NewsExchangeError
+from newsexchange.i18n import gettext_for
 from newsexchange.web.limits import BodyTooLarge, capped_request
 
 log = logging.getLogger(__name__)
@@ -75,18 +78,25 @@ def _now(request: Request) -> datetime:
     return clock() if callable(clock) else utcnow()
 
 
-def _page(template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+def _page(template: str, status: int = 200, *, lang: str | None = None, **ctx: Any) -> HTMLResponse:
     from newsexchange.web.templating import environment
 
-    html = environment().get_template(template).render(**ctx)
-    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+    html = environment(lang).get_template(template).render(**ctx)
+    headers = dict(SECURITY_HEADERS)
+    if template == "web/review.html":  # the desk frames its own preview
+        headers["Content-Security-Policy"] = headers["Content-Security-Policy"].replace(
+            "default-src 'none';", "default-src 'none'; frame-src 'self';"
+        )
+    return HTMLResponse(html, status_code=status, headers=headers)
 
 
-def _error(exc: TokenError | NewsExchangeError, status: int | None = None) -> HTMLResponse:
+def _error(
+    exc: TokenError | NewsExchangeError, status: int | None = None, *, lang: str | None = None
+) -> HTMLResponse:
     kind = exc.kind if isinstance(exc, TokenError) else "refused"
     message = exc.message if isinstance(exc, TokenError) else str(exc)
     code = status or (exc.status if isinstance(exc, TokenError) else 409)
-    return _page("web/token_error.html", code, kind=kind, message=message)
+    return _page("web/token_error.html", code, lang=lang, kind=kind, message=message)
 
 
 def _client(request: Request) -> str:
@@ -146,6 +156,7 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                 )
                 return _page(
                     "web/approval_confirm.html",
+                    lang=config.editor_language(config.exchange(digest.exchange_id), claims.editor),
                     action=claims.action,
                     label=_ACTION_LABEL[claims.action],
                     editor=claims.editor,
@@ -154,16 +165,27 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                     **view,
                 )
         except (TokenError, ApprovalError) as exc:
-            return _error(exc)
+            return _error(exc, lang=lang_for(claims_or_none(token, now)))
+
+    def claims_or_none(token: str, now: datetime) -> ActionClaims | None:
+        try:
+            return read_action_token(config, token, now=now)
+        except TokenError:
+            return None
 
     def confirm_act(token: str, form: dict[str, str], now: datetime, address: str) -> HTMLResponse:
         if not check_csrf(config, token, form.get("csrf")):
+            lang = lang_for(claims_or_none(token, now))
+            _ = gettext_for(lang)
             return _page(
                 "web/token_error.html",
                 403,
+                lang=lang,
                 kind="csrf",
-                message="This form is not valid (it did not come from the confirmation page). "
-                "Open the link from the email again.",
+                message=_(
+                    "This form is not valid (it did not come from the confirmation page). "
+                    "Open the link from the email again."
+                ),
             )
         claims: ActionClaims | None = None
         try:
@@ -172,8 +194,9 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                 raise TokenError("tampered", "This link cannot approve or reject.")
             comment = (form.get("comment") or "").strip() or None
             if claims.action == "reject" and not comment:
+                _ = gettext_for(lang_for(claims))
                 raise ApprovalError(
-                    "Please give a reason for rejecting (it goes to the other editors)."
+                    _("Please give a reason for rejecting (it goes to the other editors).")
                 )
             with db.session() as session:
                 digest = load(session, claims)
@@ -190,11 +213,29 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                     now=now,
                 )
                 view = view_of(session, digest)
-                page = _page("web/approval_done.html", result=result, **view)
+                desk_url = None
+                if digest.state == "revising":  # rejected: the draft of the next version
+                    desk = make_action_token(
+                        config,
+                        digest_id=digest.id,
+                        version=digest.version,
+                        editor=claims.editor,
+                        action="review",
+                        now=now,
+                        valid_days=config.exchange(digest.exchange_id).approval.link_valid_days,
+                    )
+                    desk_url = f"/review/{desk}"
+                page = _page(
+                    "web/approval_done.html",
+                    lang=lang_for(claims, digest),
+                    result=result,
+                    desk_url=desk_url,
+                    **view,
+                )
             return page
         except (TokenError, ApprovalError) as exc:
             refuse_logged(claims, exc, address, now)
-            return _error(exc)
+            return _error(exc, lang=lang_for(claims))
         except IntegrityError:
             # Two clicks racing: the used_tokens primary key let exactly one of them act.
             used = TokenError(
@@ -265,9 +306,112 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
             status=409,
         )
 
+    def lang_for(claims: ActionClaims | None, digest: Digest | None = None) -> str | None:
+        if claims is None:
+            return None
+        if digest is None:
+            with db.session() as session:
+                digest = session.get(Digest, claims.digest_id)
+                if digest is None:
+                    return None
+                return config.editor_language(config.exchange(digest.exchange_id), claims.editor)
+        return config.editor_language(config.exchange(digest.exchange_id), claims.editor)
+
+    def desk_view(session: Any, digest: Digest, token: str) -> dict[str, Any]:
+        from newsexchange.approval.desk import (
+            changes,
+            content_with_intro,
+            current_intro,
+            last_snapshot,
+            snapshot,
+        )
+
+        entries = {e.item_id: e for e in digest.entries}
+        left_out = [
+            {
+                "item_id": e.item_id,
+                "title": item_text(e.item, digest.language)[0],
+                "source_name": _source_name(e.item.source_id),
+                "dropped": e.dropped,
+                "reason": e.reason.get("left_out") if isinstance(e.reason, dict) else None,
+            }
+            for e in sorted(digest.entries, key=lambda e: (not e.dropped, e.item_id))
+            if not e.included
+        ][:30]
+        content = content_with_intro(session, config, digest)
+        return {
+            "pinned": {i for i, e in entries.items() if e.pinned and e.included},
+            "left_out": left_out,
+            "intro": current_intro(session, digest).get(digest.language, ""),
+            "diff": changes(last_snapshot(session, digest), snapshot(content)),
+            "preview_url": f"/review/{token}/preview",
+        }
+
+    def _source_name(source_id: str) -> str:
+        for src in config.sources:
+            if src.id == source_id:
+                return src.display_name
+        return source_id
+
+    def status_view(session: Any, digest: Digest) -> dict[str, Any]:
+        from sqlalchemy import func, select
+
+        from newsexchange.db import Delivery, Suppression
+
+        exchange = config.exchange(digest.exchange_id)
+        tz = config.exchange_tz(exchange)
+        rows = session.execute(
+            select(Delivery.status, func.count())
+            .where(Delivery.digest_id == digest.id)
+            .group_by(Delivery.status)
+        ).all()
+        by_status = {str(st): int(n) for st, n in rows}
+        emails = {
+            e.lower()
+            for e in session.scalars(select(Delivery.email).where(Delivery.digest_id == digest.id))
+        }
+        since = digest.approved_at or digest.created_at
+        sups = session.scalars(select(Suppression).where(Suppression.created_at >= since)).all()
+        bounced = {x.email.lower() for x in sups if x.reason == "bounced"} & emails
+        unsubscribed = {x.email.lower() for x in sups if x.reason == "unsubscribed"} & emails
+        when = digest.sent_at or digest.approved_at
+        return {
+            "total": sum(by_status.values()),
+            "sent": by_status.get("sent", 0),
+            "failed": by_status.get("failed", 0),
+            "pending": sum(by_status.get(k, 0) for k in ("pending", "claimed", "retrying")),
+            "suppressed": by_status.get("suppressed", 0),
+            "bounced": len(bounced),
+            "unsubscribed": len(unsubscribed),
+            "when": when.astimezone(tz).strftime("%d.%m.%Y %H:%M %Z") if when else None,
+            "archive_url": f"/digests/{digest.id}",
+        }
+
+    def status_page(claims: ActionClaims, now: datetime) -> HTMLResponse | None:
+        """After the decision, the review link shows what went out and how (read-only)."""
+        with db.session() as session:
+            digest: Digest | None = session.get(Digest, claims.digest_id)
+            if digest is None or digest.state in OPEN_STATES:
+                return None
+            exchange = config.exchange(digest.exchange_id)
+            if claims.editor not in exchange.editors:
+                return None
+            lang = config.editor_language(exchange, claims.editor)
+            return _page(
+                "web/status.html",
+                lang=lang,
+                editor=claims.editor,
+                **view_of(session, digest),
+                **status_view(session, digest),
+            )
+
     def review_page(token: str, now: datetime, done: str | None) -> HTMLResponse:
+        claims: ActionClaims | None = None
         try:
             claims = review_claims(token, now)
+            status = status_page(claims, now)
+            if status is not None:
+                return status
             with db.session() as session:
                 refuse_used(session, claims)
                 digest = load(session, claims, allow_older_version=True)
@@ -279,22 +423,55 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                 )
                 return _page(
                     "web/review.html",
+                    lang=lang_for(claims, digest),
                     editor=claims.editor,
                     csrf=csrf_value(config, token),
                     done=done,
                     stale=stale.message if stale else None,
                     **view,
+                    **desk_view(session, digest, token),
+                )
+        except (TokenError, ApprovalError) as exc:
+            return _error(exc, lang=lang_for(claims))
+
+    def preview_page(token: str, now: datetime) -> Response:
+        """The digest mail as journalists will see it (server-rendered, framed by the desk)."""
+        from newsexchange.approval.desk import content_with_intro
+        from newsexchange.digest.render import render_content
+
+        try:
+            claims = review_claims(token, now)
+            with db.session() as session:
+                digest = load(session, claims, allow_older_version=True)
+                content = content_with_intro(session, config, digest)
+                rendered = render_content(
+                    config, config.exchange(digest.exchange_id), content, digest_id=digest.id
+                )
+                html = rendered.html.replace("%%VIEW_URL%%", "#").replace(
+                    "%%UNSUBSCRIBE_URL%%", "#"
                 )
         except (TokenError, ApprovalError) as exc:
             return _error(exc)
+        headers = {
+            **SECURITY_HEADERS,
+            "X-Frame-Options": "SAMEORIGIN",
+            "Content-Security-Policy": (
+                "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+                "form-action 'none'; frame-ancestors 'self'; base-uri 'none'"
+            ),
+        }
+        return HTMLResponse(html, headers=headers)
 
     def review_act(token: str, form: dict[str, str], now: datetime, address: str) -> Response:
         if not check_csrf(config, token, form.get("csrf")):
+            lang = lang_for(claims_or_none(token, now))
+            _ = gettext_for(lang)
             return _page(
                 "web/token_error.html",
                 403,
+                lang=lang,
                 kind="csrf",
-                message="This form is not valid (it did not come from the review page).",
+                message=_("This form is not valid (it did not come from the review page)."),
             )
         claims: ActionClaims | None = None
         op = form.get("op", "")
@@ -312,27 +489,42 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                         f"{digest.version}); reload the review page and try again.",
                         status=409,
                     )
-                if op == "approve":
-                    # Approving consumes the link, as the one-click approve link does.
-                    mark_used(session, claims.jti, now=now)
+                lang = lang_for(claims, digest)
+                if op in ("approve", "reject", "changes"):
+                    comment = (form.get("comment") or "").strip() or None
+                    if op == "reject" and not comment:
+                        _ = gettext_for(lang)
+                        raise ApprovalError(
+                            _("Please give a reason for rejecting (it goes to the other editors).")
+                        )
+                    if op == "approve":
+                        # Approving consumes the link, as the one-click approve link does.
+                        mark_used(session, claims.jti, now=now)
                     result = decide(
                         session,
                         config,
                         digest,
                         editor=claims.editor,
-                        decision="approve",
+                        decision=op,
                         channel="web",
                         address=address,
+                        comment=comment,
                         now=now,
                     )
-                    page = _page(
-                        "web/approval_done.html", result=result, **view_of(session, digest)
-                    )
-                    return page
-                done = _review_op(session, digest, op, form, claims.editor, address, now)
-                # An edit made through the current version's link continues on a link for the
-                # version it made (same editor, same expiry): the old link stays bound to its
-                # own version.
+                    if op == "approve":
+                        return _page(
+                            "web/approval_done.html",
+                            lang=lang,
+                            result=result,
+                            desk_url=None,
+                            **view_of(session, digest),
+                        )
+                    done = op
+                else:
+                    done = _review_op(session, digest, op, form, claims.editor, address, now)
+                # A change that made a new version (a rejection, the first edit of a version
+                # the editors saw) continues on a link for that version (same editor, same
+                # expiry): the old link stays bound to its own version.
                 next_token = token
                 if digest.version != claims.version:
                     next_token = make_action_token(
@@ -350,15 +542,15 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
         except (TokenError, ApprovalError, DigestError) as exc:
             if op == "approve":
                 refuse_logged(claims, exc, address, now)
-            return _error(exc)
+            return _error(exc, lang=lang_for(claims))
         except IntegrityError:
             used = TokenError(
                 "used", "This link has already been used; nothing was changed.", status=409
             )
             refuse_logged(claims, used, address, now)
-            return _error(used)
+            return _error(used, lang=lang_for(claims))
         except NewsExchangeError as exc:  # a translation the memory refused, …
-            return _error(exc, 400)
+            return _error(exc, 400, lang=lang_for(claims))
 
     def _review_op(
         session: Any,
@@ -369,39 +561,65 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
         address: str,
         now: datetime,
     ) -> str:
-        from newsexchange.approval.notify import send_requests
+        """One change on the desk. Changes accumulate on a draft of the next version and mail
+        nobody; "submit" (Send for approval) mails each other editor once."""
+        from newsexchange.approval.desk import set_intro, start_revision, submit
 
+        if op == "submit":
+            submit(session, config, digest, editor=editor, address=address, now=now)
+            return "submit"
+        if op not in ("drop", "restore", "pin", "unpin", "up", "down", "translate", "intro"):
+            raise ApprovalError(f"unknown change {op!r}")
         try:
-            pos = int(form.get("position", "0"))
+            item_id = int(form.get("item_id", "0") or "0")
         except ValueError:
-            raise ApprovalError("position must be a number") from None
+            raise ApprovalError("item_id must be a number") from None
         included = sorted((e for e in digest.entries if e.included), key=lambda e: e.position)
+        by_item = {e.item_id: e for e in included}
+        if op in ("drop", "pin", "unpin", "up", "down", "translate") and item_id not in by_item:
+            raise ApprovalError(f"item {item_id} is not in this digest (reload the page)")
+        if op == "restore" and item_id not in {e.item_id for e in digest.entries if not e.included}:
+            raise ApprovalError(f"item {item_id} is not left out of this digest (reload the page)")
+        revised = start_revision(
+            session, digest, editor=editor, channel="web", address=address, now=now
+        )
+        if op == "intro":
+            changed = set_intro(
+                session,
+                digest,
+                language=digest.language,
+                text=form.get("intro") or "",
+                editor=editor,
+                channel="web",
+                address=address,
+                now=now,
+            )
+            return "intro" if changed or revised else "unchanged"
+        if op == "translate":
+            return _translate(session, digest, form, editor, address, now, revised)
+        pos = by_item[item_id].position if item_id in by_item else 0
         positions = [e.position for e in included]
         kw: dict[str, Any] = {}
         if op == "drop":
             kw["drop"] = [pos]
         elif op == "pin":
             kw["pin"] = [pos]
-        elif op in ("up", "down"):
-            if pos not in positions:
-                raise ApprovalError(f"there is no item {pos} in this digest")
+        elif op == "unpin":
+            kw["unpin"] = [pos]
+        elif op == "restore":
+            kw["restore"] = [item_id]
+        else:
             i = positions.index(pos)
             j = i - 1 if op == "up" else i + 1
             if not 0 <= j < len(positions):
-                return "unchanged"
+                return op if revised else "unchanged"
             order = list(positions)
             order[i], order[j] = order[j], order[i]
             kw["order"] = order
-        elif op == "translate":
-            return _translate(session, digest, form, editor, address, now)
-        else:
-            raise ApprovalError(f"unknown change {op!r}")
         changed = apply_edit(
             session, config, digest, editor=editor, channel="web", address=address, now=now, **kw
         )
-        if changed:
-            send_requests(session, config, digest, now=now, kind="changed")
-        return op if changed else "unchanged"
+        return op if changed or revised else "unchanged"
 
     def _translate(
         session: Any,
@@ -410,17 +628,12 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
         editor: str,
         address: str,
         now: datetime,
+        revised: bool,
     ) -> str:
-        from newsexchange.approval.notify import send_requests
         from newsexchange.digest.render import content_hash, digest_content
         from newsexchange.translate.memory import set_editor_translation
 
-        try:
-            item_id = int(form.get("item_id", "0"))
-        except ValueError:
-            raise ApprovalError("item_id must be a number") from None
-        if item_id not in {e.item_id for e in digest.entries if e.included}:
-            raise ApprovalError(f"item {item_id} is not in this digest")
+        item_id = int(form.get("item_id", "0") or "0")
         title = (form.get("title") or "").strip()
         summary = (form.get("summary") or "").strip()
         if not title:
@@ -434,9 +647,9 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
         digest = session.get(Digest, digest.id)
         after = content_hash(digest_content(session, config, digest))
         if before == after:
-            return "unchanged"
-        old = digest.version
-        digest.version = old + 1
+            return "translate" if revised else "unchanged"
+        if digest.state != "revising":  # a draft nobody saw yet: still a new version
+            digest.version += 1
         audit(
             session,
             digest_id=digest.id,
@@ -445,12 +658,10 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
             channel="web",
             address=address,
             now=now,
-            from_version=old,
             version=digest.version,
             item_id=item_id,
             language=digest.language,
         )
-        send_requests(session, config, digest, now=now, kind="changed")
         return "translate"
 
     async def review_get(request: Request) -> Response:
@@ -458,6 +669,9 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
         return await run_in_threadpool(
             review_page, request.path_params["token"], _now(request), done
         )
+
+    async def preview_get(request: Request) -> Response:
+        return await run_in_threadpool(preview_page, request.path_params["token"], _now(request))
 
     async def review_post(request: Request) -> Response:
         form = await request.form()
@@ -516,7 +730,9 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                 request, limit, setting="mail.sendgrid.inbound_max_bytes"
             )
         except BodyTooLarge as exc:
-            return JSONResponse({"ok": False, "error": str(exc)}, 413, headers={"Connection": "close"})
+            return JSONResponse(
+                {"ok": False, "error": str(exc)}, 413, headers={"Connection": "close"}
+            )
         # Starlette's default part limit is 1 MB; any part may be as large as the whole post.
         form = await request.form(max_files=100, max_fields=200, max_part_size=limit)
         data = {k: str(v) for k, v in form.items() if isinstance(v, str)}
@@ -536,6 +752,7 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
         Route("/approve/{token}", approve_post, methods=["POST"]),
         Route("/review/{token}", review_get, methods=["GET", "HEAD"]),
         Route("/review/{token}", review_post, methods=["POST"]),
+        Route("/review/{token}/preview", preview_get, methods=["GET", "HEAD"]),
         Route("/inbound/sendgrid", inbound_sendgrid, methods=["POST"]),
         Route("/inbound/sendgrid/{secret}", inbound_sendgrid, methods=["POST"]),
     ]

@@ -9,8 +9,8 @@ Rules (the invariants this module keeps):
 
 - One digest per (exchange, period): the unique constraint ``uq_digest_period`` makes
   building twice, or two builds racing, end with the same row.
-- Rebuilding is allowed while the digest is ``draft``, ``awaiting_approval`` or ``held``
-  (not approved yet). An approved, sending, sent or rejected digest is never changed:
+- Rebuilding is allowed while the digest is ``draft``, ``awaiting_approval``, ``held`` or
+  ``revising`` (not approved yet). An approved, sending, sent or rejected digest is never changed:
   rebuilding or editing it raises :class:`DigestError` saying why.
 - Editor pins, drops and ordering live on the ``digest_items`` rows and are read back on a
   rebuild, so new items arriving never undo an editor's choice.
@@ -63,10 +63,14 @@ STATES: tuple[str, ...] = (
     "sent",
     "rejected",
     "held",
+    "revising",
 )
 # "held" (the approval deadline passed) is still unapproved: editors may change it and ask
 # again, as the approval step allows.
-EDITABLE_STATES: frozenset[str] = frozenset({"draft", "awaiting_approval", "held"})
+# "revising" is a draft of the next version with the editors (after a rejection or an edit
+# on the review page): their changes accumulate without a new version each, and nothing is
+# mailed until one of them sends it for approval.
+EDITABLE_STATES: frozenset[str] = frozenset({"draft", "awaiting_approval", "held", "revising"})
 
 __all__ = [
     "EDITABLE_STATES",
@@ -259,7 +263,9 @@ def build_digest(
         selection, items = _select_for(session, config, exchange, period, digest, now)
         changed = _write_selection(session, digest, selection, items, exchange.language)
         old_version, old_state = digest.version, digest.state
-        if changed and not created:
+        if changed and not created and digest.state == "revising":
+            pass  # a draft of a version nobody has seen yet: it stays with the editors
+        elif changed and not created:
             digest.version += 1
             if digest.state != "draft":
                 # The editors were asked about content that no longer exists: back to draft,
@@ -484,8 +490,10 @@ def edit_digest(
     pin: Collection[int] = (),
     order: Sequence[int] | None = None,
     restore: Collection[int] = (),
+    unpin: Collection[int] = (),
+    bump: bool = True,
     now: datetime,
-) -> Digest:
+) -> bool:
     """Apply an editor's changes, by item *position* as shown to editors (1-based).
 
     - ``drop``: take these items out (kept out across rebuilds).
@@ -494,9 +502,11 @@ def edit_digest(
       item 3 first, then item 1, the rest after in their order); kept across rebuilds.
     - ``restore``: *item ids* (positions do not exist for left-out items) to bring back in:
       undoes a drop, or includes a left-out item, pinned.
+    - ``unpin``: positions whose pin is taken back (the item stays, ranked as a build would).
 
     All positions refer to the digest as it was before this call. Bumps ``version`` when
-    anything changed (so earlier approvals no longer count). Raises :class:`DigestError` for
+    anything changed (so earlier approvals no longer count) unless ``bump`` is false (a draft
+    of a version nobody has seen yet, ``revising``). Returns whether anything changed. Raises :class:`DigestError` for
     a digest that can no longer change or a position it does not have.
     """
     _refuse_frozen(digest, "edited")
@@ -514,6 +524,7 @@ def edit_digest(
 
     to_drop = [at(p) for p in drop]
     to_pin = [at(p) for p in pin]
+    to_unpin = [at(p) for p in unpin]
     ordered = [at(p) for p in (order or ())]
     if len({e.item_id for e in ordered}) != len(ordered):
         raise DigestError("order names a position twice (expected each position at most once)")
@@ -535,6 +546,9 @@ def edit_digest(
         e.pinned, e.dropped, e.included = True, False, True
         reason = {k: v for k, v in e.reason.items() if k not in ("left_out", "duplicate_of")}
         e.reason = {**reason, "pinned": True}
+    for e in to_unpin:
+        e.pinned = False
+        e.reason = {**e.reason, "pinned": False}
     if ordered:
         for e in digest.entries:
             if "editor_rank" in e.reason:
@@ -549,11 +563,11 @@ def edit_digest(
             e.position = 0
     changed = _signature(digest.entries) != before
     flags_changed = {(e.item_id, e.pinned, e.dropped) for e in digest.entries} != flags_before
-    if changed or flags_changed:
+    if (changed or flags_changed) and bump:
         digest.version += 1
     session.flush()
     log.info(
         "digest edited",
         extra={"digest": digest.id, "version": digest.version, "at": now.isoformat()},
     )
-    return digest
+    return changed or flags_changed
