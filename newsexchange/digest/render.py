@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import format_datetime, make_msgid, parseaddr
 from functools import lru_cache
 from typing import Any
@@ -52,7 +51,7 @@ from sqlalchemy.orm import Session
 from newsexchange.config import Config, ExchangeSettings
 from newsexchange.db import Digest, Item
 from newsexchange.errors import DigestError
-from newsexchange.mailheaders import header_text
+from newsexchange.mailheaders import POLICY, header_text
 
 CONTENT_SCHEMA = "newsexchange.digest-content/1"
 UNSUBSCRIBE_MARKER = "%%UNSUBSCRIBE_URL%%"
@@ -520,7 +519,7 @@ def to_email(
     ``message_id`` and the list headers in ``extra_headers`` (replacing any same-named
     header set here). The per-recipient markers are *not* substituted here.
     """
-    msg = EmailMessage(policy=SMTP)
+    msg = EmailMessage(policy=POLICY)  # SMTP, with folding every decoder reads back
     # Every value through header_text: the subject carries the exchange's name, the list
     # headers a list name; a CR or LF there would be refused by the email package.
     msg["From"] = header_text(config.mail.from_)
