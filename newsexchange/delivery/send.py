@@ -293,7 +293,7 @@ def _to_header(name: str | None, addr: str) -> str:
 def list_headers(config: Config, list_id: str) -> dict[str, str]:
     """The headers every digest copy of a list carries (RFC 2369, 2919, 3834, 8058)."""
     settings = config.lists.get(list_id)
-    name = header_text((settings.name if settings else None) or list_id)
+    name = header_text((settings.name_in(settings.language) if settings else None) or list_id)
     domain = sender_domain(config)
     return {
         "List-Id": f"{name} <{header_text(list_id)}.{domain}>",
