@@ -16,6 +16,8 @@ from email.message import EmailMessage
 from email.utils import parseaddr
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from newsexchange.config import Config
 from newsexchange.db import Database
@@ -130,3 +132,25 @@ def test_the_approval_request_as_received_keeps_every_space(
     assert len(set(got.values())) == 1, got
     assert "Новости Йоэнсуу и Северной Карелии" in got["default"]
     assert "  " not in got["default"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="abc XYZ äöå йжЁ –:,.-[]=?\"'", min_size=1, max_size=160))
+def test_any_subject_of_latin_and_cyrillic_reads_back_the_same(text: str) -> None:
+    subject = " ".join(text.split(" ")).strip(" ")
+    if not subject:
+        return
+    raw = _message(subject, "news@example.org")
+    got = _decoders(raw, "Subject")
+    assert got == dict.fromkeys(got, subject), raw.split(b"\r\n\r\n", 1)[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="abc XYZ äöå йжЁ –:,.-=?\"'()", min_size=1, max_size=120))
+def test_any_sender_name_reads_back_the_same(text: str) -> None:
+    name = " ".join(text.split()).strip()
+    if not name:
+        return
+    raw = _message("Hei", _to_header(name, "news@example.org"))
+    got = _decoders(raw, "From")
+    assert got == dict.fromkeys(got, name), raw.split(b"\r\n\r\n", 1)[0]

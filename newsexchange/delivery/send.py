@@ -274,7 +274,8 @@ class PreparedDigest:
         return out
 
 
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9 .'-]+$")
+# atext and spaces only: a '.' is not atext and needs quoting (policy.default fails on it).
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9 '-]+$")
 
 
 def _to_header(name: str | None, addr: str) -> str:
