@@ -165,8 +165,18 @@ class MailSettings(_Model):
     sendgrid: SendgridSettings = Field(default_factory=SendgridSettings)
     imap: ImapSettings | None = None
     operators: list[str] = Field(default_factory=list)
+    # The sender's display name per language ({fi: "Uutisvaihto", ru: "Обмен новостями"}):
+    # mail in that language is from "<name> <address of from>"; other languages keep from.
+    from_names: dict[Language, str] = Field(default_factory=dict)
 
     _v_from = field_validator("from_")(_check_email)
+
+    def sender(self, language: str | None) -> str:
+        """``from`` with the display name of ``language`` when one is given (from_names)."""
+        from email.utils import formataddr, parseaddr
+
+        name = self.from_names.get(language) if language else None  # type: ignore[call-overload]
+        return formataddr((name, parseaddr(self.from_)[1])) if name else self.from_
 
     @field_validator("operators")
     @classmethod
@@ -254,6 +264,12 @@ class ListSettings(_Model):
     language: Language
     file: str | None = None
     name: str | None = None
+    # The list's name per language ({fi: …, ru: …}), shown on its unsubscribe page and in
+    # List-Id; a language not given falls back to name.
+    names: dict[Language, str] = Field(default_factory=dict)
+
+    def name_in(self, language: str | None) -> str | None:
+        return self.names.get(language, self.name) if language else self.name  # type: ignore[call-overload]
 
 
 class ScheduleSettings(_Model):

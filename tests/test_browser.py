@@ -123,13 +123,15 @@ regions:
             page.screenshot(path=str(shots / "2-approved.png"), full_page=True)
 
             # Approved, not yet sent: viewable online, not yet in the archive.
+            # The exchange's page speaks the exchange's language (Russian), whatever the browser.
             page.goto(f"{url}/archive/fi-to-ru")
-            assert "No digest of this exchange has been sent yet." in page.content()
+            assert "Дайджесты этого обмена ещё не рассылались." in page.content()
             report = run_send(db, cfg, now=utcnow(), digest_id=digest_id).to_json()
             assert (report["sent"], report["pending"]) == (1, 0)
 
             page.set_viewport_size({"width": 1000, "height": 900})
             page.goto(f"{url}/archive")
+            # The index lists every exchange: the browser's language (Chromium: en-US).
             assert page.locator("h1").inner_text() == "Digest archive"
             entry = page.locator(f'a[href="/digests/{digest_id}"]')
             assert "1–15 октября 2026" in entry.inner_text()

@@ -336,3 +336,33 @@ def test_rendered_digest_matches_the_golden_files(
             path.write_text(got, encoding="utf-8")
         assert path.exists(), f"{path} is missing: run with NEWSEXCHANGE_REGEN_GOLDEN=1"
         assert got == path.read_text(encoding="utf-8"), f"{path.name} differs"
+
+
+@pytest.mark.parametrize(
+    ("language", "n", "expected"),
+    [
+        ("ru", 1, "1 новость"),
+        ("ru", 2, "2 новости"),
+        ("ru", 5, "5 новостей"),
+        ("ru", 21, "21 новость"),
+        ("ru", 12, "12 новостей"),
+        ("fi", 1, "1 uutinen"),
+        ("fi", 3, "3 uutista"),
+        ("en", 1, "1 news item"),
+        ("en", 2, "2 news items"),
+    ],
+)
+def test_counts_take_the_catalogues_plural_forms(language: str, n: int, expected: str) -> None:
+    from newsexchange.digest.render import plural
+
+    assert plural(language, "news", n) == expected
+
+
+def test_labels_come_from_the_catalogue_of_each_language() -> None:
+    from newsexchange.digest.render import labels, time_in, untranslated_note
+
+    assert labels("fi")["view_online"] == "Avaa selaimessa"
+    assert labels("ru")["events"] == "События"
+    assert labels("en")["unsubscribe"] == "Unsubscribe"
+    assert time_in("ru", "Хельсинки") == "время: Хельсинки"
+    assert untranslated_note("fi", "venäjä") == "Ei käännetty – alkuperäinen kieli: venäjä"

@@ -93,12 +93,12 @@ def editor_links(config: Config, digest: Digest, editor: str, *, now: datetime) 
 
 
 def _base_message(config: Config, *, to: str, subject: str) -> EmailMessage:
-    from newsexchange.mailheaders import header_text  # one cleaning for every header
+    from newsexchange.mailheaders import header_text, wire  # one cleaning for every header
 
     msg = EmailMessage()
     msg["From"] = header_text(config.mail.from_)
     msg["To"] = header_text(to)
-    msg["Subject"] = header_text(subject)  # exchange names, subjects: data, not structure
+    wire(msg)["Subject"] = header_text(subject)  # data, not structure; folded by mailheaders
     msg["Date"] = format_datetime(datetime.now().astimezone())
     return msg
 

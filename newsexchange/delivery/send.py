@@ -274,31 +274,27 @@ class PreparedDigest:
         return out
 
 
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9 .'-]+$")
+# atext and spaces only: a '.' is not atext and needs quoting (policy.default fails on it).
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9 '-]+$")
 
 
 def _to_header(name: str | None, addr: str) -> str:
-    """``Name <addr>``, the name as one RFC 2047 encoded-word when it is not plain ASCII.
-
-    email.utils.formataddr does the same through the email.header machinery at ~10x the
-    cost; it is still used for names too long for one encoded-word (75 characters). The
-    name is cleaned first (:func:`header_text`): these bytes go into the message as they
-    are, so a CR/LF in a name would start a header of its own."""
+    """``Name <addr>``, the name as one RFC 2047 encoded-word when it is not plain ASCII
+    (:func:`newsexchange.mailheaders.mailbox`: never split, so every decoder reads the name
+    back as it was). The name is cleaned first (:func:`header_text`): these bytes go into
+    the message as they are, so a CR/LF in a name would start a header of its own."""
     name = header_text(name)
     if not name:
         return addr
     if _PLAIN_NAME.match(name):
         return f"{name} <{addr}>"
-    word = "=?utf-8?b?" + base64.b64encode(name.encode("utf-8")).decode("ascii") + "?="
-    if len(word) <= 75 and name.isprintable():
-        return f"{word} <{addr}>"
     return mailbox(name, addr)
 
 
 def list_headers(config: Config, list_id: str) -> dict[str, str]:
     """The headers every digest copy of a list carries (RFC 2369, 2919, 3834, 8058)."""
     settings = config.lists.get(list_id)
-    name = header_text((settings.name if settings else None) or list_id)
+    name = header_text((settings.name_in(settings.language) if settings else None) or list_id)
     domain = sender_domain(config)
     return {
         "List-Id": f"{name} <{header_text(list_id)}.{domain}>",

@@ -41,6 +41,7 @@ from newsexchange.config import Config
 from newsexchange.db import Database, Delivery, ProviderEvent, Suppression, utcnow
 from newsexchange.delivery.sendgrid import CUSTOM_ARG
 from newsexchange.delivery.tokens import email_hash, read_token, suppress
+from newsexchange.i18n import gettext_for
 from newsexchange.web.limits import BodyTooLarge, read_body, too_large
 
 log = logging.getLogger(__name__)
@@ -52,51 +53,29 @@ UNSUBSCRIBE_MAX_BYTES = 16 * 1024
 # Delivery ids are INTEGER primary keys (32-bit signed on PostgreSQL).
 MAX_DELIVERY_ID = 2**31 - 1
 
-# The page speaks the list's language. A dozen strings: a table, like the digest's labels.
-TEXTS: dict[str, dict[str, str]] = {
-    "en": {
-        "title": "Unsubscribe",
-        "question": "Stop sending {list} to {email}?",
-        "button": "Unsubscribe",
-        "note": "Nothing changes until you press the button.",
-        "done_title": "You are unsubscribed",
-        "done": "{email} will get no more mail from {list}.",
-        "already": "{email} was already unsubscribed from {list}.",
-        "invalid_title": "This link does not work",
-        "invalid": "The unsubscribe link is damaged or was not made by us. Reply to any of "
-        "our mails and we will remove you by hand.",
-        "all_lists": "all our lists",
-        "not_asked": "Nothing changed: this request did not ask to unsubscribe.",
-    },
-    "fi": {
-        "title": "Peru tilaus",
-        "question": "Lopetetaanko listan {list} lähettäminen osoitteeseen {email}?",
-        "button": "Peru tilaus",
-        "note": "Mitään ei tapahdu ennen kuin painat painiketta.",
-        "done_title": "Tilaus on peruttu",
-        "done": "{email} ei enää saa postia listalta {list}.",
-        "already": "{email} oli jo poistettu listalta {list}.",
-        "invalid_title": "Linkki ei toimi",
-        "invalid": "Tilauksen peruutuslinkki on vioittunut. Vastaa mihin tahansa "
-        "viestiimme, niin poistamme sinut käsin.",
-        "all_lists": "kaikilta listoiltamme",
-        "not_asked": "Mitään ei muuttunut: pyyntö ei pyytänyt tilauksen perumista.",
-    },
-    "ru": {
-        "title": "Отписаться",
-        "question": "Больше не присылать «{list}» на адрес {email}?",
-        "button": "Отписаться",
-        "note": "Ничего не изменится, пока вы не нажмёте кнопку.",
-        "done_title": "Вы отписались",
-        "done": "На адрес {email} больше не будут приходить письма «{list}».",
-        "already": "Адрес {email} уже был отписан от «{list}».",
-        "invalid_title": "Ссылка не работает",
-        "invalid": "Ссылка для отписки повреждена. Ответьте на любое наше письмо, и мы "
-        "удалим вас вручную.",
-        "all_lists": "всех наших рассылок",
-        "not_asked": "Ничего не изменилось: запрос не просил отписать адрес.",
-    },
-}
+
+def texts(language: str | None) -> dict[str, str]:
+    """The unsubscribe pages' texts in ``language`` (the gettext catalogues); the values
+    ``{list}`` and ``{email}`` are filled by the caller."""
+    _ = gettext_for(language)
+    return {
+        "title": _("Unsubscribe"),
+        "question": _("Stop sending %(list)s to %(email)s?", list="{list}", email="{email}"),
+        "button": _("Unsubscribe"),
+        "note": _("Nothing changes until you press the button."),
+        "done_title": _("You are unsubscribed"),
+        "done": _("%(email)s will get no more mail from %(list)s.", list="{list}", email="{email}"),
+        "already": _(
+            "%(email)s was already unsubscribed from %(list)s.", list="{list}", email="{email}"
+        ),
+        "invalid_title": _("This link does not work"),
+        "invalid": _(
+            "The unsubscribe link is damaged or was not made by us. Reply to any of our mails "
+            "and we will remove you by hand."
+        ),
+        "all_lists": _("all our lists"),
+        "not_asked": _("Nothing changed: this request did not ask to unsubscribe."),
+    }
 
 
 def _now(request: Request) -> datetime:
@@ -104,10 +83,10 @@ def _now(request: Request) -> datetime:
     return clock() if callable(clock) else utcnow()
 
 
-def _page(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+def _page(name: str, status: int = 200, *, lang: str, **ctx: Any) -> HTMLResponse:
     from newsexchange.web.templating import environment
 
-    body = environment().get_template(f"web/{name}").render(**ctx)
+    body = environment(lang).get_template(f"web/{name}").render(**ctx)
     # The token is in our URL: never leak it to another site, never cache the page.
     return HTMLResponse(
         body,
@@ -127,15 +106,15 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
     def texts_for(list_id: str | None) -> tuple[str, dict[str, str], str]:
         settings = config.lists.get(list_id) if list_id else None
         lang = settings.language if settings else "en"
-        t = TEXTS.get(lang, TEXTS["en"])
-        list_name = (settings.name or list_id) if settings and list_id else t["all_lists"]
+        t = texts(lang)
+        list_name = (settings.name_in(lang) or list_id) if settings and list_id else t["all_lists"]
         return lang, t, list_name
 
     async def unsubscribe(request: Request) -> Response:
         token = request.path_params["token"]
         tok = read_token(config, token)
         if tok is None:
-            t = TEXTS["en"]
+            t = texts("en")
             return _page(
                 "unsubscribe_done.html",
                 400,

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import format_datetime, make_msgid, parseaddr
 from functools import lru_cache
 from typing import Any
@@ -52,96 +51,60 @@ from sqlalchemy.orm import Session
 from newsexchange.config import Config, ExchangeSettings
 from newsexchange.db import Digest, Item
 from newsexchange.errors import DigestError
-from newsexchange.mailheaders import header_text
+from newsexchange.i18n import LANGUAGES, gettext_for, ngettext_for
+from newsexchange.mailheaders import POLICY, header_text
 
 CONTENT_SCHEMA = "newsexchange.digest-content/1"
 UNSUBSCRIBE_MARKER = "%%UNSUBSCRIBE_URL%%"
 
 # -- labels ----------------------------------------------------------------------------------
-# A small table rather than gettext catalogs: three languages, a dozen strings, reviewed by the
-# editors on each side. Plural forms follow CLDR via babel (Locale.plural_form).
+# The gettext catalogues (newsexchange/i18n.py), like every other text; the digest's own few
+# labels are gathered in one dict so the templates read ``t.news``. Plural forms follow each
+# catalogue's CLDR rule (Russian 1/2/5).
 
-LABELS: dict[str, dict[str, str]] = {
-    "fi": {
-        "digest": "Uutiskatsaus",
-        "news": "Uutiset",
-        "events": "Tapahtumat",
-        "read_original": "Lue alkuperäinen",
-        "original_title": "Alkuperäinen otsikko",
-        "source": "Lähde",
-        "when": "Milloin",
-        "also_in": "Myös",
-        "view_online": "Avaa selaimessa",
-        "unsubscribe": "Peru tilaus",
-        "untranslated": "Ei käännetty – alkuperäinen kieli: {language}",
-        "machine": "Otsikot ja tiivistelmät on käännetty koneellisesti; alkuperäiset otsikot ovat mukana.",
-        "empty": "Tällä jaksolla ei ole uutisia.",
-        "footer": "Saat tämän katsauksen, koska olet alueellisen uutisvaihdon mediajakelulistalla.",
-        "and": "ja",
-        "time_in": "aikavyöhyke: {city}",
-    },
-    "ru": {
-        "digest": "Дайджест новостей",
-        "news": "Новости",
-        "events": "События",
-        "read_original": "Читать оригинал",
-        "original_title": "Оригинальный заголовок",
-        "source": "Источник",
-        "when": "Когда",
-        "also_in": "Также",
-        "view_online": "Открыть в браузере",
-        "unsubscribe": "Отписаться",
-        "untranslated": "Без перевода — язык оригинала: {language}",
-        "machine": "Заголовки и аннотации переведены автоматически; оригинальные заголовки приведены.",
-        "empty": "За этот период новостей нет.",
-        "footer": "Вы получаете этот дайджест как участник медиарассылки регионального обмена новостями.",
-        "and": "и",
-        "time_in": "время: {city}",
-    },
-    "en": {
-        "digest": "News digest",
-        "news": "News",
-        "events": "Events",
-        "read_original": "Read the original",
-        "original_title": "Original title",
-        "source": "Source",
-        "when": "When",
-        "also_in": "Also in",
-        "view_online": "View in browser",
-        "unsubscribe": "Unsubscribe",
-        "untranslated": "Not translated – original language: {language}",
-        "machine": "Titles and summaries are machine-translated; the original titles are included.",
-        "empty": "No news in this period.",
-        "footer": "You receive this digest because you are on a media list of the regional news exchange.",
-        "and": "and",
-        "time_in": "{city} time",
-    },
-}
 
-PLURALS: dict[str, dict[str, dict[str, str]]] = {
-    "fi": {
-        "news": {"one": "{n} uutinen", "other": "{n} uutista"},
-        "events": {"one": "{n} tapahtuma", "other": "{n} tapahtumaa"},
-    },
-    "ru": {
-        "news": {
-            "one": "{n} новость",
-            "few": "{n} новости",
-            "many": "{n} новостей",
-            "other": "{n} новости",
-        },
-        "events": {
-            "one": "{n} событие",
-            "few": "{n} события",
-            "many": "{n} событий",
-            "other": "{n} события",
-        },
-    },
-    "en": {
-        "news": {"one": "{n} news item", "other": "{n} news items"},
-        "events": {"one": "{n} event", "other": "{n} events"},
-    },
-}
+def labels(language: str) -> dict[str, str]:
+    _ = gettext_for(_lang(language))
+    return {
+        "digest": _("News digest"),
+        "news": _("News"),
+        "events": _("Events"),
+        "read_original": _("Read the original"),
+        "original_title": _("Original title"),
+        "source": _("Source"),
+        "when": _("When"),
+        "also_in": _("Also in"),
+        "view_online": _("View in browser"),
+        "unsubscribe": _("Unsubscribe"),
+        "machine": _(
+            "Titles and summaries are machine-translated; the original titles are included."
+        ),
+        "empty": _("No news in this period."),
+        "footer": _(
+            "You receive this digest because you are on a media list of the regional news "
+            "exchange."
+        ),
+        "and": _("and"),
+    }
+
+
+def untranslated_note(language: str, original: str) -> str:
+    _ = gettext_for(language)
+    return _("Not translated – original language: %(language)s", language=original)
+
+
+def time_in(language: str, city: str) -> str:
+    _ = gettext_for(language)
+    return _("%(city)s time", city=city)
+
+
+def plural(language: str, key: str, n: int) -> str:
+    ngettext = ngettext_for(_lang(language))
+    num = format_decimal(n, locale=language)
+    if key == "events":
+        return ngettext("%(num)s event", "%(num)s events", n, num=num)
+    return ngettext("%(num)s news item", "%(num)s news items", n, num=num)
+
 
 # Date patterns (CLDR syntax). babel's interval formats give "1–15 нояб. 2026 г." and
 # "Nov 1 – 15, 2026"; the exchange's editors asked for the long forms below, so periods are
@@ -175,19 +138,9 @@ SUMMARY_TAGS = {
 
 
 def _lang(language: str) -> str:
-    if language not in LABELS:
+    if language not in LANGUAGES:
         raise DigestError(f"no labels for language {language!r} (expected one of fi, ru, en)")
     return language
-
-
-def labels(language: str) -> dict[str, str]:
-    return LABELS[_lang(language)]
-
-
-def plural(language: str, key: str, n: int) -> str:
-    form = Locale.parse(language).plural_form(n)
-    forms = PLURALS[_lang(language)][key]
-    return forms.get(form, forms["other"]).format(n=format_decimal(n, locale=language))
 
 
 def format_period(start: date, end: date, language: str) -> str:
@@ -224,7 +177,7 @@ def format_event(
     text = babel_datetime(local, EVENT_TIME[lang], tzinfo=tz, locale=lang)
     if reader_tz is not None and moment.astimezone(reader_tz).utcoffset() != local.utcoffset():
         city = get_timezone_location(tz, locale=lang, return_city=True)
-        text += f" ({labels(lang)['time_in'].format(city=city)})"
+        text += f" ({time_in(lang, city)})"
     return text
 
 
@@ -363,7 +316,6 @@ def _wrap(text: str, width: int = 72) -> str:
 def _view_items(
     config: Config, content: Mapping[str, Any], language: str, tz: ZoneInfo
 ) -> list[dict[str, Any]]:
-    t = labels(language)
     views = []
     for it in content["items"]:
         published = datetime.fromisoformat(it["published_at"])
@@ -384,8 +336,8 @@ def _view_items(
                 "original_language_name": language_name(it["original_language"], language),
                 "untranslated_note": None
                 if it["translated"]
-                else t["untranslated"].format(
-                    language=language_name(it["original_language"], language)
+                else untranslated_note(
+                    language, language_name(it["original_language"], language)
                 ),
                 "show_original_title": (
                     not it.get("same_language", False)
@@ -474,9 +426,9 @@ def render_content(
         "machine_note": t["machine"] if machine else None,
         "view_url": view_url,
         "unsubscribe_url": UNSUBSCRIBE_MARKER,
-        "from_name": parseaddr(config.mail.from_)[0] or exchange_title(exchange),
+        "from_name": parseaddr(config.mail.sender(language))[0] or exchange_title(exchange),
     }
-    env = environment()
+    env = environment(language)
     html = env.get_template("email/digest.html").render(ctx)
     html = _inliner().inline(html)
     text = env.get_template("email/digest.txt").render(ctx)
@@ -520,10 +472,10 @@ def to_email(
     ``message_id`` and the list headers in ``extra_headers`` (replacing any same-named
     header set here). The per-recipient markers are *not* substituted here.
     """
-    msg = EmailMessage(policy=SMTP)
+    msg = EmailMessage(policy=POLICY)  # SMTP, with folding every decoder reads back
     # Every value through header_text: the subject carries the exchange's name, the list
     # headers a list name; a CR or LF there would be refused by the email package.
-    msg["From"] = header_text(config.mail.from_)
+    msg["From"] = header_text(config.mail.sender(rendered.language))
     if to:
         msg["To"] = header_text(to)
     if config.mail.reply_to:

@@ -31,6 +31,7 @@ from starlette.routing import BaseRoute, Route
 from newsexchange.config import Config, ExchangeSettings
 from newsexchange.db import Database, Digest, utcnow
 from newsexchange.errors import ConfigError
+from newsexchange.i18n import LANGUAGES, SOURCE_LANGUAGE, gettext_for
 from newsexchange.web import ids  # noqa: F401  (registers the {name:id} convertor)
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,34 @@ VIEW_CSP = (
     "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-PAGE_HEADERS = {"cache-control": "public, max-age=300"}
-LANGUAGE_NAMES = {"fi": "Finnish · suomi", "ru": "Russian · русский", "en": "English"}
+# Vary: the index and the 404 page follow Accept-Language.
+PAGE_HEADERS = {"cache-control": "public, max-age=300", "vary": "Accept-Language"}
+
+
+def page_language(accept_language: str | None) -> str:
+    """The archive index's language: it lists every exchange, so it speaks the reader's
+    browser language (Accept-Language, by q-value) when that is fi, ru or en, else English.
+    An exchange's own pages and feed speak the exchange's language."""
+    best: tuple[float, str] = (0.0, SOURCE_LANGUAGE)
+    for i, part in enumerate((accept_language or "").split(",")[:20]):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                continue
+        lang = tag.strip().lower().split("-")[0]
+        if lang in LANGUAGES and q > best[0]:
+            best = (q - i * 1e-6, lang)  # the first of equal weights wins
+    return best[1]
+
+
+def language_label(code: str, page_lang: str) -> str:
+    """ "venäjä", "финский", "Russian": a language's name in the page's language."""
+    from newsexchange.digest.render import language_name
+
+    return language_name(code, page_lang)
 
 
 def _content(session: Any, config: Config, digest: Digest) -> dict[str, Any]:
@@ -113,8 +140,13 @@ def atom_feed(config: Config, db: Database, exchange: ExchangeSettings, *, now: 
     fg = FeedGenerator()
     fg.id(page)
     fg.title(exchange.display_name)
+    _ = gettext_for(exchange.language)  # the feed speaks the exchange's language
     fg.subtitle(
-        f"Digests of the {exchange.id} news exchange ({LANGUAGE_NAMES.get(exchange.language, exchange.language)})"
+        _(
+            "Digests of the %(exchange)s news exchange (%(language)s)",
+            exchange=exchange.display_name,
+            language=language_label(exchange.language, exchange.language),
+        )
     )
     fg.link(href=page, rel="alternate", type="text/html")
     fg.link(href=f"{page}/atom.xml", rel="self", type="application/atom+xml")
@@ -167,29 +199,34 @@ def _entry_html(items: list[dict[str, Any]]) -> str:
 def routes(config: Config, db: Database) -> list[BaseRoute]:
     from newsexchange.web.templating import environment
 
-    def page(template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
-        html = environment().get_template(template).render(config=config, **ctx)
+    def page(template: str, lang: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        html = environment(lang).get_template(template).render(config=config, **ctx)
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
-    def exchange_view(ex: ExchangeSettings, limit: int | None = None) -> dict[str, Any]:
+    def exchange_view(
+        ex: ExchangeSettings, page_lang: str, limit: int | None = None
+    ) -> dict[str, Any]:
         return {
             "id": ex.id,
             "name": ex.display_name,
             "language": ex.language,
-            "language_name": LANGUAGE_NAMES.get(ex.language, ex.language),
+            "language_name": language_label(ex.language, page_lang),
             "regions": [config.regions[r].name if r in config.regions else r for r in ex.from_],
             "digests": [_row(config, ex, d) for d in sent_digests(db, ex.id, limit=limit)],
             "url": f"/archive/{ex.id}",
             "atom": f"/archive/{ex.id}/atom.xml",
         }
 
-    def archive_index(_request: Request) -> Response:
-        exchanges = [exchange_view(ex, limit=6) for ex in config.exchanges]
-        return page("web/archive.html", exchanges=exchanges)
+    def archive_index(request: Request) -> Response:
+        lang = page_language(request.headers.get("accept-language"))
+        exchanges = [exchange_view(ex, lang, limit=6) for ex in config.exchanges]
+        return page("web/archive.html", lang, exchanges=exchanges)
 
     def archive_exchange(request: Request) -> Response:
         ex = _exchange(config, request.path_params["exchange"])
-        return page("web/archive_exchange.html", exchange=exchange_view(ex))
+        return page(
+            "web/archive_exchange.html", ex.language, exchange=exchange_view(ex, ex.language)
+        )
 
     def archive_atom(request: Request) -> Response:
         ex = _exchange(config, request.path_params["exchange"])
@@ -208,7 +245,8 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
             digest = s.get(Digest, digest_id)
             if digest is None or digest.state not in PUBLIC_STATES:
                 # Unsent drafts are not public; the same 404 whether it exists or not.
-                return page("web/digest_view.html", status=404, missing=True)
+                lang = page_language(request.headers.get("accept-language"))
+                return page("web/digest_view.html", lang, status=404, missing=True)
             ex = _exchange(config, digest.exchange_id)
             rendered = render.render_digest(
                 s, config, digest, view_url=f"{config.public_url}/digests/{digest.id}"
