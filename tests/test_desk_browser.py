@@ -150,6 +150,10 @@ def test_the_whole_desk_in_the_editors_language(
 
         page.set_viewport_size({"width": 1280, "height": 900})
         assert page.locator(".preview iframe").bounding_box()["width"] > 400  # type: ignore[index]
+        # The preview really shows the mail, with the intro just written.
+        framed = page.frame_locator(".preview iframe").locator("body")
+        framed.get_by_text(t["intro"]).wait_for(timeout=5000)
+        assert framed.locator("a").count() > 0
         page.screenshot(path=str(shots / "2-desk-desktop.png"), full_page=True)
         page.get_by_role("button", name=t["submit"]).click()
         page.wait_for_load_state()

@@ -21,6 +21,7 @@ from newsexchange.digest.render import (
     RenderedDigest,
     digest_content,
     format_period,
+    render_content,
     render_digest,
     to_email,
 )
@@ -317,6 +318,22 @@ def test_frozen_content_is_rendered_even_after_a_translation_changes(
         assert d is not None
         html = render_digest(s, cfg, d).html
     assert "Безработица в Северной Карелии" in html and "Исправленный" not in html
+
+
+def test_the_editors_intro_opens_the_mail_in_its_language_only(
+    db: Database, cfg: Config, seeded: dict[str, int]
+) -> None:
+    rep = build_digest(db, cfg, "joensuu-to-petrozavodsk", period_start=NOV1, now=NOW)
+    with db.session() as s:
+        d = s.get(Digest, rep.id)
+        assert d is not None
+        content = digest_content(s, cfg, d)
+    content["intro"] = {"ru": "Главное <за> две недели.\n\nВторой абзац.", "fi": "Ei tämä."}
+    r = render_content(cfg, cfg.exchange("joensuu-to-petrozavodsk"), content, digest_id=rep.id)
+    assert "Главное &lt;за&gt; две недели.</p>" in r.html and "Второй абзац.</p>" in r.html
+    assert r.html.index("Второй абзац") < r.html.index("Безработица")
+    assert "\nГлавное <за> две недели.\n\nВторой абзац.\n" in r.text
+    assert "Ei tämä" not in r.html + r.text
 
 
 # -- golden files ----------------------------------------------------------------------------

@@ -424,6 +424,13 @@ def render_content(
         "sections": sections,
         "counts": f" {t['and']} ".join(count_parts),
         "machine_note": t["machine"] if machine else None,
+        # The editors' optional intro in the readers' language (the desk, approval/desk.py):
+        # paragraphs split on blank lines, escaped like everything else.
+        "intro": [
+            " ".join(par.split())
+            for par in str((content.get("intro") or {}).get(language) or "").split("\n\n")
+            if par.strip()
+        ],
         "view_url": view_url,
         "unsubscribe_url": UNSUBSCRIBE_MARKER,
         "from_name": parseaddr(config.mail.sender(language))[0] or exchange_title(exchange),
