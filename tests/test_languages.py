@@ -126,3 +126,23 @@ def test_the_digest_comes_from_the_senders_name_in_its_language(
     assert sender.addr_spec == cfg.mail.sender(None).split("<")[1].rstrip(">")
     assert str(msg["List-Id"]).startswith("Медиа Петрозаводска <petrozavodsk-media.")
     assert cfg.mail.sender("en") == cfg.mail.from_  # no English name given: from as it is
+
+
+def test_the_approval_request_comes_from_the_senders_name_in_the_editors_language(
+    write_config: Callable[..., Config], db_for: Callable[[Config], Database]
+) -> None:
+    from newsexchange.approval import request_approval
+    from tests.test_approval import ANNA, approval_config, make_digest
+
+    mail = (
+        'mail:\n  backend: outbox\n  from: "Exchange <news@example.org>"\n'
+        '  from_names: {fi: Uutisvaihto, ru: "Обмен новостями"}\n  outbox_dir: var/outbox\n'
+    )
+    cfg = approval_config(write_config, editors=(f"{{email: {ANNA}, language: fi}}",), mail=mail)
+    db = db_for(cfg)
+    digest_id = make_digest(db)
+    assert request_approval(db, cfg, digest_id, now=NOW) == 1
+    [eml] = sorted(cfg.resolve("var/outbox").glob("nx-approval.*.eml"))
+    msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert msg["From"].addresses[0].display_name == "Uutisvaihto"
+    assert msg["From"].addresses[0].addr_spec == "news@example.org"

@@ -92,11 +92,14 @@ def editor_links(config: Config, digest: Digest, editor: str, *, now: datetime) 
     return out
 
 
-def _base_message(config: Config, *, to: str, subject: str) -> EmailMessage:
+def _base_message(
+    config: Config, *, to: str, subject: str, lang: str | None = None
+) -> EmailMessage:
+    """From (with the sender name of ``lang``, mail.from_names), To, Subject, Date."""
     from newsexchange.mailheaders import header_text, wire  # one cleaning for every header
 
     msg = EmailMessage()
-    msg["From"] = header_text(config.mail.from_)
+    msg["From"] = header_text(config.mail.sender(lang))
     msg["To"] = header_text(to)
     wire(msg)["Subject"] = header_text(subject)  # data, not structure; folded by mailheaders
     msg["Date"] = format_datetime(datetime.now().astimezone())
@@ -211,7 +214,7 @@ def build_request(
     )
     token = reply_token(config, digest, editor)  # this editor's own: replies act only for them
     subject = f"{_subject_prefix(kind, lang)}: {rendered.subject} {subject_tag(token)}"
-    msg = _base_message(config, to=editor, subject=subject)
+    msg = _base_message(config, to=editor, subject=subject, lang=lang)
     msg["Reply-To"] = plus_address(config, token, digest.version)
     msg["Message-ID"] = request_message_id(digest.id, digest.version, _domain(config))
     msg["Auto-Submitted"] = "auto-generated"
@@ -334,7 +337,7 @@ def send_acknowledgement(
         f"{what}: " + _("digest %(id)s", id=digest.id) + f" ({exchange.display_name}) "
         f"{subject_tag(reply_token(config, digest, to))}"
     )
-    msg = _base_message(config, to=to, subject=subject)
+    msg = _base_message(config, to=to, subject=subject, lang=lang)
     msg["Message-ID"] = make_msgid(idstring="nx-ack", domain=_domain(config))
     if in_reply_to:
         from newsexchange.mailheaders import header_text  # the reply's own Message-ID
@@ -369,7 +372,8 @@ def send_unverified_notice(
     if editor not in exchange.editors:
         return
     review = editor_links(config, digest, editor, now=now)["review"]
-    _ = gettext_for(editor_lang(config, digest, editor))
+    lang = editor_lang(config, digest, editor)
+    _ = gettext_for(lang)
     body = (
         _(
             "A reply to the approval request for digest %(id)s (%(exchange)s, version "
@@ -397,6 +401,7 @@ def send_unverified_notice(
     msg = _base_message(
         config,
         to=editor,
+        lang=lang,
         subject=_("Not done: your reply about digest %(id)s could not be verified", id=digest.id)
         + f" {subject_tag(reply_token(config, digest, editor))}",
     )
@@ -427,7 +432,8 @@ def notify_other_editors(
     others = [e for e in exchange.editors if e != editor]
     messages = []
     for other in others:
-        _ = gettext_for(editor_lang(config, digest, other))
+        lang = editor_lang(config, digest, other)
+        _ = gettext_for(lang)
         review = editor_links(config, digest, other, now=now)["review"]
         if decision == "reject":
             head = _(
@@ -474,6 +480,7 @@ def notify_other_editors(
         msg = _base_message(
             config,
             to=other,
+            lang=lang,
             subject=f"{subject} {subject_tag(reply_token(config, digest, other))}",
         )
         msg["Message-ID"] = make_msgid(idstring="nx-note", domain=_domain(config))
