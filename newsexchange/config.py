@@ -335,6 +335,8 @@ class ExchangeSettings(_Model):
     approvals_required: int = Field(1, ge=1)
     lists: list[str] = Field(default_factory=list)
     max_items: int = Field(20, ge=1, le=500)
+    # fewer items than this: never sent for approval, approved or sent (digest/sendable.py)
+    min_items: int = Field(1, ge=1, le=500)
     max_per_source: int = Field(5, ge=1)
     include_untranslated: bool = False
     source_weights: dict[str, float] = Field(default_factory=dict)

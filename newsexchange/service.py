@@ -264,9 +264,10 @@ def _build_periods(
     """Build each exchange's ``due`` (latest completed) or ``current`` period, once.
 
     A period is built by the service once: when its digest exists already (in any state) it
-    is left to the editors (``newsexchange digest build`` rebuilds by hand). A period without
-    a single item of the exchange's regions is not built: an empty digest would only ask the
-    editors to approve nothing.
+    is left to the editors (``newsexchange digest build`` rebuilds by hand). A due period is
+    built even when it has no item: the approvals step then tells the editors once that it has
+    nothing to send and why, instead of asking them to approve it (digest/sendable.py). The
+    period in progress (the demo) is built only when it has items.
     """
     from newsexchange.db import Item
 
@@ -299,7 +300,7 @@ def _build_periods(
             where = {"exchange": ex.id, "period": period.start.isoformat()}
             if state is not None:
                 skipped.append({**where, "reason": f"already built ({state})"})
-            elif not items:
+            elif not items and which == "current":
                 skipped.append({**where, "reason": "no items in the period"})
             else:
                 report = build_digest(db, config, ex.id, period_start=period.start, now=now)

@@ -36,6 +36,7 @@ from newsexchange.approval.audit import audit
 from newsexchange.approval.tokens import OPEN_STATES
 from newsexchange.config import Config
 from newsexchange.db import Approval, Digest
+from newsexchange.digest.sendable import included_count, refusal
 from newsexchange.errors import ApprovalError
 
 Decision = Literal["approve", "reject", "changes"]
@@ -162,6 +163,12 @@ def decide(
             f"digest {digest.id} is a draft being revised (version {digest.version}); "
             "send it for approval from the review page first"
         )
+    if decision == "approve":
+        too_few = refusal(
+            included_count((e.included, e.dropped) for e in digest.entries), exchange, digest.id
+        )
+        if too_few is not None:
+            raise ApprovalError(too_few)
     comment = (comment or "").strip() or None
     before = latest_decisions(session, digest)
     result = DecisionResult(

@@ -26,7 +26,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from typing import Any, Literal
@@ -46,6 +46,7 @@ from newsexchange.approval.inbound import (
 from newsexchange.approval.tokens import OPEN_STATES, Action, make_action_token, reply_token
 from newsexchange.config import Config
 from newsexchange.db import AuditEntry, Database, Digest
+from newsexchange.digest.sendable import SourceState, included_count, refusal, why_empty
 from newsexchange.errors import ApprovalError, DeliveryError
 from newsexchange.i18n import gettext_for
 
@@ -242,6 +243,15 @@ def send_requests(
             f"digest {digest.id} is {digest.state.replace('_', ' ')}; it needs no approval"
         )
     exchange = config.exchange(digest.exchange_id)
+    too_few = refusal(
+        included_count((e.included, e.dropped) for e in digest.entries), exchange, digest.id
+    )
+    if too_few is not None:
+        if kind == "changed":  # an editor pressed "Send for approval": say why not
+            raise ApprovalError(too_few)
+        if kind == "request":  # the build asked: the editors hear once that there is nothing
+            send_empty_notice(session, config, digest, now=now)
+        return 0
     to = list(editors if editors is not None else exchange.editors)
     content = content_with_intro(session, config, digest)
     rendered = render_content(config, exchange, content, digest_id=digest.id)
@@ -285,6 +295,69 @@ def send_requests(
         extra={"digest": digest.id, "kind": kind, "version": digest.version, "count": len(to)},
     )
     return len(to)
+
+
+def send_empty_notice(session: Session, config: Config, digest: Digest, *, now: datetime) -> bool:
+    """Tell the editors, once per digest version, that the period has nothing to send and why
+    (in each editor's language). Returns whether the notice went out now."""
+    told = session.scalars(
+        select(AuditEntry.detail).where(
+            AuditEntry.digest_id == digest.id, AuditEntry.action == "period_empty"
+        )
+    )
+    if any(d.get("version") == digest.version for d in told):
+        return False
+    from newsexchange.db import Source
+    from newsexchange.web.templating import environment
+
+    exchange = config.exchange(digest.exchange_id)
+    since = datetime.combine(digest.period_start, datetime.min.time(), tzinfo=UTC)
+    states = []
+    for src in config.sources:
+        if src.region in exchange.from_:
+            row = session.get(Source, src.id)
+            ok = bool(row and row.last_success_at and row.last_success_at >= since)
+            states.append(SourceState(src.id, ok))
+    reasons = [str(e.reason.get("left_out") or "") for e in digest.entries if not e.included]
+    messages = []
+    for editor in exchange.editors:
+        lang = editor_lang(config, digest, editor)
+        _ = gettext_for(lang)
+        why = why_empty(reasons, states, _)
+        body = environment(lang).get_template("email/period_empty.txt").render(
+            exchange=exchange.display_name,
+            exchange_id=exchange.id,
+            start=digest.period_start.isoformat(),
+            end=digest.period_end.isoformat(),
+            period=digest.period_start.isoformat(),
+            why=why,
+            min_items=exchange.min_items,
+        )
+        subject = _(
+            "Nothing to send: %(exchange)s, %(start)s – %(end)s",
+            exchange=exchange.display_name,
+            start=digest.period_start.isoformat(),
+            end=digest.period_end.isoformat(),
+        )
+        msg = _base_message(config, to=editor, subject=subject, lang=lang)
+        msg["Message-ID"] = make_msgid(idstring="nx-empty", domain=_domain(config))
+        msg["Auto-Submitted"] = "auto-generated"
+        msg.set_content(body)
+        messages.append((editor, msg))
+    _send(config, messages)
+    audit(
+        session,
+        digest_id=digest.id,
+        actor="newsexchange",
+        action="period_empty",
+        channel="system",
+        address=None,
+        now=now,
+        version=digest.version,
+        why=why_empty(reasons, states),
+        editors=len(messages),
+    )
+    return True
 
 
 def request_approval(db: Database, config: Config, digest_id: int, *, now: datetime) -> int:

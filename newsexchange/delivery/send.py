@@ -61,6 +61,7 @@ from newsexchange.db import Contact, Database, Delivery, Digest
 from newsexchange.delivery.mailers import Mailer, OutgoingMessage, SendResult, get_mailer
 from newsexchange.delivery.outbox import enqueue_deliveries, sender_domain, suppressed_addresses
 from newsexchange.delivery.tokens import suppress, unsubscribe_links
+from newsexchange.digest.sendable import included_count, refusal
 from newsexchange.errors import DeliveryError
 from newsexchange.mailheaders import header_text, mailbox
 
@@ -473,7 +474,18 @@ class _Pacer:
         self.count += n
 
 
-def _digests(session: Session, digest_id: int | None) -> list[Digest]:
+def _too_few(config: Config, d: Digest) -> str | None:
+    """Why this digest may not be sent for having too few items (digest/sendable.py): counted
+    in the frozen content that would be mailed, else in its entries."""
+    items = (d.frozen or {}).get("items") if isinstance(d.frozen, dict) else None
+    if isinstance(items, list):
+        count = len(items)
+    else:
+        count = included_count((e.included, e.dropped) for e in d.entries)
+    return refusal(count, config.exchange(d.exchange_id), d.id)
+
+
+def _digests(session: Session, config: Config, digest_id: int | None) -> list[Digest]:
     if digest_id is not None:
         d = session.get(Digest, digest_id)
         if d is None:
@@ -483,10 +495,18 @@ def _digests(session: Session, digest_id: int | None) -> list[Digest]:
                 f"digest {digest_id} is {d.state}; only an approved digest can be sent "
                 "(approve it first: newsexchange approve ID)"
             )
+        why = _too_few(config, d) if d.state != "sent" else None
+        if why is not None:
+            raise DeliveryError(why)
         return [d]
-    return list(
-        session.scalars(select(Digest).where(Digest.state.in_(SENDABLE)).order_by(Digest.id))
-    )
+    out = []
+    for d in session.scalars(select(Digest).where(Digest.state.in_(SENDABLE)).order_by(Digest.id)):
+        why = _too_few(config, d)
+        if why is not None:
+            log.warning("digest not sent", extra={"digest": d.id, "reason": why})
+            continue
+        out.append(d)
+    return out
 
 
 def _remaining(session: Session, digest_id: int) -> int:
@@ -522,7 +542,7 @@ def run_send(
     worker = worker or worker_id()
     own_mailer = mailer is None
     with db.session() as s:
-        digests = [(d.id, d.exchange_id) for d in _digests(s, digest_id)]
+        digests = [(d.id, d.exchange_id) for d in _digests(s, config, digest_id)]
     if not digests:
         report.elapsed = clock() - started
         return report
