@@ -18,7 +18,7 @@ import sqlalchemy.exc
 
 from newsexchange import __version__
 from newsexchange.commands import Context, to_json
-from newsexchange.errors import ConfigError, NewsExchangeError
+from newsexchange.errors import ConfigError, DigestNotFound, NewsExchangeError
 
 # Each module registers its own sub-commands (see newsexchange/commands/__init__.py).
 COMMAND_MODULES = [
@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except ConfigError as exc:
         _fail(ctx, str(exc), kind="config")
+        return 2
+    except DigestNotFound as exc:  # a wrong id is bad usage, as the contract says
+        _fail(ctx, str(exc), kind="usage")
         return 2
     except NewsExchangeError as exc:
         _fail(ctx, str(exc), kind=type(exc).__name__)

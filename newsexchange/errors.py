@@ -99,3 +99,13 @@ class DeliveryError(NewsExchangeError):
         self.permanent = permanent
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class DigestNotFound(DigestError, ApprovalError, DeliveryError):
+    """No digest has this id. Each step that looks a digest up raises it, so whoever catches
+    that step's own error still does; at the console it is bad usage (exit 2, as the
+    command-line contract says), not a failure of the work."""
+
+    def __init__(self, digest_id: int) -> None:
+        self.digest_id = digest_id
+        super().__init__(f"no digest with id {digest_id} (see: newsexchange digest list)")

@@ -158,8 +158,9 @@ def test_show_html_and_text_print_what_would_be_mailed(
 def test_show_of_a_missing_digest_fails_with_a_hint(
     capsys: pytest.CaptureFixture[str], cfg: Config
 ) -> None:
+    # An unknown id is bad usage (exit 2), as the command-line contract says (issue 11).
     code, data, _ = run(capsys, cfg, "digest", "show", "999", "--json")
-    assert code == 1 and data is not None and "digest list" in data["error"]
+    assert code == 2 and data is not None and "digest list" in data["error"]
 
 
 def test_edit_drops_by_position_and_bumps_the_version(

@@ -111,3 +111,22 @@ def test_the_scheduler_builds_an_empty_due_period_and_tells_the_editors_once(
     with db.session() as s:
         d = s.scalars(select(Digest)).one()
         assert d.state == "draft" and d.approval_requested_at is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("digest", "show", "424242"),
+        ("digest", "edit", "424242", "--drop", "1"),
+        ("approve", "424242", "--as", ANNA),
+        ("reject", "424242", "--as", ANNA, "--reason", "x"),
+        ("send", "424242"),
+    ],
+)
+def test_an_unknown_digest_id_is_bad_usage_everywhere(
+    cfg: Config, db: Database, args: tuple[str, ...]
+) -> None:
+    code, out = run_cli(cfg, *args, "--json")
+    assert code == 2, out
+    data = json.loads(out)
+    assert data["ok"] is False and "no digest with id 424242" in data["error"]

@@ -47,7 +47,7 @@ from newsexchange.approval.tokens import OPEN_STATES, Action, make_action_token,
 from newsexchange.config import Config
 from newsexchange.db import AuditEntry, Database, Digest
 from newsexchange.digest.sendable import SourceState, included_count, refusal, why_empty
-from newsexchange.errors import ApprovalError, DeliveryError
+from newsexchange.errors import ApprovalError, DeliveryError, DigestNotFound
 from newsexchange.i18n import gettext_for
 
 log = logging.getLogger(__name__)
@@ -366,7 +366,7 @@ def request_approval(db: Database, config: Config, digest_id: int, *, now: datet
     with db.session() as session:
         digest = session.get(Digest, digest_id)
         if digest is None:
-            raise ApprovalError(f"no digest with id {digest_id}")
+            raise DigestNotFound(digest_id)
         return send_requests(session, config, digest, now=now, kind="request")
 
 

@@ -13,7 +13,7 @@ import socket
 from typing import Any
 
 from newsexchange.commands import Context, add_common, db_int
-from newsexchange.errors import ApprovalError, ConfigError
+from newsexchange.errors import ConfigError, DigestNotFound
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -69,7 +69,7 @@ def approve(ctx: Context) -> int:
     with ctx.db.session() as session:
         digest = session.get(Digest, args.digest_id)
         if digest is None:
-            raise ApprovalError(f"no digest with id {args.digest_id}")
+            raise DigestNotFound(args.digest_id)
         exchange = cfg.exchange(digest.exchange_id)
         editor = args.editor
         if not editor:

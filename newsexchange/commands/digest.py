@@ -25,7 +25,7 @@ from newsexchange.db import Approval, AuditEntry, Digest, DigestItem
 from newsexchange.digest import build_digest, edit_digest, item_text
 from newsexchange.digest.periods import PeriodError
 from newsexchange.digest.render import format_period, render_digest, to_email
-from newsexchange.errors import DigestError
+from newsexchange.errors import DigestError, DigestNotFound
 
 
 def _console_user() -> str:
@@ -305,7 +305,7 @@ def show(ctx: Context) -> int:
     with ctx.db.session() as s:
         d = s.get(Digest, ctx.args.id)
         if d is None:
-            raise DigestError(f"no digest with id {ctx.args.id} (see: newsexchange digest list)")
+            raise DigestNotFound(ctx.args.id)
         if ctx.args.fmt == "summary":
             data = _summary(ctx, s, d)
             if ctx.args.output:
@@ -360,7 +360,7 @@ def edit(ctx: Context) -> int:
     with ctx.db.session() as s:
         d = s.get(Digest, a.id)
         if d is None:
-            raise DigestError(f"no digest with id {a.id} (see: newsexchange digest list)")
+            raise DigestNotFound(a.id)
         old_version = d.version
         now = ctx.now()
         edit_digest(s, d, drop=a.drop, pin=a.pin, order=a.order, restore=a.restore, now=now)

@@ -62,7 +62,7 @@ from newsexchange.delivery.mailers import Mailer, OutgoingMessage, SendResult, g
 from newsexchange.delivery.outbox import enqueue_deliveries, sender_domain, suppressed_addresses
 from newsexchange.delivery.tokens import suppress, unsubscribe_links
 from newsexchange.digest.sendable import included_count, refusal
-from newsexchange.errors import DeliveryError
+from newsexchange.errors import DeliveryError, DigestNotFound
 from newsexchange.mailheaders import header_text, mailbox
 
 log = logging.getLogger(__name__)
@@ -489,7 +489,7 @@ def _digests(session: Session, config: Config, digest_id: int | None) -> list[Di
     if digest_id is not None:
         d = session.get(Digest, digest_id)
         if d is None:
-            raise DeliveryError(f"no digest with id {digest_id}")
+            raise DigestNotFound(digest_id)
         if d.state not in (*SENDABLE, "sent"):
             raise DeliveryError(
                 f"digest {digest_id} is {d.state}; only an approved digest can be sent "
