@@ -1,5 +1,6 @@
 """Nothing empty goes out: a digest below its exchange's min_items is never sent for
-approval, cannot be approved and cannot be sent; the editors hear once why."""
+approval, cannot be approved and cannot be sent; the editors hear once why. And the console
+around it: an unknown digest id is bad usage; `digest show` reads in the exchange's time."""
 
 from __future__ import annotations
 
@@ -130,3 +131,16 @@ def test_an_unknown_digest_id_is_bad_usage_everywhere(
     assert code == 2, out
     data = json.loads(out)
     assert data["ok"] is False and "no digest with id 424242" in data["error"]
+
+
+def test_digest_show_prints_reasons_and_times_in_the_exchanges_time_zone(
+    cfg: Config, db: Database
+) -> None:
+    digest_id = make_digest(db)
+    code, out = run_cli(cfg, "reject", str(digest_id), "--as", ANNA, "--reason", "Too old")
+    assert code == 0, out
+    code, text = run_cli(cfg, "digest", "show", str(digest_id))
+    assert code == 0, text
+    [line] = [ln for ln in text.splitlines() if "reject via cli" in ln]
+    # Petrozavodsk's readers: Moscow time, and the reason on the same line.
+    assert " MSK " in line and line.rstrip().endswith(": Too old"), line

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from datetime import date
+from datetime import UTC, date, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -275,7 +275,9 @@ def _summary(ctx: Context, s: Any, d: Digest) -> dict[str, Any]:
     }
 
 
-def _summary_text(data: dict[str, Any]) -> str:
+def _summary_text(data: dict[str, Any], tz: tzinfo = UTC) -> str:
+    """The summary for a person: audit times in the exchange's time zone (``tz``), each
+    entry with its reason or comment (the JSON keeps UTC, for scripts)."""
     lines = [
         f"digest {data['id']}: {data['subject']}",
         f"  exchange {data['exchange']}, {data['period']['start']}…{data['period']['end']}, "
@@ -296,8 +298,13 @@ def _summary_text(data: dict[str, Any]) -> str:
             lines.append(f"       {lo['reason']:<16} #{lo['item_id']} {lo['title'][:60]}")
     lines.append("  audit log:" if data["audit"] else "  audit log: (empty)")
     for a in data["audit"]:
-        at = a["at"].isoformat(timespec="seconds") if a["at"] else ""
-        lines.append(f"    {at} {a['actor']} {a['action']} via {a['channel']}")
+        at = a["at"].astimezone(tz).strftime("%Y-%m-%d %H:%M %Z") if a["at"] else ""
+        detail = a["detail"] if isinstance(a["detail"], dict) else {}
+        why = detail.get("reason") or detail.get("comment") or detail.get("why")
+        lines.append(
+            f"    {at} {a['actor']} {a['action']} via {a['channel']}"
+            + (f": {_one_line(str(why))}" if why else "")
+        )
     return "\n".join(lines)
 
 
@@ -306,11 +313,12 @@ def show(ctx: Context) -> int:
         d = s.get(Digest, ctx.args.id)
         if d is None:
             raise DigestNotFound(ctx.args.id)
+        tz = ctx.config.exchange_tz(ctx.config.exchange(d.exchange_id))
         if ctx.args.fmt == "summary":
             data = _summary(ctx, s, d)
             if ctx.args.output:
-                Path(ctx.args.output).write_text(_summary_text(data) + "\n", encoding="utf-8")
-            ctx.emit(data, lambda: _summary_text(data))
+                Path(ctx.args.output).write_text(_summary_text(data, tz) + "\n", encoding="utf-8")
+            ctx.emit(data, lambda: _summary_text(data, tz))
             return 0
         rendered = render_digest(s, ctx.config, d)
     payload: bytes
@@ -384,5 +392,10 @@ def edit(ctx: Context) -> int:
             )
             s.flush()
         data = _summary(ctx, s, d)
-    ctx.emit(data, lambda: _summary_text(data))
+        tz = ctx.config.exchange_tz(ctx.config.exchange(d.exchange_id))
+    ctx.emit(data, lambda: _summary_text(data, tz))
     return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:200]
