@@ -10,6 +10,7 @@ Secrets never live in the file: it names environment variables (``*_env`` keys) 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets as _secrets
@@ -640,6 +641,32 @@ def _lookup_line(lines: Mapping[LinePath, int], loc: tuple[str | int, ...]) -> i
         path = path[:-1]
 
 
+# pydantic's error types in the house form ("what is wrong (expected …)"); the value given is
+# put in front, except for the types in _NO_INPUT.
+_HOUSE: dict[str, str] = {
+    "int_type": "is not a whole number (expected an integer such as 5, without quotes)",
+    "int_parsing": "is not a whole number (expected an integer such as 5, without quotes)",
+    "int_from_float": "is not a whole number (expected an integer such as 5)",
+    "float_type": "is not a number (expected a number such as 1.5, without quotes)",
+    "float_parsing": "is not a number (expected a number such as 1.5, without quotes)",
+    "bool_type": "is not true or false (expected true or false)",
+    "bool_parsing": "is not true or false (expected true or false)",
+    "string_type": "is not text (expected a text value)",
+    "list_type": "is not a list (expected [a, b] or one '- item' per line)",
+    "dict_type": "is not a mapping (expected key: value pairs)",
+    "model_type": "is not a mapping (expected key: value pairs)",
+    "model_attributes_type": "is not a mapping (expected key: value pairs)",
+    "greater_than": "is too small (expected more than {gt})",
+    "greater_than_equal": "is too small (expected at least {ge})",
+    "less_than": "is too large (expected less than {lt})",
+    "less_than_equal": "is too large (expected at most {le})",
+    "too_short": "has too few entries (expected at least {min_length})",
+    "too_long": "has too many entries (expected at most {max_length})",
+    "union_tag_invalid": "is not one of the allowed kinds",
+}
+_NO_INPUT = frozenset({"list_type", "dict_type", "model_type", "model_attributes_type"})
+
+
 def _validation_errors(
     exc: ValidationError, filename: str, lines: Mapping[LinePath, int]
 ) -> list[ConfigError]:
@@ -663,6 +690,11 @@ def _validation_errors(
         elif kind == "literal_error":
             expected = err.get("ctx", {}).get("expected", "")
             msg = f"{where}: {err['input']!r} is not allowed (expected {expected})"
+        elif kind in _HOUSE:
+            got = err.get("input")
+            shown = ("true" if got else "false") if isinstance(got, bool) else repr(got)
+            text = _HOUSE[kind].format(**{k: v for k, v in (err.get("ctx") or {}).items()})
+            msg = f"{where}: {shown} {text}" if kind not in _NO_INPUT else f"{where}: {text}"
         else:
             text = str(err["msg"])
             text = text.removeprefix("Value error, ")
@@ -834,7 +866,10 @@ def load_config_text(
     errors: list[ConfigError] = []
     cfg: Config | None = None
     try:
-        cfg = Config.model_validate(data)
+        # Strict, as JSON: YAML has already typed every value, so nothing more is coerced
+        # ("5" is not a number, yes/1 not a count, 2.0 not an integer, 1 not true), while
+        # mappings still read as the nested models. Dates YAML parsed stay their text.
+        cfg = Config.model_validate_json(json.dumps(data, default=str), strict=True)
     except ValidationError as exc:
         errors = _validation_errors(exc, filename, lines)
     errors += _cross_check(data, filename, lines)

@@ -202,3 +202,29 @@ exchanges:
     with pytest.raises(ConfigError) as exc:
         load_config(p, env={})
     assert "feeds.yaml:10" in str(exc.value) and "editors" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("approvals_required: yes", "approvals_required: true is not a whole number"),
+        ('max_items: "5"', "max_items: '5' is not a whole number"),
+        ("max_items: 2.5", "max_items: 2.5 is not a whole number"),
+        ("include_untranslated: 1", "include_untranslated: 1 is not true or false"),
+        ("max_items: 0", "max_items: 0 is too small (expected at least 1)"),
+        ("min_items: 0", "min_items: 0 is too small (expected at least 1)"),
+    ],
+)
+def test_values_are_never_coerced_and_errors_speak_the_house_form(
+    tmp_path: Path, line: str, says: str
+) -> None:
+    text = (
+        GOOD
+        + "exchanges:\n  - id: x\n    from: [joensuu]\n    language: ru\n"
+        + "    editors: [a@example.fi]\n    "
+        + line
+        + "\n"
+    )
+    message = _error(tmp_path, text)
+    assert f"feeds.yaml:10: exchanges[0].{says}" in message, message
+    assert "Input should" not in message
