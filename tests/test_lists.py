@@ -263,3 +263,43 @@ def test_erase_with_keep_out_stops_a_reimported_address_without_keeping_it(
         capsys, "lists", "import", "petrozavodsk-media", str(old), "--json", "--config", conf
     )
     assert json.loads(out)["suppressed"] == 1
+
+
+def test_an_unclosed_quote_is_reported_by_its_line_and_swallows_no_later_row(
+    cfg: Config,
+    db_for: Callable[[Config], Database],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NEWSEXCHANGE_SECRET_KEY", "s3cret")
+    csv_file = tmp_path / "media.csv"
+    csv_file.write_text(
+        "name,email,outlet\n"
+        'Anna,anna@example.org,"Radio\nOnego"\n'  # a quoted cell over two lines: fine
+        '"Boris,boris@example.org,TV\n'  # a quote left open
+        "Vera,vera@example.org,TV\n"
+        "Gleb,not-an-email,TV\n"
+        "Anna A.,anna@example.org,\n",
+        encoding="utf-8",
+    )
+    code, out = _cli(
+        capsys,
+        "lists", "import", "petrozavodsk-media", str(csv_file), "--json", "--config", str(cfg.path),
+    )  # fmt: skip
+    data = json.loads(out)
+    assert code == 1
+    assert [(p["line"], "unclosed quote" in p["error"]) for p in data["skipped"]] == [
+        (4, True),
+        (6, False),
+    ]
+    db = db_for(cfg)
+    with db.session() as s:
+        assert s.scalars(select(Contact.email).order_by(Contact.email)).all() == [
+            "anna@example.org",
+            "vera@example.org",
+        ]
+    counted = (
+        data["imported"] + data["updated"] + data["unchanged"] + data["merged_duplicates"]
+    ) + len(data["skipped"])
+    assert data["read"] == 5 == counted

@@ -92,8 +92,10 @@ def lists_import(ctx: Context) -> int:
 
     def text_out() -> str:
         lines = [
-            f"{list_id}: {report.imported} imported, {report.updated} updated, "
-            f"{report.unchanged} unchanged, {report.merged_duplicates} duplicate row(s) merged"
+            f"{list_id}: {report.read} row(s) read: {report.imported} imported, "
+            f"{report.updated} updated, "
+            f"{report.unchanged} unchanged, {report.merged_duplicates} duplicate row(s) merged, "
+            f"{len(report.skipped)} skipped"
             + (f", {report.removed} removed" if ctx.args.replace else "")
             + (
                 f", {report.suppressed} suppressed (will not be mailed)"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -61,6 +61,7 @@ class ParsedList:
     rows: list[ContactRow]
     merged_duplicates: int
     skipped: list[RowProblem]
+    read: int = 0  # data rows in the file (blank lines aside), readable or not
 
 
 @dataclass
@@ -73,11 +74,14 @@ class ImportReport:
     removed: int = 0  # with replace=True: members not in the file
     suppressed: int = 0  # imported, but will not be mailed (unsubscribed/bounced before)
     skipped: list[RowProblem] = field(default_factory=list)
+    # rows read = imported + updated + unchanged + merged_duplicates + skipped
+    read: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": not self.skipped,
             "list": self.list_id,
+            "read": self.read,
             "imported": self.imported,
             "updated": self.updated,
             "unchanged": self.unchanged,
@@ -102,6 +106,32 @@ def normalize_email(value: str) -> str:
     return (result.ascii_email or result.normalized).lower()
 
 
+def _records(text: str, dialect: Any) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """(line where the row starts, its fields, None), or (line, None, why) for a row that
+    cannot be read. A quote left open would otherwise swallow every later row into one field
+    (the csv module reads to the end of the file looking for its close): read strictly, such a
+    row is reported by its line and reading goes on from the line after it."""
+    lines = text.splitlines(keepends=True)
+    offset = 0  # lines of the file before the current reader's first
+    while offset < len(lines):
+        reader = csv.reader(io.StringIO("".join(lines[offset:])), dialect, strict=True)
+        line = 0
+        try:
+            for record in reader:
+                start, line = line + 1, reader.line_num
+                yield offset + start, record, None
+            return
+        except csv.Error as exc:
+            start = line + 1
+            yield (
+                offset + start,
+                None,
+                f"the row cannot be read ({exc}; an unclosed quote?); it was left out and "
+                "reading went on from the next line",
+            )
+            offset += start
+
+
 def parse_csv(text: str, *, list_id: str, known_lists: Iterable[str]) -> ParsedList:
     """Rows of a media-list CSV, duplicates merged, bad rows reported by line and left out.
 
@@ -114,12 +144,14 @@ def parse_csv(text: str, *, list_id: str, known_lists: Iterable[str]) -> ParsedL
         dialect: Any = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t")
     except csv.Error:
         dialect = csv.excel
-    reader = csv.reader(io.StringIO(text), dialect)
+    records = _records(text, dialect)
     problems: list[RowProblem] = []
-    try:
-        header = next(reader)
-    except StopIteration:
+    first = next(records, None)
+    if first is None:
         return ParsedList([], 0, [RowProblem(1, "the file is empty (expected a header row)")])
+    if first[1] is None:
+        raise DeliveryError(f"line 1: the header row cannot be read ({first[2]})", permanent=True)
+    header = first[1]
     columns = [h.strip().lower() for h in header]
     unknown = [c for c in columns if c and c not in COLUMNS]
     if unknown or "email" not in columns:
@@ -131,11 +163,15 @@ def parse_csv(text: str, *, list_id: str, known_lists: Iterable[str]) -> ParsedL
         )
     by_email: dict[str, ContactRow] = {}
     merged = 0
-    line = reader.line_num
-    for record in reader:
-        start, line = line + 1, reader.line_num
+    read = 0
+    for start, record, unreadable in records:
+        if record is None:
+            read += 1
+            problems.append(RowProblem(start, unreadable or "unreadable row"))
+            continue
         if not any(cell.strip() for cell in record):
             continue  # blank lines are allowed
+        read += 1
         if len(record) > len(columns):
             problems.append(
                 RowProblem(
@@ -193,7 +229,7 @@ def parse_csv(text: str, *, list_id: str, known_lists: Iterable[str]) -> ParsedL
         prior.language = prior.language or row.language
         prior.notes = prior.notes or row.notes
         prior.lists = list(dict.fromkeys([*prior.lists, *row.lists]))
-    return ParsedList(list(by_email.values()), merged, problems)
+    return ParsedList(list(by_email.values()), merged, problems, read)
 
 
 def is_suppressed_any(session: Session, email: str) -> bool:
@@ -217,7 +253,9 @@ def import_rows(
 
     With ``replace``, members of ``list_id`` missing from the file leave the list (their
     contact stays, with its other lists and history)."""
-    report = ImportReport(list_id, merged_duplicates=parsed.merged_duplicates)
+    report = ImportReport(
+        list_id, merged_duplicates=parsed.merged_duplicates, read=parsed.read
+    )
     report.skipped = list(parsed.skipped)
     emails = [r.email for r in parsed.rows]
     existing: dict[str, Contact] = {}
