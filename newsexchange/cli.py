@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from newsexchange.logs import setup_logging
 
-    setup_logging(verbosity=args.verbose)
+    setup_logging(verbosity=args.verbose, base=getattr(args, "log_base", logging.WARNING))
     ctx = Context(args)
     try:
         code: int = args.handler(ctx)

@@ -46,8 +46,13 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(verbosity: int = 0, *, json_lines: bool | None = None) -> None:
-    level = logging.WARNING - 10 * verbosity
+def setup_logging(
+    verbosity: int = 0, *, json_lines: bool | None = None, base: int = logging.WARNING
+) -> None:
+    """Log to stderr from ``base`` (warnings for commands; info for ``serve``, whose normal
+    events — serving, job done, stopped — are info and whose problems are warnings), each
+    ``-v`` one level more; ``NEWSEXCHANGE_LOG_LEVEL`` wins."""
+    level = base - 10 * verbosity
     env_level = os.environ.get("NEWSEXCHANGE_LOG_LEVEL")
     if env_level:
         level = logging.getLevelName(env_level.upper())

@@ -321,7 +321,7 @@ def _step_demo(config: Config, db: Database, now: datetime, arg: str | None) -> 
     result = _build_periods(config, db, now, "current", arg)
     if result["built"]:
         ids = [d.get("id") for d in result["digests"]]
-        log.warning(
+        log.info(
             "demo: digests built; approve them with the link in the approval mail "
             "(var/outbox/nx-approval.*.eml) or with: newsexchange approve ID",
             extra={"digests": ids},
@@ -752,7 +752,7 @@ class Service:
     def _prepare_demo(self) -> None:
         try:
             report = prepare_demo(self.config, self.db, now=utcnow())
-            log.warning("demo mode: sample data loaded", extra=report)
+            log.info("demo mode: sample data loaded", extra=report)
         except Exception:
             log.warning("demo preparation failed", exc_info=True)
 

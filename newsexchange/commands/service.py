@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     add_common(p)
     p.add_argument("--host", help="address to listen on (default: service.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default: service.port, 8080)")
-    p.set_defaults(handler=serve)
+    p.set_defaults(handler=serve, log_base=logging.INFO)
 
     p = sub.add_parser(
         "jobs", help="the service's schedule: each job's next run and its latest runs"
@@ -239,11 +239,11 @@ def serve(ctx: Context) -> int:
     def on_signal(sig: int) -> None:
         if not stopping.is_set():
             stopping.set()
-            log.warning("signal received: stopping", extra={"signal": signal.Signals(sig).name})
+            log.info("signal received: stopping", extra={"signal": signal.Signals(sig).name})
             service.begin_shutdown()
 
     service.start()
-    log.warning(
+    log.info(
         "serving",
         extra={"url": f"http://{host}:{port}", "public_url": cfg.public_url, "pid": _pid()},
     )
@@ -251,7 +251,7 @@ def serve(ctx: Context) -> int:
         _Server(create_app(cfg, db), host, port, on_signal).run(sock)
     finally:
         service.stop(wait=True)  # running steps finish; nothing is left half-written
-    log.warning("stopped")
+    log.info("stopped")
     return 0
 
 

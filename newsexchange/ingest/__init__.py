@@ -258,7 +258,8 @@ def run_fetch(
         logging.WARNING if report.failed else logging.INFO,
         "fetch finished" + (" with failures" if report.failed else ""),
         extra={
-            "failed_sources": [f["source"] for f in report.failures][:50],
+            # each failed source with its reason, so the log alone says what to fix
+            "failed_sources": {f["source"]: f["error"] for f in report.failures[:50]},
             "sources": len(report.outcomes),
             "ok": report.ok,
             "not_modified": report.not_modified,
