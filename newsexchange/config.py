@@ -855,8 +855,15 @@ def load_config_text(
 ) -> Config:
     env = dict(os.environ if env is None else env)
     data, lines = _compose(text, filename)
-    if data is None:
-        data = {}
+    if data is None or data == {}:
+        # Nothing to run: every default is fine, but an exchange without regions, sources
+        # and exchanges does nothing, and an empty file is more likely the wrong file.
+        raise ConfigError(
+            "the file is empty (expected at least regions:, sources: and exchanges:; the "
+            "bundled feeds.yaml is an example)",
+            file=filename,
+            line=1,
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             "the top level must be a mapping of keys (timezone:, sources: …)", file=filename, line=1

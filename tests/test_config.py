@@ -228,3 +228,22 @@ def test_values_are_never_coerced_and_errors_speak_the_house_form(
     message = _error(tmp_path, text)
     assert f"feeds.yaml:10: exchanges[0].{says}" in message, message
     assert "Input should" not in message
+
+
+@pytest.mark.parametrize("text", ["", "\n# only a comment\n", "{}\n"])
+def test_an_empty_file_is_an_error_with_its_line(tmp_path: Path, text: str) -> None:
+    message = _error(tmp_path, text)
+    assert "feeds.yaml:1: the file is empty" in message, message
+
+
+def test_check_refuses_a_file_without_sources(tmp_path: Path) -> None:
+    p = tmp_path / "feeds.yaml"
+    p.write_text("regions:\n  joensuu: {name: Joensuu, language: fi}\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "newsexchange", "check", "--config", str(p)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2
+    assert f"{p}:1: no sources: nothing would be collected" in res.stderr + res.stdout

@@ -7,6 +7,7 @@ from typing import Any
 
 from newsexchange.commands import Context, add_common
 from newsexchange.config import database_url
+from newsexchange.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -17,6 +18,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def check(ctx: Context) -> int:
     cfg = ctx.config
+    if not cfg.sources:
+        # Valid, but it would collect nothing: `check` is where a new editor learns that.
+        raise ConfigError(
+            "no sources: nothing would be collected (expected a sources: list with at least "
+            "one feed; see the bundled feeds.yaml)",
+            file=str(cfg.path) if cfg.path else None,
+            line=cfg.line_of("sources") or 1,
+        )
     by_region: dict[str, int] = {}
     for s in cfg.sources:
         by_region[s.region] = by_region.get(s.region, 0) + 1
