@@ -228,7 +228,8 @@ def test_link_for_an_address_that_is_not_an_editor_is_refused(site: Site) -> Non
         valid_days=7,
     )
     r = site.http.get(f"/approve/{token}")
-    assert r.status_code == 403 and "not an editor" in r.text
+    # Not an editor, so no language of their own: the source side's, Finnish (issue 11).
+    assert r.status_code == 403 and "ei ole tämän vaihdon toimittaja" in r.text
     assert counts(site.db)[:2] == (0, 0)
 
 

@@ -265,3 +265,21 @@ def test_an_unknown_op_and_a_restore_of_an_included_item_are_refused(
     r = site.http.post(desk, data={**data, "op": "restore", "item_id": str(first)})
     assert r.status_code == 409 and "not left out" in r.text
     assert digest_row(site.db, digest_id)[:2] == ("awaiting_approval", 1)
+
+
+def test_link_refusals_speak_the_editors_language() -> None:
+    from newsexchange.approval.tokens import TokenError
+
+    err = TokenError("used", "This link has already been used; nothing was changed.", status=409)
+    assert err.message == "This link has already been used; nothing was changed."
+    assert err.localized("ru") == "Эта ссылка уже использована; ничего не изменено."
+    stale = TokenError(
+        "stale_version",
+        "This digest has changed since this link was sent (it is now version "
+        "%(now)s, the link is for version %(link)s). A fresh approval "
+        "request was mailed; please use that one.",
+        now=3,
+        link=1,
+    )
+    assert "(it is now version 3, the link is for version 1)" in stale.message
+    assert "(nyt versio 3, linkki on versiolle 1)" in stale.localized("fi")

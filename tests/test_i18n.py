@@ -23,7 +23,18 @@ PLACEHOLDER = re.compile(r"%\((\w+)\)[sd]")
 def _extracted(tmp_path: Path) -> Catalog:
     pot = tmp_path / "messages.pot"
     subprocess.run(
-        [str(REPO / ".venv/bin/pybabel"), "-q", "extract", "-F", "babel.cfg", "-o", str(pot), "."],
+        [
+            str(REPO / ".venv/bin/pybabel"),
+            "-q",
+            "extract",
+            "-F",
+            "babel.cfg",
+            "-k",
+            "TokenError:2",
+            "-o",
+            str(pot),
+            ".",
+        ],
         cwd=REPO,
         check=True,
     )

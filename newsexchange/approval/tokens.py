@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from newsexchange.config import Config
 from newsexchange.db import Digest, UsedToken
 from newsexchange.errors import ApprovalError
+from newsexchange.i18n import gettext_for
 
 Action = Literal["approve", "reject", "changes", "review"]
 ACTIONS: tuple[Action, ...] = ("approve", "reject", "changes", "review")
@@ -57,11 +58,21 @@ TokenErrorKind = Literal[
 class TokenError(ApprovalError):
     """An action link that may not act; ``kind`` says why, ``message`` is for the editor."""
 
-    def __init__(self, kind: TokenErrorKind, message: str, *, status: int = 400) -> None:
+    def __init__(
+        self, kind: TokenErrorKind, message: str, *, status: int = 400, **values: object
+    ) -> None:
+        # ``message`` is an English template with %(name)s placeholders, a literal where it
+        # is raised so that pybabel extracts it (``-k TokenError:2``); the page shows it in the
+        # editor's language (:meth:`localized`), the log and the console in English.
         self.kind = kind
-        self.message = message
+        self.template = message
+        self.values = values
+        self.message = message % values if values else message
         self.status = status
-        super().__init__(message)
+        super().__init__(self.message)
+
+    def localized(self, language: str | None) -> str:
+        return gettext_for(language)(self.template, **self.values)
 
 
 @dataclass(frozen=True)
@@ -162,8 +173,9 @@ def check_against_digest(
     if digest.state not in OPEN_STATES:
         raise TokenError(
             "closed",
-            f"This digest is already {digest.state.replace('_', ' ')}; nothing was changed.",
+            "This digest is already %(state)s; nothing was changed.",
             status=409,
+            state=digest.state.replace("_", " "),
         )
     stale = claims.version > digest.version or (
         claims.version < digest.version and not allow_older_version
@@ -171,10 +183,12 @@ def check_against_digest(
     if stale:
         raise TokenError(
             "stale_version",
-            f"This digest has changed since this link was sent (it is now version "
-            f"{digest.version}, the link is for version {claims.version}). A fresh approval "
+            "This digest has changed since this link was sent (it is now version "
+            "%(now)s, the link is for version %(link)s). A fresh approval "
             "request was mailed; please use that one.",
             status=409,
+            now=digest.version,
+            link=claims.version,
         )
 
 

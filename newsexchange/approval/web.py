@@ -94,7 +94,7 @@ def _error(
     exc: TokenError | NewsExchangeError, status: int | None = None, *, lang: str | None = None
 ) -> HTMLResponse:
     kind = exc.kind if isinstance(exc, TokenError) else "refused"
-    message = exc.message if isinstance(exc, TokenError) else str(exc)
+    message = exc.localized(lang) if isinstance(exc, TokenError) else str(exc)
     code = status or (exc.status if isinstance(exc, TokenError) else 409)
     return _page("web/token_error.html", code, lang=lang, kind=kind, message=message)
 
@@ -297,13 +297,25 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
             )
 
     def older_version(claims: ActionClaims, digest: Digest, view: dict[str, Any]) -> TokenError:
-        when = f" (mailed {view['requested']})" if view.get("requested") else ""
+        if view.get("requested"):
+            return TokenError(
+                "stale_version",
+                "This link is for version %(link)s of the digest, which is now version "
+                "%(now)s: it cannot approve or change version %(now)s. Use the "
+                "links in the latest approval request for version %(now)s (mailed %(when)s).",
+                status=409,
+                link=claims.version,
+                now=digest.version,
+                when=view["requested"],
+            )
         return TokenError(
             "stale_version",
-            f"This link is for version {claims.version} of the digest, which is now version "
-            f"{digest.version}: it cannot approve or change version {digest.version}. Use the "
-            f"links in the latest approval request for version {digest.version}{when}.",
+            "This link is for version %(link)s of the digest, which is now version "
+            "%(now)s: it cannot approve or change version %(now)s. Use the "
+            "links in the latest approval request for version %(now)s.",
             status=409,
+            link=claims.version,
+            now=digest.version,
         )
 
     def lang_for(claims: ActionClaims | None, digest: Digest | None = None) -> str | None:
@@ -485,9 +497,10 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                 if str(digest.version) != form.get("version"):
                     raise TokenError(
                         "stale_version",
-                        f"The digest changed while you were looking at it (it is now version "
-                        f"{digest.version}); reload the review page and try again.",
+                        "The digest changed while you were looking at it (it is now version "
+                        "%(now)s); reload the review page and try again.",
                         status=409,
+                        now=digest.version,
                     )
                 lang = lang_for(claims, digest)
                 if op in ("approve", "reject", "changes"):
