@@ -133,6 +133,18 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
 
     # -- one-click actions ----------------------------------------------------------------
 
+    def fresh_review_token(digest: Digest, editor: str, now: datetime) -> str:
+        """A new review link for the digest's current version, valid as long as a mailed one."""
+        return make_action_token(
+            config,
+            digest_id=digest.id,
+            version=digest.version,
+            editor=editor,
+            action="review",
+            now=now,
+            valid_days=config.exchange(digest.exchange_id).approval.link_valid_days,
+        )
+
     def confirm_page(token: str, now: datetime) -> HTMLResponse:
         try:
             claims = read_action_token(config, token, now=now)
@@ -145,15 +157,7 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                     )
                 digest = load(session, claims)
                 view = view_of(session, digest)
-                review = make_action_token(
-                    config,
-                    digest_id=digest.id,
-                    version=digest.version,
-                    editor=claims.editor,
-                    action="review",
-                    now=now,
-                    valid_days=config.exchange(digest.exchange_id).approval.link_valid_days,
-                )
+                review = fresh_review_token(digest, claims.editor, now)
                 return _page(
                     "web/approval_confirm.html",
                     lang=config.editor_language(config.exchange(digest.exchange_id), claims.editor),
@@ -215,15 +219,7 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
                 view = view_of(session, digest)
                 desk_url = None
                 if digest.state == "revising":  # rejected: the draft of the next version
-                    desk = make_action_token(
-                        config,
-                        digest_id=digest.id,
-                        version=digest.version,
-                        editor=claims.editor,
-                        action="review",
-                        now=now,
-                        valid_days=config.exchange(digest.exchange_id).approval.link_valid_days,
-                    )
+                    desk = fresh_review_token(digest, claims.editor, now)
                     desk_url = f"/review/{desk}"
                 page = _page(
                     "web/approval_done.html",
