@@ -13,8 +13,7 @@ import pytest
 from babel.messages.catalog import Catalog, Message
 from babel.messages.pofile import read_po, write_po
 
-from newsexchange import i18n
-from newsexchange.web import templating
+from newsexchange import i18n, templating
 
 REPO = Path(__file__).resolve().parent.parent
 PLACEHOLDER = re.compile(r"%\((\w+)\)[sd]")

@@ -164,7 +164,7 @@ def build_request(
     editor's language; ``diff`` (:func:`newsexchange.approval.desk.changes`) is what changed
     since the version they saw."""
     from newsexchange.digest.render import render_digest
-    from newsexchange.web.templating import environment
+    from newsexchange.templating import environment
 
     exchange = config.exchange(digest.exchange_id)
     if rendered is None:
@@ -308,7 +308,7 @@ def send_empty_notice(session: Session, config: Config, digest: Digest, *, now: 
     if any(d.get("version") == digest.version for d in told):
         return False
     from newsexchange.db import Source
-    from newsexchange.web.templating import environment
+    from newsexchange.templating import environment
 
     exchange = config.exchange(digest.exchange_id)
     since = datetime.combine(digest.period_start, datetime.min.time(), tzinfo=UTC)
@@ -386,7 +386,7 @@ def send_acknowledgement(
     Only ever sent to a verified editor (never to an arbitrary From, which would make us a
     backscatter source); ``Auto-Submitted: auto-replied`` so their responder stays quiet.
     """
-    from newsexchange.web.templating import environment
+    from newsexchange.templating import environment
 
     exchange = config.exchange(digest.exchange_id)
     if to.strip().lower() not in exchange.editors:

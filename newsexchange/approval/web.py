@@ -79,7 +79,7 @@ def _now(request: Request) -> datetime:
 
 
 def _page(template: str, status: int = 200, *, lang: str | None = None, **ctx: Any) -> HTMLResponse:
-    from newsexchange.web.templating import environment
+    from newsexchange.templating import environment
 
     html = environment(lang).get_template(template).render(**ctx)
     headers = dict(SECURITY_HEADERS)

@@ -84,7 +84,7 @@ def _now(request: Request) -> datetime:
 
 
 def _page(name: str, status: int = 200, *, lang: str, **ctx: Any) -> HTMLResponse:
-    from newsexchange.web.templating import environment
+    from newsexchange.templating import environment
 
     body = environment(lang).get_template(f"web/{name}").render(**ctx)
     # The token is in our URL: never leak it to another site, never cache the page.

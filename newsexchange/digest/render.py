@@ -388,7 +388,7 @@ def render_content(
     view_url: str | None = None,
 ) -> RenderedDigest:
     """Render :func:`digest_content` data (no database: used for previews and benchmarks)."""
-    from newsexchange.web.templating import environment
+    from newsexchange.templating import environment
 
     language = _lang(str(content["language"]))
     tz = config.exchange_tz(exchange)

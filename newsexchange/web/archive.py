@@ -197,7 +197,7 @@ def _entry_html(items: list[dict[str, Any]]) -> str:
 
 
 def routes(config: Config, db: Database) -> list[BaseRoute]:
-    from newsexchange.web.templating import environment
+    from newsexchange.templating import environment
 
     def page(template: str, lang: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         html = environment(lang).get_template(template).render(config=config, **ctx)

@@ -1,6 +1,6 @@
 """Alembic environment: migrations run on start through ``newsexchange.db.migrate``.
 
-By hand: ``alembic -c newsexchange/migrations/alembic.ini -x url=sqlite:///var/newsexchange.db upgrade head``.
+By hand: ``alembic -c newsexchange/db/migrations/alembic.ini -x url=sqlite:///var/newsexchange.db upgrade head``.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from newsexchange.db import Base
+from newsexchange.db.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

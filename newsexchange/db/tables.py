@@ -1,19 +1,10 @@
-"""The database: engine and sessions, the tables (SQLAlchemy 2 typed ORM), migrations.
-
-SQLite by default (WAL, foreign keys on, a busy timeout so the service and a console command
-can share the file); the same code runs on PostgreSQL. Every time is stored in UTC:
-:class:`UTCDateTime` refuses naive datetimes on the way in and hands back aware ones.
-
-Alembic migrations (``newsexchange/migrations``) run on start through :func:`migrate`.
+"""The tables (SQLAlchemy 2 typed ORM). Every time is stored in UTC: :class:`UTCDateTime`
+refuses naive datetimes on the way in and hands back aware ones.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -28,22 +19,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    create_engine,
-    event,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import (
-    DeclarativeBase,
-    Mapped,
-    Session,
-    mapped_column,
-    relationship,
-    sessionmaker,
-)
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
-
-from newsexchange.private import create_private_file, make_private_dir
 
 
 def utcnow() -> datetime:
@@ -414,96 +392,7 @@ class Alert(Base):
     message: Mapped[str] = mapped_column(Text)
 
 
-# -- engine, sessions, migrations --------------------------------------------------------------
-
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: The largest id (or count) the database holds: SQLite's INTEGER and PostgreSQL's BIGINT are
 #: 64-bit signed; past it the driver raises (OverflowError, "out of range") instead of finding
 #: nothing. The web app's ``{name:id}`` and the CLI's ``db_int`` refuse anything larger.
 MAX_ID = 2**63 - 1
-_migrate_lock = threading.Lock()
-
-
-def make_engine(url: str, *, echo: bool = False, busy_timeout: float = 30.0) -> Engine:
-    """An engine with the settings this project relies on (WAL and foreign keys on SQLite).
-
-    ``busy_timeout`` (seconds, SQLite): how long a write waits for another process's write
-    transaction before it fails with "database is locked"."""
-    kwargs: dict[str, Any] = {"echo": echo, "future": True}
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1] if "///" in url else ""
-        if path and path != ":memory:":
-            # Owner-only: the file holds contacts and signed links. SQLite gives its -wal and
-            # -shm files the mode of the database file, so creating that one 0600 is enough.
-            make_private_dir(Path(path).parent)
-            create_private_file(Path(path))
-        kwargs["connect_args"] = {"timeout": busy_timeout, "check_same_thread": False}
-        if path in ("", ":memory:"):
-            kwargs["poolclass"] = StaticPool
-    else:
-        kwargs["pool_pre_ping"] = True
-    engine = create_engine(url, **kwargs)
-    if url.startswith("sqlite"):
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            # isolation_level None lets SQLAlchemy's own BEGIN below take effect, so a write
-            # transaction takes the lock up front (BEGIN IMMEDIATE) and two writers queue on
-            # busy_timeout instead of failing with "database is locked" mid-transaction.
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
-
-
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (run on every start; cheap when current)."""
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
-
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with _migrate_lock, engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
-
-
-class Database:
-    """An engine, migrated, with a ``session()`` context manager that commits or rolls back."""
-
-    def __init__(
-        self, url: str, *, run_migrations: bool = True, busy_timeout: float = 30.0
-    ) -> None:
-        self.url = url
-        self.engine = make_engine(url, busy_timeout=busy_timeout)
-        if run_migrations:
-            migrate(self.engine)
-        self.Session = session_factory(self.engine)
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        s = self.Session()
-        try:
-            yield s
-            s.commit()
-        except BaseException:
-            s.rollback()
-            raise
-        finally:
-            s.close()
-
-    def dispose(self) -> None:
-        self.engine.dispose()

@@ -1,0 +1,65 @@
+"""The storage layer: the tables (:mod:`.tables`), the engine and migrations (:mod:`.engine`),
+and the queries each step runs (:mod:`.queries`). Nothing outside this package imports
+SQLAlchemy (``tests/test_structure.py`` holds it to that).
+"""
+
+from sqlalchemy.orm import Session
+
+from newsexchange.db.engine import MIGRATIONS_DIR, Database, make_engine, migrate, session_factory
+from newsexchange.db.tables import (
+    MAX_ID,
+    Alert,
+    Approval,
+    AuditEntry,
+    Base,
+    Contact,
+    Delivery,
+    Digest,
+    DigestItem,
+    Item,
+    JobRun,
+    ListMembership,
+    Lock,
+    ProviderEvent,
+    ProviderUsage,
+    Source,
+    StoryGroup,
+    Suppression,
+    Translation,
+    TranslationMemory,
+    UsedToken,
+    UTCDateTime,
+    utcnow,
+)
+
+__all__ = [
+    "MAX_ID",
+    "MIGRATIONS_DIR",
+    "Alert",
+    "Approval",
+    "AuditEntry",
+    "Base",
+    "Contact",
+    "Database",
+    "Delivery",
+    "Digest",
+    "DigestItem",
+    "Item",
+    "JobRun",
+    "ListMembership",
+    "Lock",
+    "ProviderEvent",
+    "ProviderUsage",
+    "Session",
+    "Source",
+    "StoryGroup",
+    "Suppression",
+    "Translation",
+    "TranslationMemory",
+    "UTCDateTime",
+    "UsedToken",
+    "make_engine",
+    "migrate",
+    "session_factory",
+    "utcnow",
+]
