@@ -123,7 +123,8 @@ def sqlalchemy_outside_db(files: list[Path]) -> list[str]:
 
 
 def init_logic(files: list[Path]) -> list[str]:
-    """A package ``__init__.py`` may hold a docstring, imports, ``__all__`` and nothing else."""
+    """A package ``__init__.py`` may hold a docstring, imports, ``__all__`` (and the top package
+    its ``__version__``) and nothing else."""
     out = []
     for f in files:
         if f.name != "__init__.py" or "migrations" in f.parts:
@@ -143,7 +144,7 @@ def init_logic(files: list[Path]) -> list[str]:
                 if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
                 else []
             )
-            if targets and all(t.id == "__all__" for t in targets):  # type: ignore[union-attr]
+            if targets and all(t.id in ("__all__", "__version__") for t in targets):  # type: ignore[union-attr]
                 continue
             out.append(
                 f"{f.relative_to(ROOT)}:{node.lineno}: a package __init__ holds "
