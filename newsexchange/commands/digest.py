@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from newsexchange.commands import Context, add_common, db_int, to_json
-from newsexchange.db import AuditEntry, Digest
+from newsexchange.db import AuditEntry, Digest, Session
 from newsexchange.db.queries import digests as queries
 from newsexchange.digest import build_digest, edit_digest, item_text
 from newsexchange.digest.periods import PeriodError
@@ -188,7 +188,8 @@ def list_digests(ctx: Context) -> int:
 # -- show ------------------------------------------------------------------------------------
 
 
-def _summary(ctx: Context, s: Any, d: Digest) -> dict[str, Any]:
+def _entries_json(d: Digest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(included items, left-out items) of ``d`` as ``show --json`` lists them."""
     entries = sorted(d.entries, key=lambda e: (not e.included, e.position, e.item_id))
     items = []
     left_out = []
@@ -218,7 +219,11 @@ def _summary(ctx: Context, s: Any, d: Digest) -> dict[str, Any]:
                     "reason": reason.get("left_out", "dropped" if e.dropped else "left_out"),
                 }
             )
-    approvals = [
+    return items, left_out
+
+
+def _approvals_json(s: Session, d: Digest) -> list[dict[str, Any]]:
+    return [
         {
             "editor": a.editor,
             "decision": a.decision,
@@ -229,7 +234,10 @@ def _summary(ctx: Context, s: Any, d: Digest) -> dict[str, Any]:
         }
         for a in queries.approvals_of(s, d.id)
     ]
-    audit = [
+
+
+def _audit_json(s: Session, d: Digest) -> list[dict[str, Any]]:
+    return [
         {
             "at": a.at,
             "actor": a.actor,
@@ -240,6 +248,12 @@ def _summary(ctx: Context, s: Any, d: Digest) -> dict[str, Any]:
         }
         for a in queries.audit_of(s, d.id)
     ]
+
+
+def _summary(ctx: Context, s: Session, d: Digest) -> dict[str, Any]:
+    items, left_out = _entries_json(d)
+    approvals = _approvals_json(s, d)
+    audit = _audit_json(s, d)
     return {
         "ok": True,
         "id": d.id,

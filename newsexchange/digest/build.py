@@ -254,19 +254,23 @@ def build_digest(
         digest.subject = subject_for(config, exchange, period.start, period.end)
         session.flush()
         report = _report(config, digest, period, selection, items, created, changed)
+    _log_built(report)
+    return report
+
+
+def _log_built(report: BuildReport) -> None:
     log.info(
         "digest built",
         extra={
             "digest": report.id,
-            "exchange": exchange.id,
-            "period": period.start.isoformat(),
+            "exchange": report.exchange,
+            "period": report.period.start.isoformat(),
             "items": report.item_count,
             "left_out": len(report.left_out),
             "version": report.version,
-            "changed": changed,
+            "changed": report.changed,
         },
     )
-    return report
 
 
 def _candidate(item: Item, config: Config, exchange: ExchangeSettings) -> Candidate:

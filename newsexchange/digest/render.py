@@ -321,24 +321,19 @@ def render_digest(
     return render_content(config, exchange, content, digest_id=digest.id, view_url=view_url)
 
 
-def render_content(
+def _template_context(
     config: Config,
     exchange: ExchangeSettings,
     content: Mapping[str, Any],
+    items: list[dict[str, Any]],
     *,
-    digest_id: int | None,
-    view_url: str | None = None,
-) -> RenderedDigest:
-    """Render :func:`digest_content` data (no database: used for previews and benchmarks)."""
+    view_url: str,
+) -> dict[str, Any]:
+    """What the mail templates (``email/digest.html``, ``email/digest.txt``) are given."""
     language = _lang(str(content["language"]))
-    tz = config.exchange_tz(exchange)
     t = labels(language)
     start = date.fromisoformat(content["period"]["start"])
     end = date.fromisoformat(content["period"]["end"])
-    period = format_period(start, end, language)
-    subject = subject_for(config, exchange, start, end)
-    view_url = view_url or f"{config.public_url}/digests/{digest_id}"
-    items = _view_items(config, content, language, tz)
     sections = [
         {"key": key, "label": t[key], "items": [i for i in items if i["section"] == key]}
         for key in ("news", "events")
@@ -354,12 +349,12 @@ def render_content(
         and i.get("translated_by") not in ("editor", "original")
         for i in items
     )
-    ctx = {
+    return {
         "lang": language,
         "t": t,
         "title": exchange_title(exchange),
-        "subject": subject,
-        "period": period,
+        "subject": subject_for(config, exchange, start, end),
+        "period": format_period(start, end, language),
         "preheader": preheader,
         "sections": sections,
         "counts": f" {t['and']} ".join(count_parts),
@@ -375,6 +370,22 @@ def render_content(
         "unsubscribe_url": UNSUBSCRIBE_MARKER,
         "from_name": parseaddr(config.mail.sender(language))[0] or exchange_title(exchange),
     }
+
+
+def render_content(
+    config: Config,
+    exchange: ExchangeSettings,
+    content: Mapping[str, Any],
+    *,
+    digest_id: int | None,
+    view_url: str | None = None,
+) -> RenderedDigest:
+    """Render :func:`digest_content` data (no database: used for previews and benchmarks)."""
+    language = _lang(str(content["language"]))
+    tz = config.exchange_tz(exchange)
+    view_url = view_url or f"{config.public_url}/digests/{digest_id}"
+    items = _view_items(config, content, language, tz)
+    ctx = _template_context(config, exchange, content, items, view_url=view_url)
     env = environment(language)
     html = env.get_template("email/digest.html").render(ctx)
     html = _inliner().inline(html)
@@ -389,8 +400,8 @@ def render_content(
         for i in items
     ]
     return RenderedDigest(
-        subject=subject,
-        preheader=preheader,
+        subject=ctx["subject"],
+        preheader=ctx["preheader"],
         html=html,
         text=text,
         language=language,
