@@ -18,10 +18,9 @@ from datetime import UTC, date, tzinfo
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-
 from newsexchange.commands import Context, add_common, db_int, to_json
-from newsexchange.db import Approval, AuditEntry, Digest, DigestItem
+from newsexchange.db import AuditEntry, Digest, Session
+from newsexchange.db.queries import digests as queries
 from newsexchange.digest import build_digest, edit_digest, item_text
 from newsexchange.digest.periods import PeriodError
 from newsexchange.digest.render import format_period, render_digest, to_email
@@ -150,17 +149,9 @@ def build(ctx: Context) -> int:
 
 def list_digests(ctx: Context) -> int:
     with ctx.db.session() as s:
-        stmt = select(Digest).order_by(Digest.period_start.desc(), Digest.exchange_id)
         if ctx.args.exchange:
             ctx.config.exchange(ctx.args.exchange)  # unknown id: a config error, exit 2
-            stmt = stmt.where(Digest.exchange_id == ctx.args.exchange)
-        counts = dict(
-            s.execute(
-                select(DigestItem.digest_id, func.count())
-                .where(DigestItem.included.is_(True))
-                .group_by(DigestItem.digest_id)
-            ).all()
-        )
+        counts = queries.included_counts(s)
         rows: list[dict[str, Any]] = [
             {
                 "id": d.id,
@@ -175,7 +166,7 @@ def list_digests(ctx: Context) -> int:
                 "approved_at": d.approved_at,
                 "sent_at": d.sent_at,
             }
-            for d in s.scalars(stmt)
+            for d in queries.digests(s, ctx.args.exchange)
         ]
 
     def text() -> str:
@@ -197,7 +188,8 @@ def list_digests(ctx: Context) -> int:
 # -- show ------------------------------------------------------------------------------------
 
 
-def _summary(ctx: Context, s: Any, d: Digest) -> dict[str, Any]:
+def _entries_json(d: Digest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(included items, left-out items) of ``d`` as ``show --json`` lists them."""
     entries = sorted(d.entries, key=lambda e: (not e.included, e.position, e.item_id))
     items = []
     left_out = []
@@ -227,7 +219,11 @@ def _summary(ctx: Context, s: Any, d: Digest) -> dict[str, Any]:
                     "reason": reason.get("left_out", "dropped" if e.dropped else "left_out"),
                 }
             )
-    approvals = [
+    return items, left_out
+
+
+def _approvals_json(s: Session, d: Digest) -> list[dict[str, Any]]:
+    return [
         {
             "editor": a.editor,
             "decision": a.decision,
@@ -236,11 +232,12 @@ def _summary(ctx: Context, s: Any, d: Digest) -> dict[str, Any]:
             "comment": a.comment,
             "at": a.created_at,
         }
-        for a in s.scalars(
-            select(Approval).where(Approval.digest_id == d.id).order_by(Approval.created_at)
-        )
+        for a in queries.approvals_of(s, d.id)
     ]
-    audit = [
+
+
+def _audit_json(s: Session, d: Digest) -> list[dict[str, Any]]:
+    return [
         {
             "at": a.at,
             "actor": a.actor,
@@ -249,12 +246,14 @@ def _summary(ctx: Context, s: Any, d: Digest) -> dict[str, Any]:
             "address": a.address,
             "detail": a.detail,
         }
-        for a in s.scalars(
-            select(AuditEntry)
-            .where(AuditEntry.digest_id == d.id)
-            .order_by(AuditEntry.at, AuditEntry.id)
-        )
+        for a in queries.audit_of(s, d.id)
     ]
+
+
+def _summary(ctx: Context, s: Session, d: Digest) -> dict[str, Any]:
+    items, left_out = _entries_json(d)
+    approvals = _approvals_json(s, d)
+    audit = _audit_json(s, d)
     return {
         "ok": True,
         "id": d.id,

@@ -143,3 +143,25 @@ def due_periods(exchange: ExchangeSettings, config: Config, now: datetime) -> li
     if last.build_at > now:
         last = previous_period(exchange, config, last)
     return [last]
+
+
+def skip_reason(state: str | None, item_count: int, *, in_progress: bool) -> str | None:
+    """Why the service leaves a period alone, or None when it builds it.
+
+    A period is built by the service once: when its digest exists already (``state``, in
+    any state) it is left to the editors (``newsexchange digest build`` rebuilds by hand). A
+    due period is built even when it has no item: the approval step then tells the editors
+    once that it has nothing to send and why, instead of asking them to approve it
+    (:mod:`newsexchange.digest.sendable`). The period in progress (``in_progress``, the
+    demo) is built only when it has items.
+    """
+    if state is not None:
+        return f"already built ({state})"
+    if not item_count and in_progress:
+        return "no items in the period"
+    return None
+
+
+def worth_building(state: str | None, item_count: int, *, in_progress: bool) -> bool:
+    """Whether the service builds the period (:func:`skip_reason` gives none)."""
+    return skip_reason(state, item_count, in_progress=in_progress) is None

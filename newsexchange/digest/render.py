@@ -13,10 +13,11 @@ Everything else is the same for every recipient: the "view in browser" link poin
 List headers (List-Unsubscribe, List-Unsubscribe-Post, List-Id, Precedence …) are added at
 delivery through ``to_email(..., extra_headers=...)``.
 
-What is shown comes from :func:`digest_content`, a plain dict (``schema`` =
-:data:`CONTENT_SCHEMA`). When the approval step freezes a digest it may store exactly that
-dict in ``digest.frozen``; :func:`render_digest` then renders the frozen content, so what was
-approved is what is sent even if a translation changes later.
+What is shown comes from :mod:`newsexchange.digest.content` (``digest_content``, a plain
+dict of ``schema`` :data:`CONTENT_SCHEMA`; re-exported here). When the approval step freezes a
+digest it stores exactly that dict in ``digest.frozen``; :func:`render_digest` then renders
+the frozen content, so what was approved is what is sent even if a translation changes later.
+Rendering itself reads no database: :func:`render_content` takes the content as data.
 
 Escaping: the Jinja environment autoescapes; the only HTML marked safe is an item's summary
 HTML, which ingestion sanitized on the way in and which is cleaned once more here with nh3
@@ -26,8 +27,6 @@ HTML, which ingestion sanitized on the way in and which is cleaned once more her
 from __future__ import annotations
 
 import binascii
-import hashlib
-import json
 import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,15 +45,42 @@ from babel.dates import format_date, get_timezone_location
 from babel.dates import format_datetime as babel_datetime
 from babel.numbers import format_decimal
 from markupsafe import Markup
-from sqlalchemy.orm import Session
 
 from newsexchange.config import Config, ExchangeSettings
-from newsexchange.db import Digest, Item
+from newsexchange.db import Digest, Session
+from newsexchange.digest.content import (
+    CONTENT_SCHEMA,
+    content_hash,
+    digest_content,
+    shown_content,
+)
 from newsexchange.errors import DigestError
 from newsexchange.i18n import LANGUAGES, gettext_for, ngettext_for
 from newsexchange.mailheaders import POLICY, header_text
+from newsexchange.templating import environment
 
-CONTENT_SCHEMA = "newsexchange.digest-content/1"
+__all__ = [
+    "CONTENT_SCHEMA",
+    "UNSUBSCRIBE_MARKER",
+    "RenderedDigest",
+    "clean_summary",
+    "content_hash",
+    "digest_content",
+    "exchange_title",
+    "format_day",
+    "format_event",
+    "format_period",
+    "labels",
+    "language_name",
+    "plural",
+    "render_content",
+    "render_digest",
+    "subject_for",
+    "time_in",
+    "to_email",
+    "untranslated_note",
+]
+
 UNSUBSCRIBE_MARKER = "%%UNSUBSCRIBE_URL%%"
 
 # -- labels ----------------------------------------------------------------------------------
@@ -81,8 +107,7 @@ def labels(language: str) -> dict[str, str]:
         ),
         "empty": _("No news in this period."),
         "footer": _(
-            "You receive this digest because you are on a media list of the regional news "
-            "exchange."
+            "You receive this digest because you are on a media list of the regional news exchange."
         ),
         "and": _("and"),
     }
@@ -196,83 +221,6 @@ def subject_for(config: Config, exchange: ExchangeSettings, start: date, end: da
     return f"{title}: {format_period(start, end, exchange.language)}"
 
 
-# -- the content -----------------------------------------------------------------------------
-
-
-def _source_name(config: Config, source_id: str) -> str:
-    for s in config.sources:
-        if s.id == source_id:
-            return s.display_name
-    return source_id
-
-
-def digest_content(session: Session, config: Config, digest: Digest) -> dict[str, Any]:
-    """Everything a reader sees of ``digest``, as plain JSON-able data (see module doc)."""
-    from newsexchange.digest import item_text, translated_by
-
-    entries = sorted((e for e in digest.entries if e.included), key=lambda e: e.position)
-    items: dict[int, Item] = {e.item_id: e.item for e in entries}
-    names_by_item: dict[int, str] = {}
-    dup_ids = [i for e in entries for i in e.reason.get("duplicates", [])]
-    if dup_ids:
-        for it in session.query(Item).filter(Item.id.in_(dup_ids)):
-            names_by_item[it.id] = _source_name(config, it.source_id)
-    out: list[dict[str, Any]] = []
-    for e in entries:
-        item = items[e.item_id]
-        title, summary_html, summary_text, translated = item_text(item, digest.language)
-        also = sorted(
-            {names_by_item[i] for i in e.reason.get("duplicates", []) if i in names_by_item}
-            - {_source_name(config, item.source_id)}
-        )
-        out.append(
-            {
-                "position": e.position,
-                "section": e.section,
-                "item_id": item.id,
-                "title": title,
-                "summary_html": summary_html,
-                "summary_text": summary_text,
-                "translated": translated,
-                "same_language": item.language == digest.language,
-                "translated_by": translated_by(item, digest.language),
-                "original_title": item.title,
-                "original_language": item.language,
-                "source_id": item.source_id,
-                "region": item.region,
-                "source_name": _source_name(config, item.source_id),
-                "link": _http_link(item.link),
-                "published_at": item.published_at.astimezone(UTC).isoformat(),
-                "event_at": item.event_at.astimezone(UTC).isoformat() if item.event_at else None,
-                "also_in": also,
-            }
-        )
-    return {
-        "schema": CONTENT_SCHEMA,
-        "digest_id": digest.id,
-        "exchange": digest.exchange_id,
-        "language": digest.language,
-        "version": digest.version,
-        "period": {"start": digest.period_start.isoformat(), "end": digest.period_end.isoformat()},
-        "items": out,
-    }
-
-
-def _http_link(url: str | None) -> str | None:
-    """Only http(s) links reach a mail: a feed's ``javascript:`` or ``data:`` link (cleaned at
-    ingestion already) is dropped here once more rather than trusted."""
-    if not url:
-        return None
-    scheme = url.split(":", 1)[0].strip().lower()
-    return url if scheme in ("http", "https") and "://" in url else None
-
-
-def content_hash(content: Mapping[str, Any]) -> str:
-    """A stable hash of :func:`digest_content` output (for ``digest.content_hash``)."""
-    blob = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 # -- rendering -------------------------------------------------------------------------------
 
 
@@ -336,9 +284,7 @@ def _view_items(
                 "original_language_name": language_name(it["original_language"], language),
                 "untranslated_note": None
                 if it["translated"]
-                else untranslated_note(
-                    language, language_name(it["original_language"], language)
-                ),
+                else untranslated_note(language, language_name(it["original_language"], language)),
                 "show_original_title": (
                     not it.get("same_language", False)
                     and it["translated"]
@@ -371,34 +317,23 @@ def render_digest(
 ) -> RenderedDigest:
     """Render ``digest`` (its frozen content once approved) in its language."""
     exchange = config.exchange(digest.exchange_id)
-    content: Mapping[str, Any]
-    if isinstance(digest.frozen, dict) and digest.frozen.get("schema") == CONTENT_SCHEMA:
-        content = digest.frozen
-    else:
-        content = digest_content(session, config, digest)
+    content = shown_content(session, config, digest)
     return render_content(config, exchange, content, digest_id=digest.id, view_url=view_url)
 
 
-def render_content(
+def _template_context(
     config: Config,
     exchange: ExchangeSettings,
     content: Mapping[str, Any],
+    items: list[dict[str, Any]],
     *,
-    digest_id: int | None,
-    view_url: str | None = None,
-) -> RenderedDigest:
-    """Render :func:`digest_content` data (no database: used for previews and benchmarks)."""
-    from newsexchange.templating import environment
-
+    view_url: str,
+) -> dict[str, Any]:
+    """What the mail templates (``email/digest.html``, ``email/digest.txt``) are given."""
     language = _lang(str(content["language"]))
-    tz = config.exchange_tz(exchange)
     t = labels(language)
     start = date.fromisoformat(content["period"]["start"])
     end = date.fromisoformat(content["period"]["end"])
-    period = format_period(start, end, language)
-    subject = subject_for(config, exchange, start, end)
-    view_url = view_url or f"{config.public_url}/digests/{digest_id}"
-    items = _view_items(config, content, language, tz)
     sections = [
         {"key": key, "label": t[key], "items": [i for i in items if i["section"] == key]}
         for key in ("news", "events")
@@ -414,12 +349,12 @@ def render_content(
         and i.get("translated_by") not in ("editor", "original")
         for i in items
     )
-    ctx = {
+    return {
         "lang": language,
         "t": t,
         "title": exchange_title(exchange),
-        "subject": subject,
-        "period": period,
+        "subject": subject_for(config, exchange, start, end),
+        "period": format_period(start, end, language),
         "preheader": preheader,
         "sections": sections,
         "counts": f" {t['and']} ".join(count_parts),
@@ -435,6 +370,22 @@ def render_content(
         "unsubscribe_url": UNSUBSCRIBE_MARKER,
         "from_name": parseaddr(config.mail.sender(language))[0] or exchange_title(exchange),
     }
+
+
+def render_content(
+    config: Config,
+    exchange: ExchangeSettings,
+    content: Mapping[str, Any],
+    *,
+    digest_id: int | None,
+    view_url: str | None = None,
+) -> RenderedDigest:
+    """Render :func:`digest_content` data (no database: used for previews and benchmarks)."""
+    language = _lang(str(content["language"]))
+    tz = config.exchange_tz(exchange)
+    view_url = view_url or f"{config.public_url}/digests/{digest_id}"
+    items = _view_items(config, content, language, tz)
+    ctx = _template_context(config, exchange, content, items, view_url=view_url)
     env = environment(language)
     html = env.get_template("email/digest.html").render(ctx)
     html = _inliner().inline(html)
@@ -449,8 +400,8 @@ def render_content(
         for i in items
     ]
     return RenderedDigest(
-        subject=subject,
-        preheader=preheader,
+        subject=ctx["subject"],
+        preheader=ctx["preheader"],
         html=html,
         text=text,
         language=language,

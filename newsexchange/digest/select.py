@@ -1,6 +1,6 @@
 """Which items make a digest, in which order, and why: pure ranking over plain data.
 
-No database and no clock here (the build step in ``digest/__init__.py`` reads the items and
+No database and no clock here (the build step in ``digest/build.py`` reads the items and
 passes ``now``), so every rule below is tested with plain values.
 
 The score is a product of parts an editor can read and steer::
@@ -29,6 +29,7 @@ upcoming events by their date, then events without a date (by score), then past 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -140,19 +141,16 @@ def _event_key(ch: Choice, now: datetime) -> tuple[int, float, float, int]:
     return (2, -at.timestamp(), 0.0, ch.item_id)
 
 
-def select(
+def _scored(
     candidates: Sequence[Candidate],
     *,
-    policy: Policy,
+    steering: Steering,
     period_start: datetime,
     period_end: datetime,
-    now: datetime,
-    steering: Steering | None = None,
-) -> Selection:
-    """Rank the period's candidates and decide which go in (see the module docstring)."""
-    steering = steering or Steering()
-    pins, drops = set(steering.pins), set(steering.drops)
-
+) -> list[Choice]:
+    """Every candidate as a (not yet included) choice with its score and reason, best first:
+    pinned, then score, then newer, then id (a stable, total order)."""
+    pins = set(steering.pins)
     # How many distinct sources carried each story (counting every member of the group).
     group_sources: dict[int, set[str]] = {}
     for c in candidates:
@@ -179,8 +177,6 @@ def select(
                 reason=reason,
             )
         )
-
-    # Best first: pinned, then score, then newer, then id (a stable, total order).
     choices.sort(
         key=lambda ch: (
             ch.item_id not in pins,
@@ -189,7 +185,40 @@ def select(
             ch.item_id,
         )
     )
+    return choices
 
+
+def _left_out_why(
+    c: Candidate,
+    *,
+    policy: Policy,
+    pins: AbstractSet[int],
+    drops: AbstractSet[int],
+    group_rep: Mapping[int, int],
+    per_source: Mapping[str, int],
+    total: int,
+) -> str | None:
+    """Why ``c`` stays out, given what is in so far; None when it goes in."""
+    pinned = c.item_id in pins
+    if c.item_id in drops:
+        return "dropped"
+    if not c.translated and not policy.include_untranslated:
+        return "untranslated"
+    if not pinned and c.story_group is not None and c.story_group in group_rep:
+        return "duplicate_story"
+    if not pinned and per_source.get(c.source_id, 0) >= policy.max_per_source:
+        return "over_source_cap"
+    if not pinned and total >= policy.max_items:
+        return "over_cap"
+    return None
+
+
+def _decide(
+    choices: Sequence[Choice], *, policy: Policy, steering: Steering
+) -> tuple[list[Choice], list[Choice]]:
+    """Go through ``choices`` best first, letting each in or out (see the module docstring):
+    (included, left out), each choice marked."""
+    pins, drops = set(steering.pins), set(steering.drops)
     # A story an editor dropped stays out: its other members do not take its place (an editor
     # who wants another source's version pins that one).
     group_rep: dict[int, int] = {
@@ -198,40 +227,49 @@ def select(
         if ch.item_id in drops and ch.candidate.story_group is not None
     }
     per_source: dict[str, int] = {}
-    total = 0
     included: list[Choice] = []
     left_out: list[Choice] = []
-
-    def leave(ch: Choice, why: str) -> None:
-        ch.left_out = why
-        ch.reason["left_out"] = why
-        left_out.append(ch)
-
     for ch in choices:
         c = ch.candidate
-        pinned = c.item_id in pins
-        if c.item_id in drops:
-            leave(ch, "dropped")
-            continue
-        if not c.translated and not policy.include_untranslated:
-            leave(ch, "untranslated")
-            continue
-        if not pinned and c.story_group is not None and c.story_group in group_rep:
-            ch.reason["duplicate_of"] = group_rep[c.story_group]
-            leave(ch, "duplicate_story")
-            continue
-        if not pinned and per_source.get(c.source_id, 0) >= policy.max_per_source:
-            leave(ch, "over_source_cap")
-            continue
-        if not pinned and total >= policy.max_items:
-            leave(ch, "over_cap")
+        why = _left_out_why(
+            c,
+            policy=policy,
+            pins=pins,
+            drops=drops,
+            group_rep=group_rep,
+            per_source=per_source,
+            total=len(included),
+        )
+        if why is not None:
+            if why == "duplicate_story" and c.story_group is not None:
+                ch.reason["duplicate_of"] = group_rep[c.story_group]
+            ch.left_out = why
+            ch.reason["left_out"] = why
+            left_out.append(ch)
             continue
         ch.included = True
         if c.story_group is not None:
             group_rep.setdefault(c.story_group, c.item_id)
         per_source[c.source_id] = per_source.get(c.source_id, 0) + 1
-        total += 1
         included.append(ch)
+    return included, left_out
+
+
+def select(
+    candidates: Sequence[Candidate],
+    *,
+    policy: Policy,
+    period_start: datetime,
+    period_end: datetime,
+    now: datetime,
+    steering: Steering | None = None,
+) -> Selection:
+    """Rank the period's candidates and decide which go in (see the module docstring)."""
+    steering = steering or Steering()
+    choices = _scored(
+        candidates, steering=steering, period_start=period_start, period_end=period_end
+    )
+    included, left_out = _decide(choices, policy=policy, steering=steering)
 
     # Duplicates of an included story point at it; record on the representative what it stands
     # for, so the reader can see "also reported by".

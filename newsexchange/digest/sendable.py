@@ -17,6 +17,7 @@ from newsexchange.i18n import Gettext, gettext_for
 
 _english = gettext_for(None)
 
+
 @dataclass(frozen=True)
 class SourceState:
     id: str

@@ -22,21 +22,35 @@ from datetime import datetime
 from typing import Any
 
 from markupsafe import Markup, escape
-from sqlalchemy import select
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from newsexchange.config import Config, ExchangeSettings
-from newsexchange.db import Database, Digest, utcnow
+from newsexchange.db import Database, Digest, Session
+from newsexchange.db.queries import digests as queries
+from newsexchange.digest import render
+from newsexchange.digest.content import digest_content
+from newsexchange.digest.states import PUBLIC, DigestState
 from newsexchange.errors import ConfigError
 from newsexchange.i18n import LANGUAGES, SOURCE_LANGUAGE, gettext_for
-from newsexchange.web import ids  # noqa: F401  (registers the {name:id} convertor)
+from newsexchange.templating import environment
+from newsexchange.web import deps
+from newsexchange.web import ids as ids  # registers the {name:id} convertor
+
+__all__ = [
+    "PUBLIC_STATES",
+    "atom_feed",
+    "language_label",
+    "page_language",
+    "routes",
+    "sent_digests",
+]
 
 log = logging.getLogger(__name__)
 
-PUBLIC_STATES = ("approved", "sending", "sent")
+PUBLIC_STATES = PUBLIC
 FEED_ENTRIES = 20
 VIEW_CSP = (
     "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; "
@@ -67,31 +81,23 @@ def page_language(accept_language: str | None) -> str:
 
 def language_label(code: str, page_lang: str) -> str:
     """ "venäjä", "финский", "Russian": a language's name in the page's language."""
-    from newsexchange.digest.render import language_name
-
-    return language_name(code, page_lang)
+    return render.language_name(code, page_lang)
 
 
-def _content(session: Any, config: Config, digest: Digest) -> dict[str, Any]:
+def _content(session: Session, config: Config, digest: Digest) -> dict[str, Any]:
     """What was approved (the frozen content) — or, before freezing, what would be shown."""
-    from newsexchange.digest import render
-
     if isinstance(digest.frozen, dict) and digest.frozen.get("items") is not None:
         return digest.frozen
-    return render.digest_content(session, config, digest)
+    return digest_content(session, config, digest)
 
 
 def _subject(config: Config, exchange: ExchangeSettings, digest: Digest) -> str:
     if digest.subject:
         return digest.subject
-    from newsexchange.digest import render
-
     return render.subject_for(config, exchange, digest.period_start, digest.period_end)
 
 
 def _period(digest: Digest) -> str:
-    from newsexchange.digest import render
-
     try:
         return render.format_period(digest.period_start, digest.period_end, digest.language)
     except Exception:  # a language without labels: fall back to ISO dates
@@ -106,15 +112,9 @@ def _exchange(config: Config, exchange_id: str) -> ExchangeSettings:
 
 
 def sent_digests(db: Database, exchange_id: str, *, limit: int | None = None) -> list[Digest]:
+    """The exchange's sent digests, newest period first (detached from their session)."""
     with db.session() as s:
-        q = (
-            select(Digest)
-            .where(Digest.exchange_id == exchange_id, Digest.state == "sent")
-            .order_by(Digest.period_start.desc())
-        )
-        if limit:
-            q = q.limit(limit)
-        return list(s.scalars(q))
+        return queries.exchange_digests(s, exchange_id, state=DigestState.SENT.value, limit=limit)
 
 
 def _row(config: Config, exchange: ExchangeSettings, digest: Digest) -> dict[str, Any]:
@@ -196,57 +196,60 @@ def _entry_html(items: list[dict[str, Any]]) -> str:
     return str(Markup("").join(parts))
 
 
-def routes(config: Config, db: Database) -> list[BaseRoute]:
-    from newsexchange.templating import environment
+class _Pages:
+    """The archive's handlers, over one config and database."""
 
-    def page(template: str, lang: str, status: int = 200, **ctx: Any) -> HTMLResponse:
-        html = environment(lang).get_template(template).render(config=config, **ctx)
+    def __init__(self, config: Config, db: Database) -> None:
+        self.config = config
+        self.db = db
+
+    def page(self, template: str, lang: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        html = environment(lang).get_template(template).render(config=self.config, **ctx)
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
     def exchange_view(
-        ex: ExchangeSettings, page_lang: str, limit: int | None = None
+        self, ex: ExchangeSettings, page_lang: str, limit: int | None = None
     ) -> dict[str, Any]:
+        config = self.config
         return {
             "id": ex.id,
             "name": ex.display_name,
             "language": ex.language,
             "language_name": language_label(ex.language, page_lang),
             "regions": [config.regions[r].name if r in config.regions else r for r in ex.from_],
-            "digests": [_row(config, ex, d) for d in sent_digests(db, ex.id, limit=limit)],
+            "digests": [_row(config, ex, d) for d in sent_digests(self.db, ex.id, limit=limit)],
             "url": f"/archive/{ex.id}",
             "atom": f"/archive/{ex.id}/atom.xml",
         }
 
-    def archive_index(request: Request) -> Response:
+    def archive_index(self, request: Request) -> Response:
         lang = page_language(request.headers.get("accept-language"))
-        exchanges = [exchange_view(ex, lang, limit=6) for ex in config.exchanges]
-        return page("web/archive.html", lang, exchanges=exchanges)
+        exchanges = [self.exchange_view(ex, lang, limit=6) for ex in self.config.exchanges]
+        return self.page("web/archive.html", lang, exchanges=exchanges)
 
-    def archive_exchange(request: Request) -> Response:
-        ex = _exchange(config, request.path_params["exchange"])
-        return page(
-            "web/archive_exchange.html", ex.language, exchange=exchange_view(ex, ex.language)
+    def archive_exchange(self, request: Request) -> Response:
+        ex = _exchange(self.config, request.path_params["exchange"])
+        return self.page(
+            "web/archive_exchange.html", ex.language, exchange=self.exchange_view(ex, ex.language)
         )
 
-    def archive_atom(request: Request) -> Response:
-        ex = _exchange(config, request.path_params["exchange"])
-        clock = getattr(request.app.state, "clock", None)
+    def archive_atom(self, request: Request) -> Response:
+        ex = _exchange(self.config, request.path_params["exchange"])
         return Response(
-            atom_feed(config, db, ex, now=clock() if callable(clock) else utcnow()),
+            atom_feed(self.config, self.db, ex, now=deps.now(request)),
             media_type="application/atom+xml; charset=utf-8",
             headers=PAGE_HEADERS,
         )
 
-    def digest_view(request: Request) -> Response:
-        from newsexchange.digest import render
-
+    def digest_view(self, request: Request) -> Response:
+        config = self.config
         digest_id: int = request.path_params["digest_id"]  # an int the database holds (web/ids.py)
-        with db.session() as s:
+        with self.db.session() as s:
             digest = s.get(Digest, digest_id)
             if digest is None or digest.state not in PUBLIC_STATES:
                 # Unsent drafts are not public; the same 404 whether it exists or not.
                 lang = page_language(request.headers.get("accept-language"))
-                return page("web/digest_view.html", lang, status=404, missing=True)
+                return self.page("web/digest_view.html", lang, status=404, missing=True)
             ex = _exchange(config, digest.exchange_id)
             rendered = render.render_digest(
                 s, config, digest, view_url=f"{config.public_url}/digests/{digest.id}"
@@ -260,14 +263,17 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
             headers={**PAGE_HEADERS, "content-security-policy": VIEW_CSP},
         )
 
-    def home(_request: Request) -> Response:
+    def home(self, _request: Request) -> Response:
         # The public face of the exchange is its archive.
         return RedirectResponse("/archive", status_code=307)
 
+
+def routes(config: Config, db: Database) -> list[BaseRoute]:
+    pages = _Pages(config, db)
     return [
-        Route("/", home, methods=["GET", "HEAD"]),
-        Route("/archive", archive_index, methods=["GET", "HEAD"]),
-        Route("/archive/{exchange}", archive_exchange, methods=["GET", "HEAD"]),
-        Route("/archive/{exchange}/atom.xml", archive_atom, methods=["GET", "HEAD"]),
-        Route("/digests/{digest_id:id}", digest_view, methods=["GET", "HEAD"]),
+        Route("/", pages.home, methods=["GET", "HEAD"]),
+        Route("/archive", pages.archive_index, methods=["GET", "HEAD"]),
+        Route("/archive/{exchange}", pages.archive_exchange, methods=["GET", "HEAD"]),
+        Route("/archive/{exchange}/atom.xml", pages.archive_atom, methods=["GET", "HEAD"]),
+        Route("/digests/{digest_id:id}", pages.digest_view, methods=["GET", "HEAD"]),
     ]
