@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from newsexchange.config import LANGUAGES
-from newsexchange.db import Item, Translation, TranslationMemory, utcnow
+from newsexchange.db import Item, Session, Translation, utcnow
+from newsexchange.db.queries.translations import insert_memory, memory_rows
 from newsexchange.errors import ConfigError, TranslationError
 from newsexchange.translate.base import lost_text, normalize
 from newsexchange.translate.plan import source_language, text_hash
@@ -53,68 +52,11 @@ def lookup(
     """``{memory key: (target text, origin)}`` for the texts the memory knows."""
     keys = sorted({key_of(t) for t in texts})
     found: dict[str, tuple[str, str]] = {}
-    for i in range(0, len(keys), 500):
-        chunk = keys[i : i + 500]
-        rows = session.execute(
-            select(
-                TranslationMemory.source_hash,
-                TranslationMemory.source_text,
-                TranslationMemory.target_text,
-                TranslationMemory.origin,
-            ).where(
-                TranslationMemory.source_lang == source,
-                TranslationMemory.target_lang == target,
-                TranslationMemory.source_hash.in_(chunk),
-            )
-        )
-        for h, source_text, text, origin in rows:
-            if lost_text(source_text, text):
-                continue  # a blank answer remembered before they were refused: ask again
-            found[h] = (text, origin)
+    for h, source_text, text, origin in memory_rows(session, source, target, keys):
+        if lost_text(source_text, text):
+            continue  # a blank answer remembered before they were refused: ask again
+        found[h] = (text, origin)
     return found
-
-
-def _insert(session: Session, rows: list[dict[str, Any]], *, overwrite: bool) -> None:
-    """Insert rows; on a key already present keep it (provider answers) or replace it (editor
-    entries). Two processes translating at once both insert; the unique key settles it."""
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    index = ["source_lang", "target_lang", "source_hash"]
-    if dialect in ("sqlite", "postgresql"):
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
-        # One statement executed with many parameter sets ("insertmanyvalues"): compiled once
-        # and cached, where a VALUES list of 500 rows was compiled afresh every time.
-        stmt = insert(TranslationMemory)
-        if overwrite:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=index,
-                set_={
-                    "target_text": stmt.excluded.target_text,
-                    "origin": stmt.excluded.origin,
-                    "updated_at": stmt.excluded.updated_at,
-                },
-            )
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=index)
-        session.connection().execute(stmt, rows)
-        return
-    for row in rows:  # other databases: one at a time
-        existing = session.scalars(
-            select(TranslationMemory).where(
-                TranslationMemory.source_lang == row["source_lang"],
-                TranslationMemory.target_lang == row["target_lang"],
-                TranslationMemory.source_hash == row["source_hash"],
-            )
-        ).first()
-        if existing is None:
-            session.add(TranslationMemory(**row))
-        elif overwrite:
-            existing.target_text = row["target_text"]
-            existing.origin = row["origin"]
-            existing.updated_at = row["updated_at"]
 
 
 def store(session: Session, entries: Sequence[Entry], *, now: datetime) -> None:
@@ -136,8 +78,8 @@ def store(session: Session, entries: Sequence[Entry], *, now: datetime) -> None:
             "created_at": now,
             "updated_at": now,
         }
-    _insert(session, list(by_kind[False].values()), overwrite=False)
-    _insert(session, list(by_kind[True].values()), overwrite=True)
+    insert_memory(session, list(by_kind[False].values()), overwrite=False)
+    insert_memory(session, list(by_kind[True].values()), overwrite=True)
 
 
 # -- editor corrections ------------------------------------------------------------------------
