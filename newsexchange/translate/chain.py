@@ -121,7 +121,7 @@ class Chain:
         only: Collection[str] | None = None,
     ) -> tuple[Done, dict[int, ProviderError]]:
         """Translate ``texts`` (already protected); ``({index: (translation, provider)},
-        {index: the error}}``. Every index is in exactly one of the two. ``only`` keeps the
+        {index: the error})``. Every index is in exactly one of the two. ``only`` keeps the
         providers of those names (in the chain's order)."""
         slots = [s for s in self.slots if only is None or s.translator.name in only]
         remaining = list(range(len(texts)))

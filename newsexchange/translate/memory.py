@@ -115,17 +115,58 @@ def set_editor_translation(
     if item is None:
         raise TranslationError(f"no item with id {item_id}")
     row = next((t for t in item.translations if t.language == language), None)
+    title, summary_html, summary_text = _editor_fields(item, row, language, title, summary)
+
+    src = source_language(item.language, item.detected_language)
+    if src != language:
+        # the item's own texts → the editor's words, each a memory entry of its own
+        pairs: list[tuple[str, str | None]] = [(item.title, title)]
+        if summary is not None:
+            pairs += [(item.summary_html, summary_html), (item.summary_text, summary_text)]
+        entries = [Entry(src, language, a, b or "", EDITOR) for a, b in pairs if a]
+        store(session, entries, now=now)
+
+    if row is None:
+        row = Translation(item_id=item.id, language=language, created_at=now)
+        session.add(row)
+        item.translations.append(row)
+    _set_editor_row(row, item, title, summary_html or "", summary_text or "", now)
+    session.flush()
+    return row
+
+
+def _set_editor_row(
+    row: Translation, item: Item, title: str, summary_html: str, summary_text: str, now: datetime
+) -> None:
+    row.title = title
+    row.summary_html = summary_html
+    row.summary_text = summary_text
+    row.provider = EDITOR
+    row.status = "done"
+    row.error = None
+    row.next_attempt_at = None
+    row.source_hash = text_hash(item.title, item.summary_html, item.summary_text)
+    row.updated_at = now
+
+
+def _editor_fields(
+    item: Item, row: Translation | None, language: str, title: str | None, summary: str | None
+) -> tuple[str, str | None, str | None]:
+    """``(title, summary_html, summary_text)`` an editor sets: what was given, the current done
+    translation of a field not given, or a refusal (nothing to keep, an empty title)."""
     done = row is not None and row.status == "done"
     if title is None:
         if not done or row is None or row.title is None:
             raise TranslationError(
-                f"item {item_id} has no {language} title yet; give the title too"
+                f"item {item.id} has no {language} title yet; give the title too"
             )
         title = row.title
+    summary_html: str | None
+    summary_text: str | None
     if summary is None:
         if (item.summary_html or item.summary_text) and (not done or row is None):
             raise TranslationError(
-                f"item {item_id} has no {language} summary yet; give the summary too"
+                f"item {item.id} has no {language} summary yet; give the summary too"
             )
         summary_html = row.summary_html if row is not None and done else ""
         summary_text = row.summary_text if row is not None and done else ""
@@ -134,32 +175,7 @@ def set_editor_translation(
     title = title.strip()
     if not title:
         raise TranslationError("the title is empty")
-
-    src = source_language(item.language, item.detected_language)
-    entries = [Entry(src, language, item.title, title, EDITOR)]
-    if summary is not None:
-        if item.summary_html:
-            entries.append(Entry(src, language, item.summary_html, summary_html or "", EDITOR))
-        if item.summary_text:
-            entries.append(Entry(src, language, item.summary_text, summary_text or "", EDITOR))
-    if src != language:
-        store(session, entries, now=now)
-
-    if row is None:
-        row = Translation(item_id=item.id, language=language, created_at=now)
-        session.add(row)
-        item.translations.append(row)
-    row.title = title
-    row.summary_html = summary_html or ""
-    row.summary_text = summary_text or ""
-    row.provider = EDITOR
-    row.status = "done"
-    row.error = None
-    row.next_attempt_at = None
-    row.source_hash = text_hash(item.title, item.summary_html, item.summary_text)
-    row.updated_at = now
-    session.flush()
-    return row
+    return title, summary_html, summary_text
 
 
 def import_memory(session: Session, path: Path, *, now: datetime | None = None) -> int:

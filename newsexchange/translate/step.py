@@ -166,19 +166,14 @@ def _write(
                 row = {"item_id": j.item_id, "language": j.target, "created_at": now}
                 new_rows.append(row)
                 rows[(j.item_id, j.target)] = row
-            attempts = (row.get("attempts") if isinstance(row, dict) else row.attempts) or 0
             values = row_values(
                 j,
-                attempts=attempts,
+                attempts=_attempts(row),
                 now=now,
                 cap_hours=cap,
                 summary_chars=config.fetch.summary_chars,
             )
-            if isinstance(row, dict):
-                row.update(values)
-            else:
-                for column, value in values.items():
-                    setattr(row, column, value)
+            _set(row, values)
             if j.action == "original":
                 report.originals += 1
                 finished.add(j.item_id)
@@ -191,6 +186,19 @@ def _write(
         report.items_translated += len(finished)
         _record_usage(s, chain, now)
         chain.usage.clear()
+
+
+def _attempts(row: Translation | dict[str, Any]) -> int:
+    return (row.get("attempts") if isinstance(row, dict) else row.attempts) or 0
+
+
+def _set(row: Translation | dict[str, Any], values: dict[str, Any]) -> None:
+    """Set the columns of a stored row, or of a new one (a dict until inserted)."""
+    if isinstance(row, dict):
+        row.update(values)
+    else:
+        for column, value in values.items():
+            setattr(row, column, value)
 
 
 def _record_usage(session: Session, chain: Chain, now: datetime) -> None:
