@@ -19,7 +19,7 @@ import httpx
 from newsexchange.config import ProviderSettings
 from newsexchange.translate.base import Format, ProviderError, classify_status, provider_error
 
-__all__ = ["HTTPProvider", "OneTextPerRequest", "error_text", "scrub"]
+__all__ = ["HTTPProvider", "KeyedProvider", "OneTextPerRequest", "error_text", "scrub"]
 
 log = logging.getLogger("newsexchange.translate.providers")
 
