@@ -9,7 +9,15 @@ from typing import Any
 import yaml
 
 from newsexchange.commands import Context, add_common, db_int
+from newsexchange.db import Item
 from newsexchange.errors import ConfigError, TranslationError
+from newsexchange.translate import (
+    import_memory,
+    iter_translations,
+    run_translate,
+    set_editor_translation,
+    translation_data,
+)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -54,8 +62,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def translate(ctx: Context) -> int:
-    from newsexchange.translate import run_translate
-
     if ctx.args.limit is not None and ctx.args.limit < 1:
         raise ConfigError("--limit must be at least 1")
     report = run_translate(ctx.db, ctx.config, now=ctx.now(), limit=ctx.args.limit)
@@ -103,8 +109,6 @@ def _load_set_file(path: Path) -> tuple[str | None, str | None]:
 
 
 def translation_set(ctx: Context) -> int:
-    from newsexchange.translate import set_editor_translation
-
     title, summary = ctx.args.title, ctx.args.summary
     if ctx.args.file is not None:
         if title is not None or summary is not None:
@@ -117,7 +121,7 @@ def translation_set(ctx: Context) -> int:
             row = set_editor_translation(
                 s, ctx.args.item, ctx.args.language, title=title, summary=summary, now=ctx.now()
             )
-            data = {"ok": True, "item": ctx.args.item, "translation": _row(row)}
+            data = {"ok": True, "item": ctx.args.item, "translation": translation_data(row)}
     except TranslationError as exc:
         # A wrong item id or language is a usage mistake, not failed work.
         raise ConfigError(exc.message) from None
@@ -130,8 +134,6 @@ def translation_set(ctx: Context) -> int:
 
 
 def translation_import(ctx: Context) -> int:
-    from newsexchange.translate.memory import import_memory
-
     with ctx.db.session() as s:
         n = import_memory(s, ctx.args.file, now=ctx.now())
     ctx.emit(
@@ -141,25 +143,7 @@ def translation_import(ctx: Context) -> int:
     return 0
 
 
-def _row(t: Any) -> dict[str, Any]:
-    return {
-        "language": t.language,
-        "status": t.status,
-        "provider": t.provider,
-        "title": t.title,
-        "summary_text": t.summary_text,
-        "summary_html": t.summary_html,
-        "error": t.error,
-        "attempts": t.attempts,
-        "next_attempt_at": t.next_attempt_at,
-        "updated_at": t.updated_at,
-    }
-
-
 def translation_show(ctx: Context) -> int:
-    from newsexchange.db import Item
-    from newsexchange.translate import iter_translations
-
     with ctx.db.session() as s:
         item = s.get(Item, ctx.args.item)
         if item is None:

@@ -16,9 +16,10 @@ import re
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Literal, Protocol, runtime_checkable
 
+from newsexchange.common.retry import parse_retry_after as common_parse_retry_after
+from newsexchange.config import ProviderSettings
 from newsexchange.errors import TranslationError
 
 Format = Literal["text", "html"]
@@ -31,18 +32,39 @@ ErrorKind = Literal[
 
 @runtime_checkable
 class Translator(Protocol):
-    """One translation provider. ``translate`` sends at most ``max_chars`` characters (the
-    pipeline packs the texts so), keeps the order and raises :class:`TranslationError`."""
+    """One translation provider, as the chain uses it. ``translate`` sends at most
+    ``max_chars`` characters in at most ``max_texts`` texts (the pipeline packs them so), keeps
+    the order and raises :class:`TranslationError`.
 
-    name: str
-    max_chars: int
-    max_texts: int
+    ``settings`` are the provider's entry in ``translation.providers`` (rate, daily characters;
+    ``None``: looked up by ``name``); ``requests_made`` counts the requests sent so far (one call
+    may make several: a language list, one request per text), for the report and usage.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def max_chars(self) -> int: ...
+    @property
+    def max_texts(self) -> int: ...
+    @property
+    def settings(self) -> ProviderSettings | None: ...
+    @property
+    def requests_made(self) -> int: ...
 
     def translate(
         self, texts: list[str], source: str, target: str, *, fmt: Format = "text"
     ) -> list[str]: ...
 
     def close(self) -> None: ...
+
+
+class Provider(Translator, Protocol):
+    """A provider module's translator: a :class:`Translator` that also says whether one call
+    may become one request per text (its wall-clock bound grows with the texts then)."""
+
+    @property
+    def resends_per_text(self) -> bool: ...
 
 
 class ProviderError(TranslationError):
@@ -116,21 +138,9 @@ def classify_status(
 
 
 def parse_retry_after(value: str | None, *, cap: float = 24 * 3600) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), cap)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    from datetime import UTC, datetime
-
-    return max(0.0, min((when - datetime.now(UTC)).total_seconds(), cap))
+    """Retry-After as seconds (delta-seconds or an HTTP date), at most ``cap``: the one
+    parser in :mod:`newsexchange.common.retry`."""
+    return common_parse_retry_after(value, cap=cap)
 
 
 # -- text: normalisation, sentences, packing ---------------------------------------------------

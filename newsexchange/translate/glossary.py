@@ -29,7 +29,8 @@ from newsexchange.config import LANGUAGES
 from newsexchange.errors import ConfigError
 
 PLACEHOLDER = "XGL{}X"
-_RESTORE = re.compile(r"X\s*GL\s*(\d+)\s*X", re.IGNORECASE)
+#: A placeholder as it comes back from a provider (spacing and case may change on the way).
+RETURNED = re.compile(r"X\s*GL\s*(\d+)\s*X", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def restore(text: str, replacements: list[str]) -> str:
         seen.add(n)
         return replacements[n]
 
-    out = _RESTORE.sub(sub, text)
+    out = RETURNED.sub(sub, text)
     missing = set(range(len(replacements))) - seen
     if missing:
         terms = ", ".join(replacements[i] for i in sorted(missing))

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from newsexchange.config import LANGUAGES
-from newsexchange.db import Item, Translation, TranslationMemory, utcnow
+from newsexchange.db import Item, Session, Translation, utcnow
+from newsexchange.db.queries.translations import insert_memory, memory_rows
 from newsexchange.errors import ConfigError, TranslationError
 from newsexchange.translate.base import lost_text, normalize
 from newsexchange.translate.plan import source_language, text_hash
@@ -53,68 +52,11 @@ def lookup(
     """``{memory key: (target text, origin)}`` for the texts the memory knows."""
     keys = sorted({key_of(t) for t in texts})
     found: dict[str, tuple[str, str]] = {}
-    for i in range(0, len(keys), 500):
-        chunk = keys[i : i + 500]
-        rows = session.execute(
-            select(
-                TranslationMemory.source_hash,
-                TranslationMemory.source_text,
-                TranslationMemory.target_text,
-                TranslationMemory.origin,
-            ).where(
-                TranslationMemory.source_lang == source,
-                TranslationMemory.target_lang == target,
-                TranslationMemory.source_hash.in_(chunk),
-            )
-        )
-        for h, source_text, text, origin in rows:
-            if lost_text(source_text, text):
-                continue  # a blank answer remembered before they were refused: ask again
-            found[h] = (text, origin)
+    for h, source_text, text, origin in memory_rows(session, source, target, keys):
+        if lost_text(source_text, text):
+            continue  # a blank answer remembered before they were refused: ask again
+        found[h] = (text, origin)
     return found
-
-
-def _insert(session: Session, rows: list[dict[str, Any]], *, overwrite: bool) -> None:
-    """Insert rows; on a key already present keep it (provider answers) or replace it (editor
-    entries). Two processes translating at once both insert; the unique key settles it."""
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    index = ["source_lang", "target_lang", "source_hash"]
-    if dialect in ("sqlite", "postgresql"):
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        insert: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
-        # One statement executed with many parameter sets ("insertmanyvalues"): compiled once
-        # and cached, where a VALUES list of 500 rows was compiled afresh every time.
-        stmt = insert(TranslationMemory)
-        if overwrite:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=index,
-                set_={
-                    "target_text": stmt.excluded.target_text,
-                    "origin": stmt.excluded.origin,
-                    "updated_at": stmt.excluded.updated_at,
-                },
-            )
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=index)
-        session.connection().execute(stmt, rows)
-        return
-    for row in rows:  # other databases: one at a time
-        existing = session.scalars(
-            select(TranslationMemory).where(
-                TranslationMemory.source_lang == row["source_lang"],
-                TranslationMemory.target_lang == row["target_lang"],
-                TranslationMemory.source_hash == row["source_hash"],
-            )
-        ).first()
-        if existing is None:
-            session.add(TranslationMemory(**row))
-        elif overwrite:
-            existing.target_text = row["target_text"]
-            existing.origin = row["origin"]
-            existing.updated_at = row["updated_at"]
 
 
 def store(session: Session, entries: Sequence[Entry], *, now: datetime) -> None:
@@ -136,8 +78,8 @@ def store(session: Session, entries: Sequence[Entry], *, now: datetime) -> None:
             "created_at": now,
             "updated_at": now,
         }
-    _insert(session, list(by_kind[False].values()), overwrite=False)
-    _insert(session, list(by_kind[True].values()), overwrite=True)
+    insert_memory(session, list(by_kind[False].values()), overwrite=False)
+    insert_memory(session, list(by_kind[True].values()), overwrite=True)
 
 
 # -- editor corrections ------------------------------------------------------------------------
@@ -173,17 +115,58 @@ def set_editor_translation(
     if item is None:
         raise TranslationError(f"no item with id {item_id}")
     row = next((t for t in item.translations if t.language == language), None)
+    title, summary_html, summary_text = _editor_fields(item, row, language, title, summary)
+
+    src = source_language(item.language, item.detected_language)
+    if src != language:
+        # the item's own texts → the editor's words, each a memory entry of its own
+        pairs: list[tuple[str, str | None]] = [(item.title, title)]
+        if summary is not None:
+            pairs += [(item.summary_html, summary_html), (item.summary_text, summary_text)]
+        entries = [Entry(src, language, a, b or "", EDITOR) for a, b in pairs if a]
+        store(session, entries, now=now)
+
+    if row is None:
+        row = Translation(item_id=item.id, language=language, created_at=now)
+        session.add(row)
+        item.translations.append(row)
+    _set_editor_row(row, item, title, summary_html or "", summary_text or "", now)
+    session.flush()
+    return row
+
+
+def _set_editor_row(
+    row: Translation, item: Item, title: str, summary_html: str, summary_text: str, now: datetime
+) -> None:
+    row.title = title
+    row.summary_html = summary_html
+    row.summary_text = summary_text
+    row.provider = EDITOR
+    row.status = "done"
+    row.error = None
+    row.next_attempt_at = None
+    row.source_hash = text_hash(item.title, item.summary_html, item.summary_text)
+    row.updated_at = now
+
+
+def _editor_fields(
+    item: Item, row: Translation | None, language: str, title: str | None, summary: str | None
+) -> tuple[str, str | None, str | None]:
+    """``(title, summary_html, summary_text)`` an editor sets: what was given, the current done
+    translation of a field not given, or a refusal (nothing to keep, an empty title)."""
     done = row is not None and row.status == "done"
     if title is None:
         if not done or row is None or row.title is None:
             raise TranslationError(
-                f"item {item_id} has no {language} title yet; give the title too"
+                f"item {item.id} has no {language} title yet; give the title too"
             )
         title = row.title
+    summary_html: str | None
+    summary_text: str | None
     if summary is None:
         if (item.summary_html or item.summary_text) and (not done or row is None):
             raise TranslationError(
-                f"item {item_id} has no {language} summary yet; give the summary too"
+                f"item {item.id} has no {language} summary yet; give the summary too"
             )
         summary_html = row.summary_html if row is not None and done else ""
         summary_text = row.summary_text if row is not None and done else ""
@@ -192,32 +175,7 @@ def set_editor_translation(
     title = title.strip()
     if not title:
         raise TranslationError("the title is empty")
-
-    src = source_language(item.language, item.detected_language)
-    entries = [Entry(src, language, item.title, title, EDITOR)]
-    if summary is not None:
-        if item.summary_html:
-            entries.append(Entry(src, language, item.summary_html, summary_html or "", EDITOR))
-        if item.summary_text:
-            entries.append(Entry(src, language, item.summary_text, summary_text or "", EDITOR))
-    if src != language:
-        store(session, entries, now=now)
-
-    if row is None:
-        row = Translation(item_id=item.id, language=language, created_at=now)
-        session.add(row)
-        item.translations.append(row)
-    row.title = title
-    row.summary_html = summary_html or ""
-    row.summary_text = summary_text or ""
-    row.provider = EDITOR
-    row.status = "done"
-    row.error = None
-    row.next_attempt_at = None
-    row.source_hash = text_hash(item.title, item.summary_html, item.summary_text)
-    row.updated_at = now
-    session.flush()
-    return row
+    return title, summary_html, summary_text
 
 
 def import_memory(session: Session, path: Path, *, now: datetime | None = None) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from newsexchange.common.retry import Backoff
 from newsexchange.config import LANGUAGES
 
 Action = Literal["original", "translate"]
@@ -102,8 +103,5 @@ def decide(
 
 def backoff_seconds(attempts: int, *, cap_hours: float, retry_after: float | None = None) -> float:
     """Delay before the next attempt: 5 min, 10, 20 … up to ``cap_hours``, never earlier than a
-    provider's Retry-After."""
-    delay: float = min(300.0 * 2.0 ** max(0, attempts - 1), cap_hours * 3600.0)
-    if retry_after:
-        delay = max(delay, min(retry_after, cap_hours * 3600.0))
-    return delay
+    provider's Retry-After (itself at most ``cap_hours``)."""
+    return Backoff(base=300.0, cap=cap_hours * 3600.0).delay(attempts, retry_after)
