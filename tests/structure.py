@@ -22,7 +22,7 @@ ROOT = PACKAGE.parent
 LAZY_THIRD_PARTY = frozenset(
     {
         "py3langid", "argostranslate", "rich", "feedgen", "prometheus_client", "alembic",
-        "sendgrid", "python_http_client", "imapclient", "uvicorn", "deep_translator",
+        "sendgrid", "python_http_client", "imapclient", "uvicorn",
         "psycopg", "brotli", "brotlicffi", "yaml",
     }
 )  # fmt: skip
