@@ -109,3 +109,7 @@ class DigestNotFound(DigestError, ApprovalError, DeliveryError):
     def __init__(self, digest_id: int) -> None:
         self.digest_id = digest_id
         super().__init__(f"no digest with id {digest_id} (see: newsexchange digest list)")
+
+
+class StopRequested(Exception):
+    """Raised between two chunks of a send when the service is stopping."""
