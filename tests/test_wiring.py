@@ -36,4 +36,3 @@ def test_every_module_with_routes_is_in_the_web_list() -> None:
     }
     assert {routes.__module__ for routes in app.ROUTES} == modules
     assert len(app.ROUTES) == len(modules)
-
