@@ -24,11 +24,24 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from typing import Any
 
-from sqlalchemy import select
-
 from newsexchange.config import Config
-from newsexchange.db import Alert, Database, Digest, ProviderUsage, Source
+from newsexchange.db import Database, Session
+from newsexchange.db.queries import alerts as queries
+from newsexchange.delivery.mailers import OutgoingMessage, get_mailer
+from newsexchange.digest.states import DigestState as S
 from newsexchange.mailheaders import header_text
+
+__all__ = [
+    "PROVIDER_DOWN_FOR",
+    "SOURCE_FAILING_FOR",
+    "AlertReport",
+    "Condition",
+    "DigestState",
+    "ProviderState",
+    "SourceState",
+    "check_alerts",
+    "find_conditions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -103,78 +116,82 @@ def find_conditions(
     digests: list[DigestState],
 ) -> list[Condition]:
     """What deserves an operator's attention now (pure: plain rows in, conditions out)."""
-    out: list[Condition] = []
-    for src in sources:
-        if src.failing_since and now - src.failing_since >= SOURCE_FAILING_FOR:
-            out.append(
-                Condition(
-                    key=f"source-failing:{src.id}:{src.failing_since.isoformat()}",
-                    subject=f"Source {src.id} has been failing for {_ago(now, src.failing_since)}",
-                    body=(
-                        f"The source {src.id} ({src.url}) has failed every fetch since "
-                        f"{src.failing_since:%Y-%m-%d %H:%M} UTC "
-                        f"({src.consecutive_failures} attempts).\n\n"
-                        f"Last error: {src.last_error or 'unknown'}\n\n"
-                        "Other sources are not affected. Check the address in feeds.yaml "
-                        f"(newsexchange fetch --source {src.id} shows the error), or set "
-                        "enabled: false on the source until it is back."
-                    ),
-                )
-            )
-    for prov in providers:
-        if prov.down_since and now - prov.down_since >= PROVIDER_DOWN_FOR:
-            out.append(
-                Condition(
-                    key=f"provider-down:{prov.provider}:{prov.down_since.isoformat()}",
-                    subject=(
-                        f"Translation provider {prov.provider} has been down for "
-                        f"{_ago(now, prov.down_since)}"
-                    ),
-                    body=(
-                        f"The translation provider {prov.provider} has failed since "
-                        f"{prov.down_since:%Y-%m-%d %H:%M} UTC.\n\n"
-                        f"Last error: {prov.last_error or 'unknown'}\n\n"
-                        "Items waiting for it stay pending and are retried; the next provider "
-                        "in translation.providers is tried meanwhile. Check its key (the "
-                        "*_env variable) and quota, or add another provider."
-                    ),
-                )
-            )
-    for d in digests:
-        label = f"digest #{d.id} ({d.exchange_id}, period {d.period_start})"
-        if d.state == "held":
-            out.append(
-                Condition(
-                    key=f"digest-held:{d.id}:v{d.version}",
-                    subject=f"Digest #{d.id} of {d.exchange_id} is held: not sent",
-                    body=(
-                        f"The {label} passed its approval deadline without the required "
-                        f"approvals and is held; it will not be sent.\n\n"
-                        f"{'Reason: ' + d.reason + chr(10) + chr(10) if d.reason else ''}"
-                        f"An editor can still approve it (newsexchange approve {d.id}), or "
-                        "it can be rebuilt (newsexchange digest build)."
-                    ),
-                )
-            )
-        elif (
-            d.state == "awaiting_approval"
-            and d.approval_requested_at is not None
-            and now - d.approval_requested_at >= timedelta(hours=d.deadline_hours)
-        ):
-            out.append(
-                Condition(
-                    key=f"digest-overdue:{d.id}:v{d.version}",
-                    subject=f"Digest #{d.id} of {d.exchange_id} is past its approval deadline",
-                    body=(
-                        f"The {label} was sent for approval on "
-                        f"{d.approval_requested_at:%Y-%m-%d %H:%M} UTC and is still waiting "
-                        f"after {_ago(now, d.approval_requested_at)} (deadline: "
-                        f"{d.deadline_hours:.0f} hours). Remind the editors, or approve it by "
-                        f"hand (newsexchange approve {d.id})."
-                    ),
-                )
-            )
-    return out
+    return [
+        *(c for src in sources if (c := _source_failing(now, src))),
+        *(c for prov in providers if (c := _provider_down(now, prov))),
+        *(c for d in digests if (c := _digest_stuck(now, d))),
+    ]
+
+
+def _source_failing(now: datetime, src: SourceState) -> Condition | None:
+    if not src.failing_since or now - src.failing_since < SOURCE_FAILING_FOR:
+        return None
+    return Condition(
+        key=f"source-failing:{src.id}:{src.failing_since.isoformat()}",
+        subject=f"Source {src.id} has been failing for {_ago(now, src.failing_since)}",
+        body=(
+            f"The source {src.id} ({src.url}) has failed every fetch since "
+            f"{src.failing_since:%Y-%m-%d %H:%M} UTC "
+            f"({src.consecutive_failures} attempts).\n\n"
+            f"Last error: {src.last_error or 'unknown'}\n\n"
+            "Other sources are not affected. Check the address in feeds.yaml "
+            f"(newsexchange fetch --source {src.id} shows the error), or set "
+            "enabled: false on the source until it is back."
+        ),
+    )
+
+
+def _provider_down(now: datetime, prov: ProviderState) -> Condition | None:
+    if not prov.down_since or now - prov.down_since < PROVIDER_DOWN_FOR:
+        return None
+    return Condition(
+        key=f"provider-down:{prov.provider}:{prov.down_since.isoformat()}",
+        subject=(
+            f"Translation provider {prov.provider} has been down for {_ago(now, prov.down_since)}"
+        ),
+        body=(
+            f"The translation provider {prov.provider} has failed since "
+            f"{prov.down_since:%Y-%m-%d %H:%M} UTC.\n\n"
+            f"Last error: {prov.last_error or 'unknown'}\n\n"
+            "Items waiting for it stay pending and are retried; the next provider "
+            "in translation.providers is tried meanwhile. Check its key (the "
+            "*_env variable) and quota, or add another provider."
+        ),
+    )
+
+
+def _digest_stuck(now: datetime, d: DigestState) -> Condition | None:
+    """A digest held, or still awaiting approval past its deadline."""
+    label = f"digest #{d.id} ({d.exchange_id}, period {d.period_start})"
+    if d.state == S.HELD:
+        return Condition(
+            key=f"digest-held:{d.id}:v{d.version}",
+            subject=f"Digest #{d.id} of {d.exchange_id} is held: not sent",
+            body=(
+                f"The {label} passed its approval deadline without the required "
+                f"approvals and is held; it will not be sent.\n\n"
+                f"{'Reason: ' + d.reason + chr(10) + chr(10) if d.reason else ''}"
+                f"An editor can still approve it (newsexchange approve {d.id}), or "
+                "it can be rebuilt (newsexchange digest build)."
+            ),
+        )
+    if (
+        d.state == S.AWAITING_APPROVAL
+        and d.approval_requested_at is not None
+        and now - d.approval_requested_at >= timedelta(hours=d.deadline_hours)
+    ):
+        return Condition(
+            key=f"digest-overdue:{d.id}:v{d.version}",
+            subject=f"Digest #{d.id} of {d.exchange_id} is past its approval deadline",
+            body=(
+                f"The {label} was sent for approval on "
+                f"{d.approval_requested_at:%Y-%m-%d %H:%M} UTC and is still waiting "
+                f"after {_ago(now, d.approval_requested_at)} (deadline: "
+                f"{d.deadline_hours:.0f} hours). Remind the editors, or approve it by "
+                f"hand (newsexchange approve {d.id})."
+            ),
+        )
+    return None
 
 
 def _read_state(
@@ -185,15 +202,11 @@ def _read_state(
     with db.session() as s:
         sources = [
             SourceState(r.id, r.url, r.failing_since, r.consecutive_failures, r.last_error)
-            for r in s.scalars(select(Source).where(Source.failing_since.is_not(None)))
+            for r in queries.failing_sources(s)
             if r.id in configured
         ]
         latest: dict[str, ProviderState] = {}
-        for p in s.scalars(
-            select(ProviderUsage)
-            .where(ProviderUsage.down_since.is_not(None))
-            .order_by(ProviderUsage.day)
-        ):
+        for p in queries.providers_down(s):
             latest[p.provider] = ProviderState(p.provider, p.down_since, p.last_error)
         digests = [
             DigestState(
@@ -206,9 +219,7 @@ def _read_state(
                 deadlines.get(d.exchange_id, 120.0),
                 d.decided_reason,
             )
-            for d in s.scalars(
-                select(Digest).where(Digest.state.in_(("held", "awaiting_approval")))
-            )
+            for d in queries.digests_in(s, (S.HELD, S.AWAITING_APPROVAL))
         ]
     return sources, list(latest.values()), digests
 
@@ -233,13 +244,11 @@ def _message(config: Config, cond: Condition, now: datetime) -> EmailMessage:
 
 def check_alerts(db: Database, config: Config, *, now: datetime) -> AlertReport:
     """Mail each new alert condition to the operators, once (the step the service runs)."""
-    from newsexchange.delivery.mailers import OutgoingMessage, get_mailer
-
     report = AlertReport()
     conditions = find_conditions(now, *_read_state(db, config))
     report.checked = len(conditions)
     with db.session() as s:
-        known = set(s.scalars(select(Alert.key).where(Alert.key.in_([c.key for c in conditions]))))
+        known = queries.known_keys(s, [c.key for c in conditions])
     new = [c for c in conditions if c.key not in known]
     report.new = len(new)
     if not new:
@@ -268,7 +277,7 @@ def check_alerts(db: Database, config: Config, *, now: datetime) -> AlertReport:
                 },
             )
             with db.session() as s:
-                s.merge(Alert(key=cond.key, sent_at=now, message=cond.subject))
+                queries.record_alert(s, cond.key, sent_at=now, message=cond.subject)
                 _mark_alerted(s, cond.key, now)
             report.alerts.append(cond.key)
     finally:
@@ -277,14 +286,11 @@ def check_alerts(db: Database, config: Config, *, now: datetime) -> AlertReport:
     return report
 
 
-def _mark_alerted(session: Any, key: str, now: datetime) -> None:
+def _mark_alerted(session: Session, key: str, now: datetime) -> None:
+    """Note on the source or provider of ``key`` that its failure was alerted."""
     kind, _, rest = key.partition(":")
     name = rest.split(":", 1)[0]
     if kind == "source-failing":
-        src = session.get(Source, name)
-        if src is not None:
-            src.alerted_at = now
+        queries.mark_source_alerted(session, name, now)
     elif kind == "provider-down":
-        for p in session.scalars(select(ProviderUsage).where(ProviderUsage.provider == name)):
-            if p.down_since is not None:
-                p.alerted_at = now
+        queries.mark_provider_alerted(session, name, now)

@@ -9,27 +9,48 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib
 import logging
 import sys
-from collections.abc import Sequence
-
-import sqlalchemy.exc
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from newsexchange import __version__
-from newsexchange.commands import Context, to_json
+from newsexchange.commands import (
+    Context,
+    approval,
+    core,
+    delivery,
+    digest,
+    ingest,
+    service,
+    to_json,
+    translate,
+)
+from newsexchange.config import database_url
+from newsexchange.db.problems import (
+    BadDatabaseUrl,
+    DatabaseFailure,
+    database_problem,
+    one_line,
+    safe_url,
+)
 from newsexchange.errors import ConfigError, DigestNotFound, NewsExchangeError
+from newsexchange.logs import setup_logging
 
-# Each module registers its own sub-commands (see newsexchange/commands/__init__.py).
-COMMAND_MODULES = [
-    "newsexchange.commands.core",
-    "newsexchange.commands.ingest",
-    "newsexchange.commands.translate",
-    "newsexchange.commands.delivery",
-    "newsexchange.commands.digest",
-    "newsexchange.commands.service",
-    "newsexchange.commands.approval",
-]
+__all__ = ["COMMANDS", "build_parser", "database_problem", "main", "os_problem"]
+
+Register = Callable[["argparse._SubParsersAction[Any]"], None]
+
+#: Every command module, in ``--help`` order; each ``register`` adds its sub-commands.
+COMMANDS: tuple[Register, ...] = (
+    core.register,
+    ingest.register,
+    translate.register,
+    delivery.register,
+    digest.register,
+    service.register,
+    approval.register,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,16 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for register in COMMANDS:
+        register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from newsexchange.logs import setup_logging
-
     setup_logging(verbosity=args.verbose, base=getattr(args, "log_base", logging.WARNING))
     ctx = Context(args)
     try:
@@ -70,10 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NewsExchangeError as exc:
         _fail(ctx, str(exc), kind=type(exc).__name__)
         return 1
-    except sqlalchemy.exc.ArgumentError as exc:  # a database_url SQLAlchemy cannot use
-        _fail(ctx, f"database_url: {_one_line(str(exc))}", kind="config")
+    except BadDatabaseUrl as exc:  # a database_url SQLAlchemy cannot use
+        _fail(ctx, f"database_url: {one_line(str(exc))}", kind="config")
         return 2
-    except sqlalchemy.exc.DBAPIError as exc:
+    except DatabaseFailure as exc:
         _fail(ctx, database_problem(exc, _safe_url(ctx)), kind="database")
         return 1
     except OSError as exc:
@@ -86,42 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx.close()
 
 
-def _one_line(text: str) -> str:
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
 def _safe_url(ctx: Context) -> str:
     """The database URL without its password, or "" when there is none to tell."""
-    from sqlalchemy.engine import make_url
-
-    from newsexchange.config import database_url
-
     try:
-        url = ctx._db.url if ctx._db is not None else database_url(ctx.config)
-        return make_url(url).render_as_string(hide_password=True)
+        return safe_url(ctx._db.url if ctx._db is not None else database_url(ctx.config))
     except Exception:  # an unreadable config or URL: say what is wrong without it
         return ""
-
-
-def database_problem(exc: sqlalchemy.exc.DBAPIError, url: str = "") -> str:
-    """One line for a database that cannot be used (SQLAlchemy's text has the statement, its
-    parameters and a link on further lines; the driver's own message is the part that says
-    what is wrong)."""
-    reason = _one_line(str(exc.orig)) if exc.orig is not None else _one_line(str(exc))
-    low = reason.lower()
-    where = f" ({url})" if url else ""
-    if "database is locked" in low or "database table is locked" in low:
-        return (
-            f"the database{where} is locked: another process kept a write transaction open "
-            "longer than database_busy_timeout; run the command again when it is done"
-        )
-    if "disk is full" in low or "no space left" in low:
-        return f"the disk holding the database{where} is full: {reason}"
-    if "unable to open database file" in low:
-        return f"cannot open the database file{where}: does its folder exist and is it writable?"
-    if isinstance(exc, sqlalchemy.exc.OperationalError):
-        return f"the database{where} cannot be used: {reason}"
-    return f"database error{where}: {reason}"
 
 
 def os_problem(exc: OSError) -> str:

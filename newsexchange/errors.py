@@ -1,10 +1,46 @@
 """The exceptions newsexchange raises: one base class, one subclass per situation.
 
 Each carries what a user needs to act on it (the file and line of a config mistake, the
-source and URL of a failed fetch, whether a provider error is worth retrying).
+source and URL of a failed fetch, whether a provider error is worth retrying). The tree
+(the classes in parentheses are defined beside the step that raises them):
+
+* NewsExchangeError — every error raised on purpose; the CLI prints it and exits 1
+  + ConfigError (file, line) — a mistake in feeds.yaml or the environment; exit 2
+    - ConfigErrors (errors) — several mistakes at once, one per line
+  + FetchError (source, url, status, retryable, retry_after) — a source failed
+    - (ingest.fetch._TimeoutError) — one attempt timed out: worth another in the same run
+  + TranslationError (provider, retryable, retry_after) — a translation provider failed
+    - (translate.base.ProviderError) — one provider's answer, as its client read it
+  + DigestError — a digest cannot be built, changed or shown as asked
+    - (digest.periods.PeriodError) — a date that does not start a period; exit 2
+  + ApprovalError — an approval action was refused
+    - (approval.tokens.TokenError) — a link refused, in the editor's language
+  + DeliveryError (permanent, retry_after) — a message could not be handed to the mailer
+  + DigestNotFound (digest_id) — a DigestError, an ApprovalError *and* a DeliveryError, so
+    whoever catches one step's own error still catches it; exit 2
+* StopRequested — not an error: the service is stopping (raised between two chunks of a
+  send; a plain Exception, so no ``except NewsExchangeError`` swallows it)
+
+Outside the tree, because nothing beyond their own module catches them:
+``web.limits.BodyTooLarge`` (a request body over its cap: 413), ``ingest.addresses.
+AddressRefused`` (an address the fetcher may not reach), ``delivery.send.SendStopped``
+(the console's stop of a send).
 """
 
 from __future__ import annotations
+
+__all__ = [
+    "ApprovalError",
+    "ConfigError",
+    "ConfigErrors",
+    "DeliveryError",
+    "DigestError",
+    "DigestNotFound",
+    "FetchError",
+    "NewsExchangeError",
+    "StopRequested",
+    "TranslationError",
+]
 
 
 class NewsExchangeError(Exception):
@@ -109,3 +145,7 @@ class DigestNotFound(DigestError, ApprovalError, DeliveryError):
     def __init__(self, digest_id: int) -> None:
         self.digest_id = digest_id
         super().__init__(f"no digest with id {digest_id} (see: newsexchange digest list)")
+
+
+class StopRequested(Exception):
+    """Raised between two chunks of a send when the service is stopping."""

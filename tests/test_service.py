@@ -349,27 +349,18 @@ def test_secrets_of_the_configuration_never_reach_the_log(
     assert "***" in record.getMessage()
 
 
-@pytest.mark.parametrize("job", ["send"])
-def test_a_missing_step_is_reported_unavailable_not_fatal(
-    job: str, write_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+def test_every_job_and_run_once_step_has_a_row_in_the_steps_table(
+    write_config: Callable[..., Config],
 ) -> None:
-    """A part not installed yet: the run says so and leaves no failed job_runs row."""
+    """The steps are wired by plain imports in one table (no step is looked up by name at
+    run time, so none can be "unavailable"): every job the schedule makes and every step of
+    run-once names a row of it."""
     from newsexchange import service
 
-    cfg = write_config("")
-    db = Database(database_url(cfg))
-    try:
-        monkeypatch.setitem(
-            service.STEPS,
-            job,
-            service.Step(job, lambda c, d, n, a: service._resolve("newsexchange.not_here", "run")),
-        )
-        outcome = service.Runner(cfg, db).run(job)
-        assert outcome.status == "unavailable"
-        assert "newsexchange.not_here" in (outcome.error or "")
-        assert _runs(db, job) == []
-    finally:
-        db.dispose()
+    cfg = write_config("mail: {imap: {host: imap.example.org}}\n", base=_base_with_mail())
+    named = {spec.id.partition(":")[0] for spec in job_specs(cfg)} | set(service.RUN_ONCE_ORDER)
+    assert named == set(service.STEPS)
+    assert all(step.name == name and callable(step.run) for name, step in service.STEPS.items())
 
 
 def test_a_busy_port_is_a_usage_error_before_any_job_runs(

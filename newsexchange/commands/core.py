@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from newsexchange.commands import Context, add_common
-from newsexchange.config import database_url
+from newsexchange.config import Config, database_url
 from newsexchange.errors import ConfigError
 
 
@@ -31,7 +31,13 @@ def check(ctx: Context) -> int:
         by_region[s.region] = by_region.get(s.region, 0) + 1
     url = database_url(cfg)
     safe_url = url.split("@")[-1] if "@" in url else url  # never print a password
-    data: dict[str, Any] = {
+    ctx.emit(_summary(cfg, by_region, safe_url), lambda: _text(cfg, by_region, safe_url))
+    return 0
+
+
+def _summary(cfg: Config, by_region: dict[str, int], safe_url: str) -> dict[str, Any]:
+    """What ``check --json`` prints."""
+    return {
         "ok": True,
         "config": str(cfg.path),
         "database": safe_url,
@@ -64,27 +70,24 @@ def check(ctx: Context) -> int:
         ],
     }
 
-    def text() -> str:
-        lines = [
-            f"{cfg.path}: OK",
-            f"  database: {safe_url}",
-            f"  mail: {cfg.mail.backend}",
-            f"  time zone: {cfg.timezone}",
-        ]
-        for rid, r in cfg.regions.items():
-            lines.append(
-                f"  region {rid} ({r.name}, {r.language}): {by_region.get(rid, 0)} sources"
-            )
-        provs = ", ".join(p.name for p in cfg.translation.providers) or "none"
-        lines.append(f"  translation: {provs}")
-        for e in cfg.exchanges:
-            lines.append(
-                f"  exchange {e.id}: {'+'.join(e.from_)} → {e.language}, days "
-                f"{', '.join(map(str, e.schedule.days))} at {e.schedule.time} "
-                f"({cfg.exchange_tz(e)}), {len(e.editors)} editor(s), lists: "
-                f"{', '.join(e.lists) or 'none'}"
-            )
-        return "\n".join(lines)
 
-    ctx.emit(data, text)
-    return 0
+def _text(cfg: Config, by_region: dict[str, int], safe_url: str) -> str:
+    """What ``check`` prints for a person."""
+    lines = [
+        f"{cfg.path}: OK",
+        f"  database: {safe_url}",
+        f"  mail: {cfg.mail.backend}",
+        f"  time zone: {cfg.timezone}",
+    ]
+    for rid, r in cfg.regions.items():
+        lines.append(f"  region {rid} ({r.name}, {r.language}): {by_region.get(rid, 0)} sources")
+    provs = ", ".join(p.name for p in cfg.translation.providers) or "none"
+    lines.append(f"  translation: {provs}")
+    for e in cfg.exchanges:
+        lines.append(
+            f"  exchange {e.id}: {'+'.join(e.from_)} → {e.language}, days "
+            f"{', '.join(map(str, e.schedule.days))} at {e.schedule.time} "
+            f"({cfg.exchange_tz(e)}), {len(e.editors)} editor(s), lists: "
+            f"{', '.join(e.lists) or 'none'}"
+        )
+    return "\n".join(lines)

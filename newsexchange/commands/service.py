@@ -6,14 +6,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-from newsexchange.commands import Context, add_common
+from newsexchange.commands.context import Context, add_common
+from newsexchange.db.queries.jobs import job_history, stored_jobs
 from newsexchange.errors import ConfigError
+from newsexchange.logs import install_secret_redaction
+from newsexchange.service import RUN_ONCE_ORDER, Runner, Service, job_specs, prepare_demo
+from newsexchange.web.app import create_app
 
 log = logging.getLogger("newsexchange.serve")
 
@@ -45,45 +50,24 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 def jobs(ctx: Context) -> int:
     """What the scheduler will do next and how its jobs went (read from the database, so it
     works whether or not a service is running)."""
-    from sqlalchemy import func, select
-
-    from newsexchange.db import JobRun
-    from newsexchange.service import job_specs, stored_jobs
-
     cfg = ctx.config
     db = ctx.db
     stored = {j["id"]: j["next_run_at"] for j in stored_jobs(db)}
-    rows: list[dict[str, Any]] = []
-    with db.session() as s:
-        for spec in job_specs(cfg):
-            last = s.scalars(
-                select(JobRun)
-                .where(JobRun.job == spec.id)
-                .order_by(JobRun.started_at.desc())
-                .limit(1)
-            ).first()
-            last_ok = s.scalar(
-                select(func.max(JobRun.started_at)).where(
-                    JobRun.job == spec.id, JobRun.ok.is_(True)
-                )
-            )
-            failures = s.scalar(
-                select(func.count())
-                .select_from(JobRun)
-                .where(JobRun.job == spec.id, JobRun.ok.is_(False))
-            )
-            rows.append(
-                {
-                    "job": spec.id,
-                    "schedule": spec.spec,
-                    "next_run": stored.get(spec.id),
-                    "last_run": last.started_at if last else None,
-                    "last_ok": last.ok if last else None,
-                    "last_error": last.error if last and not last.ok else None,
-                    "last_success": last_ok,
-                    "failures": failures or 0,
-                }
-            )
+    specs = job_specs(cfg)
+    history = job_history(db, [spec.id for spec in specs])
+    rows: list[dict[str, Any]] = [
+        {
+            "job": spec.id,
+            "schedule": spec.spec,
+            "next_run": stored.get(spec.id),
+            "last_run": history[spec.id].last_run,
+            "last_ok": history[spec.id].last_ok,
+            "last_error": history[spec.id].last_error,
+            "last_success": history[spec.id].last_success,
+            "failures": history[spec.id].failures,
+        }
+        for spec in specs
+    ]
     data = {"ok": True, "scheduled": bool(stored), "jobs": rows}
 
     def when(t: Any) -> str:
@@ -111,8 +95,6 @@ def jobs(ctx: Context) -> int:
 
 
 def run_once(ctx: Context) -> int:
-    from newsexchange.service import RUN_ONCE_ORDER, Runner, install_secret_redaction, prepare_demo
-
     cfg = ctx.config
     install_secret_redaction(cfg)
     runner = Runner(cfg, ctx.db)
@@ -214,9 +196,6 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def serve(ctx: Context) -> int:
-    from newsexchange.service import Service, install_secret_redaction
-    from newsexchange.web.app import create_app
-
     cfg = ctx.config
     install_secret_redaction(cfg)
     for name in ("uvicorn", "uvicorn.error", "apscheduler"):
@@ -245,7 +224,7 @@ def serve(ctx: Context) -> int:
     service.start()
     log.info(
         "serving",
-        extra={"url": f"http://{host}:{port}", "public_url": cfg.public_url, "pid": _pid()},
+        extra={"url": f"http://{host}:{port}", "public_url": cfg.public_url, "pid": os.getpid()},
     )
     try:
         _Server(create_app(cfg, db), host, port, on_signal).run(sock)
@@ -253,9 +232,3 @@ def serve(ctx: Context) -> int:
         service.stop(wait=True)  # running steps finish; nothing is left half-written
     log.info("stopped")
     return 0
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()

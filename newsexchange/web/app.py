@@ -1,12 +1,11 @@
 """The web app: approval pages, "view online", archive, unsubscribe, webhooks, health.
 
-Each part contributes its own routes: a module in ``ROUTE_MODULES`` has
+Each part contributes its own routes: :data:`ROUTES` lists every part's
 ``routes(config, db) -> list[BaseRoute]``. Served by uvicorn (``newsexchange serve``).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -16,19 +15,30 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from newsexchange.approval import web as approval_web
 from newsexchange.config import Config
 from newsexchange.db import Database
-from newsexchange.web import ids  # noqa: F401  (registers {name:id} before any route is built)
+from newsexchange.delivery import web as delivery_web
+from newsexchange.web import (
+    archive,
+    ids,  # noqa: F401  (registers {name:id} before any route is built)
+    ops,
+)
+
+__all__ = ["ROUTES", "SECURITY_HEADERS", "SecurityHeaders", "ServerErrors", "create_app"]
 
 log = logging.getLogger(__name__)
 
-# Operations (/healthz, /readyz, /metrics) first, then the public archive, then each part's.
-ROUTE_MODULES: list[str] = [
-    "newsexchange.web.ops",
-    "newsexchange.web.archive",
-    "newsexchange.approval.web",
-    "newsexchange.delivery.web",
-]
+RouteFactory = Callable[[Config, Database], list[BaseRoute]]
+
+#: Every part's routes: operations (/healthz, /readyz, /metrics) first, then the public
+#: archive, then the approval pages, then unsubscribe and the webhooks.
+ROUTES: tuple[RouteFactory, ...] = (
+    ops.routes,
+    archive.routes,
+    approval_web.routes,
+    delivery_web.routes,
+)
 
 # Every page is ours or the editor's own data: no framing, no referrer leak of the signed
 # tokens in our URLs, no MIME sniffing.
@@ -115,17 +125,7 @@ def create_app(
     """The app. ``clock`` (aware UTC ``datetime``) replaces the real one wherever a page needs
     "now" (link expiry, readiness, the archive's feed); tests pass it so that nothing depends
     on today's date."""
-    routes: list[BaseRoute] = []
-    for name in ROUTE_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise  # a real import error inside the module: let it show
-            # A part listed but not installed (yet): the rest of the app still serves.
-            log.warning("web routes unavailable", extra={"routes": name})
-            continue
-        routes.extend(module.routes(config, db))
+    routes = [route for part in ROUTES for route in part(config, db)]
     app = Starlette(
         routes=routes, middleware=[Middleware(SecurityHeaders), Middleware(ServerErrors)]
     )

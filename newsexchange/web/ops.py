@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -28,23 +28,16 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select, text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from newsexchange.config import Config
-from newsexchange.db import (
-    Database,
-    Delivery,
-    Digest,
-    Item,
-    JobRun,
-    ProviderUsage,
-    Source,
-    Translation,
-    utcnow,
-)
+from newsexchange.db import Database, Session, utcnow
+from newsexchange.db.queries import jobs as queries
+from newsexchange.web import deps
+
+__all__ = ["OVERDUE_AFTER", "DatabaseCollector", "readiness", "routes"]
 
 #: A scheduled job this late is "overdue": the scheduler is not running it.
 OVERDUE_AFTER = timedelta(minutes=10)
@@ -52,13 +45,10 @@ OVERDUE_AFTER = timedelta(minutes=10)
 
 def readiness(config: Config, db: Database, *, now: datetime, up_since: datetime) -> dict[str, Any]:
     """The readiness verdict and its evidence (used by /readyz; pure reading, no side effect)."""
-    from newsexchange.service import stored_jobs
-
     reasons: list[str] = []
     checks: dict[str, Any] = {}
     try:
-        with db.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        queries.ping(db)
         checks["database"] = "ok"
     except Exception as exc:  # any failure to talk to it is the answer
         checks["database"] = f"unreachable: {type(exc).__name__}"
@@ -67,10 +57,7 @@ def readiness(config: Config, db: Database, *, now: datetime, up_since: datetime
 
     interval = timedelta(minutes=config.fetch.interval_minutes)
     limit = 3 * interval
-    with db.session() as s:
-        last_fetch = s.scalar(
-            select(func.max(JobRun.started_at)).where(JobRun.job == "fetch", JobRun.ok.is_(True))
-        )
+    last_fetch = queries.last_success(db, "fetch")
     if last_fetch is not None:
         age = now - last_fetch
         checks["last_fetch"] = {
@@ -90,7 +77,7 @@ def readiness(config: Config, db: Database, *, now: datetime, up_since: datetime
             )
 
     overdue = []
-    jobs = stored_jobs(db)
+    jobs = queries.stored_jobs(db)
     for job in jobs:
         nxt = job["next_run_at"]
         if nxt is not None and now - nxt > OVERDUE_AFTER:
@@ -103,10 +90,10 @@ def readiness(config: Config, db: Database, *, now: datetime, up_since: datetime
     return {"ready": not reasons, "reasons": reasons, "checks": checks}
 
 
-def _counts(s: Any, name: str, doc: str, labels: list[str], *columns: Any) -> Metric:
-    """A gauge of row counts grouped by ``columns`` (one label per column)."""
-    gauge = GaugeMetricFamily(name, doc, labels=labels)
-    for *values, n in s.execute(select(*columns, func.count()).group_by(*columns)):
+def _counts(s: Session, what: str, doc: str, labels: list[str]) -> Metric:
+    """A gauge of the rows of ``what`` counted by its columns (one label per column)."""
+    gauge = GaugeMetricFamily(f"newsexchange_{what}", doc, labels=labels)
+    for *values, n in queries.count_by(s, what):
         gauge.add_metric([str(v) for v in values], n)
     return gauge
 
@@ -120,27 +107,12 @@ class DatabaseCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self.db.session() as s:
-            yield _counts(
-                s,
-                "newsexchange_items",
-                "Items stored, per source and region",
-                ["source", "region"],
-                Item.source_id,
-                Item.region,
-            )
+            yield _counts(s, "items", "Items stored, per source and region", ["source", "region"])
 
             failing = GaugeMetricFamily(
                 "newsexchange_sources_failing", "Sources whose fetches are currently failing"
             )
-            failing.add_metric(
-                [],
-                s.scalar(
-                    select(func.count())
-                    .select_from(Source)
-                    .where(Source.failing_since.is_not(None))
-                )
-                or 0,
-            )
+            failing.add_metric([], queries.sources_failing(s))
             yield failing
 
             chars = CounterMetricFamily(
@@ -158,65 +130,39 @@ class DatabaseCollector(Collector):
                 "Failed requests per translation provider",
                 labels=["provider"],
             )
-            for provider, c, r, f in s.execute(
-                select(
-                    ProviderUsage.provider,
-                    func.sum(ProviderUsage.characters),
-                    func.sum(ProviderUsage.requests),
-                    func.sum(ProviderUsage.failures),
-                ).group_by(ProviderUsage.provider)
-            ):
-                chars.add_metric([provider], c or 0)
-                reqs.add_metric([provider], r or 0)
-                fails.add_metric([provider], f or 0)
+            for provider, c, r, f in queries.provider_totals(s):
+                chars.add_metric([provider], c)
+                reqs.add_metric([provider], r)
+                fails.add_metric([provider], f)
             yield chars
             yield reqs
             yield fails
 
             yield _counts(
-                s,
-                "newsexchange_translations",
-                "Translations by language and status",
-                ["language", "status"],
-                Translation.language,
-                Translation.status,
+                s, "translations", "Translations by language and status", ["language", "status"]
             )
-
+            yield _counts(s, "digests", "Digests by exchange and state", ["exchange", "state"])
             yield _counts(
-                s,
-                "newsexchange_digests",
-                "Digests by exchange and state",
-                ["exchange", "state"],
-                Digest.exchange_id,
-                Digest.state,
-            )
-
-            yield _counts(
-                s,
-                "newsexchange_deliveries",
-                "Deliveries (one per recipient and digest) by status",
-                ["status"],
-                Delivery.status,
+                s, "deliveries", "Deliveries (one per recipient and digest) by status", ["status"]
             )
 
             yield from self._jobs(s)
+            yield from self._fetched(s)
         # Outside the session: on SQLite every transaction takes the write lock up front.
         yield from self._schedule()
 
     def _schedule(self) -> Iterator[Metric]:
-        from newsexchange.service import stored_jobs
-
         nxt = GaugeMetricFamily(
             "newsexchange_job_next_run_timestamp_seconds",
             "When the scheduler will next run each stored job (Unix time)",
             labels=["job"],
         )
-        for job in stored_jobs(self.db):
+        for job in queries.stored_jobs(self.db):
             if job["next_run_at"] is not None:
                 nxt.add_metric([job["id"]], job["next_run_at"].timestamp())
         yield nxt
 
-    def _jobs(self, s: Any) -> Iterator[Metric]:
+    def _jobs(self, s: Session) -> Iterator[Metric]:
         runs = CounterMetricFamily(
             "newsexchange_job_runs", "Finished job runs (kept 30 days)", labels=["job", "result"]
         )
@@ -238,12 +184,8 @@ class DatabaseCollector(Collector):
         ns: dict[str, int] = defaultdict(int)
         latest: dict[str, tuple[datetime, float]] = {}
         latest_ok: dict[str, datetime] = {}
-        rows = s.execute(
-            select(JobRun.job, JobRun.started_at, JobRun.finished_at, JobRun.ok).where(
-                JobRun.finished_at.is_not(None)
-            )
-        )
-        for job, started, finished, ok in rows:
+        for run in queries.finished_runs(s):
+            job, started, finished, ok = run.job, run.started_at, run.finished_at, run.ok
             seconds = max(0.0, (finished - started).total_seconds())
             counts[(job, "ok" if ok else "failed")] += 1
             sums[job] += seconds
@@ -264,15 +206,14 @@ class DatabaseCollector(Collector):
         yield last_ok
         yield last_dur
 
-        # What the fetch runs brought in (their reports live in job_runs.summary).
+    def _fetched(self, s: Session) -> Iterator[Metric]:
+        """What the fetch runs brought in (their reports live in job_runs.summary)."""
         fetched = CounterMetricFamily(
             "newsexchange_fetch_new_items",
             "New items stored by fetch runs (kept 30 days)",
         )
         total = 0
-        for summary in s.scalars(
-            select(JobRun.summary).where(JobRun.job == "fetch", JobRun.ok.is_(True))
-        ):
+        for summary in queries.fetch_summaries(s):
             if isinstance(summary, dict) and isinstance(summary.get("new_items"), int):
                 total += summary["new_items"]
         fetched.add_metric([], total)
@@ -295,9 +236,7 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
         return PlainTextResponse("ok\n", headers={"cache-control": "no-store"})
 
     def readyz(request: Request) -> Response:
-        clock = getattr(request.app.state, "clock", None)
-        now = clock() if callable(clock) else datetime.now(UTC)
-        verdict = readiness(config, db, now=now, up_since=up_since)
+        verdict = readiness(config, db, now=deps.now(request), up_since=up_since)
         return JSONResponse(
             verdict,
             status_code=200 if verdict["ready"] else 503,

@@ -1,8 +1,5 @@
-"""feeds.yaml and the environment → one validated, frozen :class:`Config`.
-
-Nothing below this module reads YAML or environment variables. Every mistake in the file is
-reported as ``feeds.yaml:LINE: what is wrong (expected …)``; all mistakes are collected so a
-user can fix them in one pass. Unknown keys are errors, never silently ignored.
+"""The configuration's shape: one frozen pydantic model per section of feeds.yaml, and the
+checks of single values (ids, URLs, addresses, time zones).
 
 Secrets never live in the file: it names environment variables (``*_env`` keys) and
 :meth:`Config.secret` reads them from the environment snapshot taken at load time.
@@ -10,31 +7,54 @@ Secrets never live in the file: it names environment variables (``*_env`` keys) 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets as _secrets
 from collections.abc import Mapping
 from datetime import time as dtime
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from newsexchange import __version__
-from newsexchange.errors import ConfigError, ConfigErrors
+from newsexchange.errors import ConfigError
 from newsexchange.private import make_private_dir
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "EMAIL_RE",
+    "ID_RE",
+    "LANGUAGES",
+    "ApprovalSettings",
+    "Config",
+    "EditorSettings",
+    "ExchangeSettings",
+    "FetchSettings",
+    "HtmlSelect",
+    "ImapSettings",
+    "Language",
+    "ListSettings",
+    "MailSettings",
+    "ProviderSettings",
+    "RegionSettings",
+    "ScheduleSettings",
+    "SendgridSettings",
+    "ServiceSettings",
+    "SmtpSettings",
+    "SourceSettings",
+    "TranslationSettings",
+    "database_url",
+]
 
 Language = Literal["fi", "ru", "en"]
 LANGUAGES: tuple[str, ...] = get_args(Language)
@@ -536,357 +556,6 @@ def _check_tz(v: str) -> str:
             f"{v!r} is not a time zone (expected an IANA name like Europe/Helsinki)"
         ) from None
     return v
-
-
-# -- loading -------------------------------------------------------------------------------
-
-LinePath = tuple[str | int, ...]
-
-
-def _compose(text: str, filename: str) -> tuple[Any, dict[LinePath, int]]:
-    """Parse YAML keeping the line of every key, and refuse duplicate keys."""
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        lines: dict[LinePath, int] = {}
-        errors: list[ConfigError] = []
-
-        def walk(n: yaml.Node, path: LinePath) -> None:
-            lines.setdefault(path, n.start_mark.line + 1)
-            if isinstance(n, yaml.MappingNode):
-                seen: dict[str, int] = {}
-                for k, v in n.value:
-                    key = str(k.value)
-                    line = k.start_mark.line + 1
-                    if key in seen:
-                        errors.append(
-                            ConfigError(
-                                f"duplicate key {key!r} (first at line {seen[key]})",
-                                file=filename,
-                                line=line,
-                            )
-                        )
-                    seen[key] = line
-                    lines[(*path, key)] = line
-                    walk(v, (*path, key))
-            elif isinstance(n, yaml.SequenceNode):
-                for i, v in enumerate(n.value):
-                    walk(v, (*path, i))
-
-        if node is not None:
-            walk(node, ())
-        if errors:
-            raise ConfigErrors(errors)
-        data = loader.construct_document(node) if node is not None else {}
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        what = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(f"invalid YAML: {what}", file=filename, line=line) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", file=filename) from exc
-    finally:
-        loader.dispose()
-    return data, lines
-
-
-def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
-    """The pydantic model class that a validation error location points into."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int) or current is None:
-            continue
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = None
-            for name, f in current.model_fields.items():
-                if part in (name, f.alias):
-                    field = f
-            if field is None:
-                return current
-            current = _unwrap(field.annotation)
-        else:
-            current = None
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _unwrap(tp: Any) -> Any:
-    origin = get_origin(tp)
-    if origin is None:
-        return tp
-    for arg in get_args(tp):
-        inner = _unwrap(arg)
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            return inner
-    return None
-
-
-def _keys_of(model: type[BaseModel]) -> list[str]:
-    return [f.alias or name for name, f in model.model_fields.items()]
-
-
-def _fmt_loc(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _lookup_line(lines: Mapping[LinePath, int], loc: tuple[str | int, ...]) -> int | None:
-    path = tuple(loc)
-    while True:
-        if path in lines:
-            return lines[path]
-        if not path:
-            return None
-        path = path[:-1]
-
-
-# pydantic's error types in the house form ("what is wrong (expected …)"); the value given is
-# put in front, except for the types in _NO_INPUT.
-_HOUSE: dict[str, str] = {
-    "int_type": "is not a whole number (expected an integer such as 5, without quotes)",
-    "int_parsing": "is not a whole number (expected an integer such as 5, without quotes)",
-    "int_from_float": "is not a whole number (expected an integer such as 5)",
-    "float_type": "is not a number (expected a number such as 1.5, without quotes)",
-    "float_parsing": "is not a number (expected a number such as 1.5, without quotes)",
-    "bool_type": "is not true or false (expected true or false)",
-    "bool_parsing": "is not true or false (expected true or false)",
-    "string_type": "is not text (expected a text value)",
-    "list_type": "is not a list (expected [a, b] or one '- item' per line)",
-    "dict_type": "is not a mapping (expected key: value pairs)",
-    "model_type": "is not a mapping (expected key: value pairs)",
-    "model_attributes_type": "is not a mapping (expected key: value pairs)",
-    "greater_than": "is too small (expected more than {gt})",
-    "greater_than_equal": "is too small (expected at least {ge})",
-    "less_than": "is too large (expected less than {lt})",
-    "less_than_equal": "is too large (expected at most {le})",
-    "too_short": "has too few entries (expected at least {min_length})",
-    "too_long": "has too many entries (expected at most {max_length})",
-    "union_tag_invalid": "is not one of the allowed kinds",
-}
-_NO_INPUT = frozenset({"list_type", "dict_type", "model_type", "model_attributes_type"})
-
-
-def _validation_errors(
-    exc: ValidationError, filename: str, lines: Mapping[LinePath, int]
-) -> list[ConfigError]:
-    out: list[ConfigError] = []
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        line = _lookup_line(lines, loc)
-        where = _fmt_loc(loc)
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            parent = _model_at(Config, loc[:-1])
-            allowed = ", ".join(_keys_of(parent)) if parent else ""
-            msg = f"unknown key {loc[-1]!r}" + (f" (expected one of: {allowed})" if allowed else "")
-            if len(loc) > 1:
-                msg = f"{_fmt_loc(loc[:-1])}: {msg}"
-        elif kind == "missing":
-            msg = f"{where}: missing required key" if len(loc) > 0 else "missing required key"
-            parent_path = loc[:-1]
-            line = _lookup_line(lines, parent_path)
-            msg = f"{_fmt_loc(parent_path) or 'top level'}: missing required key {loc[-1]!r}"
-        elif kind == "literal_error":
-            expected = err.get("ctx", {}).get("expected", "")
-            msg = f"{where}: {err['input']!r} is not allowed (expected {expected})"
-        elif kind in _HOUSE:
-            got = err.get("input")
-            shown = ("true" if got else "false") if isinstance(got, bool) else repr(got)
-            text = _HOUSE[kind].format(**{k: v for k, v in (err.get("ctx") or {}).items()})
-            msg = f"{where}: {shown} {text}" if kind not in _NO_INPUT else f"{where}: {text}"
-        else:
-            text = str(err["msg"])
-            text = text.removeprefix("Value error, ")
-            msg = f"{where}: {text}" if where else text
-        out.append(ConfigError(msg, file=filename, line=line))
-    return out
-
-
-def _cross_check(
-    data: Mapping[str, Any], filename: str, lines: Mapping[LinePath, int]
-) -> list[ConfigError]:
-    """References between sections (regions, lists, sources), checked on the raw data so they
-    are reported together with the per-field mistakes."""
-    errs: list[ConfigError] = []
-
-    def err(msg: str, *path: str | int) -> None:
-        errs.append(ConfigError(msg, file=filename, line=_lookup_line(lines, path)))
-
-    def as_dict(v: Any) -> dict[str, Any]:
-        return v if isinstance(v, dict) else {}
-
-    def as_list(v: Any) -> list[Any]:
-        return v if isinstance(v, list) else []
-
-    regions = as_dict(data.get("regions"))
-    lists = as_dict(data.get("lists"))
-    known_regions = ", ".join(sorted(map(str, regions))) or "none defined"
-    for rid in regions:
-        if not ID_RE.match(str(rid)):
-            err(f"regions: {rid!r} is not a valid id", "regions", rid)
-    seen: dict[str, int] = {}
-    for i, s in enumerate(as_list(data.get("sources"))):
-        s = as_dict(s)
-        sid, region = s.get("id"), s.get("region")
-        if isinstance(sid, str):
-            if sid in seen:
-                err(
-                    f"sources[{i}].id: duplicate source id {sid!r} (first used in "
-                    f"sources[{seen[sid]}])",
-                    "sources",
-                    i,
-                    "id",
-                )
-            seen.setdefault(sid, i)
-        if isinstance(region, str) and region not in regions:
-            err(
-                f"sources[{i}].region: unknown region {region!r} (expected one of: "
-                f"{known_regions})",
-                "sources",
-                i,
-                "region",
-            )
-    seen_ex: set[str] = set()
-    for i, e in enumerate(as_list(data.get("exchanges"))):
-        e = as_dict(e)
-        eid = e.get("id")
-        if isinstance(eid, str):
-            if eid in seen_ex:
-                err(f"exchanges[{i}].id: duplicate exchange id {eid!r}", "exchanges", i, "id")
-            seen_ex.add(eid)
-        for j, r in enumerate(as_list(e.get("from"))):
-            if isinstance(r, str) and r not in regions:
-                err(
-                    f"exchanges[{i}].from: unknown region {r!r} (expected one of: {known_regions})",
-                    "exchanges",
-                    i,
-                    "from",
-                    j,
-                )
-        to = e.get("to")
-        if isinstance(to, str) and to not in regions:
-            err(
-                f"exchanges[{i}].to: unknown region {to!r} (expected one of: {known_regions})",
-                "exchanges",
-                i,
-                "to",
-            )
-        for j, lst in enumerate(as_list(e.get("lists"))):
-            if not isinstance(lst, str):
-                continue
-            if lst not in lists:
-                known = ", ".join(sorted(map(str, lists))) or "none defined"
-                err(
-                    f"exchanges[{i}].lists: unknown list {lst!r} (expected one of: {known})",
-                    "exchanges",
-                    i,
-                    "lists",
-                    j,
-                )
-            else:
-                lang = as_dict(lists[lst]).get("language")
-                if lang and e.get("language") and lang != e.get("language"):
-                    err(
-                        f"exchanges[{i}].lists: list {lst!r} is in {lang!r} but the "
-                        f"exchange's digests are in {e.get('language')!r}",
-                        "exchanges",
-                        i,
-                        "lists",
-                        j,
-                    )
-        for sid in as_dict(e.get("source_weights")):
-            if sid not in seen:
-                err(
-                    f"exchanges[{i}].source_weights: unknown source {sid!r}",
-                    "exchanges",
-                    i,
-                    "source_weights",
-                    sid,
-                )
-    for lid in lists:
-        if not ID_RE.match(str(lid)):
-            err(f"lists: {lid!r} is not a valid id", "lists", lid)
-    for i, p in enumerate(as_list(as_dict(data.get("translation")).get("providers"))):
-        p = as_dict(p)
-        if p.get("name") == "libre" and not p.get("url"):
-            err(
-                f"translation.providers[{i}]: libre needs url: (the LibreTranslate server)",
-                "translation",
-                "providers",
-                i,
-            )
-        if p.get("name") in ("deepl", "microsoft") and not p.get("api_key_env"):
-            err(
-                f"translation.providers[{i}]: {p.get('name')} needs api_key_env: (the "
-                "variable holding the key)",
-                "translation",
-                "providers",
-                i,
-            )
-    return errs
-
-
-def load_config(
-    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
-) -> Config:
-    """Read and validate feeds.yaml; raise :class:`ConfigError` with file:line on mistakes."""
-    env = dict(os.environ if env is None else env)
-    p = Path(path or DEFAULT_CONFIG)
-    filename = str(path or DEFAULT_CONFIG)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"no such file (pass --config PATH, or run from the folder holding {DEFAULT_CONFIG})",
-            file=filename,
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text ({exc.reason})", file=filename) from exc
-    return load_config_text(text, filename=filename, path=p, env=env)
-
-
-def load_config_text(
-    text: str,
-    *,
-    filename: str = DEFAULT_CONFIG,
-    path: Path | None = None,
-    env: Mapping[str, str] | None = None,
-) -> Config:
-    env = dict(os.environ if env is None else env)
-    data, lines = _compose(text, filename)
-    if data is None or data == {}:
-        # Nothing to run: every default is fine, but an exchange without regions, sources
-        # and exchanges does nothing, and an empty file is more likely the wrong file.
-        raise ConfigError(
-            "the file is empty (expected at least regions:, sources: and exchanges:; the "
-            "bundled feeds.yaml is an example)",
-            file=filename,
-            line=1,
-        )
-    if not isinstance(data, dict):
-        raise ConfigError(
-            "the top level must be a mapping of keys (timezone:, sources: …)", file=filename, line=1
-        )
-    if env.get("NEWSEXCHANGE_DATABASE_URL"):
-        data = {**data, "database_url": env["NEWSEXCHANGE_DATABASE_URL"]}
-    errors: list[ConfigError] = []
-    cfg: Config | None = None
-    try:
-        # Strict, as JSON: YAML has already typed every value, so nothing more is coerced
-        # ("5" is not a number, yes/1 not a count, 2.0 not an integer, 1 not true), while
-        # mappings still read as the nested models. Dates YAML parsed stay their text.
-        cfg = Config.model_validate_json(json.dumps(data, default=str), strict=True)
-    except ValidationError as exc:
-        errors = _validation_errors(exc, filename, lines)
-    errors += _cross_check(data, filename, lines)
-    if errors or cfg is None:
-        errors.sort(key=lambda e: e.line or 0)
-        raise ConfigErrors(errors)
-    cfg._path = path.resolve() if path else None
-    cfg._env = env
-    cfg._lines = lines
-    return cfg
 
 
 def database_url(cfg: Config) -> str:

@@ -1,0 +1,100 @@
+"""What every command handler is given (:class:`Context`) and shares: ``--config`` and
+``--json`` (:func:`add_common`), one JSON object on stdout (:meth:`Context.emit`,
+:func:`to_json`), database ids as arguments (:func:`db_int`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import cached_property
+from typing import Any
+
+from newsexchange.config import Config, database_url, load_config
+from newsexchange.db import MAX_ID, Database, utcnow
+
+__all__ = ["Context", "Handler", "add_common", "db_int", "to_json"]
+
+Handler = Callable[["Context"], int]
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, datetime | date):
+        return o.isoformat()
+    if isinstance(o, set | frozenset | tuple):
+        return list(o)
+    return str(o)
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, default=_default, ensure_ascii=False)
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    _db: Database | None = field(default=None, repr=False)
+
+    @property
+    def json(self) -> bool:
+        return bool(getattr(self.args, "json", False))
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config(self.args.config)
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            self._db = Database(
+                database_url(self.config), busy_timeout=self.config.database_busy_timeout
+            )
+        return self._db
+
+    def now(self) -> datetime:
+        return utcnow()
+
+    @property
+    def interactive(self) -> bool:
+        """A person is watching: progress bars and colour are welcome."""
+        return not self.json and sys.stderr.isatty()
+
+    def emit(self, data: dict[str, Any], text: str | Callable[[], str] | None = None) -> None:
+        """One JSON object with --json; otherwise the human text (or a plain rendering)."""
+        if self.json:
+            sys.stdout.write(to_json(data) + "\n")
+            return
+        if callable(text):
+            text = text()
+        if text is None:
+            text = "\n".join(f"{k}: {v}" for k, v in data.items())
+        sys.stdout.write(text.rstrip("\n") + "\n")
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.dispose()
+
+
+def db_int(text: str) -> int:
+    """An argparse ``type`` for ids and counts: a whole number the database can hold, so
+    ``send 99999999999999999999`` is a usage error (exit 2), not an OverflowError."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"out of range: {text} (0 to {MAX_ID})")
+    return value
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        default="feeds.yaml",
+        metavar="PATH",
+        help="the exchange's configuration (default: ./feeds.yaml)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
