@@ -10,7 +10,7 @@ from typing import Any
 from newsexchange.config import Config
 from newsexchange.db import Database
 from newsexchange.delivery.lists import import_rows, parse_csv
-from newsexchange.service.periods import build_periods
+from newsexchange.digest import build_due
 from newsexchange.translate.memory import import_memory
 
 __all__ = ["prepare_demo", "step_demo"]
@@ -52,12 +52,11 @@ def step_demo(config: Config, db: Database, now: datetime, arg: str | None) -> d
     demo shows a whole cycle without waiting for the 1st or the 16th (docs/operations.md)."""
     if not config.service.demo:
         return {"skipped": "service.demo is off"}
-    result = build_periods(config, db, now, "current", arg)
-    if result["built"]:
-        ids = [d.get("id") for d in result["digests"]]
+    report = build_due(config, db, now=now, exchange_id=arg, which="current")
+    if report.built:
         log.info(
             "demo: digests built; approve them with the link in the approval mail "
             "(var/outbox/nx-approval.*.eml) or with: newsexchange approve ID",
-            extra={"digests": ids},
+            extra={"digests": report.ids},
         )
-    return result
+    return report.to_json()

@@ -23,10 +23,10 @@ from newsexchange.config import Config
 from newsexchange.db import Database
 from newsexchange.db.queries import jobs as queries
 from newsexchange.delivery.send import run_send
+from newsexchange.digest import build_due
 from newsexchange.errors import StopRequested
 from newsexchange.ingest import run_fetch
 from newsexchange.service.demo import step_demo
-from newsexchange.service.periods import build_periods
 from newsexchange.service.reports import StepResult
 from newsexchange.translate import run_translate
 
@@ -86,7 +86,7 @@ def _step_translate(config: Config, db: Database, now: datetime, arg: str | None
 
 def _step_digest(config: Config, db: Database, now: datetime, arg: str | None) -> StepResult:
     """Build the due digest of one exchange (``arg``), or of every exchange."""
-    return build_periods(config, db, now, "due", arg)
+    return build_due(config, db, now=now, exchange_id=arg).to_json()
 
 
 def _step_approvals(config: Config, db: Database, now: datetime, arg: str | None) -> StepResult:
@@ -178,7 +178,7 @@ def _digest_schedule(config: Config) -> list[JobSpec]:
                 f"cron:{days}:{ex.schedule.time}:{tz}",
                 3600.0,
                 # Not at the first start: the first fetch is still running then, and a period
-                # is built once (see build_periods). A slot missed while down runs on start.
+                # is built once (see digest.build_due). A slot missed while down runs on start.
                 False,
             )
         )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -44,10 +44,8 @@ __all__ = [
     "JobHistory",
     "close_run",
     "count_by",
-    "digest_state",
     "fetch_summaries",
     "finished_runs",
-    "items_published",
     "job_history",
     "last_success",
     "ping",
@@ -253,33 +251,3 @@ def finished_runs(s: Session) -> Iterator[FinishedRun]:
 def fetch_summaries(s: Session) -> Iterator[Any]:
     """The reports of the successful fetch runs still kept (their JSON summaries)."""
     yield from s.scalars(select(JobRun.summary).where(JobRun.job == "fetch", JobRun.ok.is_(True)))
-
-
-# -- what the service's digest job looks at ------------------------------------------------
-
-
-def digest_state(s: Session, exchange_id: str, period_start: date) -> str | None:
-    """The state of the exchange's digest of the period starting ``period_start``, if any."""
-    return s.scalar(
-        select(Digest.state).where(
-            Digest.exchange_id == exchange_id, Digest.period_start == period_start
-        )
-    )
-
-
-def items_published(
-    s: Session, regions: Sequence[str], *, starts_at: datetime, ends_at: datetime
-) -> int:
-    """How many items of ``regions`` were published in ``[starts_at, ends_at)``."""
-    return (
-        s.scalar(
-            select(func.count())
-            .select_from(Item)
-            .where(
-                Item.region.in_(regions),
-                Item.published_at >= starts_at,
-                Item.published_at < ends_at,
-            )
-        )
-        or 0
-    )
