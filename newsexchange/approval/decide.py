@@ -36,7 +36,14 @@ from typing import Any
 
 from newsexchange.approval.audit import audit
 from newsexchange.approval.content import content_with_intro
-from newsexchange.approval.rules import CHANNELS, DECISIONS, Decision, EditorNote, tally
+from newsexchange.approval.rules import (
+    CHANNELS,
+    DECISIONS,
+    Decision,
+    EditorNote,
+    Outcome,
+    tally,
+)
 from newsexchange.config import Config, ExchangeSettings
 from newsexchange.db import Approval, Digest, Session
 from newsexchange.db.queries import approvals as queries
@@ -162,6 +169,26 @@ def decide(
         result.repeated = True
         return result
     _record(session, digest, editor, decision, channel, address, comment, now=now)
+    _apply(session, config, digest, outcome, result, comment=comment, now=now)
+    result.state = digest.state
+    session.flush()
+    if decision in ("reject", "changes"):
+        result.notes.append(EditorNote(editor, decision, comment))
+    return result
+
+
+def _apply(
+    session: Session,
+    config: Config,
+    digest: Digest,
+    outcome: Outcome,
+    result: DecisionResult,
+    *,
+    comment: str | None,
+    now: datetime,
+) -> None:
+    """What the decision does to the digest, as :func:`~newsexchange.approval.rules.tally`
+    said."""
     if outcome.intent == "approve":
         _approve(session, config, digest, result, now=now)
     elif outcome.intent == "reject":
@@ -169,15 +196,10 @@ def decide(
         # approval until one of them sends it (approval.desk.submit).
         move(digest, "reject")
         digest.version += 1
-        digest.decided_reason = comment or f"rejected by {editor}"
-    elif decision == "approve" and digest.state == DigestState.DRAFT:
+        digest.decided_reason = comment or f"rejected by {result.editor}"
+    elif result.decision == "approve" and digest.state == DigestState.DRAFT:
         move(digest, "request")  # one approval of several: the digest is now awaiting
     # "changes": recorded; the digest stays open for the edits it asks for.
-    result.state = digest.state
-    session.flush()
-    if decision in ("reject", "changes"):
-        result.notes.append(EditorNote(editor, decision, comment))
-    return result
 
 
 def _refuse(
@@ -225,11 +247,16 @@ def _refuse(
             "send it for approval from the review page first"
         )
     if decision == "approve":
-        too_few = refusal(
-            included_count((e.included, e.dropped) for e in digest.entries), exchange, digest.id
-        )
-        if too_few is not None:
-            raise ApprovalError(too_few)
+        _refuse_too_few(digest, exchange)
+
+
+def _refuse_too_few(digest: Digest, exchange: ExchangeSettings) -> None:
+    """An approval of a digest with fewer items than the exchange sends is refused."""
+    too_few = refusal(
+        included_count((e.included, e.dropped) for e in digest.entries), exchange, digest.id
+    )
+    if too_few is not None:
+        raise ApprovalError(too_few)
 
 
 def _record(
@@ -352,6 +379,33 @@ def apply_edit(
     )
     if not changed:
         return False  # nothing a reader would see changed: approvals stand, no new request
+    _audit_edit(
+        session,
+        digest,
+        editor=editor,
+        channel=channel,
+        address=address,
+        from_version=old_version,
+        change={"drop": drop, "pin": pin, "restore": restore, "unpin": unpin, "order": order},
+        note=note,
+        now=now,
+    )
+    session.flush()
+    return True
+
+
+def _audit_edit(
+    session: Session,
+    digest: Digest,
+    *,
+    editor: str,
+    channel: str,
+    address: str | None,
+    from_version: int,
+    change: dict[str, Sequence[int] | None],
+    note: str | None,
+    now: datetime,
+) -> None:
     audit(
         session,
         digest_id=digest.id,
@@ -360,14 +414,8 @@ def apply_edit(
         channel=channel,
         address=address,
         now=now,
-        from_version=old_version,
+        from_version=from_version,
         version=digest.version,
-        drop=list(drop) or None,
-        pin=list(pin) or None,
-        restore=list(restore) or None,
-        unpin=list(unpin) or None,
-        order=list(order) if order else None,
+        **{k: list(v) if v else None for k, v in change.items()},
         note=note,
     )
-    session.flush()
-    return True

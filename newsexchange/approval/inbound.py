@@ -239,16 +239,7 @@ def _not_acted(
         notified=notified,
     )
     if verdict.notify_sender:
-        send_acknowledgement(
-            session,
-            config,
-            digest,
-            to=msg.sender,
-            ok=False,
-            message=verdict.reason,
-            in_reply_to=msg.message_id,
-            now=now,
-        )
+        _acknowledge(session, config, digest, msg, ok=False, message=verdict.reason, now=now)
 
 
 def _act(
@@ -278,28 +269,10 @@ def _act(
             reason=str(exc),
             via=via,
         )
-        send_acknowledgement(
-            session,
-            config,
-            digest,
-            to=msg.sender,
-            ok=False,
-            message=str(exc),
-            in_reply_to=msg.message_id,
-            now=now,
-        )
+        _acknowledge(session, config, digest, msg, ok=False, message=str(exc), now=now)
         return result
     result.status, result.reason = "acted", message
-    send_acknowledgement(
-        session,
-        config,
-        digest,
-        to=msg.sender,
-        ok=True,
-        message=message,
-        in_reply_to=msg.message_id,
-        now=now,
-    )
+    _acknowledge(session, config, digest, msg, ok=True, message=message, now=now)
     return result
 
 
@@ -346,6 +319,29 @@ def _apply(
     queue_notes(session, config, digest, d.notes, now=now)
     result.detail = {"state": d.state, "approved_by": d.approved_by}
     return d.message
+
+
+def _acknowledge(
+    session: Session,
+    config: Config,
+    digest: Digest,
+    msg: InboundMessage,
+    *,
+    ok: bool,
+    message: str,
+    now: datetime,
+) -> None:
+    """Answer the reply (queued): what it did, or why it did nothing."""
+    send_acknowledgement(
+        session,
+        config,
+        digest,
+        to=msg.sender,
+        ok=ok,
+        message=message,
+        in_reply_to=msg.message_id,
+        now=now,
+    )
 
 
 def _may_notify_unverified(session: Session, digest_id: int, editor: str, *, now: datetime) -> bool:
@@ -429,28 +425,42 @@ def poll_imap(db: Database, config: Config, *, now: datetime, limit: int = 200) 
         if move_to and not client.folder_exists(move_to):
             client.create_folder(move_to)
         for uid in uids:
-            data = client.fetch([uid], ["BODY.PEEK[]"]).get(uid) or {}
-            raw = data.get(b"BODY[]")
-            if not isinstance(raw, bytes):
-                continue
-            report.fetched += 1
-            try:
-                msg = parse_message(raw)
-                report.results.append(process_inbound(db, config, msg, now=now, via="imap"))
-            except Exception as exc:
-                # Left unflagged: the next poll tries again (a database hiccup must not lose
-                # an approval; the Message-ID record stops a retry from acting twice). One
-                # bad message does not block the others.
-                log.exception("inbound IMAP message failed", extra={"uid": uid})
-                report.failed += 1
-                report.results.append(InboundResult("refused", f"could not process: {exc}"))
-                continue
-            client.add_flags([uid], [b"\\Seen", PROCESSED_FLAG])
-            if move_to:
-                client.move([uid], move_to)
+            _handle_uid(client, uid, db, config, now=now, move_to=move_to, report=report)
     except (OSError, IMAPClientError) as exc:
         report.error = f"IMAP {settings.host}:{settings.port}: {exc}"
     finally:
         with contextlib.suppress(OSError, IMAPClientError):
             client.logout()
     return report
+
+
+def _handle_uid(
+    client: Any,
+    uid: int,
+    db: Database,
+    config: Config,
+    *,
+    now: datetime,
+    move_to: str | None,
+    report: PollReport,
+) -> None:
+    """Fetch, process and flag one message of the mailbox."""
+    data = client.fetch([uid], ["BODY.PEEK[]"]).get(uid) or {}
+    raw = data.get(b"BODY[]")
+    if not isinstance(raw, bytes):
+        return
+    report.fetched += 1
+    try:
+        msg = parse_message(raw)
+        report.results.append(process_inbound(db, config, msg, now=now, via="imap"))
+    except Exception as exc:
+        # Left unflagged: the next poll tries again (a database hiccup must not lose
+        # an approval; the Message-ID record stops a retry from acting twice). One
+        # bad message does not block the others.
+        log.exception("inbound IMAP message failed", extra={"uid": uid})
+        report.failed += 1
+        report.results.append(InboundResult("refused", f"could not process: {exc}"))
+        return
+    client.add_flags([uid], [b"\\Seen", PROCESSED_FLAG])
+    if move_to:
+        client.move([uid], move_to)

@@ -43,7 +43,7 @@ from newsexchange.approval.audit import audit
 from newsexchange.approval.content import changes, content_with_intro, last_snapshot, snapshot
 from newsexchange.approval.rules import EditorNote
 from newsexchange.approval.tokens import Action, make_action_token, reply_token
-from newsexchange.config import Config
+from newsexchange.config import Config, ExchangeSettings
 from newsexchange.db import Digest, Session, Source
 from newsexchange.db.queries import audit as audit_log
 from newsexchange.db.queries.approvals import latest_decisions
@@ -51,7 +51,7 @@ from newsexchange.digest.render import render_content, render_digest
 from newsexchange.digest.sendable import SourceState, included_count, refusal, why_empty
 from newsexchange.digest.states import OPEN, move
 from newsexchange.errors import ApprovalError
-from newsexchange.i18n import gettext_for
+from newsexchange.i18n import Gettext, gettext_for
 from newsexchange.mail.queue import enqueue
 from newsexchange.mailheaders import header_text, wire
 from newsexchange.templating import environment
@@ -71,7 +71,8 @@ __all__ = [
     "send_unverified_notice",
 ]
 
-log = logging.getLogger(__name__)
+#: The logger these messages always came from (operators filter on it).
+log = logging.getLogger("newsexchange.approval.notify")
 
 RequestKind = Literal["request", "reminder", "changed"]
 
@@ -157,31 +158,27 @@ def _fill_markers(text: str, *, view_url: str, escape: bool) -> str:
     return re.sub(r"%%([A-Z_]+)%%", repl, text)
 
 
-def build_request(
+def _request_context(
     session: Session,
     config: Config,
     digest: Digest,
     editor: str,
+    kind: RequestKind,
+    rendered: Any,
+    links: dict[str, str],
+    diff: dict[str, Any] | None,
     *,
     now: datetime,
-    kind: RequestKind = "request",
-    rendered: Any = None,
-    diff: dict[str, Any] | None = None,
-) -> EmailMessage:
-    """One editor's approval request (also used for reminders and after a change), in the
-    editor's language; ``diff`` (:func:`newsexchange.approval.desk.changes`) is what changed
-    since the version they saw."""
+) -> dict[str, Any]:
+    """What the request's banner (``email/approval_request.*``) says."""
     exchange = config.exchange(digest.exchange_id)
-    if rendered is None:
-        rendered = render_digest(session, config, digest)
-    links = editor_links(config, digest, editor, now=now)
     tz = config.exchange_tz(exchange)
     deadline = None
     if digest.approval_requested_at and kind == "reminder":
         deadline = digest.approval_requested_at + timedelta(hours=exchange.approval.deadline_hours)
     elif kind != "reminder":
         deadline = now + timedelta(hours=exchange.approval.deadline_hours)
-    ctx = {
+    return {
         "kind": kind,
         "exchange": exchange.display_name,
         "digest": digest,
@@ -201,6 +198,26 @@ def build_request(
         "diff": diff,
         "reason": digest.decided_reason,
     }
+
+
+def build_request(
+    session: Session,
+    config: Config,
+    digest: Digest,
+    editor: str,
+    *,
+    now: datetime,
+    kind: RequestKind = "request",
+    rendered: Any = None,
+    diff: dict[str, Any] | None = None,
+) -> EmailMessage:
+    """One editor's approval request (also used for reminders and after a change), in the
+    editor's language; ``diff`` (:func:`newsexchange.approval.desk.changes`) is what changed
+    since the version they saw."""
+    if rendered is None:
+        rendered = render_digest(session, config, digest)
+    links = editor_links(config, digest, editor, now=now)
+    ctx = _request_context(session, config, digest, editor, kind, rendered, links, diff, now=now)
     lang = editor_lang(config, digest, editor)
     env = environment(lang)
     banner = env.get_template("email/approval_request.html").render(ctx)
@@ -273,6 +290,24 @@ def send_requests(
         for e in to
     ]
     _queue(session, messages, kind=f"approval_{kind}", digest_id=digest.id, now=now)
+    _record_request(
+        session, digest, kind, subject=rendered.subject, editors=len(to), snap=snap, now=now
+    )
+    return len(to)
+
+
+def _record_request(
+    session: Session,
+    digest: Digest,
+    kind: RequestKind,
+    *,
+    subject: str,
+    editors: int,
+    snap: dict[str, Any],
+    now: datetime,
+) -> None:
+    """The digest's clocks, state and audit entry once its requests are queued (the mail is
+    as good as sent: the queue retries it until the relay takes it)."""
     if kind == "reminder":
         digest.reminder_sent_at = now
     else:
@@ -280,7 +315,7 @@ def send_requests(
         digest.reminder_sent_at = None
         move(digest, "request")
     if not digest.subject:
-        digest.subject = rendered.subject
+        digest.subject = subject
     audit(
         session,
         digest_id=digest.id,
@@ -292,14 +327,27 @@ def send_requests(
         address=None,
         now=now,
         version=digest.version,
-        editors=len(to),
+        editors=editors,
         **({} if kind == "reminder" else {"snapshot": snap}),
     )
     log.info(
         "approval mail sent",
-        extra={"digest": digest.id, "kind": kind, "version": digest.version, "count": len(to)},
+        extra={"digest": digest.id, "kind": kind, "version": digest.version, "count": editors},
     )
-    return len(to)
+
+
+def _source_states(
+    session: Session, config: Config, exchange: ExchangeSettings, digest: Digest
+) -> list[SourceState]:
+    """Whether each of the exchange's sources was fetched since the period began."""
+    since = datetime.combine(digest.period_start, datetime.min.time(), tzinfo=UTC)
+    states = []
+    for src in config.sources:
+        if src.region in exchange.from_:
+            row = session.get(Source, src.id)
+            ok = bool(row and row.last_success_at and row.last_success_at >= since)
+            states.append(SourceState(src.id, ok))
+    return states
 
 
 def send_empty_notice(session: Session, config: Config, digest: Digest, *, now: datetime) -> bool:
@@ -308,15 +356,8 @@ def send_empty_notice(session: Session, config: Config, digest: Digest, *, now: 
     told = audit_log.entries(session, digest.id, actions=("period_empty",))
     if any(e.detail.get("version") == digest.version for e in told):
         return False
-
     exchange = config.exchange(digest.exchange_id)
-    since = datetime.combine(digest.period_start, datetime.min.time(), tzinfo=UTC)
-    states = []
-    for src in config.sources:
-        if src.region in exchange.from_:
-            row = session.get(Source, src.id)
-            ok = bool(row and row.last_success_at and row.last_success_at >= since)
-            states.append(SourceState(src.id, ok))
+    states = _source_states(session, config, exchange, digest)
     reasons = [str(e.reason.get("left_out") or "") for e in digest.entries if not e.included]
     messages = []
     for editor in exchange.editors:
@@ -411,29 +452,16 @@ def send_acknowledgement(
     _queue(session, [(to, msg)], kind="acknowledgement", digest_id=digest.id, now=now)
 
 
-def send_unverified_notice(
-    session: Session,
-    config: Config,
+def _unverified_text(
+    _: Gettext,
+    exchange: ExchangeSettings,
     digest: Digest,
     *,
     editor: str,
     reason: str,
-    now: datetime,
-) -> None:
-    """Tell an editor, at their configured address (never wherever a reply asks), that a
-    reply in their name could not be verified and did nothing, with their review link.
-
-    The genuine editor learns to use the link instead (their mail provider does not sign or
-    align their mail); anyone else's forgery is seen by the person it impersonated.
-    """
-    exchange = config.exchange(digest.exchange_id)
-    editor = editor.strip().lower()
-    if editor not in exchange.editors:
-        return
-    review = editor_links(config, digest, editor, now=now)["review"]
-    lang = editor_lang(config, digest, editor)
-    _ = gettext_for(lang)
-    body = (
+    review: str,
+) -> str:
+    return (
         _(
             "A reply to the approval request for digest %(id)s (%(exchange)s, version "
             "%(version)s) arrived in your name, %(editor)s, but it could not be verified as "
@@ -457,6 +485,31 @@ def send_unverified_notice(
         )
         + "\n"
     )
+
+
+def send_unverified_notice(
+    session: Session,
+    config: Config,
+    digest: Digest,
+    *,
+    editor: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Tell an editor, at their configured address (never wherever a reply asks), that a
+    reply in their name could not be verified and did nothing, with their review link.
+
+    The genuine editor learns to use the link instead (their mail provider does not sign or
+    align their mail); anyone else's forgery is seen by the person it impersonated.
+    """
+    exchange = config.exchange(digest.exchange_id)
+    editor = editor.strip().lower()
+    if editor not in exchange.editors:
+        return
+    review = editor_links(config, digest, editor, now=now)["review"]
+    lang = editor_lang(config, digest, editor)
+    _ = gettext_for(lang)
+    body = _unverified_text(_, exchange, digest, editor=editor, reason=reason, review=review)
     msg = _base_message(
         config,
         to=editor,
@@ -468,6 +521,44 @@ def send_unverified_notice(
     msg["Auto-Submitted"] = "auto-replied"
     msg.set_content(body, charset="utf-8")
     _queue(session, [(editor, msg)], kind="unverified_notice", digest_id=digest.id, now=now)
+
+
+def _note_words(
+    _: Gettext, exchange: ExchangeSettings, digest: Digest, *, editor: str, decision: str
+) -> tuple[str, str, str]:
+    """(first line, closing line, subject) of the note about ``editor``'s ``decision``."""
+    if decision == "reject":
+        head = _(
+            "%(editor)s rejected version %(old)s of digest %(id)s (%(exchange)s, period "
+            "%(start)s to %(end)s).",
+            editor=editor,
+            old=digest.version - 1,
+            id=digest.id,
+            exchange=exchange.display_name,
+            start=digest.period_start,
+            end=digest.period_end,
+        )
+        tail = _(
+            "The digest is back with the editors as a draft of version %(version)s: "
+            'change it on the review page and press "Send for approval". Nobody is '
+            "asked to approve it until then.",
+            version=digest.version,
+        )
+        subject = _("%(editor)s rejected digest %(id)s", editor=editor, id=digest.id)
+    else:
+        head = _(
+            "%(editor)s asked for changes to digest %(id)s (%(exchange)s, period "
+            "%(start)s to %(end)s, version %(version)s).",
+            editor=editor,
+            id=digest.id,
+            exchange=exchange.display_name,
+            start=digest.period_start,
+            end=digest.period_end,
+            version=digest.version,
+        )
+        tail = ""
+        subject = _("%(editor)s asked for changes to digest %(id)s", editor=editor, id=digest.id)
+    return head, tail, subject
 
 
 def notify_other_editors(
@@ -490,39 +581,7 @@ def notify_other_editors(
         lang = editor_lang(config, digest, other)
         _ = gettext_for(lang)
         review = editor_links(config, digest, other, now=now)["review"]
-        if decision == "reject":
-            head = _(
-                "%(editor)s rejected version %(old)s of digest %(id)s (%(exchange)s, period "
-                "%(start)s to %(end)s).",
-                editor=editor,
-                old=digest.version - 1,
-                id=digest.id,
-                exchange=exchange.display_name,
-                start=digest.period_start,
-                end=digest.period_end,
-            )
-            tail = _(
-                "The digest is back with the editors as a draft of version %(version)s: "
-                'change it on the review page and press "Send for approval". Nobody is '
-                "asked to approve it until then.",
-                version=digest.version,
-            )
-            subject = _("%(editor)s rejected digest %(id)s", editor=editor, id=digest.id)
-        else:
-            head = _(
-                "%(editor)s asked for changes to digest %(id)s (%(exchange)s, period "
-                "%(start)s to %(end)s, version %(version)s).",
-                editor=editor,
-                id=digest.id,
-                exchange=exchange.display_name,
-                start=digest.period_start,
-                end=digest.period_end,
-                version=digest.version,
-            )
-            tail = ""
-            subject = _(
-                "%(editor)s asked for changes to digest %(id)s", editor=editor, id=digest.id
-            )
+        head, tail, subject = _note_words(_, exchange, digest, editor=editor, decision=decision)
         body = (
             head
             + "\n"

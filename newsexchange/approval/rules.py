@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from newsexchange.approval.addresses import token_refs
+from newsexchange.approval.addresses import TokenRef, token_refs
 from newsexchange.approval.message import InboundMessage
 from newsexchange.approval.sender_auth import (
     SenderAuth,
@@ -213,6 +213,22 @@ class ReplyVerdict:
     unverified: bool = False
 
 
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.lower().encode(), b.lower().encode())
+
+
+def _wrong_token(sender: str, editors: Mapping[str, str], carried: list[TokenRef]) -> ReplyVerdict:
+    """A reply without its sender's own token: another editor's, or none."""
+    others = sorted(e for e, t in editors.items() for r in carried if _same(r.token, t))
+    if others:
+        return ReplyVerdict(
+            False,
+            f"the reply carries the reply token of {', '.join(others)}, not of "
+            f"{sender}: a reply acts only for the editor whose request it answers",
+        )
+    return ReplyVerdict(False, f"the reply does not carry {sender}'s token for this digest")
+
+
 def judge_reply(
     msg: InboundMessage,
     *,
@@ -239,20 +255,9 @@ def judge_reply(
             False, "the From header names more than one address; a reply must come from one"
         )
     carried = token_refs(msg, local=local, domain=domain)
-
-    def same(a: str, b: str) -> bool:
-        return hmac.compare_digest(a.lower().encode(), b.lower().encode())
-
-    refs = [r for r in carried if same(r.token, editors[msg.sender])]
+    refs = [r for r in carried if _same(r.token, editors[msg.sender])]
     if not refs:
-        others = sorted(e for e, t in editors.items() for r in carried if same(r.token, t))
-        if others:
-            return ReplyVerdict(
-                False,
-                f"the reply carries the reply token of {', '.join(others)}, not of "
-                f"{msg.sender}: a reply acts only for the editor whose request it answers",
-            )
-        return ReplyVerdict(False, f"the reply does not carry {msg.sender}'s token for this digest")
+        return _wrong_token(msg.sender, editors, carried)
     auth = sender_authentication(msg, authserv_id=authserv_id)
     if not auth.ok:
         return ReplyVerdict(

@@ -28,7 +28,8 @@ from newsexchange.mail.queue import flush
 
 __all__ = ["ApprovalRunReport", "request_approval", "run_approvals"]
 
-log = logging.getLogger(__name__)
+#: The logger these messages always came from (operators filter on it).
+log = logging.getLogger("newsexchange.approval.notify")
 
 #: The states the approval step looks at.
 _STEP_STATES = (DigestState.DRAFT, DigestState.AWAITING_APPROVAL, DigestState.REVISING)

@@ -81,7 +81,8 @@ from newsexchange.web.limits import BodyTooLarge, capped_request
 
 __all__ = ["SECURITY_HEADERS", "routes"]
 
-log = logging.getLogger(__name__)
+#: The logger these messages always came from (operators filter on it).
+log = logging.getLogger("newsexchange.approval.web")
 
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -198,6 +199,44 @@ def claims_or_none(config: Config, token: str, now: datetime) -> ActionClaims | 
         return None
 
 
+def _confirm_decide(
+    config: Config,
+    db: Database,
+    session: Session,
+    claims: ActionClaims,
+    comment: str | None,
+    address: str,
+    now: datetime,
+) -> HTMLResponse:
+    """The confirmed link's decision, with the notes it asks for queued; the page saying so."""
+    digest = load(config, session, claims)
+    mark_used(session, claims.jti, now=now)
+    result = decide(
+        session,
+        config,
+        digest,
+        editor=claims.editor,
+        decision=claims.action,
+        channel="web",
+        address=address,
+        comment=comment,
+        now=now,
+    )
+    queue_notes(session, config, digest, result.notes, now=now)
+    view = view_of(config, session, digest)
+    desk_url = None
+    if digest.state == "revising":  # rejected: the draft of the next version
+        desk = fresh_review_token(config, digest, claims.editor, now)
+        desk_url = f"/review/{desk}"
+    return _page(
+        "web/approval_done.html",
+        lang=lang_for(config, db, claims, digest),
+        result=result,
+        desk_url=desk_url,
+        **view,
+    )
+
+
 def confirm_act(
     config: Config, db: Database, token: str, form: dict[str, str], now: datetime, address: str
 ) -> HTMLResponse:
@@ -226,32 +265,7 @@ def confirm_act(
                 _("Please give a reason for rejecting (it goes to the other editors).")
             )
         with db.session() as session:
-            digest = load(config, session, claims)
-            mark_used(session, claims.jti, now=now)
-            result = decide(
-                session,
-                config,
-                digest,
-                editor=claims.editor,
-                decision=claims.action,
-                channel="web",
-                address=address,
-                comment=comment,
-                now=now,
-            )
-            queue_notes(session, config, digest, result.notes, now=now)
-            view = view_of(config, session, digest)
-            desk_url = None
-            if digest.state == "revising":  # rejected: the draft of the next version
-                desk = fresh_review_token(config, digest, claims.editor, now)
-                desk_url = f"/review/{desk}"
-            page = _page(
-                "web/approval_done.html",
-                lang=lang_for(config, db, claims, digest),
-                result=result,
-                desk_url=desk_url,
-                **view,
-            )
+            page = _confirm_decide(config, db, session, claims, comment, address, now)
         flush(db, config, now=now)  # the notes to the other editors, after the commit
         return page
     except (TokenError, ApprovalError) as exc:
@@ -624,6 +638,26 @@ def _next_review_token(
     )
 
 
+def _edit_of(
+    op: str, item_id: int, by_item: dict[int, Any], included: list[Any]
+) -> dict[str, Any] | None:
+    """The :func:`~newsexchange.approval.decide.apply_edit` arguments of a desk ``op`` on
+    ``item_id`` (None: a move past either end, nothing to do)."""
+    pos = by_item[item_id].position if item_id in by_item else 0
+    if op in ("drop", "pin", "unpin"):
+        return {op: [pos]}
+    if op == "restore":
+        return {"restore": [item_id]}
+    positions = [e.position for e in included]
+    i = positions.index(pos)
+    j = i - 1 if op == "up" else i + 1
+    if not 0 <= j < len(positions):
+        return None
+    order = list(positions)
+    order[i], order[j] = order[j], order[i]
+    return {"order": order}
+
+
 def _review_op(
     config: Config,
     session: Session,
@@ -669,25 +703,9 @@ def _review_op(
         return "intro" if changed or revised else "unchanged"
     if op == "translate":
         return _translate(config, session, digest, form, editor, address, now, revised)
-    pos = by_item[item_id].position if item_id in by_item else 0
-    positions = [e.position for e in included]
-    kw: dict[str, Any] = {}
-    if op == "drop":
-        kw["drop"] = [pos]
-    elif op == "pin":
-        kw["pin"] = [pos]
-    elif op == "unpin":
-        kw["unpin"] = [pos]
-    elif op == "restore":
-        kw["restore"] = [item_id]
-    else:
-        i = positions.index(pos)
-        j = i - 1 if op == "up" else i + 1
-        if not 0 <= j < len(positions):
-            return op if revised else "unchanged"
-        order = list(positions)
-        order[i], order[j] = order[j], order[i]
-        kw["order"] = order
+    kw = _edit_of(op, item_id, by_item, included)
+    if kw is None:  # moving the first item up or the last one down
+        return op if revised else "unchanged"
     changed = apply_edit(
         session, config, digest, editor=editor, channel="web", address=address, now=now, **kw
     )
