@@ -352,7 +352,7 @@ def apply_edit(
     bumped when the revision began: changes accumulate on it.
 
     Returns whether anything changed. The caller then mails fresh approval requests
-    (``notify.send_requests(kind="changed")``) or, on the review page, leaves them for
+    (``notices.send_requests(kind="changed")``, queued) or, on the review page, leaves them for
     "Send for approval".
     """
     lock_digest(session, digest)

@@ -10,7 +10,7 @@ The rules:
 - "Send for approval" (:func:`submit`) mails each *other* editor one request, with what
   changed since the version they last saw (:func:`changes`); the digest is then
   ``awaiting_approval`` and the deadline clock restarts. A draft nobody sends for approval
-  meets the deadline rule like any unapproved digest (``notify.run_approvals``).
+  meets the deadline rule like any unapproved digest (``step.run_approvals``).
 - The intro paragraph is kept per language in the audit log (action ``edit_intro``, with the
   version it was written on; the latest one counts) and is part of the content frozen on
   approval: ``content["intro"]`` is ``{language: text}``.

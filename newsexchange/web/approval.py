@@ -20,6 +20,11 @@
 
 Every page sends ``Referrer-Policy: no-referrer`` (the token is in the URL and the review
 page links to news sites), ``Cache-Control: no-store`` and a CSP that forbids framing.
+
+The handlers are plain module-level functions: each reads the config, the database and the
+clock from the app (:mod:`newsexchange.web.deps`) and hands them to a synchronous function
+run in the thread pool. The mail a page's decision queued (notes to the other editors,
+fresh requests) is sent after its commit (:func:`newsexchange.mail.queue.flush`).
 """
 
 from __future__ import annotations
