@@ -350,6 +350,45 @@ def _source_states(
     return states
 
 
+def _empty_notice(
+    config: Config,
+    exchange: ExchangeSettings,
+    digest: Digest,
+    editor: str,
+    *,
+    reasons: list[str],
+    states: list[SourceState],
+) -> EmailMessage:
+    """One editor's "nothing to send" notice, in their language."""
+    lang = editor_lang(config, digest, editor)
+    _ = gettext_for(lang)
+    why = why_empty(reasons, states, _)
+    body = (
+        environment(lang)
+        .get_template("email/period_empty.txt")
+        .render(
+            exchange=exchange.display_name,
+            exchange_id=exchange.id,
+            start=digest.period_start.isoformat(),
+            end=digest.period_end.isoformat(),
+            period=digest.period_start.isoformat(),
+            why=why,
+            min_items=exchange.min_items,
+        )
+    )
+    subject = _(
+        "Nothing to send: %(exchange)s, %(start)s – %(end)s",
+        exchange=exchange.display_name,
+        start=digest.period_start.isoformat(),
+        end=digest.period_end.isoformat(),
+    )
+    msg = _base_message(config, to=editor, subject=subject, lang=lang)
+    msg["Message-ID"] = make_msgid(idstring="nx-empty", domain=mail_domain(config))
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(body)
+    return msg
+
+
 def send_empty_notice(session: Session, config: Config, digest: Digest, *, now: datetime) -> bool:
     """Tell the editors, once per digest version, that the period has nothing to send and why
     (in each editor's language). Returns whether the notice went out now."""
@@ -359,35 +398,10 @@ def send_empty_notice(session: Session, config: Config, digest: Digest, *, now: 
     exchange = config.exchange(digest.exchange_id)
     states = _source_states(session, config, exchange, digest)
     reasons = [str(e.reason.get("left_out") or "") for e in digest.entries if not e.included]
-    messages = []
-    for editor in exchange.editors:
-        lang = editor_lang(config, digest, editor)
-        _ = gettext_for(lang)
-        why = why_empty(reasons, states, _)
-        body = (
-            environment(lang)
-            .get_template("email/period_empty.txt")
-            .render(
-                exchange=exchange.display_name,
-                exchange_id=exchange.id,
-                start=digest.period_start.isoformat(),
-                end=digest.period_end.isoformat(),
-                period=digest.period_start.isoformat(),
-                why=why,
-                min_items=exchange.min_items,
-            )
-        )
-        subject = _(
-            "Nothing to send: %(exchange)s, %(start)s – %(end)s",
-            exchange=exchange.display_name,
-            start=digest.period_start.isoformat(),
-            end=digest.period_end.isoformat(),
-        )
-        msg = _base_message(config, to=editor, subject=subject, lang=lang)
-        msg["Message-ID"] = make_msgid(idstring="nx-empty", domain=mail_domain(config))
-        msg["Auto-Submitted"] = "auto-generated"
-        msg.set_content(body)
-        messages.append((editor, msg))
+    messages = [
+        (e, _empty_notice(config, exchange, digest, e, reasons=reasons, states=states))
+        for e in exchange.editors
+    ]
     _queue(session, messages, kind="period_empty", digest_id=digest.id, now=now)
     audit(
         session,

@@ -28,7 +28,7 @@ from newsexchange.config import Config
 from newsexchange.db import Database, Session
 from newsexchange.db.queries import mail_queue as rows
 from newsexchange.delivery.mailers import Mailer, OutgoingMessage, SendResult, get_mailer
-from newsexchange.errors import DeliveryError
+from newsexchange.errors import NewsExchangeError
 from newsexchange.mailheaders import POLICY
 
 __all__ = ["BACKOFF", "CLAIM_LEASE", "MAX_ATTEMPTS", "FlushReport", "enqueue", "flush"]
@@ -148,7 +148,9 @@ def _send(config: Config, claimed: Sequence[_Claimed], mailer: Mailer | None) ->
         finally:
             if own:
                 mailer.close()
-    except DeliveryError as exc:  # the backend is unusable now: every mail waits for the next
+    except NewsExchangeError as exc:
+        # The backend is unusable now (the relay is down, a key is missing): every mail
+        # waits for the next flush, when the operator may have fixed it.
         return [SendResult(False, error=str(exc)) for _ in claimed]
 
 

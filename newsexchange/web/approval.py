@@ -643,6 +643,18 @@ def _next_review_token(
     )
 
 
+def _items_for(op: str, item_id: int, digest: Digest) -> tuple[list[Any], dict[int, Any]]:
+    """The digest's included entries (in order, and by item id), once ``op`` on ``item_id``
+    is known to make sense on this version."""
+    included = sorted((e for e in digest.entries if e.included), key=lambda e: e.position)
+    by_item = {e.item_id: e for e in included}
+    if op in ("drop", "pin", "unpin", "up", "down", "translate") and item_id not in by_item:
+        raise ApprovalError(f"item {item_id} is not in this digest (reload the page)")
+    if op == "restore" and item_id not in {e.item_id for e in digest.entries if not e.included}:
+        raise ApprovalError(f"item {item_id} is not left out of this digest (reload the page)")
+    return included, by_item
+
+
 def _edit_of(
     op: str, item_id: int, by_item: dict[int, Any], included: list[Any]
 ) -> dict[str, Any] | None:
@@ -685,12 +697,7 @@ def _review_op(
         item_id = int(form.get("item_id", "0") or "0")
     except ValueError:
         raise ApprovalError("item_id must be a number") from None
-    included = sorted((e for e in digest.entries if e.included), key=lambda e: e.position)
-    by_item = {e.item_id: e for e in included}
-    if op in ("drop", "pin", "unpin", "up", "down", "translate") and item_id not in by_item:
-        raise ApprovalError(f"item {item_id} is not in this digest (reload the page)")
-    if op == "restore" and item_id not in {e.item_id for e in digest.entries if not e.included}:
-        raise ApprovalError(f"item {item_id} is not left out of this digest (reload the page)")
+    included, by_item = _items_for(op, item_id, digest)
     revised = start_revision(
         session, digest, editor=editor, channel="web", address=address, now=now
     )
