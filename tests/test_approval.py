@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 
 from newsexchange.approval import audit_entries, decide, request_approval, run_approvals
 from newsexchange.approval.decide import apply_edit, approvers
+from newsexchange.approval.notices import queue_notes
 from newsexchange.approval.tokens import new_reply_token, reply_token
 from newsexchange.config import Config
 from newsexchange.db import (
@@ -39,6 +40,7 @@ from newsexchange.db import (
     Translation,
 )
 from newsexchange.errors import ApprovalError
+from newsexchange.mail.queue import flush
 
 NOW = datetime(2026, 11, 16, 8, 0, tzinfo=UTC)
 ANNA = "anna@example.fi"
@@ -311,7 +313,7 @@ def test_rejected_digest_takes_no_further_decisions(cfg: Config, db: Database) -
     with db.session() as s:
         d = s.get(Digest, digest_id)
         assert d is not None
-        decide(
+        rejected = decide(
             s,
             cfg,
             d,
@@ -322,6 +324,9 @@ def test_rejected_digest_takes_no_further_decisions(cfg: Config, db: Database) -
             comment="outdated",
             now=NOW,
         )
+        # Issue 12: decide sends nothing; its caller queues the notes it asks for, and the
+        # queue sends them after the commit.
+        queue_notes(s, cfg, d, rejected.notes, now=NOW)
         # Issue 11: a rejection is not final; the digest is a draft of the next version,
         # which takes no decisions until an editor sends it for approval.
         assert d.state == "revising" and d.version == 2
@@ -329,6 +334,7 @@ def test_rejected_digest_takes_no_further_decisions(cfg: Config, db: Database) -
             decide(s, cfg, d, editor=ANNA, decision="approve", channel="cli", address=None, now=NOW)
         assert d.decided_reason == "outdated"
         assert s.scalar(select(func.count()).select_from(Delivery)) == 0
+    flush(db, cfg, now=NOW)
     notes = outbox_messages(cfg)  # the other editor is told, with the reason
     assert [m["To"] for m in notes] == [ANNA] and "rejected" in notes[0]["Subject"]
     body = notes[0].get_body(preferencelist=("plain",))

@@ -11,10 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from newsexchange.db import AuditEntry, Session
+from newsexchange.db.queries import audit as audit_log
 
-from newsexchange.db import AuditEntry
+__all__ = ["audit", "audit_entries"]
 
 
 def audit(
@@ -43,11 +43,6 @@ def audit(
 
 def audit_entries(session: Session, digest_id: int) -> list[dict[str, Any]]:
     """The audit log of one digest, oldest first, as plain dicts (``digest show`` prints it)."""
-    rows = session.scalars(
-        select(AuditEntry)
-        .where(AuditEntry.digest_id == digest_id)
-        .order_by(AuditEntry.at, AuditEntry.id)
-    ).all()
     return [
         {
             "at": r.at.isoformat(),
@@ -57,5 +52,5 @@ def audit_entries(session: Session, digest_id: int) -> list[dict[str, Any]]:
             "address": r.address,
             "detail": r.detail or {},
         }
-        for r in rows
+        for r in audit_log.entries(session, digest_id)
     ]

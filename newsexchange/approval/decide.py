@@ -20,6 +20,11 @@ The rules, in one place:
 - A draft being revised takes no decisions until it is sent for approval.
 - A digest that is approved, sending, sent or rejected takes no further decisions.
 - Every decision and every edit is written to the audit log in the same transaction.
+
+The rules that need no database (what a decision does, given each editor's latest word) are
+:func:`newsexchange.approval.rules.tally`; this module loads, applies the outcome and writes.
+It sends nothing: the mails a decision asks for are in :attr:`DecisionResult.notes`, which
+the caller queues (:func:`newsexchange.approval.notices.queue_notes`) before its commit.
 """
 
 from __future__ import annotations
@@ -27,21 +32,43 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Literal
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from typing import Any
 
 from newsexchange.approval.audit import audit
-from newsexchange.approval.tokens import OPEN_STATES
-from newsexchange.config import Config
-from newsexchange.db import Approval, Digest
+from newsexchange.approval.content import content_with_intro
+from newsexchange.approval.rules import (
+    CHANNELS,
+    DECISIONS,
+    Decision,
+    EditorNote,
+    Outcome,
+    tally,
+)
+from newsexchange.config import Config, ExchangeSettings
+from newsexchange.db import Approval, Digest, Session
+from newsexchange.db.queries import approvals as queries
+from newsexchange.db.queries.approvals import lock_digest
+from newsexchange.delivery.outbox import enqueue_deliveries
+from newsexchange.digest import edit_digest
+from newsexchange.digest.render import content_hash as _content_hash
 from newsexchange.digest.sendable import included_count, refusal
+from newsexchange.digest.states import OPEN, DigestState, move
 from newsexchange.errors import ApprovalError
 
-Decision = Literal["approve", "reject", "changes"]
-DECISIONS: tuple[Decision, ...] = ("approve", "reject", "changes")
-CHANNELS = ("web", "email", "cli")
+__all__ = [
+    "CHANNELS",
+    "DECISIONS",
+    "Decision",
+    "DecisionResult",
+    "apply_edit",
+    "approvers",
+    "content_hash",
+    "decide",
+    "freeze_content",
+    "is_editor",
+    "latest_decisions",
+    "lock_digest",
+]
 
 
 @dataclass
@@ -57,6 +84,8 @@ class DecisionResult:
     repeated: bool = False  # the editor had already said exactly this
     enqueued: int | None = None  # deliveries written when this decision approved the digest
     content_hash: str | None = None
+    #: the mails this decision asks for (not part of the JSON): the caller queues them
+    notes: list[EditorNote] = field(default_factory=list)
 
     @property
     def message(self) -> str:
@@ -83,6 +112,7 @@ class DecisionResult:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["notes"]
         data["message"] = self.message
         return data
 
@@ -92,24 +122,9 @@ def is_editor(config: Config, digest: Digest, address: str) -> bool:
     return address.strip().lower() in exchange.editors
 
 
-def lock_digest(session: Session, digest: Digest) -> None:
-    """Take the digest's row lock and re-read it, so two editors deciding at the same moment
-    each see the other's approval (PostgreSQL: SELECT … FOR UPDATE; SQLite's write
-    transactions are serialized already by BEGIN IMMEDIATE)."""
-    session.refresh(digest, with_for_update=True)
-
-
 def latest_decisions(session: Session, digest: Digest) -> dict[str, str]:
     """Each editor's latest decision on the digest's *current* version."""
-    rows = session.scalars(
-        select(Approval)
-        .where(Approval.digest_id == digest.id, Approval.digest_version == digest.version)
-        .order_by(Approval.created_at, Approval.id)
-    ).all()
-    out: dict[str, str] = {}
-    for r in rows:
-        out[r.editor] = r.decision
-    return out
+    return queries.latest_decisions(session, digest.id, digest.version)
 
 
 def approvers(session: Session, digest: Digest) -> list[str]:
@@ -132,6 +147,74 @@ def decide(
     lock_digest(session, digest)
     exchange = config.exchange(digest.exchange_id)
     editor = editor.strip().lower()
+    _refuse(session, digest, exchange, editor, decision, channel, address, now=now)
+    comment = (comment or "").strip() or None
+    outcome = tally(
+        latest_decisions(session, digest),
+        exchange.approvals_required,
+        editor=editor,
+        decision=decision,
+    )
+    result = DecisionResult(
+        digest_id=digest.id,
+        decision=decision,
+        editor=editor,
+        channel=channel,
+        version=digest.version,
+        state=digest.state,
+        approved_by=list(outcome.approved_by),
+        required=exchange.approvals_required,
+    )
+    if outcome.intent == "repeat":
+        result.repeated = True
+        return result
+    _record(session, digest, editor, decision, channel, address, comment, now=now)
+    _apply(session, config, digest, outcome, result, comment=comment, now=now)
+    result.state = digest.state
+    session.flush()
+    if decision in ("reject", "changes"):
+        result.notes.append(EditorNote(editor, decision, comment))
+    return result
+
+
+def _apply(
+    session: Session,
+    config: Config,
+    digest: Digest,
+    outcome: Outcome,
+    result: DecisionResult,
+    *,
+    comment: str | None,
+    now: datetime,
+) -> None:
+    """What the decision does to the digest, as :func:`~newsexchange.approval.rules.tally`
+    said."""
+    if outcome.intent == "approve":
+        _approve(session, config, digest, result, now=now)
+    elif outcome.intent == "reject":
+        # Back to the editors as a draft of the next version: nothing is mailed for
+        # approval until one of them sends it (approval.desk.submit).
+        move(digest, "reject")
+        digest.version += 1
+        digest.decided_reason = comment or f"rejected by {result.editor}"
+    elif result.decision == "approve" and digest.state == DigestState.DRAFT:
+        move(digest, "request")  # one approval of several: the digest is now awaiting
+    # "changes": recorded; the digest stays open for the edits it asks for.
+
+
+def _refuse(
+    session: Session,
+    digest: Digest,
+    exchange: ExchangeSettings,
+    editor: str,
+    decision: str,
+    channel: str,
+    address: str | None,
+    *,
+    now: datetime,
+) -> None:
+    """Raise :class:`ApprovalError` when this decision may not be taken (a non-editor's
+    attempt is audited: the caller's transaction commits that entry only if it goes on)."""
     if decision not in DECISIONS:
         raise ApprovalError(
             f"unknown decision {decision!r} (expected one of: {', '.join(DECISIONS)})"
@@ -153,39 +236,40 @@ def decide(
             f"{editor} is not an editor of exchange {exchange.id} "
             f"(editors: {', '.join(exchange.editors)})"
         )
-    if digest.state not in OPEN_STATES:
+    if digest.state not in OPEN:
         raise ApprovalError(
             f"digest {digest.id} is already {digest.state.replace('_', ' ')}; "
             "it takes no further decisions"
         )
-    if digest.state == "revising":
+    if digest.state == DigestState.REVISING:
         raise ApprovalError(
             f"digest {digest.id} is a draft being revised (version {digest.version}); "
             "send it for approval from the review page first"
         )
     if decision == "approve":
-        too_few = refusal(
-            included_count((e.included, e.dropped) for e in digest.entries), exchange, digest.id
-        )
-        if too_few is not None:
-            raise ApprovalError(too_few)
-    comment = (comment or "").strip() or None
-    before = latest_decisions(session, digest)
-    result = DecisionResult(
-        digest_id=digest.id,
-        decision=decision,
-        editor=editor,
-        channel=channel,
-        version=digest.version,
-        state=digest.state,
-        required=exchange.approvals_required,
-    )
-    if before.get(editor) == decision and decision == "approve":
-        # A second click or a second "APPROVE" reply: say so, change nothing.
-        result.repeated = True
-        result.approved_by = approvers(session, digest)
-        return result
+        _refuse_too_few(digest, exchange)
 
+
+def _refuse_too_few(digest: Digest, exchange: ExchangeSettings) -> None:
+    """An approval of a digest with fewer items than the exchange sends is refused."""
+    too_few = refusal(
+        included_count((e.included, e.dropped) for e in digest.entries), exchange, digest.id
+    )
+    if too_few is not None:
+        raise ApprovalError(too_few)
+
+
+def _record(
+    session: Session,
+    digest: Digest,
+    editor: str,
+    decision: str,
+    channel: str,
+    address: str | None,
+    comment: str | None,
+    *,
+    now: datetime,
+) -> None:
     session.add(
         Approval(
             digest_id=digest.id,
@@ -208,42 +292,15 @@ def decide(
         version=digest.version,
         comment=comment,
     )
-    after = dict(before)
-    after[editor] = decision
-    result.approved_by = sorted(e for e, d in after.items() if d == "approve")
-
-    if decision == "approve":
-        if digest.state == "draft":
-            digest.state = "awaiting_approval"
-        if len(result.approved_by) >= exchange.approvals_required:
-            _approve(session, config, digest, result, now=now)
-    elif decision == "reject":
-        # Back to the editors as a draft of the next version: nothing is mailed for
-        # approval until one of them sends it (approval.desk.submit).
-        digest.state = "revising"
-        digest.version += 1
-        digest.decided_reason = comment or f"rejected by {editor}"
-    # "changes": recorded above; the digest stays open for the edits it asks for.
-    result.state = digest.state
-    session.flush()
-    if decision in ("reject", "changes"):
-        from newsexchange.approval.notify import notify_other_editors
-
-        notify_other_editors(
-            session, config, digest, editor=editor, decision=decision, comment=comment, now=now
-        )
-    return result
 
 
 def _approve(
     session: Session, config: Config, digest: Digest, result: DecisionResult, *, now: datetime
 ) -> None:
-    from newsexchange.delivery.outbox import enqueue_deliveries
-
     frozen = freeze_content(session, config, digest)
     digest.frozen = frozen  # with the editors' intro paragraphs (approval.desk)
     digest.content_hash = content_hash(frozen)
-    digest.state = "approved"
+    move(digest, "approve")
     digest.approved_at = now
     digest.decided_reason = None
     session.flush()
@@ -267,15 +324,11 @@ def _approve(
 def freeze_content(session: Session, config: Config, digest: Digest) -> dict[str, Any]:
     """The digest exactly as approved (``render.digest_content``): what delivery renders and
     sends, whatever changes afterwards (a translation corrected later does not leak in)."""
-    from newsexchange.approval.desk import content_with_intro
-
     return content_with_intro(session, config, digest)
 
 
 def content_hash(frozen: dict[str, Any]) -> str:
-    from newsexchange.digest.render import content_hash as _hash
-
-    return _hash(frozen)
+    return _content_hash(frozen)
 
 
 def apply_edit(
@@ -299,17 +352,15 @@ def apply_edit(
     bumped when the revision began: changes accumulate on it.
 
     Returns whether anything changed. The caller then mails fresh approval requests
-    (``notify.send_requests(kind="changed")``) or, on the review page, leaves them for
+    (``notices.send_requests(kind="changed")``, queued) or, on the review page, leaves them for
     "Send for approval".
     """
-    from newsexchange.digest import edit_digest
-
     lock_digest(session, digest)
     exchange = config.exchange(digest.exchange_id)
     editor = editor.strip().lower()
     if editor not in exchange.editors:
         raise ApprovalError(f"{editor} is not an editor of exchange {exchange.id}")
-    if digest.state not in OPEN_STATES:
+    if digest.state not in OPEN:
         raise ApprovalError(
             f"digest {digest.id} is already {digest.state.replace('_', ' ')}; it can no longer "
             "be changed"
@@ -323,11 +374,38 @@ def apply_edit(
         order=order,
         restore=tuple(restore),
         unpin=tuple(unpin),
-        bump=digest.state != "revising",
+        bump=digest.state != DigestState.REVISING,
         now=now,
     )
     if not changed:
         return False  # nothing a reader would see changed: approvals stand, no new request
+    _audit_edit(
+        session,
+        digest,
+        editor=editor,
+        channel=channel,
+        address=address,
+        from_version=old_version,
+        change={"drop": drop, "pin": pin, "restore": restore, "unpin": unpin, "order": order},
+        note=note,
+        now=now,
+    )
+    session.flush()
+    return True
+
+
+def _audit_edit(
+    session: Session,
+    digest: Digest,
+    *,
+    editor: str,
+    channel: str,
+    address: str | None,
+    from_version: int,
+    change: dict[str, Sequence[int] | None],
+    note: str | None,
+    now: datetime,
+) -> None:
     audit(
         session,
         digest_id=digest.id,
@@ -336,14 +414,8 @@ def apply_edit(
         channel=channel,
         address=address,
         now=now,
-        from_version=old_version,
+        from_version=from_version,
         version=digest.version,
-        drop=list(drop) or None,
-        pin=list(pin) or None,
-        restore=list(restore) or None,
-        unpin=list(unpin) or None,
-        order=list(order) if order else None,
+        **{k: list(v) if v else None for k, v in change.items()},
         note=note,
     )
-    session.flush()
-    return True

@@ -10,7 +10,7 @@ The rules:
 - "Send for approval" (:func:`submit`) mails each *other* editor one request, with what
   changed since the version they last saw (:func:`changes`); the digest is then
   ``awaiting_approval`` and the deadline clock restarts. A draft nobody sends for approval
-  meets the deadline rule like any unapproved digest (``notify.run_approvals``).
+  meets the deadline rule like any unapproved digest (``step.run_approvals``).
 - The intro paragraph is kept per language in the audit log (action ``edit_intro``, with the
   version it was written on; the latest one counts) and is part of the content frozen on
   approval: ``content["intro"]`` is ``{language: text}``.
@@ -21,120 +21,30 @@ The rules:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from newsexchange.approval.audit import audit
+from newsexchange.approval.content import (
+    REQUEST_ACTIONS,
+    changes,
+    content_with_intro,
+    current_intro,
+    has_changes,
+    last_snapshot,
+    snapshot,
+)
+from newsexchange.approval.content import last_requested_version as last_requested_version
+from newsexchange.approval.notices import send_requests
 from newsexchange.config import Config
-from newsexchange.db import AuditEntry, Digest
+from newsexchange.db import Digest, Session
+from newsexchange.db.queries.approvals import lock_digest
+from newsexchange.digest.states import OPEN, DigestState, move
 from newsexchange.errors import ApprovalError
 
 INTRO_MAX = 2000
-REQUEST_ACTIONS = ("approval_requested", "approval_requested_again")
-
-
-def current_intro(session: Session, digest: Digest) -> dict[str, str]:
-    """The editors' intro paragraph per language (empty ones left out)."""
-    rows = session.scalars(
-        select(AuditEntry)
-        .where(AuditEntry.digest_id == digest.id, AuditEntry.action == "edit_intro")
-        .order_by(AuditEntry.at, AuditEntry.id)
-    ).all()
-    out: dict[str, str] = {}
-    for r in rows:
-        detail = r.detail or {}
-        lang, text = detail.get("language"), detail.get("intro")
-        if isinstance(lang, str):
-            out[lang] = text if isinstance(text, str) else ""
-    return {k: v for k, v in out.items() if v}
-
-
-def content_with_intro(session: Session, config: Config, digest: Digest) -> dict[str, Any]:
-    """``render.digest_content`` plus ``intro`` ({language: text}): what is frozen on approval
-    and what the preview renders."""
-    from newsexchange.digest.render import digest_content
-
-    content = digest_content(session, config, digest)
-    intro = current_intro(session, digest)
-    if intro:
-        content["intro"] = intro
-    return content
-
-
-def snapshot(content: dict[str, Any]) -> dict[str, Any]:
-    """What an editor saw of a version, small enough for an audit entry."""
-    return {
-        "version": content.get("version"),
-        "items": [
-            {"id": it["item_id"], "title": it["title"], "position": it["position"]}
-            for it in content.get("items", [])
-        ],
-        "intro": dict(content.get("intro") or {}),
-    }
-
-
-def last_snapshot(session: Session, digest: Digest) -> dict[str, Any] | None:
-    """The snapshot of the version the editors were last asked to approve."""
-    rows = session.scalars(
-        select(AuditEntry)
-        .where(AuditEntry.digest_id == digest.id, AuditEntry.action.in_(REQUEST_ACTIONS))
-        .order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
-        .limit(1)
-    ).all()
-    if not rows:
-        return None
-    snap = (rows[0].detail or {}).get("snapshot")
-    return snap if isinstance(snap, dict) else None
-
-
-def changes(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
-    """Items added, dropped, moved and retitled, and whether the intro changed, from snapshot
-    ``before`` to snapshot ``after``. Empty lists when there is nothing to compare with."""
-    out: dict[str, Any] = {
-        "from_version": None,
-        "added": [],
-        "dropped": [],
-        "moved": [],
-        "retitled": [],
-        "intro_changed": False,
-    }
-    if not before:
-        return out
-    out["from_version"] = before.get("version")
-    old = {it["id"]: it for it in before.get("items", [])}
-    new = {it["id"]: it for it in after.get("items", [])}
-    out["added"] = [new[i]["title"] for i in new if i not in old]
-    out["dropped"] = [old[i]["title"] for i in old if i not in new]
-    # Moved: the relative order of the items in both changed (not a shift from an insertion).
-    common_old = [i for i in old if i in new]
-    common_new = sorted((i for i in new if i in old), key=lambda i: new[i]["position"])
-    common_old.sort(key=lambda i: old[i]["position"])
-    rank_old = {i: n for n, i in enumerate(common_old, 1)}
-    rank_new = {i: n for n, i in enumerate(common_new, 1)}
-    out["moved"] = [
-        {"title": new[i]["title"], "from": old[i]["position"], "to": new[i]["position"]}
-        for i in common_new
-        if rank_old[i] != rank_new[i]
-    ]
-    out["retitled"] = [
-        {"from": old[i]["title"], "to": new[i]["title"]}
-        for i in common_new
-        if old[i]["title"] != new[i]["title"]
-    ]
-    out["intro_changed"] = (before.get("intro") or {}) != (after.get("intro") or {})
-    return out
-
-
-def has_changes(diff: dict[str, Any]) -> bool:
-    return bool(
-        diff["added"]
-        or diff["dropped"]
-        or diff["moved"]
-        or diff["retitled"]
-        or diff["intro_changed"]
-    )
+#: A digest the editors can still start a revision of (a revision already begun continues).
+_REVISABLE = OPEN - {DigestState.REVISING}
+#: What "Send for approval" accepts: a draft (being revised, or held past its deadline).
+_SUBMITTABLE = frozenset({DigestState.REVISING, DigestState.DRAFT, DigestState.HELD})
 
 
 def start_revision(
@@ -148,13 +58,10 @@ def start_revision(
 ) -> bool:
     """Make the digest a draft of the next version if the editors have seen this one; True
     when that happened. A draft nobody was asked about yet stays as it is."""
-    from newsexchange.approval.decide import lock_digest
-    from newsexchange.approval.notify import last_requested_version
-
     lock_digest(session, digest)
     if digest.state == "revising":
         return False
-    if digest.state not in ("draft", "awaiting_approval", "held"):
+    if digest.state not in _REVISABLE:
         raise ApprovalError(
             f"digest {digest.id} is already {digest.state.replace('_', ' ')}; it can no longer "
             "be changed"
@@ -163,7 +70,7 @@ def start_revision(
         return False
     old = digest.version
     digest.version = old + 1
-    digest.state = "revising"
+    move(digest, "revise")
     audit(
         session,
         digest_id=digest.id,
@@ -224,11 +131,8 @@ def submit(
     now: datetime,
 ) -> int:
     """ "Send for approval": one request to each other editor; returns how many were mailed."""
-    from newsexchange.approval.decide import lock_digest
-    from newsexchange.approval.notify import send_requests
-
     lock_digest(session, digest)
-    if digest.state not in ("revising", "draft", "held"):
+    if digest.state not in _SUBMITTABLE:
         raise ApprovalError(
             f"digest {digest.id} is {digest.state.replace('_', ' ')}: only a draft can be "
             "sent for approval"
@@ -249,6 +153,8 @@ def submit(
 
 
 __all__ = [
+    "INTRO_MAX",
+    "REQUEST_ACTIONS",
     "changes",
     "content_with_intro",
     "current_intro",

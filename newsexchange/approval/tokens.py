@@ -24,6 +24,7 @@ page shows.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -33,19 +34,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from newsexchange.config import Config
-from newsexchange.db import Digest, UsedToken
+from newsexchange.db import Digest, Session, UsedToken
+from newsexchange.db.queries import approvals as queries
+from newsexchange.digest.states import OPEN
 from newsexchange.errors import ApprovalError
 from newsexchange.i18n import gettext_for
 
 Action = Literal["approve", "reject", "changes", "review"]
 ACTIONS: tuple[Action, ...] = ("approve", "reject", "changes", "review")
 #: States in which a digest still waits for a decision (held: the deadline passed, but a late
-#: approval is still the editors' call, never an automatic send).
-OPEN_STATES = ("draft", "awaiting_approval", "held", "revising")
+#: approval is still the editors' call, never an automatic send): ``digest.states.OPEN``.
+OPEN_STATES = OPEN
 
 _SALT = "newsexchange.approval.action.v1"
 _CSRF_SALT = b"newsexchange.approval.csrf.v1"
@@ -170,7 +171,7 @@ def check_against_digest(
             "This link was made for an address that is not an editor of this exchange.",
             status=403,
         )
-    if digest.state not in OPEN_STATES:
+    if digest.state not in OPEN:
         raise TokenError(
             "closed",
             "This digest is already %(state)s; nothing was changed.",
@@ -193,7 +194,7 @@ def check_against_digest(
 
 
 def is_used(session: Session, jti: str) -> bool:
-    return session.get(UsedToken, jti) is not None
+    return queries.is_used(session, jti)
 
 
 def mark_used(session: Session, jti: str, *, now: datetime) -> None:
@@ -219,8 +220,6 @@ def check_csrf(config: Config, token: str, value: str | None) -> bool:
 def new_reply_token() -> str:
     """An unguessable digest reply token (``digest.token``): 160 random bits, lowercase
     base32, so mail systems that fold the case of local parts keep it intact."""
-    import base64
-
     return base64.b32encode(secrets.token_bytes(20)).decode().lower().rstrip("=")
 
 
@@ -245,8 +244,6 @@ def editor_reply_token(key: str, digest_token: str, editor: str) -> str:
         _REPLY_SALT + b"|" + digest_token.encode() + b"|" + editor.strip().lower().encode(),
         hashlib.sha256,
     ).digest()
-    import base64
-
     tail = base64.b32encode(mac).decode().lower()[:16]
     return digest_token[:REPLY_PREFIX_LEN] + tail
 
@@ -262,13 +259,8 @@ def find_digest_by_reply_token(session: Session, token: str) -> Digest | None:
     token = token.strip().lower()
     if len(token) < 2 * REPLY_PREFIX_LEN:  # never match a short guess
         return None
-    from sqlalchemy import func
-
     prefix = token[:REPLY_PREFIX_LEN]
-    rows = session.scalars(
-        select(Digest).where(func.lower(func.substr(Digest.token, 1, REPLY_PREFIX_LEN)) == prefix)
-    ).all()
-    for row in rows:
+    for row in queries.digests_by_token_prefix(session, prefix, REPLY_PREFIX_LEN):
         if _eq(row.token.lower()[:REPLY_PREFIX_LEN], prefix):
             return row
     return None

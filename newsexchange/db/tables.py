@@ -396,3 +396,27 @@ class Alert(Base):
 #: 64-bit signed; past it the driver raises (OverflowError, "out of range") instead of finding
 #: nothing. The web app's ``{name:id}`` and the CLI's ``db_int`` refuse anything larger.
 MAX_ID = 2**63 - 1
+
+
+class QueuedMail(Base):
+    """A system mail (approval request, reminder, acknowledgement, notice to editors) written
+    in the transaction that decided it and sent after the commit by
+    :func:`newsexchange.mail.queue.flush`: a slow relay never holds a write lock, a failed
+    send is retried (same bytes, same Message-ID) instead of lost."""
+
+    __tablename__ = "mail_queue"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    recipient: Mapped[str] = mapped_column(String(320))
+    #: the whole RFC 5322 message as it goes out (CRLF; UTF-8 where 8bit)
+    message: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    digest_id: Mapped[int | None] = mapped_column(
+        ForeignKey("digests.id", ondelete="SET NULL"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|sent|failed
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
