@@ -61,7 +61,7 @@ def _free_port() -> int:
 def test_editor_approves_from_the_mail_link_and_finds_the_digest_in_the_archive(
     browser: object, write_config: Callable[..., Config], tmp_path: Path
 ) -> None:
-    from newsexchange.approval.notify import request_approval
+    from newsexchange.approval import request_approval
     from newsexchange.delivery.send import run_send
     from newsexchange.digest import build_digest
 

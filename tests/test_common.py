@@ -141,6 +141,7 @@ def test_the_state_sets_partition_the_states() -> None:
         ("awaiting_approval", "rebuild", "draft"),
         ("awaiting_approval", "deadline_hold", "held"),
         ("awaiting_approval", "deadline_reject", "rejected"),
+        ("revising", "deadline_hold", "held"),
         ("approved", "start_send", "sending"),
         ("sending", "finish_send", "sent"),
         ("approved", "finish_send", "sent"),

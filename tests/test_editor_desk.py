@@ -14,8 +14,7 @@ import httpx
 import pytest
 from bs4 import BeautifulSoup
 
-from newsexchange.approval import request_approval
-from newsexchange.approval.notify import run_approvals
+from newsexchange.approval import request_approval, run_approvals
 from newsexchange.config import Config
 from newsexchange.db import Database, Digest
 from newsexchange.web.app import create_app

@@ -22,8 +22,8 @@ from newsexchange.approval.rules import due
 from newsexchange.config import Config
 from newsexchange.db import Database, Digest, Session
 from newsexchange.db.queries.approvals import digests_in_states
-from newsexchange.digest.states import DigestState, Event, move
-from newsexchange.errors import DigestError, DigestNotFound
+from newsexchange.digest.states import DigestState, move
+from newsexchange.errors import DigestNotFound
 from newsexchange.mail.queue import flush
 
 __all__ = ["ApprovalRunReport", "request_approval", "run_approvals"]
@@ -126,19 +126,6 @@ def _run_one(
         digest.reminder_sent_at = now  # everyone answered; nothing to remind
 
 
-def _move_on_deadline(digest: Digest, event: Event) -> None:
-    try:
-        move(digest, event)
-    except DigestError:
-        if digest.state != DigestState.REVISING:
-            raise
-        # digest/states.py has no revising → held/rejected yet: a draft with the editors
-        # that meets its deadline goes there by way of awaiting_approval (what it was when
-        # the deadline clock started).
-        move(digest, "request")
-        move(digest, event)
-
-
 def _deadline(
     session: Session, config: Config, digest: Digest, *, now: datetime, report: ApprovalRunReport
 ) -> None:
@@ -146,10 +133,10 @@ def _deadline(
     settings = exchange.approval
     approved = sorted(e for e, d in latest_decisions(session, digest).items() if d == "approve")
     if settings.on_deadline == "reject":
-        _move_on_deadline(digest, "deadline_reject")
+        move(digest, "deadline_reject")
         report.rejected.append(digest.id)
     else:
-        _move_on_deadline(digest, "deadline_hold")
+        move(digest, "deadline_hold")
         report.held.append(digest.id)
     digest.decided_reason = (
         f"no approval within {settings.deadline_hours:g} hours "

@@ -4,7 +4,7 @@
 
     draft ──request──▶ awaiting_approval ──approve (enough editors)──▶ approved
       │  ▲                 │      │                                     │ start_send
-      │  └──rebuild────────┤      └──deadline──▶ held | rejected        ▼
+      │  └──rebuild────────┤      └──deadline──▶ held | rejected  (also from revising)        ▼
       │                    │                                         sending ──finish_send──▶ sent
       └─revise─▶ revising ◀┘ (an edit on the review page, or a rejection)
 
@@ -78,8 +78,9 @@ _TABLE: dict[tuple[DigestState, str], DigestState] = {
     **{(s, "rebuild"): S.DRAFT for s in (S.DRAFT, S.AWAITING_APPROVAL, S.HELD)},
     **{(s, "approve"): S.APPROVED for s in (S.DRAFT, S.AWAITING_APPROVAL, S.HELD, S.REVISING)},
     **{(s, "reject"): S.REVISING for s in (S.DRAFT, S.AWAITING_APPROVAL, S.HELD, S.REVISING)},
-    **{(s, "deadline_hold"): S.HELD for s in (S.AWAITING_APPROVAL, S.HELD)},
-    **{(s, "deadline_reject"): S.REJECTED for s in (S.AWAITING_APPROVAL, S.HELD)},
+    # a deadline counts from the request: a draft the editors took back after it still meets it
+    **{(s, "deadline_hold"): S.HELD for s in (S.AWAITING_APPROVAL, S.HELD, S.REVISING)},
+    **{(s, "deadline_reject"): S.REJECTED for s in (S.AWAITING_APPROVAL, S.HELD, S.REVISING)},
     (S.APPROVED, "start_send"): S.SENDING,
     (S.SENDING, "start_send"): S.SENDING,
     (S.APPROVED, "finish_send"): S.SENT,

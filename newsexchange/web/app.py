@@ -15,11 +15,11 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from newsexchange.approval import web as approval_web
 from newsexchange.config import Config
 from newsexchange.db import Database
 from newsexchange.delivery import web as delivery_web
 from newsexchange.web import (
+    approval,
     archive,
     ids,  # noqa: F401  (registers {name:id} before any route is built)
     ops,
@@ -36,7 +36,7 @@ RouteFactory = Callable[[Config, Database], list[BaseRoute]]
 ROUTES: tuple[RouteFactory, ...] = (
     ops.routes,
     archive.routes,
-    approval_web.routes,
+    approval.routes,
     delivery_web.routes,
 )
 
