@@ -28,7 +28,7 @@ from newsexchange.config import LANGUAGES, Config
 from newsexchange.db import Contact, Delivery, ListMembership, Suppression
 from newsexchange.delivery.tokens import email_hash
 from newsexchange.errors import ConfigError, DeliveryError
-from newsexchange.mailheaders import header_text
+from newsexchange.mail.headers import header_text
 from newsexchange.textclean import clean_name
 
 COLUMNS = ("name", "email", "outlet", "language", "lists", "notes")
@@ -253,9 +253,7 @@ def import_rows(
 
     With ``replace``, members of ``list_id`` missing from the file leave the list (their
     contact stays, with its other lists and history)."""
-    report = ImportReport(
-        list_id, merged_duplicates=parsed.merged_duplicates, read=parsed.read
-    )
+    report = ImportReport(list_id, merged_duplicates=parsed.merged_duplicates, read=parsed.read)
     report.skipped = list(parsed.skipped)
     emails = [r.email for r in parsed.rows]
     existing: dict[str, Contact] = {}

@@ -58,12 +58,12 @@ from sqlalchemy.orm import Session
 
 from newsexchange.config import Config
 from newsexchange.db import Contact, Database, Delivery, Digest
-from newsexchange.delivery.mailers import Mailer, OutgoingMessage, SendResult, get_mailer
 from newsexchange.delivery.outbox import enqueue_deliveries, sender_domain, suppressed_addresses
 from newsexchange.delivery.tokens import suppress, unsubscribe_links
 from newsexchange.digest.sendable import included_count, refusal
 from newsexchange.errors import DeliveryError, DigestNotFound
-from newsexchange.mailheaders import header_text, mailbox
+from newsexchange.mail import Mailer, OutgoingMessage, SendResult, get_mailer
+from newsexchange.mail.headers import header_text, mailbox
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ _PLAIN_NAME = re.compile(r"^[A-Za-z0-9 '-]+$")
 
 def _to_header(name: str | None, addr: str) -> str:
     """``Name <addr>``, the name as one RFC 2047 encoded-word when it is not plain ASCII
-    (:func:`newsexchange.mailheaders.mailbox`: never split, so every decoder reads the name
+    (:func:`newsexchange.mail.headers.mailbox`: never split, so every decoder reads the name
     back as it was). The name is cleaned first (:func:`header_text`): these bytes go into
     the message as they are, so a CR/LF in a name would start a header of its own."""
     name = header_text(name)
@@ -558,7 +558,7 @@ def run_send(
     connections = config.mail.smtp.connections
     # At most about one second's worth per chunk, so pacing never bursts beyond that.
     chunk_size = max(connections, min(CHUNK_PER_CONNECTION * connections, int(rate)))
-    if getattr(mailer, "personalizes", False):
+    if mailer.personalizes:
         chunk_size = 1000  # one provider request per chunk
     pacer = _Pacer(rate, clock, sleep)
     renderer = Renderer(config, now=now)  # each digest rendered once per run, not per chunk
@@ -723,7 +723,7 @@ def _prepare_chunk(
     The database is held only to read and to mark suppressed rows; personalizing happens
     outside any transaction (on SQLite every transaction takes the write lock, and the
     mailer's threads need it to record each accepted message)."""
-    raw = not getattr(mailer, "personalizes", False)
+    raw = not mailer.personalizes
     with db.session() as s:
         digest = s.get(Digest, digest_id)
         assert digest is not None
@@ -795,10 +795,7 @@ def _send_and_record(
         return None
 
     try:
-        if getattr(mailer, "reports_each", False):
-            results = mailer.send(outgoing, on_sent=on_sent)  # type: ignore[call-arg]
-        else:
-            results = mailer.send(outgoing)
+        results = mailer.send(outgoing, on_sent=on_sent)  # ignored unless reports_each
     except DeliveryError as exc:
         marker.close()
         report.error = str(exc)

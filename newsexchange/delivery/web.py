@@ -39,9 +39,9 @@ from starlette.routing import BaseRoute, Route
 
 from newsexchange.config import Config
 from newsexchange.db import Database, Delivery, ProviderEvent, Suppression, utcnow
-from newsexchange.delivery.sendgrid import CUSTOM_ARG
 from newsexchange.delivery.tokens import email_hash, read_token, suppress
 from newsexchange.i18n import gettext_for
+from newsexchange.mail.sendgrid import CUSTOM_ARG
 from newsexchange.web.limits import BodyTooLarge, read_body, too_large
 
 log = logging.getLogger(__name__)
