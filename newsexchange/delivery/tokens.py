@@ -15,14 +15,14 @@ import base64
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import parseaddr
 from urllib.parse import quote
 
 from itsdangerous import BadSignature, Signer
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from newsexchange.config import Config
-from newsexchange.db import Suppression
+from newsexchange.db import Session
+from newsexchange.db.queries import lists as list_queries
 
 SALT = "newsexchange.unsubscribe.v1"
 HASH_PREFIX = "sha256:"
@@ -76,16 +76,12 @@ def unsubscribe_mailto(config: Config, email: str, list_id: str | None) -> str:
     """The mailto: alternative of List-Unsubscribe: a mail to our From address whose subject
     carries the token (RFC 2369). Whatever reads that inbox can hand the token to
     :func:`apply_unsubscribe`."""
-    from email.utils import parseaddr
-
     _n, addr = parseaddr(config.mail.from_)
     subject = quote(f"unsubscribe {make_token(config, email, list_id)}")
     return f"mailto:{addr}?subject={subject}"
 
 
 def _from_address(config: Config) -> str:
-    from email.utils import parseaddr
-
     return parseaddr(config.mail.from_)[1]
 
 
@@ -118,17 +114,19 @@ def suppress(
     A global suppression (bounce, complaint) covers every list; a list one only that list.
     """
     key = email.strip().lower()
-    existing = session.scalars(
-        select(Suppression).where(Suppression.email.in_([key, email_hash(key)]))
-    ).all()
-    for s in existing:
-        if s.list_id is None or s.list_id == list_id:
-            return False
-    session.add(
-        Suppression(email=key, list_id=list_id, reason=reason, detail=detail, created_at=now)
+    if is_suppressed(session, key, list_id):
+        return False
+    list_queries.add_suppression(
+        session, key, list_id=list_id, reason=reason, now=now, detail=detail
     )
-    session.flush()
     return True
+
+
+def is_suppressed(session: Session, email: str, list_id: str | None) -> bool:
+    """Whether a suppression already covers ``email`` (as given, or as its hash) on
+    ``list_id``: a global one, or one for that list."""
+    rows = list_queries.suppressions(session, [email, email_hash(email)])
+    return any(s.list_id is None or s.list_id == list_id for s in rows)
 
 
 def apply_unsubscribe(session: Session, config: Config, token: str, *, now: datetime) -> str | None:

@@ -33,7 +33,8 @@ from newsexchange.mail.message import OutgoingMessage, SendResult
 
 __all__ = ["CUSTOM_ARG", "MAX_PERSONALIZATIONS", "SendgridMailer", "retry_after_seconds"]
 
-log = logging.getLogger(__name__)
+# Named as before the move (delivery/sendgrid.py): the "logger" field of its lines is unchanged.
+log = logging.getLogger("newsexchange.delivery.sendgrid")
 
 MAX_PERSONALIZATIONS = 1000
 CUSTOM_ARG = "nx_delivery_id"
