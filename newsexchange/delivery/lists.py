@@ -21,11 +21,11 @@ from datetime import datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
 
 from newsexchange.config import LANGUAGES, Config
-from newsexchange.db import Contact, Delivery, ListMembership, Suppression
+from newsexchange.db import Contact, ListMembership, Session, Suppression
+from newsexchange.db.queries import deliveries as delivery_queries
+from newsexchange.db.queries import lists as queries
 from newsexchange.delivery.tokens import email_hash
 from newsexchange.errors import ConfigError, DeliveryError
 from newsexchange.mail.headers import header_text
@@ -233,12 +233,7 @@ def parse_csv(text: str, *, list_id: str, known_lists: Iterable[str]) -> ParsedL
 
 
 def is_suppressed_any(session: Session, email: str) -> bool:
-    return (
-        session.scalar(
-            select(Suppression.id).where(Suppression.email.in_([email, email_hash(email)])).limit(1)
-        )
-        is not None
-    )
+    return queries.first_suppression(session, [email, email_hash(email)]) is not None
 
 
 def import_rows(
@@ -256,10 +251,7 @@ def import_rows(
     report = ImportReport(list_id, merged_duplicates=parsed.merged_duplicates, read=parsed.read)
     report.skipped = list(parsed.skipped)
     emails = [r.email for r in parsed.rows]
-    existing: dict[str, Contact] = {}
-    for i in range(0, len(emails), 500):
-        for c in session.scalars(select(Contact).where(Contact.email.in_(emails[i : i + 500]))):
-            existing[c.email] = c
+    existing = queries.contacts_by_email(session, emails)
     for row in parsed.rows:
         contact = existing.get(row.email)
         if contact is None:
@@ -301,12 +293,7 @@ def import_rows(
     session.flush()
     if replace:
         keep = set(emails)
-        members = session.execute(
-            select(ListMembership, Contact.email)
-            .join(Contact, Contact.id == ListMembership.contact_id)
-            .where(ListMembership.list_id == list_id)
-        ).all()
-        for membership, email in members:
+        for membership, email in queries.memberships(session, list_id):
             if email not in keep:
                 session.delete(membership)
                 report.removed += 1
@@ -315,21 +302,15 @@ def import_rows(
 
 
 def members(session: Session, list_id: str) -> list[Contact]:
-    return list(
-        session.scalars(
-            select(Contact)
-            .join(ListMembership, ListMembership.contact_id == Contact.id)
-            .where(ListMembership.list_id == list_id)
-            .order_by(Contact.email)
-        )
-    )
+    """The contacts on a list, by address."""
+    return queries.members(session, list_id)
 
 
 def suppression_map(session: Session, emails: Sequence[str]) -> dict[str, list[Suppression]]:
     out: dict[str, list[Suppression]] = {}
     for i in range(0, len(emails), 500):
         chunk = list(emails[i : i + 500])
-        for s in session.scalars(select(Suppression).where(Suppression.email.in_(chunk))):
+        for s in queries.suppressions(session, chunk):
             out.setdefault(s.email, []).append(s)
     return out
 
@@ -356,13 +337,9 @@ def check_list(config: Config, list_id: str) -> None:
 def contact_export(session: Session, email: str) -> dict[str, Any] | None:
     """Everything we hold on one address (GDPR Art. 15), or None when we hold nothing."""
     addr = email.strip().lower()
-    contact = session.scalar(select(Contact).where(Contact.email == addr))
-    deliveries = session.scalars(
-        select(Delivery).where(Delivery.email == addr).order_by(Delivery.id)
-    ).all()
-    sups = session.scalars(
-        select(Suppression).where(Suppression.email.in_([addr, email_hash(addr)]))
-    ).all()
+    contact = queries.contact(session, addr)
+    deliveries = delivery_queries.for_email(session, addr)
+    sups = queries.suppressions(session, [addr, email_hash(addr)])
     if contact is None and not deliveries and not sups:
         return None
     return {
@@ -445,27 +422,20 @@ def erase_contact(
     addr = email.strip().lower()
     hashed = email_hash(addr)
     report = EraseReport(addr)
-    contact = session.scalar(select(Contact).where(Contact.email == addr))
+    contact = queries.contact(session, addr)
     if contact is not None:
         report.memberships_removed = len(contact.memberships)
         session.delete(contact)
         report.contact_removed = True
         session.flush()
-    deliveries = session.scalars(select(Delivery).where(Delivery.email == addr)).all()
+    deliveries = delivery_queries.for_email(session, addr)
     for d in deliveries:
         d.email = hashed
         d.contact_id = None
         d.last_error = None
     report.deliveries_anonymized = len(deliveries)
-    for s in session.scalars(select(Suppression).where(Suppression.email == addr)).all():
-        clash = session.scalar(
-            select(Suppression.id).where(
-                Suppression.email == hashed,
-                or_(Suppression.list_id == s.list_id, Suppression.list_id.is_(None))
-                if s.list_id is not None
-                else Suppression.list_id.is_(None),
-            )
-        )
+    for s in queries.suppressions_stored_as(session, addr):
+        clash = queries.suppression_covering(session, hashed, s.list_id)
         if clash is not None:
             session.delete(s)
         else:
@@ -473,16 +443,7 @@ def erase_contact(
             s.detail = None
         report.suppressions_hashed += 1
     session.flush()
-    if (
-        keep_out
-        and session.scalar(
-            select(Suppression.id).where(Suppression.email == hashed, Suppression.list_id.is_(None))
-        )
-        is None
-    ):
-        session.add(
-            Suppression(email=hashed, list_id=None, reason="erased", detail=None, created_at=now)
-        )
+    if keep_out and queries.global_suppression(session, hashed) is None:
+        queries.add_suppression(session, hashed, list_id=None, reason="erased", now=now)
         report.suppressions_hashed += 1
-        session.flush()
     return report
