@@ -23,7 +23,7 @@ from newsexchange.delivery.lists import (
     suppression_map,
 )
 from newsexchange.delivery.send import SendStopped, run_send, send_progress
-from newsexchange.delivery.tokens import email_hash
+from newsexchange.delivery.unsubscribe import email_hash
 from newsexchange.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Any
 
 from newsexchange.db import Delivery, Session
 from newsexchange.db.queries import deliveries as queries
-from newsexchange.delivery.tokens import suppress
+from newsexchange.delivery.unsubscribe import suppress
 from newsexchange.mail.sendgrid import CUSTOM_ARG
 
 __all__ = [

@@ -26,7 +26,7 @@ from newsexchange.config import LANGUAGES, Config
 from newsexchange.db import Contact, ListMembership, Session, Suppression
 from newsexchange.db.queries import deliveries as delivery_queries
 from newsexchange.db.queries import lists as queries
-from newsexchange.delivery.tokens import email_hash
+from newsexchange.delivery.unsubscribe import email_hash
 from newsexchange.errors import ConfigError, DeliveryError
 from newsexchange.mail.headers import header_text
 from newsexchange.textclean import clean_name

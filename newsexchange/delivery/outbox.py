@@ -30,7 +30,7 @@ from newsexchange.db.queries import deliveries as queries
 from newsexchange.db.queries import lists as list_queries
 from newsexchange.delivery.outcome import BACKOFF_BASE, claim_is_orphaned, next_state
 from newsexchange.delivery.report import SendReport
-from newsexchange.delivery.tokens import email_hash, suppress
+from newsexchange.delivery.unsubscribe import email_hash, suppress
 from newsexchange.mail import SendResult
 
 __all__ = [
@@ -79,7 +79,7 @@ def suppressed_addresses(
 ) -> set[str]:
     """Which of ``emails`` must not be mailed on ``list_id`` (global suppressions always count).
 
-    An erased address is suppressed by its hash (see ``tokens.email_hash``), so both forms
+    An erased address is suppressed by its hash (see ``unsubscribe.email_hash``), so both forms
     are looked up. Queried in chunks so a 10,000-address list is not one giant IN (...).
     """
     wanted = sorted({e.lower() for e in emails})

@@ -16,7 +16,7 @@ from email.message import EmailMessage
 from newsexchange.config import Config
 from newsexchange.db import Delivery, Digest, Session
 from newsexchange.delivery.outbox import sender_domain
-from newsexchange.delivery.tokens import unsubscribe_links
+from newsexchange.delivery.unsubscribe import unsubscribe_links
 from newsexchange.digest.render import UNSUBSCRIBE_MARKER, render_digest, to_email
 from newsexchange.errors import DeliveryError
 from newsexchange.mail import OutgoingMessage

@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from newsexchange.config import Config
 from newsexchange.db import Database
-from newsexchange.delivery.tokens import UnsubscribeToken, is_suppressed, read_token, suppress
+from newsexchange.delivery.unsubscribe import UnsubscribeToken, is_suppressed, read_token, suppress
 from newsexchange.i18n import gettext_for
 from newsexchange.templating import environment
 from newsexchange.web.deps import config_of, db_of, now
