@@ -22,7 +22,8 @@ from newsexchange.delivery.lists import (
     parse_csv,
     suppression_map,
 )
-from newsexchange.delivery.send import SendStopped, run_send, send_progress
+from newsexchange.delivery.progress import send_progress
+from newsexchange.delivery.send import SendStopped, run_send
 from newsexchange.delivery.unsubscribe import email_hash
 from newsexchange.errors import ConfigError
 
@@ -30,6 +31,14 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
+    _register_lists(sub)
+    p = sub.add_parser("send", help="deliver an approved digest to its lists (resumable)")
+    add_common(p)
+    p.add_argument("digest_id", metavar="ID", type=db_int, help="the digest id")
+    p.set_defaults(handler=send)
+
+
+def _register_lists(sub: argparse._SubParsersAction[Any]) -> None:
     lists = sub.add_parser("lists", help="media lists: import, show, export; GDPR erase/export")
     lsub = lists.add_subparsers(dest="lists_command", metavar="ACTION")
     lsub.required = True
@@ -75,11 +84,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     add_common(p)
     p.add_argument("email", metavar="EMAIL")
     p.set_defaults(handler=lists_export_contact)
-
-    p = sub.add_parser("send", help="deliver an approved digest to its lists (resumable)")
-    add_common(p)
-    p.add_argument("digest_id", metavar="ID", type=db_int, help="the digest id")
-    p.set_defaults(handler=send)
 
 
 def lists_import(ctx: Context) -> int:

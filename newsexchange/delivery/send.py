@@ -38,10 +38,9 @@ pure), :mod:`.personalize` (each copy), :mod:`.chunk` (one chunk sent and record
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -69,6 +68,7 @@ from newsexchange.delivery.personalize import (
     _to_header,
     list_headers,
 )
+from newsexchange.delivery.progress import Progress, send_progress
 from newsexchange.delivery.report import SendReport
 from newsexchange.digest.states import SENDABLE, DigestState, move
 from newsexchange.mail import Mailer, get_mailer
@@ -100,8 +100,6 @@ log = logging.getLogger(__name__)
 # recorded on its own (see marker.Marker), so this only sets how often the database is read
 # and how bursty pacing is — not how much could be resent after a crash.
 CHUNK_PER_CONNECTION = 50
-
-Progress = Callable[[int, int], None]  # (done, total)
 
 
 class SendStopped(Exception):
@@ -137,13 +135,7 @@ def run_send(
     if not digests:
         report.elapsed = clock() - started
         return report
-    if not config.public_url.startswith("https://"):
-        # RFC 8058 §3.1: the one-click URI must be https; mail providers ignore an http one
-        # (and Gmail/Yahoo's bulk-sender rules then count the list as non-compliant).
-        log.warning(
-            "public_url is not https: one-click unsubscribe will not be offered by mail clients",
-            extra={"public_url": config.public_url},
-        )
+    _warn_without_https(config)
     own_mailer = mailer is None
     mailer = mailer or get_mailer(config)
     run = _Run(
@@ -158,20 +150,7 @@ def run_send(
         renderer=Renderer(config, now=now),  # each digest rendered once per run
     )
     try:
-        for did, exchange_id in digests:
-            run.digest(did, exchange_id)
-    except SendStopped as exc:
-        # Asked to stop between two chunks (SIGTERM to `newsexchange send`): every accepted
-        # message is recorded, and what this worker claimed but did not send goes back now.
-        report.stopped = str(exc) or "stop requested"
-        report.handed_back = release_own(db, worker)
-        with db.session() as s:
-            report.pending = sum(queries.remaining(s, did) for did, _ex in digests)
-    except BaseException:
-        # Stopped (SIGTERM in the service, Ctrl-C at the console) or failed: what this
-        # worker claimed but did not send goes back at once, not after the lease.
-        release_own(db, worker)
-        raise
+        run.all(digests)
     finally:
         if own_mailer:
             mailer.close()
@@ -181,6 +160,16 @@ def run_send(
         extra={k: v for k, v in report.to_json().items() if k not in ("failures", "digests")},
     )
     return report
+
+
+def _warn_without_https(config: Config) -> None:
+    if not config.public_url.startswith("https://"):
+        # RFC 8058 §3.1: the one-click URI must be https; mail providers ignore an http one
+        # (and Gmail/Yahoo's bulk-sender rules then count the list as non-compliant).
+        log.warning(
+            "public_url is not https: one-click unsubscribe will not be offered by mail clients",
+            extra={"public_url": config.public_url},
+        )
 
 
 @dataclass
@@ -205,6 +194,25 @@ class _Run:
         connections = self.config.mail.smtp.connections
         # At most about one second's worth per chunk, so pacing never bursts beyond that.
         return max(connections, min(CHUNK_PER_CONNECTION * connections, int(rate)))
+
+    def all(self, digests: list[tuple[int, str]]) -> None:
+        """Each digest in turn; what this worker claimed goes back if it stops early."""
+        try:
+            for did, exchange_id in digests:
+                self.digest(did, exchange_id)
+        except SendStopped as exc:
+            # Asked to stop between two chunks (SIGTERM to `newsexchange send`): every
+            # accepted message is recorded, and what this worker claimed but did not send
+            # goes back now.
+            self.report.stopped = str(exc) or "stop requested"
+            self.report.handed_back = release_own(self.db, self.worker)
+            with self.db.session() as s:
+                self.report.pending = sum(queries.remaining(s, did) for did, _ex in digests)
+        except BaseException:
+            # Stopped (SIGTERM in the service, Ctrl-C at the console) or failed: what this
+            # worker claimed but did not send goes back at once, not after the lease.
+            release_own(self.db, self.worker)
+            raise
 
     def digest(self, did: int, exchange_id: str) -> None:
         """Claim and send a digest's due deliveries batch by batch, then record its state."""
@@ -280,27 +288,3 @@ class _Run:
             self.report.digests.append(
                 {"id": did, "exchange": exchange_id, "state": digest.state, "remaining": left}
             )
-
-
-@contextlib.contextmanager
-def send_progress(*, enabled: bool) -> Iterator[Progress | None]:
-    """A rich progress bar on a terminal; nothing otherwise (cron, --json, pipes)."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-    from rich.progress import Progress as RichProgress
-
-    with RichProgress(
-        TextColumn("sending"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("send", total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update

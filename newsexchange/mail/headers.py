@@ -99,9 +99,8 @@ def _needs_encoding(word: str) -> bool:
     return not word.isascii() or "=?" in word or not word.isprintable()
 
 
-def encode_text(name: str, value: str, *, linesep: str = "\r\n") -> str:
-    """``Name: value`` folded for the wire (unstructured text, RFC 2047 where needed)."""
-    value = header_text(value)
+def _runs(value: str) -> list[list[Any]]:
+    """``value`` as runs of [encode?, text]: True to encode, False plain, None whitespace."""
     tokens = _TOKENS.findall(value)
     # Runs: (encode?, text). Whitespace between two encoded words joins their run, so it
     # is inside an encoded-word; whitespace next to a plain word stays literal.
@@ -123,6 +122,12 @@ def encode_text(name: str, value: str, *, linesep: str = "\r\n") -> str:
             runs[-1][1] += tok
         else:
             runs.append([enc, tok])
+    return runs
+
+
+def encode_text(name: str, value: str, *, linesep: str = "\r\n") -> str:
+    """``Name: value`` folded for the wire (unstructured text, RFC 2047 where needed)."""
+    runs = _runs(header_text(value))
     lines: list[str] = []
     line = f"{name}:"
     pending_space = " "

@@ -42,6 +42,45 @@ def _text(reply: bytes | str) -> str:
     return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
 
 
+def _unexpected_reply(exc: smtplib.SMTPResponseException) -> SendResult:
+    return SendResult(
+        False, permanent=exc.smtp_code >= 500, error=f"{exc.smtp_code} {_text(exc.smtp_error)}"
+    )
+
+
+def _envelope_refusal(
+    mail_code: int,
+    mail_reply: bytes,
+    rcpt_code: int,
+    rcpt_reply: bytes,
+    data_code: int,
+    data_reply: bytes,
+) -> SendResult | None:
+    """What the replies to a pipelined MAIL, RCPT and DATA mean, or None when the server is
+    ready for the message (pure; RFC 5321 §4.2.1: 4xx temporary, 5xx permanent, and only a
+    refused RCPT is the address's fault)."""
+    if mail_code != 250:
+        return SendResult(
+            False,
+            permanent=mail_code >= 500,
+            error=f"MAIL FROM refused: {mail_code} {_text(mail_reply)}",
+        )
+    if rcpt_code not in (250, 251):
+        return SendResult(
+            False,
+            permanent=rcpt_code >= 500,
+            bounce=rcpt_code >= 500,
+            error=f"{rcpt_code} {_text(rcpt_reply)}",
+        )
+    if data_code != 354:
+        return SendResult(
+            False,
+            permanent=data_code >= 500,
+            error=f"DATA refused: {data_code} {_text(data_reply)}",
+        )
+    return None
+
+
 class SmtpMailer:
     name = "smtp"
     personalizes = False  # sends ``raw`` bytes per recipient
@@ -183,28 +222,12 @@ class SmtpMailer:
             conn.send(b".\r\n")
             conn.getreply()
             data_code = 503
-        if mail_code != 250:
+        refused = _envelope_refusal(
+            mail_code, mail_reply, rcpt_code, rcpt_reply, data_code, data_reply
+        )
+        if refused is not None:
             conn.rset()
-            return SendResult(
-                False,
-                permanent=mail_code >= 500,
-                error=f"MAIL FROM refused: {mail_code} {_text(mail_reply)}",
-            )
-        if rcpt_code not in (250, 251):
-            conn.rset()
-            return SendResult(
-                False,
-                permanent=rcpt_code >= 500,
-                bounce=rcpt_code >= 500,
-                error=f"{rcpt_code} {_text(rcpt_reply)}",
-            )
-        if data_code != 354:
-            conn.rset()
-            return SendResult(
-                False,
-                permanent=data_code >= 500,
-                error=f"DATA refused: {data_code} {_text(data_reply)}",
-            )
+            return refused
         data = dot_stuff(out.as_bytes())
         if not data.endswith(b"\r\n"):
             data += b"\r\n"
@@ -257,11 +280,7 @@ class SmtpMailer:
                         if attempt == 2:
                             results[i] = SendResult(False, error=f"SMTP connection lost: {exc}")
                     except smtplib.SMTPResponseException as exc:
-                        results[i] = SendResult(
-                            False,
-                            permanent=exc.smtp_code >= 500,
-                            error=f"{exc.smtp_code} {_text(exc.smtp_error)}",
-                        )
+                        results[i] = _unexpected_reply(exc)
                         # The session is in an unknown state after an unexpected reply.
                         if conn is not None:
                             self._drop(conn)
