@@ -5,6 +5,14 @@ queue of system mail sent after commit (:mod:`.queue`)."""
 
 from newsexchange.mail.backends import get_mailer
 from newsexchange.mail.base import Mailer, OnSent, Wait
-from newsexchange.mail.message import OutgoingMessage, SendResult
+from newsexchange.mail.message import OutgoingMessage, SendResult, base_message
 
-__all__ = ["Mailer", "OnSent", "OutgoingMessage", "SendResult", "Wait", "get_mailer"]
+__all__ = [
+    "Mailer",
+    "OnSent",
+    "OutgoingMessage",
+    "SendResult",
+    "Wait",
+    "base_message",
+    "get_mailer",
+]

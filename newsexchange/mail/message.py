@@ -4,14 +4,39 @@ one recipient) and :class:`SendResult` (what became of it).
 Shared by every backend (:mod:`.outbox_dir`, :mod:`.smtp`, :mod:`.sendgrid`) and by everything
 that sends (approval, alerts, the delivery step); it imports none of them, which is what lets
 the backends and :func:`newsexchange.mail.get_mailer` import each other one way only.
+:func:`base_message` starts a system mail (approval, alerts) with the headers they share.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.message import EmailMessage
+from email.utils import format_datetime
 
-__all__ = ["OutgoingMessage", "SendResult"]
+from newsexchange.config import Config
+from newsexchange.mail.headers import header_text, wire
+
+__all__ = ["OutgoingMessage", "SendResult", "base_message"]
+
+
+def base_message(
+    config: Config,
+    *,
+    to: str,
+    subject: str,
+    lang: str | None = None,
+    now: datetime | None = None,
+) -> EmailMessage:
+    """The headers every system mail starts from (approval requests and notices, alerts):
+    From (with the sender name of ``lang``, mail.from_names), To, Subject, Date — each
+    value cleaned by :func:`~.headers.header_text`, the Subject folded by our rules."""
+    msg = EmailMessage()
+    msg["From"] = header_text(config.mail.sender(lang))
+    msg["To"] = header_text(to)
+    wire(msg)["Subject"] = header_text(subject)  # data, not structure; folded by mail.headers
+    msg["Date"] = format_datetime((now or datetime.now()).astimezone())
+    return msg
 
 
 @dataclass
