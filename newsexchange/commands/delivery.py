@@ -10,13 +10,35 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from newsexchange.commands import Context, add_common, db_int
+from newsexchange.commands import Context, add_common, db_int, to_json
+from newsexchange.delivery.lists import (
+    check_list,
+    contact_export,
+    erase_contact,
+    export_csv,
+    import_rows,
+    members,
+    normalize_email,
+    parse_csv,
+    suppression_map,
+)
+from newsexchange.delivery.progress import send_progress
+from newsexchange.delivery.send import SendStopped, run_send
+from newsexchange.delivery.unsubscribe import email_hash
 from newsexchange.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
+    _register_lists(sub)
+    p = sub.add_parser("send", help="deliver an approved digest to its lists (resumable)")
+    add_common(p)
+    p.add_argument("digest_id", metavar="ID", type=db_int, help="the digest id")
+    p.set_defaults(handler=send)
+
+
+def _register_lists(sub: argparse._SubParsersAction[Any]) -> None:
     lists = sub.add_parser("lists", help="media lists: import, show, export; GDPR erase/export")
     lsub = lists.add_subparsers(dest="lists_command", metavar="ACTION")
     lsub.required = True
@@ -63,14 +85,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("email", metavar="EMAIL")
     p.set_defaults(handler=lists_export_contact)
 
-    p = sub.add_parser("send", help="deliver an approved digest to its lists (resumable)")
-    add_common(p)
-    p.add_argument("digest_id", metavar="ID", type=db_int, help="the digest id")
-    p.set_defaults(handler=send)
-
 
 def lists_import(ctx: Context) -> int:
-    from newsexchange.delivery.lists import check_list, import_rows, parse_csv
 
     cfg = ctx.config
     list_id = ctx.args.list
@@ -112,8 +128,6 @@ def lists_import(ctx: Context) -> int:
 
 
 def lists_show(ctx: Context) -> int:
-    from newsexchange.delivery.lists import check_list, members, suppression_map
-    from newsexchange.delivery.tokens import email_hash
 
     cfg = ctx.config
     list_id = ctx.args.list
@@ -163,7 +177,6 @@ def lists_show(ctx: Context) -> int:
 
 
 def lists_export(ctx: Context) -> int:
-    from newsexchange.delivery.lists import check_list, export_csv
 
     check_list(ctx.config, ctx.args.list)
     with ctx.db.session() as s:
@@ -182,7 +195,6 @@ def lists_export(ctx: Context) -> int:
 
 
 def lists_erase(ctx: Context) -> int:
-    from newsexchange.delivery.lists import erase_contact, normalize_email
 
     try:
         addr = normalize_email(ctx.args.email)
@@ -202,8 +214,6 @@ def lists_erase(ctx: Context) -> int:
 
 
 def lists_export_contact(ctx: Context) -> int:
-    from newsexchange.commands import to_json
-    from newsexchange.delivery.lists import contact_export, normalize_email
 
     try:
         addr = normalize_email(ctx.args.email)
@@ -224,7 +234,6 @@ def send(ctx: Context) -> int:
     """Send one digest. SIGTERM stops it the way it stops ``serve``: the chunk on the wire
     finishes and is recorded, the deliveries claimed but not sent are handed back (pending
     again, for the next run), and the command reports what it did and exits 0."""
-    from newsexchange.delivery.send import SendStopped, run_send, send_progress
 
     cfg = ctx.config
     stop = threading.Event()

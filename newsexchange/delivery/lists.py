@@ -18,17 +18,17 @@ import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
 
 from newsexchange.config import LANGUAGES, Config
-from newsexchange.db import Contact, Delivery, ListMembership, Suppression
-from newsexchange.delivery.tokens import email_hash
+from newsexchange.db import Contact, Delivery, ListMembership, Session, Suppression
+from newsexchange.db.queries import deliveries as delivery_queries
+from newsexchange.db.queries import lists as queries
+from newsexchange.delivery.unsubscribe import email_hash
 from newsexchange.errors import ConfigError, DeliveryError
-from newsexchange.mailheaders import header_text
+from newsexchange.mail.headers import header_text
 from newsexchange.textclean import clean_name
 
 COLUMNS = ("name", "email", "outlet", "language", "lists", "notes")
@@ -149,18 +149,7 @@ def parse_csv(text: str, *, list_id: str, known_lists: Iterable[str]) -> ParsedL
     first = next(records, None)
     if first is None:
         return ParsedList([], 0, [RowProblem(1, "the file is empty (expected a header row)")])
-    if first[1] is None:
-        raise DeliveryError(f"line 1: the header row cannot be read ({first[2]})", permanent=True)
-    header = first[1]
-    columns = [h.strip().lower() for h in header]
-    unknown = [c for c in columns if c and c not in COLUMNS]
-    if unknown or "email" not in columns:
-        what = f"unknown column(s) {', '.join(map(repr, unknown))}" if unknown else "no email"
-        raise DeliveryError(
-            f"line 1: {what} in the header (expected the columns {', '.join(COLUMNS)}; "
-            "only email is required)",
-            permanent=True,
-        )
+    columns = _columns(first)
     by_email: dict[str, ContactRow] = {}
     merged = 0
     read = 0
@@ -172,73 +161,87 @@ def parse_csv(text: str, *, list_id: str, known_lists: Iterable[str]) -> ParsedL
         if not any(cell.strip() for cell in record):
             continue  # blank lines are allowed
         read += 1
-        if len(record) > len(columns):
-            problems.append(
-                RowProblem(
-                    start,
-                    f"{len(record)} fields but the header has {len(columns)} (a stray comma?)",
-                )
-            )
+        row = _row(start, record, columns, list_id=list_id, known=known)
+        if isinstance(row, RowProblem):
+            problems.append(row)
             continue
-        values = {c: (record[i].strip() if i < len(record) else "") for i, c in enumerate(columns)}
-        try:
-            addr = normalize_email(values.get("email", ""))
-        except ValueError as exc:
-            problems.append(RowProblem(start, str(exc)))
-            continue
-        lang = values.get("language", "").lower() or None
-        if lang is not None and lang not in LANGUAGES:
-            problems.append(
-                RowProblem(
-                    start, f"language {lang!r} is not supported (expected {', '.join(LANGUAGES)})"
-                )
-            )
-            continue
-        extra = [x.strip() for x in values.get("lists", "").replace(",", ";").split(";")]
-        extra = [x for x in extra if x]
-        bad = [x for x in extra if x not in known]
-        if bad:
-            problems.append(
-                RowProblem(
-                    start,
-                    f"unknown list(s) {', '.join(map(repr, bad))} (expected one of: "
-                    f"{', '.join(sorted(known))})",
-                )
-            )
-            continue
-        lists = list(dict.fromkeys([list_id, *extra]))
-        row = ContactRow(
-            line=start,
-            email=addr,
-            # A name ends up in a To: header: a quoted cell spanning lines must not carry
-            # its CR/LF (or any control character) along. Outlet and notes may keep theirs.
-            name=clean_name(header_text(values.get("name", ""))),
-            outlet=values.get("outlet", ""),
-            language=lang,
-            lists=lists,
-            notes=values.get("notes", ""),
-        )
-        prior = by_email.get(addr)
+        prior = by_email.get(row.email)
         if prior is None:
-            by_email[addr] = row
+            by_email[row.email] = row
             continue
-        # A duplicate: the first row wins, later rows only fill what it left empty.
         merged += 1
-        prior.name = prior.name or row.name
-        prior.outlet = prior.outlet or row.outlet
-        prior.language = prior.language or row.language
-        prior.notes = prior.notes or row.notes
-        prior.lists = list(dict.fromkeys([*prior.lists, *row.lists]))
+        _merge(prior, row)
     return ParsedList(list(by_email.values()), merged, problems, read)
 
 
-def is_suppressed_any(session: Session, email: str) -> bool:
-    return (
-        session.scalar(
-            select(Suppression.id).where(Suppression.email.in_([email, email_hash(email)])).limit(1)
+def _columns(first: tuple[int, list[str] | None, str | None]) -> list[str]:
+    """The header's column names; DeliveryError when it cannot be read or names a column
+    we do not know (a typo like ``e-mail`` is caught here) or no ``email``."""
+    if first[1] is None:
+        raise DeliveryError(f"line 1: the header row cannot be read ({first[2]})", permanent=True)
+    columns = [h.strip().lower() for h in first[1]]
+    unknown = [c for c in columns if c and c not in COLUMNS]
+    if unknown or "email" not in columns:
+        what = f"unknown column(s) {', '.join(map(repr, unknown))}" if unknown else "no email"
+        raise DeliveryError(
+            f"line 1: {what} in the header (expected the columns {', '.join(COLUMNS)}; "
+            "only email is required)",
+            permanent=True,
         )
-        is not None
+    return columns
+
+
+def _row(
+    start: int, record: list[str], columns: list[str], *, list_id: str, known: set[str]
+) -> ContactRow | RowProblem:
+    """One data row as a contact, or the problem that keeps it out."""
+    if len(record) > len(columns):
+        return RowProblem(
+            start, f"{len(record)} fields but the header has {len(columns)} (a stray comma?)"
+        )
+    values = {c: (record[i].strip() if i < len(record) else "") for i, c in enumerate(columns)}
+    try:
+        addr = normalize_email(values.get("email", ""))
+    except ValueError as exc:
+        return RowProblem(start, str(exc))
+    lang = values.get("language", "").lower() or None
+    if lang is not None and lang not in LANGUAGES:
+        return RowProblem(
+            start, f"language {lang!r} is not supported (expected {', '.join(LANGUAGES)})"
+        )
+    extra = [x.strip() for x in values.get("lists", "").replace(",", ";").split(";")]
+    extra = [x for x in extra if x]
+    bad = [x for x in extra if x not in known]
+    if bad:
+        return RowProblem(
+            start,
+            f"unknown list(s) {', '.join(map(repr, bad))} (expected one of: "
+            f"{', '.join(sorted(known))})",
+        )
+    return ContactRow(
+        line=start,
+        email=addr,
+        # A name ends up in a To: header: a quoted cell spanning lines must not carry
+        # its CR/LF (or any control character) along. Outlet and notes may keep theirs.
+        name=clean_name(header_text(values.get("name", ""))),
+        outlet=values.get("outlet", ""),
+        language=lang,
+        lists=list(dict.fromkeys([list_id, *extra])),
+        notes=values.get("notes", ""),
     )
+
+
+def _merge(prior: ContactRow, row: ContactRow) -> None:
+    """A duplicate: the first row wins, later rows only fill what it left empty."""
+    prior.name = prior.name or row.name
+    prior.outlet = prior.outlet or row.outlet
+    prior.language = prior.language or row.language
+    prior.notes = prior.notes or row.notes
+    prior.lists = list(dict.fromkeys([*prior.lists, *row.lists]))
+
+
+def is_suppressed_any(session: Session, email: str) -> bool:
+    return queries.first_suppression(session, [email, email_hash(email)]) is not None
 
 
 def import_rows(
@@ -253,15 +256,10 @@ def import_rows(
 
     With ``replace``, members of ``list_id`` missing from the file leave the list (their
     contact stays, with its other lists and history)."""
-    report = ImportReport(
-        list_id, merged_duplicates=parsed.merged_duplicates, read=parsed.read
-    )
+    report = ImportReport(list_id, merged_duplicates=parsed.merged_duplicates, read=parsed.read)
     report.skipped = list(parsed.skipped)
     emails = [r.email for r in parsed.rows]
-    existing: dict[str, Contact] = {}
-    for i in range(0, len(emails), 500):
-        for c in session.scalars(select(Contact).where(Contact.email.in_(emails[i : i + 500]))):
-            existing[c.email] = c
+    existing = queries.contacts_by_email(session, emails)
     for row in parsed.rows:
         contact = existing.get(row.email)
         if contact is None:
@@ -279,36 +277,14 @@ def import_rows(
                 contact.memberships.append(ListMembership(list_id=lst, created_at=now))
             report.imported += 1
         else:
-            changed = False
-            for attr in ("name", "outlet", "language", "notes"):
-                new = getattr(row, attr)
-                if new and new != getattr(contact, attr):
-                    setattr(contact, attr, new)
-                    changed = True
-            have = {m.list_id for m in contact.memberships}
-            newly = [lst for lst in row.lists if lst not in have]
-            for lst in newly:
-                contact.memberships.append(ListMembership(list_id=lst, created_at=now))
-            if changed:
-                contact.updated_at = now
-                report.updated += 1
-            elif list_id not in have:
-                report.imported += 1
-            elif newly:
-                report.updated += 1
-            else:
-                report.unchanged += 1
+            outcome = _update(contact, row, list_id=list_id, now=now)
+            setattr(report, outcome, getattr(report, outcome) + 1)
         if is_suppressed_any(session, row.email):
             report.suppressed += 1
     session.flush()
     if replace:
         keep = set(emails)
-        members = session.execute(
-            select(ListMembership, Contact.email)
-            .join(Contact, Contact.id == ListMembership.contact_id)
-            .where(ListMembership.list_id == list_id)
-        ).all()
-        for membership, email in members:
+        for membership, email in queries.memberships(session, list_id):
             if email not in keep:
                 session.delete(membership)
                 report.removed += 1
@@ -316,22 +292,39 @@ def import_rows(
     return report
 
 
+def _update(
+    contact: Contact, row: ContactRow, *, list_id: str, now: datetime
+) -> Literal["imported", "updated", "unchanged"]:
+    """Bring an existing contact up to date with its row; which count the row adds to (an
+    existing contact newly on ``list_id`` counts as imported)."""
+    changed = False
+    for attr in ("name", "outlet", "language", "notes"):
+        new = getattr(row, attr)
+        if new and new != getattr(contact, attr):
+            setattr(contact, attr, new)
+            changed = True
+    have = {m.list_id for m in contact.memberships}
+    newly = [lst for lst in row.lists if lst not in have]
+    for lst in newly:
+        contact.memberships.append(ListMembership(list_id=lst, created_at=now))
+    if changed:
+        contact.updated_at = now
+        return "updated"
+    if list_id not in have:
+        return "imported"
+    return "updated" if newly else "unchanged"
+
+
 def members(session: Session, list_id: str) -> list[Contact]:
-    return list(
-        session.scalars(
-            select(Contact)
-            .join(ListMembership, ListMembership.contact_id == Contact.id)
-            .where(ListMembership.list_id == list_id)
-            .order_by(Contact.email)
-        )
-    )
+    """The contacts on a list, by address."""
+    return queries.members(session, list_id)
 
 
 def suppression_map(session: Session, emails: Sequence[str]) -> dict[str, list[Suppression]]:
     out: dict[str, list[Suppression]] = {}
     for i in range(0, len(emails), 500):
         chunk = list(emails[i : i + 500])
-        for s in session.scalars(select(Suppression).where(Suppression.email.in_(chunk))):
+        for s in queries.suppressions(session, chunk):
             out.setdefault(s.email, []).append(s)
     return out
 
@@ -358,46 +351,15 @@ def check_list(config: Config, list_id: str) -> None:
 def contact_export(session: Session, email: str) -> dict[str, Any] | None:
     """Everything we hold on one address (GDPR Art. 15), or None when we hold nothing."""
     addr = email.strip().lower()
-    contact = session.scalar(select(Contact).where(Contact.email == addr))
-    deliveries = session.scalars(
-        select(Delivery).where(Delivery.email == addr).order_by(Delivery.id)
-    ).all()
-    sups = session.scalars(
-        select(Suppression).where(Suppression.email.in_([addr, email_hash(addr)]))
-    ).all()
+    contact = queries.contact(session, addr)
+    deliveries = delivery_queries.for_email(session, addr)
+    sups = queries.suppressions(session, [addr, email_hash(addr)])
     if contact is None and not deliveries and not sups:
         return None
     return {
         "email": addr,
-        "contact": None
-        if contact is None
-        else {
-            "name": contact.name,
-            "outlet": contact.outlet,
-            "language": contact.language,
-            "notes": contact.notes,
-            "created_at": contact.created_at,
-            "updated_at": contact.updated_at,
-            "lists": [
-                {"list": m.list_id, "since": m.created_at}
-                for m in sorted(contact.memberships, key=lambda m: m.list_id)
-            ],
-        },
-        "deliveries": [
-            {
-                "digest_id": d.digest_id,
-                "list": d.list_id,
-                "language": d.language,
-                "status": d.status,
-                "message_id": d.message_id,
-                "provider_message_id": d.provider_message_id,
-                "attempts": d.attempts,
-                "sent_at": d.sent_at,
-                "last_error": d.last_error,
-                "created_at": d.created_at,
-            }
-            for d in deliveries
-        ],
+        "contact": None if contact is None else _contact_json(contact),
+        "deliveries": [_delivery_json(d) for d in deliveries],
         "suppressions": [
             {
                 "list": s.list_id,
@@ -408,6 +370,36 @@ def contact_export(session: Session, email: str) -> dict[str, Any] | None:
             }
             for s in sups
         ],
+    }
+
+
+def _contact_json(contact: Contact) -> dict[str, Any]:
+    return {
+        "name": contact.name,
+        "outlet": contact.outlet,
+        "language": contact.language,
+        "notes": contact.notes,
+        "created_at": contact.created_at,
+        "updated_at": contact.updated_at,
+        "lists": [
+            {"list": m.list_id, "since": m.created_at}
+            for m in sorted(contact.memberships, key=lambda m: m.list_id)
+        ],
+    }
+
+
+def _delivery_json(d: Delivery) -> dict[str, Any]:
+    return {
+        "digest_id": d.digest_id,
+        "list": d.list_id,
+        "language": d.language,
+        "status": d.status,
+        "message_id": d.message_id,
+        "provider_message_id": d.provider_message_id,
+        "attempts": d.attempts,
+        "sent_at": d.sent_at,
+        "last_error": d.last_error,
+        "created_at": d.created_at,
     }
 
 
@@ -447,27 +439,20 @@ def erase_contact(
     addr = email.strip().lower()
     hashed = email_hash(addr)
     report = EraseReport(addr)
-    contact = session.scalar(select(Contact).where(Contact.email == addr))
+    contact = queries.contact(session, addr)
     if contact is not None:
         report.memberships_removed = len(contact.memberships)
         session.delete(contact)
         report.contact_removed = True
         session.flush()
-    deliveries = session.scalars(select(Delivery).where(Delivery.email == addr)).all()
+    deliveries = delivery_queries.for_email(session, addr)
     for d in deliveries:
         d.email = hashed
         d.contact_id = None
         d.last_error = None
     report.deliveries_anonymized = len(deliveries)
-    for s in session.scalars(select(Suppression).where(Suppression.email == addr)).all():
-        clash = session.scalar(
-            select(Suppression.id).where(
-                Suppression.email == hashed,
-                or_(Suppression.list_id == s.list_id, Suppression.list_id.is_(None))
-                if s.list_id is not None
-                else Suppression.list_id.is_(None),
-            )
-        )
+    for s in queries.suppressions_stored_as(session, addr):
+        clash = queries.suppression_covering(session, hashed, s.list_id)
         if clash is not None:
             session.delete(s)
         else:
@@ -475,16 +460,7 @@ def erase_contact(
             s.detail = None
         report.suppressions_hashed += 1
     session.flush()
-    if (
-        keep_out
-        and session.scalar(
-            select(Suppression.id).where(Suppression.email == hashed, Suppression.list_id.is_(None))
-        )
-        is None
-    ):
-        session.add(
-            Suppression(email=hashed, list_id=None, reason="erased", detail=None, created_at=now)
-        )
+    if keep_out and queries.global_suppression(session, hashed) is None:
+        queries.add_suppression(session, hashed, list_id=None, reason="erased", now=now)
         report.suppressions_hashed += 1
-        session.flush()
     return report

@@ -2,7 +2,9 @@
 
 Approval calls :func:`enqueue_deliveries` inside the approving transaction, so "approved" and
 "every recipient has a pending delivery" become true together or not at all. The row is the
-unit of exactly-once: the sender claims it, sends, and marks it sent (see ``send.py``).
+unit of exactly-once: the sender claims it (:func:`claim`), sends, and marks it sent, or
+records what became of it (:func:`apply_result`, the next state decided by
+:func:`.outcome.next_state`), or gives it back unsent (:func:`release`, :func:`release_own`).
 
 Recipients are the contacts of every list the exchange names, minus suppressed addresses
 (unsubscribed, bounced, complained, globally or for that list). A contact on two lists of the
@@ -17,19 +19,37 @@ mail clients and our own dedupers recognise it as the same message.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import parseaddr
 
-from sqlalchemy import func, insert, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
-
 from newsexchange.config import Config
-from newsexchange.db import Contact, Delivery, Digest, ListMembership, Suppression
-from newsexchange.delivery.tokens import email_hash
+from newsexchange.db import Database, Delivery, Digest, Session
+from newsexchange.db.queries import deliveries as queries
+from newsexchange.db.queries import lists as list_queries
+from newsexchange.delivery.outcome import BACKOFF_BASE, claim_is_orphaned, next_state
+from newsexchange.delivery.report import SendReport
+from newsexchange.delivery.unsubscribe import email_hash, suppress
+from newsexchange.mail import SendResult
+
+__all__ = [
+    "CLAIM_BATCH",
+    "LEASE",
+    "Recipient",
+    "apply_result",
+    "claim",
+    "enqueue_deliveries",
+    "new_message_id",
+    "recipients_for",
+    "release",
+    "release_own",
+    "sender_domain",
+    "suppressed_addresses",
+]
+
+CLAIM_BATCH = 500
+LEASE = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -59,7 +79,7 @@ def suppressed_addresses(
 ) -> set[str]:
     """Which of ``emails`` must not be mailed on ``list_id`` (global suppressions always count).
 
-    An erased address is suppressed by its hash (see ``tokens.email_hash``), so both forms
+    An erased address is suppressed by its hash (see ``unsubscribe.email_hash``), so both forms
     are looked up. Queried in chunks so a 10,000-address list is not one giant IN (...).
     """
     wanted = sorted({e.lower() for e in emails})
@@ -67,12 +87,7 @@ def suppressed_addresses(
     for i in range(0, len(wanted), 250):
         chunk = wanted[i : i + 250]
         by_key = {e: e for e in chunk} | {email_hash(e): e for e in chunk}
-        cond: ColumnElement[bool] = Suppression.list_id.is_(None)
-        if list_id is not None:
-            cond = or_(cond, Suppression.list_id == list_id)
-        rows = session.scalars(
-            select(Suppression.email).where(Suppression.email.in_(list(by_key)), cond)
-        ).all()
+        rows = list_queries.blocked_emails(session, list(by_key), list_id)
         out.update(by_key[e] for e in rows if e in by_key)
     return out
 
@@ -84,13 +99,8 @@ def recipients_for(session: Session, config: Config, digest: Digest) -> list[Rec
     out: list[Recipient] = []
     for list_id in exchange.lists:
         list_language = config.lists[list_id].language if list_id in config.lists else None
-        rows = session.execute(
-            select(Contact.id, Contact.email, Contact.language)
-            .join(ListMembership, ListMembership.contact_id == Contact.id)
-            .where(ListMembership.list_id == list_id)
-            .order_by(Contact.id)
-        ).all()
-        blocked = suppressed_addresses(session, (r.email for r in rows), list_id)
+        rows = list_queries.list_recipients(session, list_id)
+        blocked = suppressed_addresses(session, (email for _cid, email, _lang in rows), list_id)
         for cid, email, _lang in rows:
             key = email.lower()
             if key in seen or key in blocked:
@@ -115,10 +125,7 @@ def enqueue_deliveries(session: Session, config: Config, digest: Digest, *, now:
     recipients = recipients_for(session, config, digest)
     if not recipients:
         return 0
-    existing = set(
-        e.lower()
-        for e in session.scalars(select(Delivery.email).where(Delivery.digest_id == digest.id))
-    )
+    existing = queries.emails_of_digest(session, digest.id)
     rows = [
         {
             "digest_id": digest.id,
@@ -137,19 +144,91 @@ def enqueue_deliveries(session: Session, config: Config, digest: Digest, *, now:
     ]
     if not rows:
         return 0
-    dialect = session.get_bind().dialect.name
-    for i in range(0, len(rows), 500):
-        chunk = rows[i : i + 500]
-        # ON CONFLICT DO NOTHING: a concurrent enqueue (two approvals racing) cannot make
-        # a second row for the same address; the unique (digest_id, email) decides.
-        if dialect == "postgresql":
-            session.execute(postgresql.insert(Delivery).on_conflict_do_nothing(), chunk)
-        elif dialect == "sqlite":
-            session.execute(sqlite.insert(Delivery).on_conflict_do_nothing(), chunk)
-        else:  # pragma: no cover - other databases are not supported yet
-            session.execute(insert(Delivery), chunk)
+    queries.insert_new(session, rows)
     # Counted, not taken from rowcount: executemany rowcounts differ between drivers.
-    total = session.scalar(
-        select(func.count()).select_from(Delivery).where(Delivery.digest_id == digest.id)
+    return queries.count_for_digest(session, digest.id) - len(existing)
+
+
+# -- claiming and recording -----------------------------------------------------------------
+
+
+def claim(
+    session: Session,
+    digest_id: int,
+    *,
+    worker: str,
+    now: datetime,
+    limit: int = CLAIM_BATCH,
+    lease: timedelta = LEASE,
+) -> list[Delivery]:
+    """Take up to ``limit`` due deliveries of a digest for ``worker`` (caller commits)."""
+    # Claims by dead local processes, found first (cheap: one small query per batch).
+    orphans = [
+        did
+        for did, by in queries.claimed_by_others(session, digest_id, worker)
+        if claim_is_orphaned(by)
+    ]
+    rows = queries.claimable(
+        session, digest_id, now=now, stale_before=now - lease, also=orphans, limit=limit
     )
-    return int(total or 0) - len(existing)
+    for d in rows:
+        d.status = "claimed"
+        d.claimed_at = now
+        d.claimed_by = worker
+        d.attempts += 1
+    session.flush()
+    return rows
+
+
+def apply_result(
+    session: Session, d: Delivery, result: SendResult, *, now: datetime, report: SendReport
+) -> None:
+    """Record one outcome on its delivery row (and suppress a bounced address)."""
+    outcome = next_state(result, attempts=d.attempts, now=now)
+    d.claimed_by = None
+    d.claimed_at = None
+    d.status = outcome.status
+    d.last_error = outcome.last_error
+    d.next_attempt_at = outcome.next_attempt_at
+    if result.ok:
+        d.sent_at = now
+        d.provider_message_id = result.provider_message_id
+        report.sent += 1
+        return
+    error = outcome.last_error or ""
+    if outcome.suppress:
+        suppress(session, d.email, list_id=None, reason="bounced", now=now, detail=error)
+    if outcome.status == "failed":
+        report.failed_permanent += 1
+    else:
+        report.failed_retrying += 1
+    report._fail(d, error)
+
+
+def release_own(db: Database, worker: str) -> int:
+    """Give back every row ``worker`` still has claimed; returns how many (0 if it could not:
+    the lease or the dead-claimer check frees them later)."""
+    try:
+        with db.session() as s:
+            rows = queries.claimed_by(s, worker)
+            for d in rows:
+                d.status = "retrying" if d.attempts > 1 else "pending"
+                d.attempts = max(d.attempts - 1, 0)
+                d.claimed_by = None
+                d.claimed_at = None
+    except Exception:
+        return 0
+    return len(rows)
+
+
+def release(db: Database, ids: Sequence[int], *, now: datetime, error: str) -> None:
+    """Give claimed rows back (not sent) so the next run takes them."""
+    with db.session() as s:
+        for d in queries.by_ids(s, ids):
+            if d.status == "claimed":
+                d.status = "retrying"
+                d.attempts = max(d.attempts - 1, 0)
+                d.claimed_by = None
+                d.claimed_at = None
+                d.next_attempt_at = now + BACKOFF_BASE
+                d.last_error = error[:2000]

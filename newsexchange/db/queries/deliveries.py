@@ -1,0 +1,189 @@
+"""The SQL of the delivery step: the outbox rows (claim, mark, count, hand back), the digests
+it sends, and the provider events it has applied. Plain values in; rows or values out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from newsexchange.db.tables import Contact, Delivery, Digest, ProviderEvent
+
+__all__ = [
+    "OPEN_STATUSES",
+    "by_ids",
+    "by_provider_id",
+    "claimable",
+    "claimed_by",
+    "claimed_by_others",
+    "contact_names",
+    "count_for_digest",
+    "digests_in",
+    "emails_of_digest",
+    "for_email",
+    "insert_new",
+    "mark_sent",
+    "record_event",
+    "remaining",
+]
+
+#: A delivery in one of these is not finished: the send step will still take it.
+OPEN_STATUSES = ("pending", "retrying", "claimed")
+
+
+def digests_in(session: Session, states: Iterable[str]) -> list[Digest]:
+    """Digests in any of ``states``, oldest first."""
+    stmt = select(Digest).where(Digest.state.in_(list(states))).order_by(Digest.id)
+    return list(session.scalars(stmt))
+
+
+def remaining(session: Session, digest_id: int) -> int:
+    """How many deliveries of a digest are not finished (see :data:`OPEN_STATUSES`)."""
+    stmt = (
+        select(func.count())
+        .select_from(Delivery)
+        .where(Delivery.digest_id == digest_id, Delivery.status.in_(OPEN_STATUSES))
+    )
+    return int(session.scalar(stmt) or 0)
+
+
+def claimed_by_others(
+    session: Session, digest_id: int, worker: str
+) -> list[tuple[int, str | None]]:
+    """(id, claimed_by) of a digest's rows claimed by anyone but ``worker``."""
+    stmt = select(Delivery.id, Delivery.claimed_by).where(
+        Delivery.digest_id == digest_id,
+        Delivery.status == "claimed",
+        Delivery.claimed_by != worker,
+    )
+    return [(did, by) for did, by in session.execute(stmt)]
+
+
+def claimable(
+    session: Session,
+    digest_id: int,
+    *,
+    now: datetime,
+    stale_before: datetime,
+    also: Sequence[int] = (),
+    limit: int,
+) -> list[Delivery]:
+    """Up to ``limit`` rows of a digest that may be claimed now: due (pending, or a retry
+    whose time has come), claimed before ``stale_before`` (the lease ran out), or named in
+    ``also`` (claims of dead processes). Locked ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+    concurrent senders split the rows instead of waiting; SQLite serializes writers."""
+    due = and_(
+        Delivery.status.in_(("pending", "retrying")),
+        or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+    )
+    stale = and_(Delivery.status == "claimed", Delivery.claimed_at < stale_before)
+    cond = or_(due, stale, Delivery.id.in_(list(also))) if also else or_(due, stale)
+    stmt = (
+        select(Delivery)
+        .where(Delivery.digest_id == digest_id, cond)
+        .order_by(Delivery.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list(session.scalars(stmt))
+
+
+def by_ids(session: Session, ids: Sequence[int]) -> list[Delivery]:
+    """The rows with these ids, by id."""
+    stmt = select(Delivery).where(Delivery.id.in_(list(ids))).order_by(Delivery.id)
+    return list(session.scalars(stmt))
+
+
+def claimed_by(session: Session, worker: str) -> list[Delivery]:
+    """Every row ``worker`` still has claimed."""
+    stmt = select(Delivery).where(Delivery.claimed_by == worker, Delivery.status == "claimed")
+    return list(session.scalars(stmt))
+
+
+def contact_names(session: Session, contact_ids: Sequence[int]) -> dict[int, str]:
+    """Contact id → name, for the To: of each copy."""
+    stmt = select(Contact.id, Contact.name).where(Contact.id.in_(list(contact_ids)))
+    return {cid: name for cid, name in session.execute(stmt)}
+
+
+_MARK_SENT = (
+    update(Delivery)
+    .where(Delivery.id == bindparam("did"), Delivery.status == "claimed")
+    .values(
+        status="sent",
+        sent_at=bindparam("now"),
+        provider_message_id=bindparam("pid"),
+        claimed_by=None,
+        claimed_at=None,
+        last_error=None,
+        next_attempt_at=None,
+    )
+)
+
+
+def mark_sent(
+    conn: Connection, accepted: Sequence[tuple[int, str | None]], *, now: datetime
+) -> None:
+    """Mark (delivery id, provider id) pairs sent, if still claimed; one executemany, not
+    committed (the caller's group commit)."""
+    conn.execute(_MARK_SENT, [{"did": d, "now": now, "pid": p} for d, p in accepted])
+
+
+def emails_of_digest(session: Session, digest_id: int) -> set[str]:
+    """The addresses (lowercased) a digest already has a delivery for."""
+    stmt = select(Delivery.email).where(Delivery.digest_id == digest_id)
+    return {e.lower() for e in session.scalars(stmt)}
+
+
+def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert delivery rows, skipping any whose (digest_id, email) exists already."""
+    dialect = session.get_bind().dialect.name
+    for i in range(0, len(rows), 500):
+        chunk = list(rows[i : i + 500])
+        # ON CONFLICT DO NOTHING: a concurrent enqueue (two approvals racing) cannot make
+        # a second row for the same address; the unique (digest_id, email) decides.
+        if dialect == "postgresql":
+            session.execute(postgresql.insert(Delivery).on_conflict_do_nothing(), chunk)
+        elif dialect == "sqlite":
+            session.execute(sqlite.insert(Delivery).on_conflict_do_nothing(), chunk)
+        else:  # pragma: no cover - other databases are not supported yet
+            session.execute(insert(Delivery), chunk)
+
+
+def count_for_digest(session: Session, digest_id: int) -> int:
+    stmt = select(func.count()).select_from(Delivery).where(Delivery.digest_id == digest_id)
+    return int(session.scalar(stmt) or 0)
+
+
+def for_email(session: Session, email: str) -> list[Delivery]:
+    """Every delivery to one (stored, lowercased) address, by id."""
+    stmt = select(Delivery).where(Delivery.email == email).order_by(Delivery.id)
+    return list(session.scalars(stmt))
+
+
+def by_provider_id(session: Session, provider_id: str, email: str) -> Delivery | None:
+    stmt = select(Delivery).where(
+        Delivery.provider_message_id == provider_id, Delivery.email == email
+    )
+    return session.scalar(stmt)
+
+
+def record_event(session: Session, event_id: str, kind: str, *, now: datetime) -> bool:
+    """Keep a provider event's id; False when it was already kept (a retry, or the same
+    event arriving twice at once), so each event is applied once."""
+    if session.get(ProviderEvent, event_id) is not None:
+        return False
+    try:
+        with session.begin_nested():
+            session.add(ProviderEvent(id=event_id[:255], kind=kind[:40], received_at=now))
+            session.flush()
+    except IntegrityError:
+        return False
+    return True
