@@ -40,6 +40,18 @@ from sqlalchemy.orm import Session
 from newsexchange.config import Config, HtmlSelect, SourceSettings
 from newsexchange.db import Database, Item, Source, StoryGroup
 from newsexchange.errors import ConfigError, FetchError
+from newsexchange.ingest.decide import (
+    Decider,
+    Decision,
+    SourceState,
+    StoredItem,
+    after_failure,
+    after_success,
+    content_hash,
+    detect_text,
+    is_due,
+    lookup_keys,
+)
 from newsexchange.ingest.fetch import (
     FEED_ACCEPT,
     HTML_ACCEPT,
@@ -49,21 +61,7 @@ from newsexchange.ingest.fetch import (
     FetchResult,
 )
 from newsexchange.ingest.model import ParsedFeed
-from newsexchange.ingest.store import (
-    STORY_WINDOW,
-    Decider,
-    Decision,
-    SourceState,
-    StoredItem,
-    StoryIndex,
-    StoryRef,
-    after_failure,
-    after_success,
-    content_hash,
-    detect_text,
-    is_due,
-    lookup_keys,
-)
+from newsexchange.ingest.stories import STORY_WINDOW, StoryIndex, StoryRef
 
 __all__ = ["FetchReport", "SourceOutcome", "fetch_options", "run_fetch"]
 
