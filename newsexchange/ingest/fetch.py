@@ -50,6 +50,7 @@ import httpcore
 import httpx
 
 from newsexchange import __version__
+from newsexchange.config import Config
 from newsexchange.errors import FetchError
 from newsexchange.ingest.addresses import AddressPolicy, AddressRefused, GuardedBackend, Resolver
 
@@ -97,6 +98,23 @@ class FetchOptions:
     user_agent: str = f"newsexchange/{__version__}"
     # host:port exceptions to the refusal of internal addresses (fetch.allow_private)
     allow_private: tuple[str, ...] = ()
+
+
+def fetch_options(config: Config) -> FetchOptions:
+    """The limits of ``config.fetch`` (and the User-Agent) as a fetcher takes them."""
+    f = config.fetch
+    return FetchOptions(
+        connect_timeout=f.connect_timeout,
+        read_timeout=f.read_timeout,
+        total_timeout=f.total_timeout,
+        max_body_bytes=f.max_body_bytes,
+        max_redirects=f.max_redirects,
+        concurrency=f.concurrency,
+        per_host=f.per_host,
+        retries=f.retries,
+        user_agent=config.user_agent,
+        allow_private=tuple(f.allow_private),
+    )
 
 
 class Fetcher(Protocol):
