@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from newsexchange.common.retry import Backoff
 from newsexchange.ingest.model import ParsedEntry
 
 IDENTITY_MAX = 255  # the column's width; longer keys are hashed
@@ -264,11 +265,8 @@ def backoff_delay(
     One fetch interval after the first failure, doubling after each further one, never more
     than ``max_hours``; a server's Retry-After is honoured when it asks for longer.
     """
-    minutes = interval_minutes * 2.0 ** max(0, min(failures - 1, 30))
-    delay = min(timedelta(minutes=minutes), timedelta(hours=max_hours))
-    if retry_after is not None:
-        delay = max(delay, min(timedelta(seconds=retry_after), timedelta(hours=max_hours)))
-    return delay
+    backoff = Backoff(base=interval_minutes * 60.0, cap=max_hours * 3600.0)
+    return timedelta(seconds=backoff.delay(failures, retry_after))
 
 
 @dataclass(frozen=True)

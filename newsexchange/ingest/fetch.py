@@ -35,13 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import random
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
@@ -50,6 +47,7 @@ import httpcore
 import httpx
 
 from newsexchange import __version__
+from newsexchange.common.retry import Backoff, parse_retry_after
 from newsexchange.config import Config
 from newsexchange.errors import FetchError
 from newsexchange.ingest.addresses import AddressPolicy, AddressRefused, GuardedBackend, Resolver
@@ -444,29 +442,12 @@ def _status_error(resp: httpx.Response, url: str) -> FetchError:
     )
 
 
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
 def _retry_wait(error: FetchError, attempt: int, opts: FetchOptions) -> float | None:
     """How long to wait before the next in-run attempt; None when it is not worth it."""
     after: float | None = error.retry_after
     if after is not None:
         return float(after) if after <= opts.max_retry_wait else None
-    base = opts.backoff_base * 2.0 ** (attempt - 1)
-    return min(opts.max_retry_wait, base * (0.75 + random.random() / 2))
+    return Backoff(base=opts.backoff_base, cap=opts.max_retry_wait, jitter=0.25).delay(attempt)
 
 
 # -- bounded body reading ------------------------------------------------------------------
