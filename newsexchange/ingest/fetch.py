@@ -38,11 +38,12 @@ import contextlib
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
+import certifi
 import httpcore
 import httpx
 
@@ -177,8 +178,6 @@ class DefaultFetcher:
         if client is None:
             opts = self.options
             if self._ssl is None:
-                import certifi
-
                 self._ssl = ssl.create_default_context(cafile=certifi.where())
             limits = httpx.Limits(
                 max_connections=opts.per_host,
@@ -418,8 +417,6 @@ def file_url_path(url: str, base_dir: Path) -> Path:
 def _with_attempts(result: FetchResult, attempts: int) -> FetchResult:
     if attempts == 1:
         return result
-    from dataclasses import replace
-
     return replace(result, attempts=attempts)
 
 

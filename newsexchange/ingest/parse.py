@@ -43,7 +43,15 @@ from html.entities import name2codepoint
 from typing import Any
 from urllib.parse import urljoin
 
+import feedparser
+from feedparser.datetimes import _parse_date
+from feedparser.mixin import _FeedParserMixin
 from lxml import etree  # type: ignore[import-untyped]
+
+try:
+    from charset_normalizer import from_bytes as _from_bytes
+except ImportError:  # pragma: no cover - it ships with our HTTP stack
+    _from_bytes = None  # type: ignore[assignment]
 
 from newsexchange.errors import FetchError
 from newsexchange.ingest.clean import (
@@ -114,11 +122,9 @@ def _detect(body: bytes) -> str | None:
     guess = _cyrillic_guess(body)
     if guess:
         return guess
-    try:
-        from charset_normalizer import from_bytes
-    except ImportError:  # pragma: no cover - it ships with our HTTP stack
+    if _from_bytes is None:  # pragma: no cover - it ships with our HTTP stack
         return None
-    best = from_bytes(body[:65536]).best()
+    best = _from_bytes(body[:65536]).best()
     return _codec(best.encoding) if best else None
 
 
@@ -292,8 +298,6 @@ def parse_date(value: str | None) -> datetime | None:
     dt = _fast_date(value)
     if dt is not None:
         return dt
-    from feedparser.datetimes import _parse_date
-
     st = _parse_date(value)
     if st is not None:
         return _struct_to_dt(st)
@@ -500,8 +504,6 @@ def _feedparser_tables() -> tuple[dict[str, str], frozenset[str]]:
     """feedparser's namespace → prefix map and the element names it has handlers for."""
     global _fp
     if _fp is None:
-        from feedparser.mixin import _FeedParserMixin
-
         prefixes = {uri.lower(): prefix for uri, prefix in _FeedParserMixin.namespaces.items()}
         handled = frozenset(
             name.split("_", 2)[2]  # "_start_dc_title" -> "dc_title"
@@ -895,8 +897,6 @@ def _fp_summary(entry: Mapping[str, Any]) -> tuple[str | None, str | None]:
 
 
 def _feedparser(body: bytes, url: str, content_type: str | None, summary_chars: int) -> Any:
-    import feedparser
-
     # Without a Content-Type feedparser flags every feed as bozo; what it would default to
     # for a feed fetched over HTTP is application/xml.
     headers = {"content-location": url, "content-type": content_type or "application/xml"}
