@@ -280,71 +280,48 @@ class DefaultFetcher:
     async def _attempt(
         self, client: httpx.AsyncClient, url: str, headers: dict[str, str]
     ) -> FetchResult:
-        opts = self.options
         try:
             async with client.stream("GET", url, headers=headers) as resp:
-                status = resp.status_code
-                final_url = str(resp.url)
-                permanent = bool(resp.history) and all(
-                    r.status_code in PERMANENT_REDIRECTS for r in resp.history
-                )
-                if status == 304:
-                    return FetchResult(
-                        url=url,
-                        final_url=final_url,
-                        status=304,
-                        not_modified=True,
-                        body=None,
-                        content_type=None,
-                        etag=resp.headers.get("etag"),
-                        last_modified=resp.headers.get("last-modified"),
-                        permanent_url=final_url if permanent else None,
-                    )
-                if status != 200 and not (200 <= status < 300 and status != 204):
-                    raise _status_error(resp, url)
-                body = await _read_capped(resp, opts.max_body_bytes, url)
-                return FetchResult(
-                    url=url,
-                    final_url=final_url,
-                    status=status,
-                    not_modified=False,
-                    body=body,
-                    content_type=resp.headers.get("content-type"),
-                    etag=resp.headers.get("etag"),
-                    last_modified=resp.headers.get("last-modified"),
-                    permanent_url=final_url if permanent else None,
-                )
+                return await self._result(resp, url)
         except AddressRefused as exc:
             # Not retried in this run (nor worth it: the address will not change its class);
             # the source backs off like any failing one.
             raise FetchError(str(exc), url=url, retryable=False) from None
-        except httpx.TooManyRedirects as exc:
-            raise FetchError(
-                f"too many redirects (more than {opts.max_redirects}, fetch.max_redirects; "
-                "a redirect loop?)",
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, url, self.options) from exc
+
+    async def _result(self, resp: httpx.Response, url: str) -> FetchResult:
+        status = resp.status_code
+        final_url = str(resp.url)
+        permanent = bool(resp.history) and all(
+            r.status_code in PERMANENT_REDIRECTS for r in resp.history
+        )
+        if status == 304:
+            return FetchResult(
                 url=url,
-                retryable=False,
-            ) from exc
-        except httpx.TimeoutException as exc:
-            what = {
-                httpx.ConnectTimeout: f"connecting took over {opts.connect_timeout:g} s",
-                httpx.ReadTimeout: f"the server sent nothing for {opts.read_timeout:g} s",
-                httpx.WriteTimeout: "sending the request timed out",
-                httpx.PoolTimeout: "no free connection in time",
-            }.get(type(exc), "timed out")
-            raise _TimeoutError(f"timeout: {what}", url=url, retryable=True) from exc
-        except httpx.UnsupportedProtocol as exc:
-            raise FetchError(
-                f"redirected to an unsupported URL ({exc})", url=url, retryable=False
-            ) from exc
-        except httpx.ConnectError as exc:
-            raise FetchError(
-                f"cannot connect: {exc or type(exc).__name__}", url=url, retryable=True
-            ) from exc
-        except httpx.HTTPError as exc:  # protocol errors, a reset mid-body, bad headers …
-            raise FetchError(
-                f"HTTP error: {type(exc).__name__}: {exc}", url=url, retryable=True
-            ) from exc
+                final_url=final_url,
+                status=304,
+                not_modified=True,
+                body=None,
+                content_type=None,
+                etag=resp.headers.get("etag"),
+                last_modified=resp.headers.get("last-modified"),
+                permanent_url=final_url if permanent else None,
+            )
+        if status != 200 and not (200 <= status < 300 and status != 204):
+            raise _status_error(resp, url)
+        body = await _read_capped(resp, self.options.max_body_bytes, url)
+        return FetchResult(
+            url=url,
+            final_url=final_url,
+            status=status,
+            not_modified=False,
+            body=body,
+            content_type=resp.headers.get("content-type"),
+            etag=resp.headers.get("etag"),
+            last_modified=resp.headers.get("last-modified"),
+            permanent_url=final_url if permanent else None,
+        )
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -395,6 +372,31 @@ class _GuardedTransport(httpx.AsyncHTTPTransport):
             keepalive_expiry=limits.keepalive_expiry,
             network_backend=backend,
         )
+
+
+def _transport_error(exc: httpx.HTTPError, url: str, opts: FetchOptions) -> FetchError:
+    """What an httpx error means for the source, and whether another try may help."""
+    if isinstance(exc, httpx.TooManyRedirects):
+        return FetchError(
+            f"too many redirects (more than {opts.max_redirects}, fetch.max_redirects; "
+            "a redirect loop?)",
+            url=url,
+            retryable=False,
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        what = {
+            httpx.ConnectTimeout: f"connecting took over {opts.connect_timeout:g} s",
+            httpx.ReadTimeout: f"the server sent nothing for {opts.read_timeout:g} s",
+            httpx.WriteTimeout: "sending the request timed out",
+            httpx.PoolTimeout: "no free connection in time",
+        }.get(type(exc), "timed out")
+        return _TimeoutError(f"timeout: {what}", url=url, retryable=True)
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return FetchError(f"redirected to an unsupported URL ({exc})", url=url, retryable=False)
+    if isinstance(exc, httpx.ConnectError):
+        return FetchError(f"cannot connect: {exc or type(exc).__name__}", url=url, retryable=True)
+    # protocol errors, a reset mid-body, bad headers …
+    return FetchError(f"HTTP error: {type(exc).__name__}: {exc}", url=url, retryable=True)
 
 
 def file_url_path(url: str, base_dir: Path) -> Path:

@@ -35,7 +35,7 @@ import re
 from collections.abc import Callable
 
 from newsexchange.errors import FetchError
-from newsexchange.ingest.charset import decide_charset, to_utf8
+from newsexchange.ingest.charset import Charset, decide_charset, to_utf8
 from newsexchange.ingest.clean import clean_url, scrub_feed
 from newsexchange.ingest.dates import fast_date
 from newsexchange.ingest.dates import parse_date as parse_date
@@ -130,6 +130,13 @@ def _parse_feed(
             )
     if FORCE_PARSER == "fast":
         raise StepAside("fast path declined")
+    return _by_feedparser(charset, url, content_type, summary_chars)
+
+
+def _by_feedparser(
+    charset: Charset, url: str, content_type: str | None, summary_chars: int
+) -> ParsedFeed:
+    """The reference path, for whatever the fast path declined."""
     note = charset.note
     ctype = charset.content_type if charset.content_type is not None else content_type
     try:

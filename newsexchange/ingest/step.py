@@ -79,18 +79,24 @@ def run_fetch(
                 total=total,
             )
         )
-    by_id = {o.source: o for o in [*skipped, *outcomes]}
-    missing = SourceOutcome  # a source with no outcome would be a bug; report it, not crash
     report = FetchReport(
-        outcomes=[
-            by_id.get(s.id)
-            or missing(s.id, states[s.id].url, "failed", error="internal error: no result")
-            for s in selected
-        ],
+        outcomes=_in_config_order(selected, states, [*skipped, *outcomes]),
         elapsed_seconds=time.perf_counter() - started,
     )
     _log_report(report)
     return report
+
+
+def _in_config_order(
+    selected: list[SourceSettings], states: dict[str, SourceState], outcomes: list[SourceOutcome]
+) -> list[SourceOutcome]:
+    by_id = {o.source: o for o in outcomes}
+    missing = SourceOutcome  # a source with no outcome would be a bug; report it, not crash
+    return [
+        by_id.get(s.id)
+        or missing(s.id, states[s.id].url, "failed", error="internal error: no result")
+        for s in selected
+    ]
 
 
 def _skipped(src: SourceSettings, state: SourceState) -> SourceOutcome:

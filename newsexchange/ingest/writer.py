@@ -88,22 +88,7 @@ class Writer:
         res = f.result
         moved = res.permanent_url if res.permanent_url and res.permanent_url != state.url else None
         if res.not_modified:
-            p.outcome = SourceOutcome(
-                source=src.id,
-                url=state.url,
-                status="not_modified",
-                http_status=res.status or None,
-                moved_to=moved,
-            )
-            p.source_values = after_success(
-                state,
-                now=self.now,
-                status=res.status or 304,
-                etag=res.etag,
-                last_modified=res.last_modified,
-                not_modified=True,
-                permanent_url=moved,
-            )
+            self._not_modified(p, res, moved)
             return p
         feed = self._parse_or_fail(p, res)
         if feed is None:
@@ -131,6 +116,26 @@ class Writer:
             problem=feed.problem,
         )
         return p
+
+    def _not_modified(self, p: _Prepared, res: FetchResult, moved: str | None) -> None:
+        """A 304 (or an unchanged file): no parsing, only the source's row."""
+        src, state = p.fetched.source, p.fetched.state
+        p.outcome = SourceOutcome(
+            source=src.id,
+            url=state.url,
+            status="not_modified",
+            http_status=res.status or None,
+            moved_to=moved,
+        )
+        p.source_values = after_success(
+            state,
+            now=self.now,
+            status=res.status or 304,
+            etag=res.etag,
+            last_modified=res.last_modified,
+            not_modified=True,
+            permanent_url=moved,
+        )
 
     def _parse_or_fail(self, p: _Prepared, res: FetchResult) -> ParsedFeed | None:
         """The parsed body; or None, with the source's failure set on ``p``."""
