@@ -131,29 +131,39 @@ def decide_charset(body: bytes, content_type: str | None) -> Charset:
         http = declared = chosen
     encoding = bom or http or declared
     if encoding is None:
-        if body.isascii():
-            return Charset(body, True, "utf-8", content_type=_utf8_content_type(content_type))
-        try:
-            body.decode("utf-8")
-            return Charset(body, True, "utf-8", content_type=_utf8_content_type(content_type))
-        except UnicodeDecodeError:
-            pass
-        detected = _detect(body)
-        if detected is None:
-            return Charset(body, False, None, content_type=content_type)
-        try:
-            text = body.decode(detected)
-        except UnicodeDecodeError:
-            return Charset(body, False, None, content_type=content_type)
-        # Detected, so feedparser must not second-guess it: it gets UTF-8 bytes too, but the
-        # fast path does not vouch for a guessed charset's edge cases.
-        return Charset(
-            to_utf8(text),
-            False,
-            detected,
-            note=f"no charset declared; detected {detected}",
-            content_type=_utf8_content_type(content_type),
-        )
+        return _undeclared(body, content_type)
+    return _declared(body, encoding, note, content_type)
+
+
+def _undeclared(body: bytes, content_type: str | None) -> Charset:
+    """No BOM, no HTTP charset, no declaration: UTF-8 when the bytes are, else a guess."""
+    if body.isascii():
+        return Charset(body, True, "utf-8", content_type=_utf8_content_type(content_type))
+    try:
+        body.decode("utf-8")
+        return Charset(body, True, "utf-8", content_type=_utf8_content_type(content_type))
+    except UnicodeDecodeError:
+        pass
+    detected = _detect(body)
+    if detected is None:
+        return Charset(body, False, None, content_type=content_type)
+    try:
+        text = body.decode(detected)
+    except UnicodeDecodeError:
+        return Charset(body, False, None, content_type=content_type)
+    # Detected, so feedparser must not second-guess it: it gets UTF-8 bytes too, but the
+    # fast path does not vouch for a guessed charset's edge cases.
+    return Charset(
+        to_utf8(text),
+        False,
+        detected,
+        note=f"no charset declared; detected {detected}",
+        content_type=_utf8_content_type(content_type),
+    )
+
+
+def _declared(body: bytes, encoding: str, note: str | None, content_type: str | None) -> Charset:
+    """The bytes in the one ``encoding`` BOM, HTTP and declaration settled on."""
     if encoding not in _FAST_CODECS:
         return Charset(body, False, encoding, content_type=content_type)
     utf8_ct = _utf8_content_type(content_type) or (note and "application/xml; charset=utf-8")

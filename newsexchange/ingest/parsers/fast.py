@@ -182,6 +182,45 @@ class _Fields(dict[str, Any]):
 _RSS_NS = ("", RSS1)
 
 
+def _dublin_core_into(f: _Fields, child: etree._Element, ns: str, local: str) -> None:
+    """A ``dc:`` or ``dcterms:`` element of an RSS item."""
+    if ns == DC:
+        if local == "title":
+            f.put("title", _text(child))
+        elif local == "creator":
+            f.put("author", _text(child))
+        elif local == "description":
+            f.put("description", _text(child))
+        elif local == "date":
+            f.put("updated", _date(child))
+        else:
+            _skip(child, ns, local, "item")
+    elif local == "issued":
+        f.put("published", _date(child))
+    elif local == "modified":
+        f.put("updated", _date(child))
+    else:
+        _skip(child, ns, local, "item")
+
+
+def _rss_guid_and_link(
+    item: etree._Element, f: _Fields, guid_el: etree._Element | None, base: str
+) -> tuple[str | None, str | None]:
+    guid = f.get("guid")
+    link = f.get("link")
+    link = link.strip() or None if link is not None else None
+    if guid is not None and guid_el is not None and guid_el.get("isPermaLink") != "false":
+        # feedparser resolves a permalink guid against the feed's URL ("n1" becomes
+        # "https://host/n1") and lets it stand in for a missing link; do the same, or an
+        # item would change identity when its feed moves from one parser to the other.
+        guid = resolve(base, guid.strip()) if guid.strip() else guid
+        if link is None and guid:
+            link = guid
+    if guid is None and item.tag == f"{{{RSS1}}}item":
+        guid = item.get(f"{{{RDF}}}about")  # feedparser uses rdf:about as RSS 1.0's id
+    return guid, link
+
+
 def _rss_entry(item: etree._Element, base: str) -> RawEntry:
     f = _Fields()
     images: list[str] = []
@@ -202,24 +241,8 @@ def _rss_entry(item: etree._Element, base: str) -> RawEntry:
                     images.append(img)
             else:
                 _skip(child, ns, local, "item")
-        elif ns == DC:
-            if local == "title":
-                f.put("title", _text(child))
-            elif local == "creator":
-                f.put("author", _text(child))
-            elif local == "description":
-                f.put("description", _text(child))
-            elif local == "date":
-                f.put("updated", _date(child))
-            else:
-                _skip(child, ns, local, "item")
-        elif ns == DCTERMS:
-            if local == "issued":
-                f.put("published", _date(child))
-            elif local == "modified":
-                f.put("updated", _date(child))
-            else:
-                _skip(child, ns, local, "item")
+        elif ns in (DC, DCTERMS):
+            _dublin_core_into(f, child, ns, local)
         elif ns == CONTENT and local == "encoded":
             f.put("content", _text(child))
         elif ns in (MEDIA, MEDIA[:-1]) and local in ("thumbnail", "content") and not len(child):
@@ -228,18 +251,7 @@ def _rss_entry(item: etree._Element, base: str) -> RawEntry:
                 images.append(img)
         else:
             _skip(child, ns, local, "item")
-    guid = f.get("guid")
-    link = f.get("link")
-    link = link.strip() or None if link is not None else None
-    if guid is not None and guid_el is not None and guid_el.get("isPermaLink") != "false":
-        # feedparser resolves a permalink guid against the feed's URL ("n1" becomes
-        # "https://host/n1") and lets it stand in for a missing link; do the same, or an
-        # item would change identity when its feed moves from one parser to the other.
-        guid = resolve(base, guid.strip()) if guid.strip() else guid
-        if link is None and guid:
-            link = guid
-    if guid is None and item.tag == f"{{{RSS1}}}item":
-        guid = item.get(f"{{{RDF}}}about")  # feedparser uses rdf:about as RSS 1.0's id
+    guid, link = _rss_guid_and_link(item, f, guid_el, base)
     return RawEntry(
         guid=guid,
         link=link,
@@ -392,7 +404,8 @@ def _entity_ref(m: re.Match[bytes]) -> bytes:
     return m.group(0) if code is None else b"&#%d;" % code
 
 
-def parse_fast(body: bytes, url: str, summary_chars: int, note: str | None = None) -> ParsedFeed:
+def _xml_root(body: bytes) -> etree._Element:
+    """The parsed document, or StepAside when the fast path cannot vouch for it."""
     if body[:1].isspace():
         # Whitespace before <?xml …?> (a common PHP artefact) is the only defect of many
         # Russian feeds; feedparser reads them anyway, with a bozo warning. Same content.
@@ -417,6 +430,12 @@ def parse_fast(body: bytes, url: str, summary_chars: int, note: str | None = Non
     if any("itunes.com/dtds" in (u or "").lower() for u in root.nsmap.values()):
         # feedparser reads iTunes feeds case-insensitively (<TiTlE>); podcasts are not ours.
         raise StepAside("iTunes namespace")
+    return root
+
+
+def parse_fast(body: bytes, url: str, summary_chars: int, note: str | None = None) -> ParsedFeed:
+    """RSS 2.0/0.9x, RSS 1.0 (RDF) or Atom 1.0 → the feed; StepAside for anything else."""
+    root = _xml_root(body)
     tag = root.tag
     raws: list[RawEntry]
     if tag == "rss":
