@@ -13,9 +13,9 @@ What it guarantees, whatever the server does:
   per read-timeout would never trip them, so the total is enforced here with
   ``asyncio.timeout_at`` around the whole fetch, retries included.
 - **Size**: the body is read as it streams and refused past ``fetch.max_body_bytes``; the
-  content coding (gzip, deflate, br) is decoded by :mod:`.decode`, not by httpx, so the *decompressed*
-  size is bounded too and a gzip bomb stops after at most one limit's worth of output
-  (httpx's own decoders inflate a whole network chunk at once, without a bound).
+  content coding (gzip, deflate, br) is decoded by :mod:`.decode`, not by httpx, so the
+  *decompressed* size is bounded too and a gzip bomb stops after at most one limit's worth of
+  output (httpx's own decoders inflate a whole network chunk at once, without a bound).
 - **Redirects**: at most ``fetch.max_redirects``; a loop ends as an error. When every hop
   was permanent (301/308) the final URL is reported, and the step stores it.
 - **Retries**: timeouts, 408, 429 and 5xx are retried with exponential backoff and jitter;
