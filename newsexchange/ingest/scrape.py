@@ -198,6 +198,24 @@ def _soup(body: bytes, content_type: str | None) -> BeautifulSoup:
     return soup
 
 
+def _matched_items(soup: BeautifulSoup, selector: str, url: str) -> list[Tag]:
+    """What the item selector matches; FetchError when it is bad or matches nothing."""
+    try:
+        items = soup.select(selector)
+    except Exception as exc:  # soupsieve raises its own SelectorSyntaxError
+        raise FetchError(
+            f"bad item selector {selector!r}: {exc}", url=url, retryable=False
+        ) from exc
+    if not items:
+        raise FetchError(
+            f"the item selector {selector!r} matched nothing on the page "
+            "(expected at least one item; has the site changed its layout?)",
+            url=url,
+            retryable=False,
+        )
+    return list(items)
+
+
 def _page_entry(
     item: Tag,
     select: HtmlSelect,
@@ -264,19 +282,7 @@ def parse_html_page(
     base_tag = soup.find("base", href=True)
     if isinstance(base_tag, Tag):
         base = clean_url(str(base_tag["href"]), url) or url
-    try:
-        items = soup.select(select.item)
-    except Exception as exc:  # soupsieve raises its own SelectorSyntaxError
-        raise FetchError(
-            f"bad item selector {select.item!r}: {exc}", url=url, retryable=False
-        ) from exc
-    if not items:
-        raise FetchError(
-            f"the item selector {select.item!r} matched nothing on the page "
-            "(expected at least one item; has the site changed its layout?)",
-            url=url,
-            retryable=False,
-        )
+    items = _matched_items(soup, select.item, url)
     entries: list[ParsedEntry] = []
     skipped = 0
     for item in items:
