@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from newsexchange.ingest.clean import (
-    SIMILAR_MAX_BITS,
-    clean_url,
-    distance,
-    fingerprint,
-    sanitize_html,
-    similar,
-    text_of_safe_html,
-    to_text,
-)
+from newsexchange.ingest.clean import clean_url, sanitize_html, text_of_safe_html, to_text
 from newsexchange.ingest.langdetect import MIN_LETTERS, detect_language
+from newsexchange.ingest.stories import SIMILAR_MAX_BITS, distance, fingerprint, similar
 
 BASE = "https://www.karjalainen.fi/uutiset/2026/11/juttu"
 

@@ -19,7 +19,9 @@ import pytest
 from newsexchange.errors import FetchError
 from newsexchange.ingest.clean import clean_url, collapse, to_text
 from newsexchange.ingest.model import ParsedFeed
-from newsexchange.ingest.parse import _resolve, _StepAside, parse_feed, parsers
+from newsexchange.ingest.parse import parse_feed, parsers
+from newsexchange.ingest.parsers.fast import StepAside as _StepAside
+from newsexchange.ingest.parsers.fast import resolve as _resolve
 from tests.conftest import CORPUS
 
 DEFAULT_URL = "http://example.com/feed.xml"

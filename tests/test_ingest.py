@@ -689,7 +689,7 @@ def test_worker_processes_store_the_same_items_as_the_in_process_path(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import newsexchange.ingest as ingest
+    import newsexchange.ingest.pipeline as pipeline
 
     title = "Петрозаводск получит новые автобусы"
     ru = [
@@ -740,7 +740,7 @@ def test_worker_processes_store_the_same_items_as_the_in_process_path(
 
     in_process = stored("a.db")
     assert cfg.fetch.parse_workers == 0  # the default: parse in the fetching process
-    monkeypatch.setattr(ingest, "POOL_MIN_SOURCES", 1)
+    monkeypatch.setattr(pipeline, "POOL_MIN_SOURCES", 1)
     cfg = cfg.model_copy(update={"fetch": cfg.fetch.model_copy(update={"parse_workers": 1})})
     with_workers = stored("b.db")
     assert in_process == with_workers
@@ -756,14 +756,14 @@ def test_broken_parse_workers_fall_back_to_parsing_in_process(
 ) -> None:
     from concurrent.futures import ProcessPoolExecutor
 
-    import newsexchange.ingest as ingest
+    import newsexchange.ingest.pipeline as pipeline
 
     def dead_pool(_workers: int, _n: int) -> ProcessPoolExecutor:
         pool = ProcessPoolExecutor(max_workers=1)
         pool.shutdown()  # submit() now raises, as a pool whose workers died does
         return pool
 
-    monkeypatch.setattr(ingest, "_make_pool", dead_pool)
+    monkeypatch.setattr(pipeline, "_make_pool", dead_pool)
     http_server.route("/a", Response(200, rss(fi_items(2))))
     http_server.route("/b", Response(200, rss(fi_items(3, prefix="b"))))
     cfg, db = setup(("a", f"{http_server.url}/a", ""), ("b", f"{http_server.url}/b", ""))

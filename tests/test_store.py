@@ -6,14 +6,10 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
-from newsexchange.ingest.clean import SIMILAR_MAX_BITS, fingerprint, similar
-from newsexchange.ingest.model import ParsedEntry
-from newsexchange.ingest.store import (
+from newsexchange.ingest.decide import (
     Decider,
     SourceState,
     StoredItem,
-    StoryIndex,
-    StoryRef,
     after_failure,
     after_success,
     backoff_delay,
@@ -21,6 +17,8 @@ from newsexchange.ingest.store import (
     identities,
     is_due,
 )
+from newsexchange.ingest.model import ParsedEntry
+from newsexchange.ingest.stories import SIMILAR_MAX_BITS, StoryIndex, StoryRef, fingerprint, similar
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 

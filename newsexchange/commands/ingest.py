@@ -6,10 +6,12 @@ import argparse
 import sys
 from typing import Any
 
-from sqlalchemy import select
-
 from newsexchange.commands import Context, add_common, db_int
-from newsexchange.db import Item, Source
+from newsexchange.db import Item
+from newsexchange.db.queries.items import latest_items
+from newsexchange.db.queries.sources import source_titles
+from newsexchange.errors import ConfigError
+from newsexchange.ingest import SourceOutcome, run_fetch
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -39,8 +41,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def fetch(ctx: Context) -> int:
-    from newsexchange.ingest import run_fetch
-
     cfg = ctx.config
     now = ctx.now()
     ids = ctx.args.sources or None
@@ -82,8 +82,6 @@ def fetch(ctx: Context) -> int:
 def _fetch_with_progress(ctx: Context, ids: list[str] | None) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from newsexchange.ingest import SourceOutcome, run_fetch
-
     with Progress(
         TextColumn("fetching"),
         BarColumn(),
@@ -119,24 +117,17 @@ def items(ctx: Context) -> int:
     if ctx.args.source:
         cfg.source(ctx.args.source)
     if ctx.args.region and ctx.args.region not in cfg.regions:
-        from newsexchange.errors import ConfigError
-
         raise ConfigError(
             f"unknown region {ctx.args.region!r} (expected one of: {', '.join(cfg.regions)})"
         )
     if ctx.args.limit < 1:
-        from newsexchange.errors import ConfigError
-
         raise ConfigError("--limit must be at least 1")
     with ctx.db.session() as s:
-        q = select(Item).order_by(Item.published_at.desc(), Item.id.desc()).limit(ctx.args.limit)
-        if ctx.args.source:
-            q = q.where(Item.source_id == ctx.args.source)
-        if ctx.args.region:
-            q = q.where(Item.region == ctx.args.region)
-        rows = list(s.scalars(q))
+        rows = latest_items(
+            s, limit=ctx.args.limit, source_id=ctx.args.source, region=ctx.args.region
+        )
         names = {src.id: src.display_name for src in cfg.sources}
-        titles = {row.id: row.title for row in s.execute(select(Source.id, Source.title))}
+        titles = source_titles(s)
         out = [_item_json(it) for it in rows]
     data = {"ok": True, "count": len(out), "items": out}
     tz = cfg.tz

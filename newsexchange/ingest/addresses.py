@@ -230,20 +230,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         deadline = None if timeout is None else anyio.current_time() + timeout
-        try:
-            with anyio.fail_after(timeout):
-                answers = await self._resolve(host, port)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"resolving {host} took over {timeout:g} s") from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
-        addresses: list[IPAddress] = []
-        for answer in answers:
-            ip = ipaddress.ip_address(answer)
-            if ip not in addresses:
-                addresses.append(ip)
-        if not addresses:
-            raise httpcore.ConnectError(f"cannot resolve {host}: no address")
+        addresses = await self._addresses(host, port, timeout)
         # Every answer is checked before any is tried: a name that mixes a public address
         # with an internal one is refused as a whole.
         for ip in addresses:
@@ -275,6 +262,24 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             return stream
         assert error is not None
         raise error
+
+    async def _addresses(self, host: str, port: int, timeout: float | None) -> list[IPAddress]:
+        """The name's addresses, each once, in the resolver's order."""
+        try:
+            with anyio.fail_after(timeout):
+                answers = await self._resolve(host, port)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(f"resolving {host} took over {timeout:g} s") from exc
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        addresses: list[IPAddress] = []
+        for answer in answers:
+            ip = ipaddress.ip_address(answer)
+            if ip not in addresses:
+                addresses.append(ip)
+        if not addresses:
+            raise httpcore.ConnectError(f"cannot resolve {host}: no address")
+        return addresses
 
     async def connect_unix_socket(
         self,

@@ -1,4 +1,4 @@
-"""Cleaning untrusted feed content: safe HTML, plain text, clean URLs, story fingerprints.
+"""Cleaning untrusted feed content: safe HTML, plain text, clean URLs.
 
 Everything here is a pure function over strings and runs on the feed hot path, so it avoids
 BeautifulSoup (about 1 ms per summary) in favour of nh3 (ammonia, in Rust: tens of µs) and
@@ -9,7 +9,6 @@ case cannot let anything dangerous through.
 
 from __future__ import annotations
 
-import hashlib
 import html as _html
 import re
 from dataclasses import replace
@@ -20,6 +19,13 @@ from urllib.parse import urljoin, urlsplit
 import nh3
 
 from newsexchange.ingest.model import ParsedEntry, ParsedFeed
+
+# The story fingerprints lived here; they are in stories.py now (benchmarks/parse.py still
+# imports fingerprint from this module).
+from newsexchange.ingest.stories import SIMILAR_MAX_BITS as SIMILAR_MAX_BITS
+from newsexchange.ingest.stories import distance as distance
+from newsexchange.ingest.stories import fingerprint as fingerprint
+from newsexchange.ingest.stories import similar as similar
 from newsexchange.textclean import NAME_BAD, TEXT_BAD, UNSTORABLE, clean_name, clean_text
 
 # --- URLs ---------------------------------------------------------------------------------
@@ -453,132 +459,3 @@ def scrub_feed(feed: ParsedFeed) -> ParsedFeed:
     return replace(
         feed, entries=entries, title=title, link=link, language=language, problem=problem
     )
-
-
-# --- near-duplicate stories ---------------------------------------------------------------
-
-#: Two fingerprints whose SimHashes differ in at most this many of 64 bits are one story.
-#: Chosen on the Finnish/Russian pairs in tests/test_clean.py: rewordings of one story
-#: (another paper's headline and lead) land 3–18 bits apart; different stories from the same
-#: town, even with the same headline pattern ("Глава Карелии встретился с жителями
-#: Кондопоги / Сортавалы"), 24 or more; unrelated texts average 32.
-SIMILAR_MAX_BITS = 18
-#: Words are cut to this many characters before hashing, a crude stemmer that lets the
-#: inflected forms of Finnish and Russian words (Petroskoissa / Petroskoin, Петрозаводске /
-#: Петрозаводска) count as the same word.
-STEM_CHARS = 5
-#: Shorter words are skipped: in Finnish and Russian they are nearly all function words
-#: (ja, on, ei, и, в, на, что), which say nothing about which story it is.
-MIN_WORD_CHARS = 5
-#: The lead is read up to this many words; the rest of a long text is mostly detail and
-#: boilerplate that differs between two reports of one story.
-LEAD_WORDS = 40
-#: Names (capitalized words not opening a sentence: Kondopoga, Ilomantsi, Парфенчиков) weigh
-#: this much more than other words: they tell stories apart best.
-NAME_WEIGHT = 2.0
-
-_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
-#: NAME_WEIGHT as an integer: every weight is a whole number, so the sums below are exact.
-_NAME = int(NAME_WEIGHT)
-_PLAIN = 1
-
-
-def _features(title: str, text: str) -> dict[str, int]:
-    weights: dict[str, int] = {}
-    get = weights.get
-    for part, limit in ((title, 100), (text, LEAD_WORDS)):
-        words = _WORD.findall(part, 0, 20 * limit)[:limit]
-        if not words:
-            continue
-        # One lower() for all words (ё → е so "ёлка" and "елка" meet).
-        lows = " ".join(words).lower().replace("ё", "е").split(" ")
-        # The part's first word opens a sentence: its capital says nothing, so plain weight.
-        if len(words[0]) >= MIN_WORD_CHARS:
-            stem = lows[0][:STEM_CHARS]
-            weights[stem] = get(stem, 0) + _PLAIN
-        for word, low in zip(words[1:], lows[1:], strict=False):
-            if len(word) >= MIN_WORD_CHARS:
-                stem = low[:STEM_CHARS]
-                weights[stem] = get(stem, 0) + (_NAME if word[0].isupper() else _PLAIN)
-    return weights
-
-
-# SimHash with 64 counters packed into one Python integer: counter j lives in bits
-# 16j … 16j+15 ("lane" j). A stem's hash is stored "spread", bit j of the hash moved to the
-# bottom of lane j, so adding weight × spread(hash) to the accumulator counts that weight
-# in every lane whose bit is set, all 64 at once, in C. A lane holds at most the total
-# weight (≤ 2 × 140 words), far below 2**15, so lanes never carry into each other.
-_LANE = 16
-_LANE_TOP = 1 << (_LANE - 1)
-#: 1 at the bottom of each of the 64 lanes.
-_LANE_ONES = sum(1 << (_LANE * j) for j in range(64))
-#: Byte value → its 8 bits spread over 8 lanes (least significant bit in the lowest lane).
-_SPREAD_BYTE = tuple(sum(1 << (_LANE * j) for j in range(8) if b >> j & 1) for b in range(256))
-#: A lane's high byte → "1" if its top bit is set, else "0" (for int(…, 2)).
-_TOP_BIT_DIGIT = bytes(0x31 if b & 0x80 else 0x30 for b in range(256))
-#: Stem → spread hash. A region's vocabulary repeats, so hashes are kept; past this many
-#: stems the cache starts afresh (about 200 bytes each).
-MAX_CACHED_STEMS = 100_000
-_spread_cache: dict[str, int] = {}
-
-
-def _spread(stem: str) -> int:
-    """The stem's 64-bit blake2b hash, bit j (little-endian byte order) moved to lane j."""
-    digest = hashlib.blake2b(stem.encode(), digest_size=8).digest()
-    table = _SPREAD_BYTE
-    return (
-        table[digest[0]]
-        | table[digest[1]] << 128
-        | table[digest[2]] << 256
-        | table[digest[3]] << 384
-        | table[digest[4]] << 512
-        | table[digest[5]] << 640
-        | table[digest[6]] << 768
-        | table[digest[7]] << 896
-    )
-
-
-def fingerprint(title: str, text: str) -> str:
-    """A 64-bit SimHash (16 hex digits) over the weighted word stems of title and lead.
-
-    Bit j is set when the stems whose hash has bit j set outweigh those whose hash has it
-    clear. Compare two with :func:`similar`; :data:`SIMILAR_MAX_BITS` says how close is
-    "same story". All zeros when there are no usable words.
-    """
-    feats = _features(title, text)
-    if not feats:
-        return "0" * 16
-    cache = _spread_cache
-    if len(cache) > MAX_CACHED_STEMS:
-        cache.clear()
-    acc = 0
-    total = 0
-    for stem, weight in feats.items():
-        spread = cache.get(stem)
-        if spread is None:
-            spread = cache[stem] = _spread(stem)
-        acc += weight * spread
-        total += weight
-    if total >= _LANE_TOP:  # unreachable with the word limits above; keeps lanes apart
-        raise ValueError(f"fingerprint: total weight {total} does not fit a {_LANE}-bit lane")
-    # Bit j is set ⇔ weight with bit j set > weight with it clear ⇔ 2·lane_j > total ⇔
-    # lane_j ≥ total // 2 + 1. Adding 2**15 − (total // 2 + 1) to every lane sets the
-    # lane's top bit exactly then; those 64 top bits are the fingerprint.
-    acc += _LANE_ONES * (_LANE_TOP - (total // 2 + 1))
-    high_bytes = acc.to_bytes(128, "little")[1::2]
-    return f"{int(high_bytes.translate(_TOP_BIT_DIGIT)[::-1], 2):016x}"
-
-
-def distance(fp_a: str, fp_b: str) -> int:
-    """Hamming distance of two fingerprints, in bits (0–64)."""
-    return (int(fp_a, 16) ^ int(fp_b, 16)).bit_count()
-
-
-def similar(fp_a: str, fp_b: str) -> bool:
-    """Whether two fingerprints are the same story (at most SIMILAR_MAX_BITS bits apart).
-
-    An empty text (fingerprint all zeros) is similar to nothing.
-    """
-    if not fp_a or not fp_b or fp_a == "0" * 16 or fp_b == "0" * 16:
-        return False
-    return distance(fp_a, fp_b) <= SIMILAR_MAX_BITS

@@ -13,9 +13,9 @@ What it guarantees, whatever the server does:
   per read-timeout would never trip them, so the total is enforced here with
   ``asyncio.timeout_at`` around the whole fetch, retries included.
 - **Size**: the body is read as it streams and refused past ``fetch.max_body_bytes``; the
-  content coding (gzip, deflate, br) is decoded here, not by httpx, so the *decompressed*
-  size is bounded too and a gzip bomb stops after at most one limit's worth of output
-  (httpx's own decoders inflate a whole network chunk at once, without a bound).
+  content coding (gzip, deflate, br) is decoded by :mod:`.decode`, not by httpx, so the
+  *decompressed* size is bounded too and a gzip bomb stops after at most one limit's worth of
+  output (httpx's own decoders inflate a whole network chunk at once, without a bound).
 - **Redirects**: at most ``fetch.max_redirects``; a loop ends as an error. When every hop
   was permanent (301/308) the final URL is reported, and the step stores it.
 - **Retries**: timeouts, 408, 429 and 5xx are retried with exponential backoff and jitter;
@@ -35,23 +35,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import random
 import ssl
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
+import certifi
 import httpcore
 import httpx
 
 from newsexchange import __version__
+from newsexchange.common.retry import Backoff, parse_retry_after
+from newsexchange.config import Config
 from newsexchange.errors import FetchError
 from newsexchange.ingest.addresses import AddressPolicy, AddressRefused, GuardedBackend, Resolver
+from newsexchange.ingest.decode import read_capped
 
 FEED_ACCEPT = (
     "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
@@ -61,7 +61,6 @@ FEED_ACCEPT = (
 HTML_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 PERMANENT_REDIRECTS = frozenset({301, 308})
-CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -97,6 +96,23 @@ class FetchOptions:
     user_agent: str = f"newsexchange/{__version__}"
     # host:port exceptions to the refusal of internal addresses (fetch.allow_private)
     allow_private: tuple[str, ...] = ()
+
+
+def fetch_options(config: Config) -> FetchOptions:
+    """The limits of ``config.fetch`` (and the User-Agent) as a fetcher takes them."""
+    f = config.fetch
+    return FetchOptions(
+        connect_timeout=f.connect_timeout,
+        read_timeout=f.read_timeout,
+        total_timeout=f.total_timeout,
+        max_body_bytes=f.max_body_bytes,
+        max_redirects=f.max_redirects,
+        concurrency=f.concurrency,
+        per_host=f.per_host,
+        retries=f.retries,
+        user_agent=config.user_agent,
+        allow_private=tuple(f.allow_private),
+    )
 
 
 class Fetcher(Protocol):
@@ -161,8 +177,6 @@ class DefaultFetcher:
         if client is None:
             opts = self.options
             if self._ssl is None:
-                import certifi
-
                 self._ssl = ssl.create_default_context(cafile=certifi.where())
             limits = httpx.Limits(
                 max_connections=opts.per_host,
@@ -180,7 +194,7 @@ class DefaultFetcher:
                 max_redirects=opts.max_redirects,
                 headers={
                     "User-Agent": opts.user_agent,
-                    # Decoded here (see _Decoder) so the inflated size is bounded.
+                    # Decoded by decode.py (not httpx) so the inflated size is bounded.
                     "Accept-Encoding": "gzip, deflate, br",
                 },
                 transport=self._transport or _GuardedTransport(self._ssl, limits, self._backend),
@@ -265,71 +279,48 @@ class DefaultFetcher:
     async def _attempt(
         self, client: httpx.AsyncClient, url: str, headers: dict[str, str]
     ) -> FetchResult:
-        opts = self.options
         try:
             async with client.stream("GET", url, headers=headers) as resp:
-                status = resp.status_code
-                final_url = str(resp.url)
-                permanent = bool(resp.history) and all(
-                    r.status_code in PERMANENT_REDIRECTS for r in resp.history
-                )
-                if status == 304:
-                    return FetchResult(
-                        url=url,
-                        final_url=final_url,
-                        status=304,
-                        not_modified=True,
-                        body=None,
-                        content_type=None,
-                        etag=resp.headers.get("etag"),
-                        last_modified=resp.headers.get("last-modified"),
-                        permanent_url=final_url if permanent else None,
-                    )
-                if status != 200 and not (200 <= status < 300 and status != 204):
-                    raise _status_error(resp, url)
-                body = await _read_capped(resp, opts.max_body_bytes, url)
-                return FetchResult(
-                    url=url,
-                    final_url=final_url,
-                    status=status,
-                    not_modified=False,
-                    body=body,
-                    content_type=resp.headers.get("content-type"),
-                    etag=resp.headers.get("etag"),
-                    last_modified=resp.headers.get("last-modified"),
-                    permanent_url=final_url if permanent else None,
-                )
+                return await self._result(resp, url)
         except AddressRefused as exc:
             # Not retried in this run (nor worth it: the address will not change its class);
             # the source backs off like any failing one.
             raise FetchError(str(exc), url=url, retryable=False) from None
-        except httpx.TooManyRedirects as exc:
-            raise FetchError(
-                f"too many redirects (more than {opts.max_redirects}, fetch.max_redirects; "
-                "a redirect loop?)",
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, url, self.options) from exc
+
+    async def _result(self, resp: httpx.Response, url: str) -> FetchResult:
+        status = resp.status_code
+        final_url = str(resp.url)
+        permanent = bool(resp.history) and all(
+            r.status_code in PERMANENT_REDIRECTS for r in resp.history
+        )
+        if status == 304:
+            return FetchResult(
                 url=url,
-                retryable=False,
-            ) from exc
-        except httpx.TimeoutException as exc:
-            what = {
-                httpx.ConnectTimeout: f"connecting took over {opts.connect_timeout:g} s",
-                httpx.ReadTimeout: f"the server sent nothing for {opts.read_timeout:g} s",
-                httpx.WriteTimeout: "sending the request timed out",
-                httpx.PoolTimeout: "no free connection in time",
-            }.get(type(exc), "timed out")
-            raise _TimeoutError(f"timeout: {what}", url=url, retryable=True) from exc
-        except httpx.UnsupportedProtocol as exc:
-            raise FetchError(
-                f"redirected to an unsupported URL ({exc})", url=url, retryable=False
-            ) from exc
-        except httpx.ConnectError as exc:
-            raise FetchError(
-                f"cannot connect: {exc or type(exc).__name__}", url=url, retryable=True
-            ) from exc
-        except httpx.HTTPError as exc:  # protocol errors, a reset mid-body, bad headers …
-            raise FetchError(
-                f"HTTP error: {type(exc).__name__}: {exc}", url=url, retryable=True
-            ) from exc
+                final_url=final_url,
+                status=304,
+                not_modified=True,
+                body=None,
+                content_type=None,
+                etag=resp.headers.get("etag"),
+                last_modified=resp.headers.get("last-modified"),
+                permanent_url=final_url if permanent else None,
+            )
+        if status != 200 and not (200 <= status < 300 and status != 204):
+            raise _status_error(resp, url)
+        body = await read_capped(resp, self.options.max_body_bytes, url)
+        return FetchResult(
+            url=url,
+            final_url=final_url,
+            status=status,
+            not_modified=False,
+            body=body,
+            content_type=resp.headers.get("content-type"),
+            etag=resp.headers.get("etag"),
+            last_modified=resp.headers.get("last-modified"),
+            permanent_url=final_url if permanent else None,
+        )
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -382,6 +373,31 @@ class _GuardedTransport(httpx.AsyncHTTPTransport):
         )
 
 
+def _transport_error(exc: httpx.HTTPError, url: str, opts: FetchOptions) -> FetchError:
+    """What an httpx error means for the source, and whether another try may help."""
+    if isinstance(exc, httpx.TooManyRedirects):
+        return FetchError(
+            f"too many redirects (more than {opts.max_redirects}, fetch.max_redirects; "
+            "a redirect loop?)",
+            url=url,
+            retryable=False,
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        what = {
+            httpx.ConnectTimeout: f"connecting took over {opts.connect_timeout:g} s",
+            httpx.ReadTimeout: f"the server sent nothing for {opts.read_timeout:g} s",
+            httpx.WriteTimeout: "sending the request timed out",
+            httpx.PoolTimeout: "no free connection in time",
+        }.get(type(exc), "timed out")
+        return _TimeoutError(f"timeout: {what}", url=url, retryable=True)
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return FetchError(f"redirected to an unsupported URL ({exc})", url=url, retryable=False)
+    if isinstance(exc, httpx.ConnectError):
+        return FetchError(f"cannot connect: {exc or type(exc).__name__}", url=url, retryable=True)
+    # protocol errors, a reset mid-body, bad headers …
+    return FetchError(f"HTTP error: {type(exc).__name__}: {exc}", url=url, retryable=True)
+
+
 def file_url_path(url: str, base_dir: Path) -> Path:
     """``file:relative/path`` from ``base_dir`` (the folder of feeds.yaml), or ``file:///abs``."""
     rest = url[len("file:") :]
@@ -402,8 +418,6 @@ def file_url_path(url: str, base_dir: Path) -> Path:
 def _with_attempts(result: FetchResult, attempts: int) -> FetchResult:
     if attempts == 1:
         return result
-    from dataclasses import replace
-
     return replace(result, attempts=attempts)
 
 
@@ -426,177 +440,12 @@ def _status_error(resp: httpx.Response, url: str) -> FetchError:
     )
 
 
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
 def _retry_wait(error: FetchError, attempt: int, opts: FetchOptions) -> float | None:
     """How long to wait before the next in-run attempt; None when it is not worth it."""
     after: float | None = error.retry_after
     if after is not None:
         return float(after) if after <= opts.max_retry_wait else None
-    base = opts.backoff_base * 2.0 ** (attempt - 1)
-    return min(opts.max_retry_wait, base * (0.75 + random.random() / 2))
-
-
-# -- bounded body reading ------------------------------------------------------------------
-
-
-class _Decoder:
-    """Undo one Content-Encoding, never producing more than ``room`` bytes in total."""
-
-    def __init__(self, encoding: str, limit: int, url: str) -> None:
-        self.encoding = encoding
-        self.limit = limit
-        self.url = url
-        self.out = 0
-        self._zlib: zlib._Decompress | None = None
-        self._br: object | None = None
-        self._first = True
-        if encoding in ("gzip", "x-gzip"):
-            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            self._zlib = zlib.decompressobj()
-        elif encoding == "br":
-            import brotli  # type: ignore[import-untyped]
-
-            self._br = brotli.Decompressor()
-        else:
-            raise FetchError(
-                f"unsupported Content-Encoding {encoding!r} (expected gzip, deflate or br)",
-                url=url,
-                retryable=False,
-            )
-
-    def _bomb(self) -> FetchError:
-        return FetchError(
-            f"the {self.encoding}-compressed body inflates past the {self.limit} byte limit "
-            "(fetch.max_body_bytes; a compression bomb?)",
-            url=self.url,
-            retryable=False,
-        )
-
-    def feed(self, data: bytes) -> list[bytes]:
-        chunks: list[bytes] = []
-        try:
-            if self._zlib is not None:
-                d = self._zlib
-                if self._first and self.encoding == "deflate" and data:
-                    self._first = False
-                    # "deflate" is meant to be zlib-wrapped, but many servers send raw deflate
-                    # (httpx's DeflateDecoder makes the same allowance).
-                    if data[0] & 0x0F != 8:
-                        d = self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
-                buf = data
-                while True:
-                    room = self.limit - self.out + 1
-                    piece = d.decompress(buf, room)
-                    self.out += len(piece)
-                    if self.out > self.limit:
-                        raise self._bomb()
-                    if piece:
-                        chunks.append(piece)
-                    buf = d.unconsumed_tail
-                    if not buf:
-                        break
-            elif self._br is not None:
-                br = self._br
-                piece = _br_process(br, data, self.limit - self.out + 1)
-                while True:
-                    self.out += len(piece)
-                    if self.out > self.limit:
-                        raise self._bomb()
-                    if piece:
-                        chunks.append(piece)
-                    if _br_can_accept(br):
-                        break
-                    piece = _br_process(br, b"", self.limit - self.out + 1)
-        except FetchError:
-            raise
-        except Exception as exc:  # zlib.error, brotli.error
-            raise FetchError(
-                f"the body is not valid {self.encoding} ({exc})", url=self.url, retryable=False
-            ) from exc
-        return chunks
-
-    def flush(self) -> list[bytes]:
-        if self._zlib is not None:
-            tail = self._zlib.flush()
-            self.out += len(tail)
-            if self.out > self.limit:
-                raise self._bomb()
-            return [tail] if tail else []
-        return []
-
-
-def _br_process(br: object, data: bytes, limit: int) -> bytes:
-    try:
-        return br.process(data, output_buffer_limit=limit)  # type: ignore[attr-defined,no-any-return]
-    except TypeError:  # brotli < 1.2 has no output limit: bounded per network chunk only
-        return br.process(data)  # type: ignore[attr-defined,no-any-return]
-
-
-def _br_can_accept(br: object) -> bool:
-    fn = getattr(br, "can_accept_more_data", None)
-    return True if fn is None else bool(fn())
-
-
-async def _read_capped(resp: httpx.Response, limit: int, url: str) -> bytes:
-    declared = resp.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise FetchError(
-            f"the body is {int(declared)} bytes, over the {limit} byte limit "
-            "(fetch.max_body_bytes)",
-            url=url,
-            retryable=False,
-        )
-    codings = [
-        c.strip().lower()
-        for c in (resp.headers.get("content-encoding") or "").split(",")
-        if c.strip() and c.strip().lower() != "identity"
-    ]
-    decoders = [_Decoder(c, limit, url) for c in reversed(codings)]
-    out = bytearray()
-    raw = 0
-    stream: AsyncIterator[bytes] = resp.aiter_raw(CHUNK)
-    async for chunk in stream:
-        raw += len(chunk)
-        if raw > limit:
-            raise FetchError(
-                f"the body is over the {limit} byte limit (fetch.max_body_bytes)",
-                url=url,
-                retryable=False,
-            )
-        pieces = [chunk]
-        for dec in decoders:
-            pieces = [p for piece in pieces for p in dec.feed(piece)]
-        for p in pieces:
-            out += p
-    for i, dec in enumerate(decoders):
-        tail = dec.flush()
-        for later in decoders[i + 1 :]:
-            tail = [p for piece in tail for p in later.feed(piece)]
-        for p in tail:
-            out += p
-    if len(out) > limit:
-        raise FetchError(
-            f"the body is over the {limit} byte limit (fetch.max_body_bytes)",
-            url=url,
-            retryable=False,
-        )
-    return bytes(out)
+    return Backoff(base=opts.backoff_base, cap=opts.max_retry_wait, jitter=0.25).delay(attempt)
 
 
 @contextlib.asynccontextmanager

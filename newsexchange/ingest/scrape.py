@@ -186,6 +186,76 @@ def _pick(item: Tag, selector: str | None) -> tuple[Tag | None, str | None]:
     return el, el.get_text(" ", strip=True)
 
 
+def _soup(body: bytes, content_type: str | None) -> BeautifulSoup:
+    """The page, read as HTML in its declared charset, without scripts and styles."""
+    m = re.search(r"charset\s*=\s*[\"']?([\w.:-]+)", content_type or "", re.IGNORECASE)
+    with warnings.catch_warnings():
+        # XHTML pages start with <?xml …?>; reading them as HTML is what we want.
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        soup = BeautifulSoup(body, "lxml", from_encoding=m.group(1) if m else None)
+    for bad in soup(["script", "style", "noscript", "template"]):
+        bad.decompose()
+    return soup
+
+
+def _matched_items(soup: BeautifulSoup, selector: str, url: str) -> list[Tag]:
+    """What the item selector matches; FetchError when it is bad or matches nothing."""
+    try:
+        items = soup.select(selector)
+    except Exception as exc:  # soupsieve raises its own SelectorSyntaxError
+        raise FetchError(
+            f"bad item selector {selector!r}: {exc}", url=url, retryable=False
+        ) from exc
+    if not items:
+        raise FetchError(
+            f"the item selector {selector!r} matched nothing on the page "
+            "(expected at least one item; has the site changed its layout?)",
+            url=url,
+            retryable=False,
+        )
+    return list(items)
+
+
+def _page_entry(
+    item: Tag,
+    select: HtmlSelect,
+    base: str,
+    *,
+    tz: tzinfo,
+    now: datetime | None,
+    summary_chars: int,
+) -> ParsedEntry | None:
+    """One matched item as an entry; None when it has no title (it is skipped)."""
+    _, title = _pick(item, select.title)
+    if not title:
+        return None
+    _, href = _pick(item, select.link)
+    if href is None and item.name == "a":
+        href = item.get("href")  # type: ignore[assignment]
+    link = clean_url(href, base) if isinstance(href, str) else None
+    _, date_text = _pick(item, select.date)
+    _, event_text = _pick(item, select.event_date)
+    summary_html = ""
+    if select.summary:
+        css, attr = _split(select.summary)
+        if attr:
+            _, value = _pick(item, select.summary)
+            summary_html = sanitize_html(value or "", link or base)
+        else:
+            els = item.select(css) if css else [item]
+            summary_html = sanitize_html("".join(str(e) for e in els), link or base)
+    published = parse_human_date(date_text, tz=tz, now=now)
+    return ParsedEntry(
+        guid=link,
+        link=link,
+        title=collapse(title),
+        summary_html=summary_html,
+        summary_text=to_text(summary_html, summary_chars),
+        published_at=published,
+        event_at=parse_human_date(event_text, tz=tz, now=now),
+    )
+
+
 def parse_html_page(
     body: bytes,
     *,
@@ -207,64 +277,20 @@ def parse_html_page(
             "empty response body where an HTML page was expected", url=url, retryable=False
         )
     tz: tzinfo = ZoneInfo(timezone) if isinstance(timezone, str) else (timezone or UTC)
-    m = re.search(r"charset\s*=\s*[\"']?([\w.:-]+)", content_type or "", re.IGNORECASE)
-    with warnings.catch_warnings():
-        # XHTML pages start with <?xml …?>; reading them as HTML is what we want.
-        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
-        soup = BeautifulSoup(body, "lxml", from_encoding=m.group(1) if m else None)
-    for bad in soup(["script", "style", "noscript", "template"]):
-        bad.decompose()
+    soup = _soup(body, content_type)
     base = url
     base_tag = soup.find("base", href=True)
     if isinstance(base_tag, Tag):
         base = clean_url(str(base_tag["href"]), url) or url
-    try:
-        items = soup.select(select.item)
-    except Exception as exc:  # soupsieve raises its own SelectorSyntaxError
-        raise FetchError(
-            f"bad item selector {select.item!r}: {exc}", url=url, retryable=False
-        ) from exc
-    if not items:
-        raise FetchError(
-            f"the item selector {select.item!r} matched nothing on the page "
-            "(expected at least one item; has the site changed its layout?)",
-            url=url,
-            retryable=False,
-        )
+    items = _matched_items(soup, select.item, url)
     entries: list[ParsedEntry] = []
     skipped = 0
     for item in items:
-        _, title = _pick(item, select.title)
-        if not title:
+        entry = _page_entry(item, select, base, tz=tz, now=now, summary_chars=summary_chars)
+        if entry is None:
             skipped += 1
-            continue
-        _, href = _pick(item, select.link)
-        if href is None and item.name == "a":
-            href = item.get("href")  # type: ignore[assignment]
-        link = clean_url(href, base) if isinstance(href, str) else None
-        _, date_text = _pick(item, select.date)
-        _, event_text = _pick(item, select.event_date)
-        summary_html = ""
-        if select.summary:
-            css, attr = _split(select.summary)
-            if attr:
-                _, value = _pick(item, select.summary)
-                summary_html = sanitize_html(value or "", link or base)
-            else:
-                els = item.select(css) if css else [item]
-                summary_html = sanitize_html("".join(str(e) for e in els), link or base)
-        published = parse_human_date(date_text, tz=tz, now=now)
-        entries.append(
-            ParsedEntry(
-                guid=link,
-                link=link,
-                title=collapse(title),
-                summary_html=summary_html,
-                summary_text=to_text(summary_html, summary_chars),
-                published_at=published,
-                event_at=parse_human_date(event_text, tz=tz, now=now),
-            )
-        )
+        else:
+            entries.append(entry)
     html_tag = soup.find("html")
     lang = html_tag.get("lang") if isinstance(html_tag, Tag) else None
     page_title = soup.title.get_text(" ", strip=True) if soup.title else None

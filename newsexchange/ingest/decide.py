@@ -3,9 +3,9 @@
 
 Given the items already stored for a source and the entries just parsed, :class:`Decider`
 says which are new, which changed (updated in place) and which are unchanged; the
-``after_success`` / ``after_failure`` functions compute a source's health; :class:`StoryIndex`
-links near-identical stories of one region across sources. The fetch step
-(``newsexchange.ingest``) does the reading and writing around these.
+``after_success`` / ``after_failure`` functions compute a source's health (and ``is_due``
+whether it is fetched at all). Near-identical stories are linked by :mod:`.stories`. The fetch
+step (``step.py``, ``pipeline.py``, ``writer.py``) does the reading and writing around these.
 
 Identity of an item within its source, in order of preference:
 
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from newsexchange.common.retry import Backoff
 from newsexchange.ingest.model import ParsedEntry
 
 IDENTITY_MAX = 255  # the column's width; longer keys are hashed
@@ -264,11 +265,8 @@ def backoff_delay(
     One fetch interval after the first failure, doubling after each further one, never more
     than ``max_hours``; a server's Retry-After is honoured when it asks for longer.
     """
-    minutes = interval_minutes * 2.0 ** max(0, min(failures - 1, 30))
-    delay = min(timedelta(minutes=minutes), timedelta(hours=max_hours))
-    if retry_after is not None:
-        delay = max(delay, min(timedelta(seconds=retry_after), timedelta(hours=max_hours)))
-    return delay
+    backoff = Backoff(base=interval_minutes * 60.0, cap=max_hours * 3600.0)
+    return timedelta(seconds=backoff.delay(failures, retry_after))
 
 
 @dataclass(frozen=True)
@@ -357,116 +355,3 @@ def after_failure(
         "last_error": error[:2000],
         "next_attempt_at": now + delay,
     }
-
-
-# -- story groups ----------------------------------------------------------------------------
-
-#: Only stories this close in time are linked (a topic recurring a month later is a new story).
-STORY_WINDOW = timedelta(days=4)
-
-
-@dataclass
-class StoryRef:
-    """An item in the story index; ``group_id`` is filled when it joins a group."""
-
-    item_id: int
-    source_id: str
-    fingerprint: int
-    group_id: int | None
-
-
-class StoryIndex:
-    """Recent items' fingerprints per region, to find the same story from another source.
-
-    ``similar`` decides; numpy (when importable) narrows the candidates first with one
-    vectorised XOR + popcount over the region, so linking stays cheap with tens of thousands
-    of recent items (a Python loop over them per new item was the first fetch's bottleneck).
-    """
-
-    def __init__(self, similar: Callable[[str, str], bool], max_bits: int | None = None) -> None:
-        self.similar = similar
-        self.max_bits = max_bits
-        self._refs: dict[str, list[StoryRef]] = {}
-        self._arrays: dict[str, Any] = {}
-        self._np: Any = None
-        if max_bits is not None:
-            try:
-                import numpy as np
-
-                if hasattr(np, "bitwise_count"):
-                    self._np = np
-            except ImportError:  # pragma: no cover - numpy comes with py3langid
-                self._np = None
-
-    def __len__(self) -> int:
-        return sum(len(v) for v in self._refs.values())
-
-    def mark(self) -> dict[str, int]:
-        """A checkpoint to :meth:`rollback` to when the transaction that used it fails."""
-        self._changed: list[StoryRef] = []
-        return {region: len(refs) for region, refs in self._refs.items()}
-
-    def rollback(self, mark: dict[str, int]) -> None:
-        for region in list(self._refs):
-            del self._refs[region][mark.get(region, 0) :]
-        for ref in getattr(self, "_changed", []):
-            ref.group_id = None
-        self._changed = []
-
-    def set_group(self, ref: StoryRef, group_id: int) -> None:
-        ref.group_id = group_id
-        if not hasattr(self, "_changed"):
-            self._changed = []
-        self._changed.append(ref)
-
-    def extend(self, region: str, refs: list[StoryRef]) -> None:
-        """Many at once (loading the index): one array build instead of one per item."""
-        if self._np is None or not refs:
-            for ref in refs:
-                self.add(region, ref)
-            return
-        np = self._np
-        mine = self._refs.setdefault(region, [])
-        old = self._arrays.get(region)
-        mine.extend(refs)
-        arr = np.zeros(max(64, 2 * len(mine)), dtype=np.uint64)
-        if old is not None:
-            arr[: len(mine) - len(refs)] = old[: len(mine) - len(refs)]
-        arr[len(mine) - len(refs) : len(mine)] = np.array(
-            [r.fingerprint for r in refs], dtype=np.uint64
-        )
-        self._arrays[region] = arr
-
-    def add(self, region: str, ref: StoryRef) -> None:
-        refs = self._refs.setdefault(region, [])
-        refs.append(ref)
-        if self._np is not None:
-            arr = self._arrays.get(region)
-            n = len(refs)
-            if arr is None or n > len(arr):
-                new = self._np.zeros(max(64, 2 * n), dtype=self._np.uint64)
-                if arr is not None:
-                    new[: len(arr)] = arr
-                arr = self._arrays[region] = new
-            arr[n - 1] = ref.fingerprint
-
-    def match(self, region: str, source_id: str, fp: str) -> StoryRef | None:
-        """The closest recent item of the region from *another* source that is the same
-        story, or None."""
-        refs = self._refs.get(region)
-        if not refs or not fp or int(fp, 16) == 0:
-            return None
-        value = int(fp, 16)
-        if self._np is not None and self.max_bits is not None:
-            np = self._np
-            arr = self._arrays[region][: len(refs)]
-            dist = np.bitwise_count(arr ^ np.uint64(value))
-            idx = np.nonzero(dist <= self.max_bits)[0]
-            candidates = sorted((int(dist[i]), int(i)) for i in idx)
-            pool = [refs[i] for _d, i in candidates]
-        else:
-            pool = sorted(refs, key=lambda r: (r.fingerprint ^ value).bit_count())
-        for ref in pool:
-            if ref.source_id != source_id and self.similar(f"{ref.fingerprint:016x}", fp):
-                return ref
-        return None

@@ -1,0 +1,68 @@
+"""What passes from the fetchers to the writer: one source's fetch (:class:`Fetched`), what a
+worker process already did with its body (:class:`Precomputed`), and :func:`parse_body`, the
+one way a body becomes a :class:`~.model.ParsedFeed` (in the writer thread or a worker)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from newsexchange.config import HtmlSelect, SourceSettings
+from newsexchange.errors import FetchError
+from newsexchange.ingest.clean import scrub_feed
+from newsexchange.ingest.decide import SourceState
+from newsexchange.ingest.fetch import FetchResult
+from newsexchange.ingest.model import ParsedFeed
+from newsexchange.ingest.parse import parse_feed
+from newsexchange.ingest.scrape import parse_html_page
+
+__all__ = ["Fetched", "Precomputed", "parse_body"]
+
+
+@dataclass
+class Fetched:
+    source: SourceSettings
+    state: SourceState
+    result: FetchResult | None
+    error: FetchError | None
+    pre: Precomputed | None = None  # parsed in a worker process (large runs)
+
+
+@dataclass
+class Precomputed:
+    """What a worker process did for one body: the parsed feed (or why not), and the
+    fingerprints and languages of the entries not already stored unchanged."""
+
+    feed: ParsedFeed | None
+    error: str | None = None
+    fingerprints: dict[tuple[str, str], str] = field(default_factory=dict)
+    languages: dict[str, str | None] = field(default_factory=dict)
+
+
+def parse_body(
+    kind: str,
+    select_: HtmlSelect | None,
+    body: bytes,
+    *,
+    url: str,
+    content_type: str | None,
+    summary_chars: int,
+    timezone: str,
+    now: datetime,
+) -> ParsedFeed:
+    """A feed (RSS, Atom, RDF, JSON Feed) or, for ``kind: html``, a scraped page."""
+    if kind == "html":
+        assert select_ is not None  # checked by the config
+        page = parse_html_page(
+            body,
+            url=url,
+            select=select_,
+            content_type=content_type,
+            summary_chars=summary_chars,
+            # A page's dates rarely carry a zone: they are the region's local time.
+            timezone=timezone,
+            now=now,
+        )
+        # parse_feed scrubs its own output; the page scraper's goes through the same rules.
+        return scrub_feed(page)
+    return parse_feed(body, url=url, content_type=content_type, summary_chars=summary_chars)

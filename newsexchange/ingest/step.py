@@ -1,0 +1,179 @@
+"""The fetch step: every due source → fetched, parsed, cleaned, stored (:func:`run_fetch`).
+
+How one run goes (one asyncio event loop, one writer thread):
+
+1. The configured sources get their ``sources`` rows (created on first sight; a URL changed in
+   feeds.yaml resets the stored URL and validators). Sources resting after failures
+   (``next_attempt_at`` in the future) are skipped unless forced (``--all``): :func:`.is_due`.
+2. All due sources are fetched concurrently through a :class:`~.fetch.Fetcher` (bounded
+   overall and per host). Each result goes on a bounded queue, so bodies never pile up in
+   memory faster than they are stored (:mod:`.pipeline`).
+3. One writer thread takes whatever is queued (up to ``WRITE_BATCH`` sources), parses it,
+   lets the pure :class:`~.decide.Decider` sort entries into new / changed / unchanged, links
+   near-identical stories (:class:`~.stories.StoryIndex`) and writes the lot in one
+   transaction (:mod:`.writer`). If a batch fails to store, its sources are retried one by
+   one, so one bad source cannot cost the others their items.
+4. Every failure ends as that source's error (``FetchReport.failures``) and its health
+   (consecutive failures, last error, next attempt); nothing a source does crashes the run.
+
+A 304 (or an unchanged file) costs one request and one row update: no parsing at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+from newsexchange.config import Config, SourceSettings
+from newsexchange.db import Database, Source
+from newsexchange.db.queries.sources import insert_sources, load_sources
+from newsexchange.errors import ConfigError
+from newsexchange.ingest.decide import SourceState, is_due
+from newsexchange.ingest.fetch import Fetcher
+from newsexchange.ingest.pipeline import fetch_all, run_coroutine
+from newsexchange.ingest.report import FetchReport, Progress, SourceOutcome
+
+__all__ = ["run_fetch"]
+
+log = logging.getLogger("newsexchange.ingest")
+
+
+def run_fetch(
+    db: Database,
+    config: Config,
+    *,
+    now: datetime,
+    source_ids: Sequence[str] | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+    fetcher: Fetcher | None = None,
+) -> FetchReport:
+    """Fetch the due sources (or ``source_ids``; all of them with ``force``) and store their
+    items. Safe to run again: unchanged items are left alone."""
+    started = time.perf_counter()
+    selected = _select(config, source_ids)
+    states = _sync_sources(db, selected)
+    due = [s for s in selected if is_due(states[s.id], now, force=force or bool(source_ids))]
+    due_ids = {s.id for s in due}
+    skipped = [_skipped(s, states[s.id]) for s in selected if s.id not in due_ids]
+    total = len(selected)
+    done = 0
+    if progress:
+        for o in skipped:
+            done += 1
+            progress(o, done, total)
+    outcomes: list[SourceOutcome] = []
+    if due:
+        outcomes = run_coroutine(
+            fetch_all(
+                db,
+                config,
+                due,
+                states,
+                now=now,
+                fetcher=fetcher,
+                progress=progress,
+                done=done,
+                total=total,
+            )
+        )
+    report = FetchReport(
+        outcomes=_in_config_order(selected, states, [*skipped, *outcomes]),
+        elapsed_seconds=time.perf_counter() - started,
+    )
+    _log_report(report)
+    return report
+
+
+def _in_config_order(
+    selected: list[SourceSettings], states: dict[str, SourceState], outcomes: list[SourceOutcome]
+) -> list[SourceOutcome]:
+    by_id = {o.source: o for o in outcomes}
+    missing = SourceOutcome  # a source with no outcome would be a bug; report it, not crash
+    return [
+        by_id.get(s.id)
+        or missing(s.id, states[s.id].url, "failed", error="internal error: no result")
+        for s in selected
+    ]
+
+
+def _skipped(src: SourceSettings, state: SourceState) -> SourceOutcome:
+    return SourceOutcome(
+        source=src.id,
+        url=state.url,
+        status="skipped",
+        error=state.last_error,
+        next_attempt_at=state.next_attempt_at,
+    )
+
+
+def _log_report(report: FetchReport) -> None:
+    log.log(
+        logging.WARNING if report.failed else logging.INFO,
+        "fetch finished" + (" with failures" if report.failed else ""),
+        extra={
+            # each failed source with its reason, so the log alone says what to fix
+            "failed_sources": {f["source"]: f["error"] for f in report.failures[:50]},
+            "sources": len(report.outcomes),
+            "ok": report.ok,
+            "not_modified": report.not_modified,
+            "failed": report.failed,
+            "skipped": report.skipped,
+            "new_items": report.new_items,
+            "updated_items": report.updated_items,
+        },
+    )
+
+
+def _select(config: Config, source_ids: Sequence[str] | None) -> list[SourceSettings]:
+    if not source_ids:
+        return [s for s in config.sources if s.enabled]
+    known = {s.id: s for s in config.sources}
+    unknown = [sid for sid in source_ids if sid not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown source {', '.join(map(repr, unknown))} (expected one of: "
+            f"{', '.join(known) or 'none configured'})"
+        )
+    return [known[sid] for sid in dict.fromkeys(source_ids)]
+
+
+def _state(row: Source) -> SourceState:
+    return SourceState(
+        id=row.id,
+        url=row.url,
+        etag=row.etag,
+        last_modified=row.last_modified,
+        consecutive_failures=row.consecutive_failures or 0,
+        failing_since=row.failing_since,
+        next_attempt_at=row.next_attempt_at,
+        last_error=row.last_error,
+    )
+
+
+def _sync_sources(db: Database, selected: list[SourceSettings]) -> dict[str, SourceState]:
+    """Make sure every selected source has its row; follow URL changes made in feeds.yaml."""
+    out: dict[str, SourceState] = {}
+    ids = [s.id for s in selected]
+    with db.session() as s:
+        rows = load_sources(s, ids)
+        missing = [
+            {"id": src.id, "config_url": src.url, "url": src.url, "consecutive_failures": 0}
+            for src in selected
+            if src.id not in rows
+        ]
+        if missing:
+            insert_sources(s, missing)
+            rows = load_sources(s, ids)
+        for src in selected:
+            row = rows[src.id]
+            if row.config_url != src.url:
+                # The editor changed the URL: start over from it (old validators and a
+                # redirect learnt for the old URL do not apply to the new one).
+                row.config_url = row.url = src.url
+                row.etag = row.last_modified = None
+                row.next_attempt_at = None
+            out[src.id] = _state(row)
+    return out
