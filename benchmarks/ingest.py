@@ -377,10 +377,10 @@ class _Profiles:
             return
         import cProfile
 
-        import newsexchange.ingest as ingest
+        from newsexchange.ingest.writer import Writer
 
         loop_prof, writer_prof = cProfile.Profile(), cProfile.Profile()
-        original = ingest._Writer.write
+        original = Writer.write
 
         def write(self_: Any, batch: Any) -> Any:
             writer_prof.enable()
@@ -389,13 +389,13 @@ class _Profiles:
             finally:
                 writer_prof.disable()
 
-        ingest._Writer.write = write  # type: ignore[method-assign]
+        Writer.write = write  # type: ignore[method-assign]
         loop_prof.enable()
         try:
             yield
         finally:
             loop_prof.disable()
-            ingest._Writer.write = original  # type: ignore[method-assign]
+            Writer.write = original  # type: ignore[method-assign]
             loop_prof.dump_stats(f"{self.prefix}.{name}.loop.prof")
             writer_prof.dump_stats(f"{self.prefix}.{name}.writer.prof")
 

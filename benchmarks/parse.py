@@ -41,9 +41,10 @@ sys.path.insert(0, str(ROOT))
 
 from newsexchange.errors import FetchError  # noqa: E402
 from newsexchange.ingest import parse as parse_mod  # noqa: E402
-from newsexchange.ingest.clean import fingerprint, sanitize_html, text_of_safe_html  # noqa: E402
+from newsexchange.ingest.clean import sanitize_html, text_of_safe_html  # noqa: E402
 from newsexchange.ingest.langdetect import detect_language  # noqa: E402
 from newsexchange.ingest.parse import parse_feed  # noqa: E402
+from newsexchange.ingest.stories import fingerprint  # noqa: E402
 
 FI_WORDS = str.split(
     "Joensuu kaupunki valtuusto hyväksyi talousarvion maanantaina Pohjois-Karjala "

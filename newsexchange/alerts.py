@@ -27,9 +27,9 @@ from typing import Any
 from newsexchange.config import Config
 from newsexchange.db import Database, Session
 from newsexchange.db.queries import alerts as queries
-from newsexchange.delivery.mailers import OutgoingMessage, get_mailer
 from newsexchange.digest.states import DigestState as S
-from newsexchange.mailheaders import header_text
+from newsexchange.mail import OutgoingMessage, get_mailer
+from newsexchange.mail.headers import header_text
 
 __all__ = [
     "PROVIDER_DOWN_FOR",

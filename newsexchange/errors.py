@@ -22,7 +22,7 @@ source and URL of a failed fetch, whether a provider error is worth retrying). T
   send; a plain Exception, so no ``except NewsExchangeError`` swallows it)
 
 Outside the tree, because nothing beyond their own module catches them:
-``web.limits.BodyTooLarge`` (a request body over its cap: 413), ``ingest.addresses.
+``web.limits.BodyTooLarge`` (a request body over its cap: 413), ``common.addresses.
 AddressRefused`` (an address the fetcher may not reach), ``delivery.send.SendStopped``
 (the console's stop of a send).
 """

@@ -16,7 +16,7 @@ from newsexchange.config import Config
 from newsexchange.db import Database
 from newsexchange.db.queries import mail_queue
 from newsexchange.db.tables import QueuedMail
-from newsexchange.delivery.mailers import OutgoingMessage, SendResult
+from newsexchange.mail import OutgoingMessage, SendResult
 from newsexchange.mail.queue import enqueue, flush
 from tests.servers import SMTPServer
 from tests.test_approval import ANNA, BORIS, NOW, approval_config, make_digest, state_of

@@ -19,9 +19,9 @@ from newsexchange.config import Config
 from newsexchange.db import Database, Delivery, Digest, Suppression
 from newsexchange.delivery.outbox import enqueue_deliveries
 from newsexchange.delivery.send import run_send
-from newsexchange.delivery.smtp import SmtpMailer
-from newsexchange.delivery.tokens import read_token, suppress
+from newsexchange.delivery.unsubscribe import read_token, suppress
 from newsexchange.errors import DeliveryError
+from newsexchange.mail.smtp import SmtpMailer
 from tests.servers import SMTPServer
 from tests.test_delivery_support import FROM, NOW, delivery_config, seed_digest
 

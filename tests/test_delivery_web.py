@@ -14,7 +14,7 @@ from sqlalchemy import select
 from newsexchange.config import Config
 from newsexchange.db import Database, Delivery, Suppression
 from newsexchange.delivery.send import run_send
-from newsexchange.delivery.tokens import unsubscribe_url
+from newsexchange.delivery.unsubscribe import unsubscribe_url
 from newsexchange.web.app import create_app
 from tests.servers import SMTPServer
 from tests.test_delivery_support import NOW, delivery_config, seed_digest

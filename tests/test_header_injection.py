@@ -17,7 +17,7 @@ from newsexchange.cli import main
 from newsexchange.config import Config, load_config
 from newsexchange.db import Contact, Database, DigestItem, ListMembership, Translation
 from newsexchange.delivery.send import run_send
-from newsexchange.mailheaders import header_text, mailbox
+from newsexchange.mail.headers import header_text, mailbox
 from tests.servers import SMTPServer
 from tests.test_delivery_support import NOW, delivery_config, seed_digest
 

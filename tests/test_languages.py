@@ -16,7 +16,7 @@ import httpx
 from newsexchange.config import Config, database_url
 from newsexchange.db import Database
 from newsexchange.delivery.send import run_send
-from newsexchange.delivery.tokens import unsubscribe_url
+from newsexchange.delivery.unsubscribe import unsubscribe_url
 from newsexchange.web.app import create_app
 from newsexchange.web.archive import page_language
 from tests.servers import SMTPServer

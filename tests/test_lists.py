@@ -16,7 +16,7 @@ from newsexchange.config import Config, load_config
 from newsexchange.db import Contact, Database, Delivery, ListMembership, Suppression
 from newsexchange.delivery.lists import parse_csv
 from newsexchange.delivery.send import run_send
-from newsexchange.delivery.tokens import email_hash, suppress
+from newsexchange.delivery.unsubscribe import email_hash, suppress
 from newsexchange.errors import DeliveryError
 from tests.test_delivery_support import NOW, delivery_config, seed_digest
 

@@ -18,8 +18,8 @@ from sqlalchemy import select
 from newsexchange.config import Config
 from newsexchange.db import Database, Delivery, Digest, ProviderEvent, Suppression
 from newsexchange.delivery.send import run_send
-from newsexchange.delivery.sendgrid import CUSTOM_ARG, SendgridMailer
-from newsexchange.delivery.tokens import read_token
+from newsexchange.delivery.unsubscribe import read_token
+from newsexchange.mail.sendgrid import CUSTOM_ARG, SendgridMailer
 from newsexchange.web.app import create_app
 from tests.servers import HTTPServer, Request, Response
 from tests.test_delivery_support import FROM, NOW, delivery_config, seed_digest
@@ -439,7 +439,7 @@ def test_a_complete_message_such_as_an_approval_request_goes_as_its_own_request(
 ) -> None:
     from email.message import EmailMessage
 
-    from newsexchange.delivery.mailers import OutgoingMessage, get_mailer
+    from newsexchange.mail import OutgoingMessage, get_mailer
 
     cfg = sg_config(write_config, sendgrid.server)
     msg = EmailMessage()

@@ -21,11 +21,7 @@ from typing import Any
 import httpcore
 import pytest
 
-from newsexchange.config import Config
-from newsexchange.db import Database, Source
-from newsexchange.errors import ConfigError, FetchError
-from newsexchange.ingest import run_fetch
-from newsexchange.ingest.addresses import (
+from newsexchange.common.addresses import (
     AddressPolicy,
     AddressRefused,
     Allowed,
@@ -34,6 +30,10 @@ from newsexchange.ingest.addresses import (
     refusal_reason,
     system_resolver,
 )
+from newsexchange.config import Config
+from newsexchange.db import Database, Source
+from newsexchange.errors import ConfigError, FetchError
+from newsexchange.ingest import run_fetch
 from newsexchange.ingest.fetch import DefaultFetcher, FetchOptions, FetchResult
 from tests.servers import HTTPServer, Response, allow_private
 

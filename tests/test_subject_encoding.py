@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from newsexchange.config import Config
 from newsexchange.db import Database
 from newsexchange.delivery.send import _to_header, run_send
-from newsexchange.mailheaders import POLICY
+from newsexchange.mail.headers import POLICY
 from tests.servers import SMTPServer
 from tests.test_delivery_support import NOW, delivery_config, seed_digest
 

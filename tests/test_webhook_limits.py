@@ -25,8 +25,8 @@ from starlette.routing import Route
 
 from newsexchange.config import Config
 from newsexchange.db import Database, Delivery, ProviderEvent, Suppression
-from newsexchange.delivery.sendgrid import CUSTOM_ARG
-from newsexchange.delivery.web import parse_events, timestamp_problem
+from newsexchange.delivery.events import parse_events, timestamp_problem
+from newsexchange.mail.sendgrid import CUSTOM_ARG
 from newsexchange.web.app import create_app
 from newsexchange.web.limits import BodyTooLarge, capped_request, too_large
 from tests.test_delivery_support import delivery_config, seed_digest

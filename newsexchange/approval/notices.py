@@ -52,8 +52,8 @@ from newsexchange.digest.sendable import SourceState, included_count, refusal, w
 from newsexchange.digest.states import OPEN, move
 from newsexchange.errors import ApprovalError
 from newsexchange.i18n import Gettext, gettext_for
+from newsexchange.mail.headers import header_text, wire
 from newsexchange.mail.queue import enqueue
-from newsexchange.mailheaders import header_text, wire
 from newsexchange.templating import environment
 
 __all__ = [
@@ -119,11 +119,11 @@ def _base_message(
     config: Config, *, to: str, subject: str, lang: str | None = None
 ) -> EmailMessage:
     """From (with the sender name of ``lang``, mail.from_names), To, Subject, Date; every
-    header through :func:`~newsexchange.mailheaders.header_text`, one cleaning for all."""
+    header through :func:`~newsexchange.mail.headers.header_text`, one cleaning for all."""
     msg = EmailMessage()
     msg["From"] = header_text(config.mail.sender(lang))
     msg["To"] = header_text(to)
-    wire(msg)["Subject"] = header_text(subject)  # data, not structure; folded by mailheaders
+    wire(msg)["Subject"] = header_text(subject)  # data, not structure; folded by mail.headers
     msg["Date"] = format_datetime(datetime.now().astimezone())
     return msg
 

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from newsexchange import __version__
+from newsexchange.common.addresses import parse_allowed
 from newsexchange.errors import ConfigError
 from newsexchange.private import make_private_dir
 
@@ -122,8 +123,6 @@ class FetchSettings(_Model):
     @field_validator("allow_private")
     @classmethod
     def _v_allow_private(cls, v: list[str]) -> list[str]:
-        from newsexchange.ingest.addresses import parse_allowed  # (ingest imports config)
-
         out, wrong = [], []
         for x in v:
             try:

@@ -56,7 +56,7 @@ from newsexchange.digest.content import (
 )
 from newsexchange.errors import DigestError
 from newsexchange.i18n import LANGUAGES, gettext_for, ngettext_for
-from newsexchange.mailheaders import POLICY, header_text
+from newsexchange.mail.headers import POLICY, header_text
 from newsexchange.templating import environment
 
 __all__ = [

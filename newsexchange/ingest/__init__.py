@@ -10,7 +10,4 @@ from newsexchange.ingest.fetch import fetch_options
 from newsexchange.ingest.report import FetchReport, SourceOutcome
 from newsexchange.ingest.step import run_fetch
 
-# benchmarks/ingest.py --profile wraps the writer's ``write`` through this name.
-from newsexchange.ingest.writer import Writer as _Writer  # noqa: F401
-
 __all__ = ["FetchReport", "SourceOutcome", "fetch_options", "run_fetch"]

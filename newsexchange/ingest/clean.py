@@ -19,13 +19,6 @@ from urllib.parse import urljoin, urlsplit
 import nh3
 
 from newsexchange.ingest.model import ParsedEntry, ParsedFeed
-
-# The story fingerprints lived here; they are in stories.py now (benchmarks/parse.py still
-# imports fingerprint from this module).
-from newsexchange.ingest.stories import SIMILAR_MAX_BITS as SIMILAR_MAX_BITS
-from newsexchange.ingest.stories import distance as distance
-from newsexchange.ingest.stories import fingerprint as fingerprint
-from newsexchange.ingest.stories import similar as similar
 from newsexchange.textclean import NAME_BAD, TEXT_BAD, UNSTORABLE, clean_name, clean_text
 
 # --- URLs ---------------------------------------------------------------------------------

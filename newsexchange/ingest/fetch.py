@@ -47,10 +47,10 @@ import httpcore
 import httpx
 
 from newsexchange import __version__
+from newsexchange.common.addresses import AddressPolicy, AddressRefused, GuardedBackend, Resolver
 from newsexchange.common.retry import Backoff, parse_retry_after
 from newsexchange.config import Config
 from newsexchange.errors import FetchError
-from newsexchange.ingest.addresses import AddressPolicy, AddressRefused, GuardedBackend, Resolver
 from newsexchange.ingest.decode import read_capped
 
 FEED_ACCEPT = (

@@ -27,9 +27,9 @@ from newsexchange.common.retry import Backoff
 from newsexchange.config import Config
 from newsexchange.db import Database, Session
 from newsexchange.db.queries import mail_queue as rows
-from newsexchange.delivery.mailers import Mailer, OutgoingMessage, SendResult, get_mailer
 from newsexchange.errors import NewsExchangeError
-from newsexchange.mailheaders import POLICY
+from newsexchange.mail import Mailer, OutgoingMessage, SendResult, get_mailer
+from newsexchange.mail.headers import POLICY
 
 __all__ = ["BACKOFF", "CLAIM_LEASE", "MAX_ATTEMPTS", "FlushReport", "enqueue", "flush"]
 

@@ -17,12 +17,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsexchange.config import Config
 from newsexchange.db import Database
-from newsexchange.delivery import web as delivery_web
 from newsexchange.web import (
     approval,
     archive,
     ids,  # noqa: F401  (registers {name:id} before any route is built)
     ops,
+    unsubscribe,
+    webhooks,
 )
 
 __all__ = ["ROUTES", "SECURITY_HEADERS", "SecurityHeaders", "ServerErrors", "create_app"]
@@ -37,7 +38,8 @@ ROUTES: tuple[RouteFactory, ...] = (
     ops.routes,
     archive.routes,
     approval.routes,
-    delivery_web.routes,
+    unsubscribe.routes,
+    webhooks.routes,
 )
 
 # Every page is ours or the editor's own data: no framing, no referrer leak of the signed
