@@ -27,6 +27,17 @@ LAZY_THIRD_PARTY = frozenset(
     }
 )  # fmt: skip
 
+#: The one place the project's own modules may be imported inside a function: a command's
+#: handler in ``newsexchange/commands/`` imports the step it runs, so that ``newsexchange
+#: --help`` or ``check`` does not load every step (httpx, feedparser, numpy, APScheduler,
+#: Starlette …). Nothing imports the commands, so no cycle can hide there;
+#: ``tests/test_structure.py::test_the_cli_loads_no_step_until_a_command_runs`` pins it.
+LAZY_IN_COMMANDS = (
+    "newsexchange.ingest", "newsexchange.translate", "newsexchange.digest",
+    "newsexchange.approval", "newsexchange.delivery", "newsexchange.mail",
+    "newsexchange.service", "newsexchange.web", "newsexchange.alerts",
+)  # fmt: skip
+
 #: Where SQLAlchemy may be imported: the storage layer (and its migrations).
 SQLALCHEMY_HOME = ("newsexchange/db/",)
 
@@ -90,6 +101,10 @@ def lazy_own_imports(files: list[Path]) -> list[str]:
     for f in files:
         for imp in imports(f):
             if imp.in_function and imp.module.split(".")[0] == "newsexchange":
+                if imp.path.startswith("newsexchange/commands/") and imp.module.startswith(
+                    LAZY_IN_COMMANDS
+                ):
+                    continue
                 out.append(f"{imp.path}:{imp.line}: imports {imp.module} inside a function")
     return out
 

@@ -28,13 +28,13 @@ from newsexchange.common.addresses import (
     host_address,
     parse_allowed,
     refusal_reason,
-    system_resolver,
 )
 from newsexchange.config import Config
 from newsexchange.db import Database, Source
 from newsexchange.errors import ConfigError, FetchError
 from newsexchange.ingest import run_fetch
 from newsexchange.ingest.fetch import DefaultFetcher, FetchOptions, FetchResult
+from newsexchange.ingest.guard import system_resolver
 from tests.servers import HTTPServer, Response, allow_private
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

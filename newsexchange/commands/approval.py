@@ -12,13 +12,9 @@ import getpass
 import socket
 from typing import Any
 
-from newsexchange.approval import decide, request_approval, run_approvals
-from newsexchange.approval.inbound import poll_imap
-from newsexchange.approval.notices import queue_notes
 from newsexchange.commands import Context, add_common, db_int
 from newsexchange.db import Digest
 from newsexchange.errors import ConfigError, DigestNotFound
-from newsexchange.mail.queue import flush
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -65,6 +61,10 @@ def _console_address() -> str:
 
 
 def approve(ctx: Context) -> int:
+    from newsexchange.approval import decide
+    from newsexchange.approval.notices import queue_notes
+    from newsexchange.mail.queue import flush
+
     cfg = ctx.config
     args = ctx.args
     now = ctx.now()
@@ -99,6 +99,8 @@ def approve(ctx: Context) -> int:
 
 
 def run(ctx: Context) -> int:
+    from newsexchange.approval import run_approvals
+
     report = run_approvals(ctx.db, ctx.config, now=ctx.now())
 
     def text() -> str:
@@ -114,6 +116,8 @@ def run(ctx: Context) -> int:
 
 
 def poll(ctx: Context) -> int:
+    from newsexchange.approval.inbound import poll_imap
+
     report = poll_imap(ctx.db, ctx.config, now=ctx.now())
 
     def text() -> str:
@@ -135,6 +139,8 @@ def poll(ctx: Context) -> int:
 
 
 def request(ctx: Context) -> int:
+    from newsexchange.approval import request_approval
+
     n = request_approval(ctx.db, ctx.config, ctx.args.digest_id, now=ctx.now())
     ctx.emit(
         {"ok": True, "digest_id": ctx.args.digest_id, "editors_mailed": n},

@@ -11,20 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from newsexchange.commands import Context, add_common, db_int, to_json
-from newsexchange.delivery.lists import (
-    check_list,
-    contact_export,
-    erase_contact,
-    export_csv,
-    import_rows,
-    members,
-    normalize_email,
-    parse_csv,
-    suppression_map,
-)
-from newsexchange.delivery.progress import send_progress
-from newsexchange.delivery.send import SendStopped, run_send
-from newsexchange.delivery.unsubscribe import email_hash
 from newsexchange.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -88,6 +74,8 @@ def _register_lists(sub: argparse._SubParsersAction[Any]) -> None:
 
 def lists_import(ctx: Context) -> int:
 
+    from newsexchange.delivery.lists import check_list, import_rows, parse_csv
+
     cfg = ctx.config
     list_id = ctx.args.list
     check_list(cfg, list_id)
@@ -128,6 +116,9 @@ def lists_import(ctx: Context) -> int:
 
 
 def lists_show(ctx: Context) -> int:
+
+    from newsexchange.delivery.lists import check_list, members, suppression_map
+    from newsexchange.delivery.unsubscribe import email_hash
 
     cfg = ctx.config
     list_id = ctx.args.list
@@ -178,6 +169,8 @@ def lists_show(ctx: Context) -> int:
 
 def lists_export(ctx: Context) -> int:
 
+    from newsexchange.delivery.lists import check_list, export_csv
+
     check_list(ctx.config, ctx.args.list)
     with ctx.db.session() as s:
         text, rows = export_csv(s, ctx.args.list)
@@ -195,6 +188,8 @@ def lists_export(ctx: Context) -> int:
 
 
 def lists_erase(ctx: Context) -> int:
+
+    from newsexchange.delivery.lists import erase_contact, normalize_email
 
     try:
         addr = normalize_email(ctx.args.email)
@@ -215,6 +210,8 @@ def lists_erase(ctx: Context) -> int:
 
 def lists_export_contact(ctx: Context) -> int:
 
+    from newsexchange.delivery.lists import contact_export, normalize_email
+
     try:
         addr = normalize_email(ctx.args.email)
     except ValueError as exc:
@@ -234,6 +231,9 @@ def send(ctx: Context) -> int:
     """Send one digest. SIGTERM stops it the way it stops ``serve``: the chunk on the wire
     finishes and is recorded, the deliveries claimed but not sent are handed back (pending
     again, for the next run), and the command reports what it did and exits 0."""
+
+    from newsexchange.delivery.progress import send_progress
+    from newsexchange.delivery.send import SendStopped, run_send
 
     cfg = ctx.config
     stop = threading.Event()

@@ -21,9 +21,6 @@ from typing import Any
 from newsexchange.commands import Context, add_common, db_int, to_json
 from newsexchange.db import AuditEntry, Digest, Session
 from newsexchange.db.queries import digests as queries
-from newsexchange.digest import build_digest, edit_digest, item_text
-from newsexchange.digest.periods import PeriodError
-from newsexchange.digest.render import format_period, render_digest, to_email
 from newsexchange.errors import DigestError, DigestNotFound
 
 
@@ -106,6 +103,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def build(ctx: Context) -> int:
+    from newsexchange.digest import build_digest
+    from newsexchange.digest.periods import PeriodError
+    from newsexchange.digest.render import format_period
+
     try:
         report = build_digest(
             ctx.db, ctx.config, ctx.args.exchange, period_start=ctx.args.period, now=ctx.now()
@@ -190,6 +191,8 @@ def list_digests(ctx: Context) -> int:
 
 def _entries_json(d: Digest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(included items, left-out items) of ``d`` as ``show --json`` lists them."""
+    from newsexchange.digest import item_text
+
     entries = sorted(d.entries, key=lambda e: (not e.included, e.position, e.item_id))
     items = []
     left_out = []
@@ -308,6 +311,8 @@ def _summary_text(data: dict[str, Any], tz: tzinfo = UTC) -> str:
 
 
 def show(ctx: Context) -> int:
+    from newsexchange.digest.render import render_digest, to_email
+
     with ctx.db.session() as s:
         d = s.get(Digest, ctx.args.id)
         if d is None:
@@ -361,6 +366,8 @@ def show(ctx: Context) -> int:
 
 
 def edit(ctx: Context) -> int:
+    from newsexchange.digest import edit_digest
+
     a = ctx.args
     if not (a.drop or a.pin or a.order or a.restore):
         raise DigestError("nothing to change (expected --drop, --pin, --order or --restore)")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from newsexchange.commands import Context, add_common, db_int
 from newsexchange.db import Item
 from newsexchange.db.queries.items import latest_items
 from newsexchange.db.queries.sources import source_titles
 from newsexchange.errors import ConfigError
-from newsexchange.ingest import SourceOutcome, run_fetch
+
+if TYPE_CHECKING:
+    from newsexchange.ingest import SourceOutcome
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -41,6 +43,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def fetch(ctx: Context) -> int:
+    from newsexchange.ingest import run_fetch
+
     cfg = ctx.config
     now = ctx.now()
     ids = ctx.args.sources or None
@@ -81,6 +85,8 @@ def fetch(ctx: Context) -> int:
 
 def _fetch_with_progress(ctx: Context, ids: list[str] | None) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from newsexchange.ingest import run_fetch
 
     with Progress(
         TextColumn("fetching"),

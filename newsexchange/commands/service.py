@@ -17,8 +17,6 @@ from newsexchange.commands.context import Context, add_common
 from newsexchange.db.queries.jobs import job_history, stored_jobs
 from newsexchange.errors import ConfigError
 from newsexchange.logs import install_secret_redaction
-from newsexchange.service import RUN_ONCE_ORDER, Runner, Service, job_specs, prepare_demo
-from newsexchange.web.app import create_app
 
 log = logging.getLogger("newsexchange.serve")
 
@@ -50,6 +48,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 def jobs(ctx: Context) -> int:
     """What the scheduler will do next and how its jobs went (read from the database, so it
     works whether or not a service is running)."""
+    from newsexchange.service import job_specs
+
     cfg = ctx.config
     db = ctx.db
     stored = {j["id"]: j["next_run_at"] for j in stored_jobs(db)}
@@ -95,6 +95,8 @@ def jobs(ctx: Context) -> int:
 
 
 def run_once(ctx: Context) -> int:
+    from newsexchange.service import RUN_ONCE_ORDER, Runner, prepare_demo
+
     cfg = ctx.config
     install_secret_redaction(cfg)
     runner = Runner(cfg, ctx.db)
@@ -196,6 +198,9 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def serve(ctx: Context) -> int:
+    from newsexchange.service import Service
+    from newsexchange.web.app import create_app
+
     cfg = ctx.config
     install_secret_redaction(cfg)
     for name in ("uvicorn", "uvicorn.error", "apscheduler"):

@@ -11,13 +11,6 @@ import yaml
 from newsexchange.commands import Context, add_common, db_int
 from newsexchange.db import Item
 from newsexchange.errors import ConfigError, TranslationError
-from newsexchange.translate import (
-    import_memory,
-    iter_translations,
-    run_translate,
-    set_editor_translation,
-    translation_data,
-)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -62,6 +55,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def translate(ctx: Context) -> int:
+    from newsexchange.translate import run_translate
+
     if ctx.args.limit is not None and ctx.args.limit < 1:
         raise ConfigError("--limit must be at least 1")
     report = run_translate(ctx.db, ctx.config, now=ctx.now(), limit=ctx.args.limit)
@@ -109,6 +104,8 @@ def _load_set_file(path: Path) -> tuple[str | None, str | None]:
 
 
 def translation_set(ctx: Context) -> int:
+    from newsexchange.translate import set_editor_translation, translation_data
+
     title, summary = ctx.args.title, ctx.args.summary
     if ctx.args.file is not None:
         if title is not None or summary is not None:
@@ -134,6 +131,8 @@ def translation_set(ctx: Context) -> int:
 
 
 def translation_import(ctx: Context) -> int:
+    from newsexchange.translate import import_memory
+
     with ctx.db.session() as s:
         n = import_memory(s, ctx.args.file, now=ctx.now())
     ctx.emit(
@@ -144,6 +143,8 @@ def translation_import(ctx: Context) -> int:
 
 
 def translation_show(ctx: Context) -> int:
+    from newsexchange.translate import iter_translations
+
     with ctx.db.session() as s:
         item = s.get(Item, ctx.args.item)
         if item is None:

@@ -47,11 +47,12 @@ import httpcore
 import httpx
 
 from newsexchange import __version__
-from newsexchange.common.addresses import AddressPolicy, AddressRefused, GuardedBackend, Resolver
+from newsexchange.common.addresses import AddressPolicy, AddressRefused
 from newsexchange.common.retry import Backoff, parse_retry_after
 from newsexchange.config import Config
 from newsexchange.errors import FetchError
 from newsexchange.ingest.decode import read_capped
+from newsexchange.ingest.guard import GuardedBackend, Resolver
 
 FEED_ACCEPT = (
     "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
