@@ -25,7 +25,7 @@ def test_migrations_create_exactly_the_models(any_db_url: str) -> None:
     try:
         with db.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-        assert diff == [], "models changed without a migration: run scripts/regen-initial-migration"
+        assert diff == [], "models changed without a migration: add one under newsexchange/db/migrations/versions/"
     finally:
         db.dispose()
 
