@@ -41,6 +41,11 @@ __all__ = ["COMMANDS", "build_parser", "database_problem", "main", "os_problem"]
 
 Register = Callable[["argparse._SubParsersAction[Any]"], None]
 
+DESCRIPTION = (
+    "A cross-border regional news exchange: collect news from regional feeds, translate it, "
+    "build a digest per direction, have the editors approve it, and mail it to the media lists."
+)
+
 #: Every command module, in ``--help`` order; each ``register`` adds its sub-commands.
 COMMANDS: tuple[Register, ...] = (
     core.register,
@@ -62,7 +67,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="newsexchange", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = _Parser(prog="newsexchange", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"newsexchange {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
