@@ -8,11 +8,7 @@ import codecs
 import re
 from dataclasses import dataclass
 
-try:
-    from charset_normalizer import from_bytes as _from_bytes
-except ImportError:  # pragma: no cover - it ships with our HTTP stack
-    _from_bytes = None  # type: ignore[assignment]
-
+from charset_normalizer import from_bytes as _from_bytes
 
 # --- charsets -----------------------------------------------------------------------------
 
@@ -69,8 +65,6 @@ def _detect(body: bytes) -> str | None:
     guess = _cyrillic_guess(body)
     if guess:
         return guess
-    if _from_bytes is None:  # pragma: no cover - it ships with our HTTP stack
-        return None
     best = _from_bytes(body[:65536]).best()
     return _codec(best.encoding) if best else None
 
