@@ -23,7 +23,10 @@ from newsexchange.private import create_private_file, make_private_dir
 # -- engine, sessions, migrations --------------------------------------------------------------
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-_migrate_lock = threading.Lock()
+_migrate_lock = threading.Lock()  # threads of one process
+#: The PostgreSQL advisory lock that serialises migrations across processes and hosts
+#: (an arbitrary 63-bit key: "newsexch" in ASCII).
+MIGRATION_LOCK_KEY = 0x6E65777365786368
 
 
 def make_engine(url: str, *, echo: bool = False, busy_timeout: float = 30.0) -> Engine:
@@ -68,13 +71,19 @@ def make_engine(url: str, *, echo: bool = False, busy_timeout: float = 30.0) -> 
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (run on every start; cheap when current)."""
+    """Bring the schema to the newest migration (run on every start; cheap when current; on
+    PostgreSQL one process at a time, however many start together)."""
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     with _migrate_lock, engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Processes started together (several `serve`s, a deploy's workers) would each
+            # create the same tables; this lock, held until the migration commits, lets one
+            # migrate while the others wait and then find the schema current.
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
