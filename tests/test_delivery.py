@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from newsexchange.config import Config
 from newsexchange.db import Database, Delivery, Digest, Suppression
-from newsexchange.delivery.outbox import enqueue_deliveries
+from newsexchange.delivery.outbox import claim, enqueue_deliveries
 from newsexchange.delivery.send import run_send
 from newsexchange.delivery.unsubscribe import read_token, suppress
 from newsexchange.errors import DeliveryError
@@ -461,6 +461,48 @@ def test_two_senders_at_once_share_the_work_and_mail_nobody_twice(
     assert len(received) == len(set(received)) == 300
     with db.session() as s:
         assert s.get(Digest, did).state == "sent"  # type: ignore[union-attr]
+
+
+def test_a_run_longer_than_the_lease_keeps_its_claims_and_nobody_is_mailed_twice(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    smtp_server: SMTPServer,
+) -> None:
+    """Issue 13's double send: claims stamped with the run's start time looked stale to any
+    other sender once the run was older than the lease (10 min). Here the run takes 15
+    minutes of its clock (30 chunks, 30 s each) and, after every chunk, a second sender looks
+    for stale claims at that moment: it must find none."""
+    cfg = delivery_config(write_config, smtp_port=smtp_server.port, rate=10, connections=1)
+    db = db_for(cfg)
+    did = seed_digest(db, cfg, 300)
+    t = [0.0]
+
+    def clock() -> float:
+        return t[0]
+
+    def sleep(seconds: float) -> None:
+        t[0] += seconds
+
+    stolen: list[int] = []
+
+    def between_chunks(done: int, total: int) -> None:
+        if done == 0:
+            return  # before the first claim: every row is simply due
+        t[0] += 30  # the chunk took 30 s on the wire
+        with db.session() as s:
+            rows = claim(s, did, worker="other-host:1:b", now=NOW + timedelta(seconds=t[0]))
+            stolen.extend(d.id for d in rows)
+            for d in rows:  # leave them as they were: this sender only looked
+                d.status, d.claimed_by = "pending", None
+
+    report = run_send(
+        db, cfg, now=NOW, digest_id=did, progress=between_chunks, clock=clock, sleep=sleep
+    )
+    assert t[0] > 10 * 60  # the run outlived the lease
+    assert stolen == []
+    assert report.sent == 300
+    received = [parseaddr(str(m["To"]))[1] for m in smtp_server.messages]
+    assert len(received) == len(set(received)) == 300
 
 
 def test_starttls_required_but_not_offered_stops_the_send_cleanly(

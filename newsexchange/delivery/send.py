@@ -42,7 +42,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from newsexchange.common.leases import owner_id
 from newsexchange.common.pacing import Pacer
@@ -148,6 +148,8 @@ def run_send(
         progress=progress,
         pacer=Pacer(config.mail.rate_per_second, clock=clock, sleep=sleep),
         renderer=Renderer(config, now=now),  # each digest rendered once per run
+        clock=clock,
+        started=started,
     )
     try:
         run.all(digests)
@@ -185,6 +187,19 @@ class _Run:
     progress: Progress | None
     pacer: Pacer
     renderer: Renderer
+    clock: Callable[[], float]
+    started: float
+
+    def moment(self) -> datetime:
+        """The run's ``now`` moved on by the time the run has taken: what claims are stamped
+        with and renewed to. (Stamped with the start time, a run's claims looked stale to
+        every other sender once the run was older than the lease: a double send.)"""
+        return self.now + timedelta(seconds=max(0.0, self.clock() - self.started))
+
+    def heartbeat(self) -> None:
+        """Renew this worker's claims, so a long run keeps what it holds."""
+        with self.db.session() as s:
+            queries.renew_claims(s, self.worker, now=self.moment())
 
     @property
     def chunk_size(self) -> int:
@@ -229,7 +244,7 @@ class _Run:
         while self.report.error is None:
             with self.db.session() as s:
                 limit = max(CLAIM_BATCH, self.chunk_size)
-                claimed = claim(s, did, worker=self.worker, now=self.now, limit=limit)
+                claimed = claim(s, did, worker=self.worker, now=self.moment(), limit=limit)
                 claimed_ids = [d.id for d in claimed]
             if not claimed_ids:
                 break
@@ -244,6 +259,8 @@ class _Run:
         in_flight_size = 0
         for i in range(0, len(claimed_ids), size):
             ids = claimed_ids[i : i + size]
+            if i:
+                self.heartbeat()  # the rest of the batch, and the chunk on the wire
             sending, outgoing = prepare_chunk(
                 self.db, self.mailer, did, ids, report=report, renderer=self.renderer
             )

@@ -31,6 +31,7 @@ __all__ = [
     "mark_sent",
     "record_event",
     "remaining",
+    "renew_claims",
 ]
 
 #: A delivery in one of these is not finished: the send step will still take it.
@@ -105,6 +106,17 @@ def claimed_by(session: Session, worker: str) -> list[Delivery]:
     """Every row ``worker`` still has claimed."""
     stmt = select(Delivery).where(Delivery.claimed_by == worker, Delivery.status == "claimed")
     return list(session.scalars(stmt))
+
+
+def renew_claims(session: Session, worker: str, *, now: datetime) -> int:
+    """Stamp every row ``worker`` still has claimed with ``now`` (its heartbeat), so that no
+    other sender takes them as stale while this one is still working through them."""
+    stmt = (
+        update(Delivery)
+        .where(Delivery.claimed_by == worker, Delivery.status == "claimed")
+        .values(claimed_at=now)
+    )
+    return int(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
 
 
 def contact_names(session: Session, contact_ids: Sequence[int]) -> dict[int, str]:
