@@ -24,6 +24,7 @@ LAZY_THIRD_PARTY = frozenset(
         "py3langid", "argostranslate", "rich", "feedgen", "prometheus_client", "alembic",
         "sendgrid", "python_http_client", "imapclient", "uvicorn",
         "psycopg", "brotli", "brotlicffi", "yaml",
+        "procrastinate",  # PostgreSQL only (the work queue); SQLite installs run without it
     }
 )  # fmt: skip
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from newsexchange.commands import Context, add_common
 from newsexchange.config import Config, database_url
+from newsexchange.db import schema_revision
 from newsexchange.errors import ConfigError
 
 
@@ -14,6 +15,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("check", help="validate feeds.yaml and print what would run")
     add_common(p)
     p.set_defaults(handler=check)
+
+    p = sub.add_parser(
+        "migrate",
+        help="bring the database schema up to date, then exit (a deploy's first step)",
+    )
+    add_common(p)
+    p.set_defaults(handler=migrate)
 
 
 def check(ctx: Context) -> int:
@@ -32,6 +40,21 @@ def check(ctx: Context) -> int:
     url = database_url(cfg)
     safe_url = url.split("@")[-1] if "@" in url else url  # never print a password
     ctx.emit(_summary(cfg, by_region, safe_url), lambda: _text(cfg, by_region, safe_url))
+    return 0
+
+
+def migrate(ctx: Context) -> int:
+    """Migrate, under PostgreSQL's advisory lock, and say where the schema stands. Every
+    command migrates on start anyway; this is the step of its own that a deploy runs before
+    the workers and the web app (systemd ``ExecStartPre``, a container's init), so they all
+    start on a current schema."""
+    url = database_url(ctx.config)
+    safe_url = url.split("@")[-1] if "@" in url else url
+    revision = schema_revision(ctx.db)  # opening the database ran the migrations
+    ctx.emit(
+        {"ok": True, "database": safe_url, "revision": revision},
+        f"{safe_url}: schema at revision {revision}",
+    )
     return 0
 
 

@@ -5,7 +5,14 @@ SQLAlchemy (``tests/test_structure.py`` holds it to that).
 
 from sqlalchemy.orm import Session
 
-from newsexchange.db.engine import MIGRATIONS_DIR, Database, make_engine, migrate, session_factory
+from newsexchange.db.engine import (
+    MIGRATIONS_DIR,
+    Database,
+    make_engine,
+    migrate,
+    schema_revision,
+    session_factory,
+)
 from newsexchange.db.tables import (
     MAX_ID,
     Alert,
@@ -23,6 +30,8 @@ from newsexchange.db.tables import (
     ProviderEvent,
     ProviderUsage,
     QueuedMail,
+    RateSlot,
+    SchedulerJob,
     Source,
     StoryGroup,
     Suppression,
@@ -52,6 +61,8 @@ __all__ = [
     "ProviderEvent",
     "ProviderUsage",
     "QueuedMail",
+    "RateSlot",
+    "SchedulerJob",
     "Session",
     "Source",
     "StoryGroup",
@@ -62,6 +73,7 @@ __all__ = [
     "UsedToken",
     "make_engine",
     "migrate",
+    "schema_revision",
     "session_factory",
     "utcnow",
 ]

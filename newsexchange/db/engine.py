@@ -70,6 +70,17 @@ def make_engine(url: str, *, echo: bool = False, busy_timeout: float = 30.0) -> 
     return engine
 
 
+#: Tables the migrations create but do not describe column by column: procrastinate's
+#: (migration 0003 applies the schema procrastinate ships, on PostgreSQL). ``alembic check``
+#: and autogenerate leave them alone instead of proposing to drop them.
+QUEUE_TABLE_PREFIX = "procrastinate_"
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's ``include_name`` hook: every table but the work queue's."""
+    return not (type_ == "table" and name is not None and name.startswith(QUEUE_TABLE_PREFIX))
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (run on every start; cheap when current; on
     PostgreSQL one process at a time, however many start together)."""
@@ -86,6 +97,12 @@ def migrate(engine: Engine) -> None:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def schema_revision(db: Database) -> str | None:
+    """The migration the database is at (``alembic_version``), None before the first."""
+    with db.engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -16,8 +16,10 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    LargeBinary,
     String,
     Text,
+    Unicode,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -381,6 +383,29 @@ class Lock(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     owner: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime]
+
+
+class SchedulerJob(Base):
+    """APScheduler's job store (``SQLAlchemyJobStore``), declared here exactly as APScheduler
+    creates it, so the migrations create it (before any scheduler starts, however many start
+    together) and ``alembic check`` knows it. Only APScheduler reads and writes its rows."""
+
+    __tablename__ = "apscheduler_jobs"
+    id: Mapped[str] = mapped_column(Unicode(191), primary_key=True)
+    next_run_time: Mapped[float | None] = mapped_column(Float(25), index=True)
+    job_state: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class RateSlot(Base):
+    """A shared rate limit (GCRA): ``next_free`` is when the next message may go out.
+
+    Every sender of every process reserves its messages by moving ``next_free`` forward in
+    one UPDATE, so the relay sees one rate however many workers send
+    (:mod:`newsexchange.common.pacing`)."""
+
+    __tablename__ = "rate_limits"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    next_free: Mapped[datetime]
 
 
 class Alert(Base):
