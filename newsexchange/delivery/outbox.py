@@ -160,6 +160,7 @@ def claim(
     now: datetime,
     limit: int = CLAIM_BATCH,
     lease: timedelta = LEASE,
+    id_range: tuple[int, int] | None = None,
 ) -> list[Delivery]:
     """Take up to ``limit`` due deliveries of a digest for ``worker`` (caller commits)."""
     # Claims by dead local processes, found first (cheap: one small query per batch).
@@ -169,7 +170,13 @@ def claim(
         if claim_is_orphaned(by)
     ]
     rows = queries.claimable(
-        session, digest_id, now=now, stale_before=now - lease, also=orphans, limit=limit
+        session,
+        digest_id,
+        now=now,
+        stale_before=now - lease,
+        also=[o for o in orphans if id_range is None or id_range[0] <= o <= id_range[1]],
+        limit=limit,
+        id_range=id_range,
     )
     for d in rows:
         d.status = "claimed"

@@ -119,14 +119,16 @@ def run_send(
     *,
     now: datetime,
     digest_id: int | None = None,
+    id_range: tuple[int, int] | None = None,
     progress: Progress | None = None,
     mailer: Mailer | None = None,
     worker: str | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SendReport:
-    """Deliver every due delivery of approved digests (or of one digest). Safe to run again
-    and concurrently: each row is sent by whoever claimed it."""
+    """Deliver every due delivery of approved digests (or of one digest; of one shard of it
+    with ``id_range``, inclusive, see :mod:`.shards`). Safe to run again and concurrently:
+    each row is sent by whoever claimed it."""
     started = clock()
     report = SendReport()
     worker = worker or worker_id()
@@ -150,6 +152,7 @@ def run_send(
         renderer=Renderer(config, now=now),  # each digest rendered once per run
         clock=clock,
         started=started,
+        id_range=id_range,
     )
     try:
         run.all(digests)
@@ -189,6 +192,7 @@ class _Run:
     renderer: Renderer
     clock: Callable[[], float]
     started: float
+    id_range: tuple[int, int] | None = None
 
     def moment(self) -> datetime:
         """The run's ``now`` moved on by the time the run has taken: what claims are stamped
@@ -244,7 +248,14 @@ class _Run:
         while self.report.error is None:
             with self.db.session() as s:
                 limit = max(CLAIM_BATCH, self.chunk_size)
-                claimed = claim(s, did, worker=self.worker, now=self.moment(), limit=limit)
+                claimed = claim(
+                    s,
+                    did,
+                    worker=self.worker,
+                    now=self.moment(),
+                    limit=limit,
+                    id_range=self.id_range,
+                )
                 claimed_ids = [d.id for d in claimed]
             if not claimed_ids:
                 break

@@ -29,6 +29,7 @@ __all__ = [
     "for_email",
     "insert_new",
     "mark_sent",
+    "open_buckets",
     "record_event",
     "remaining",
     "renew_claims",
@@ -74,6 +75,7 @@ def claimable(
     stale_before: datetime,
     also: Sequence[int] = (),
     limit: int,
+    id_range: tuple[int, int] | None = None,
 ) -> list[Delivery]:
     """Up to ``limit`` rows of a digest that may be claimed now: due (pending, or a retry
     whose time has come), claimed before ``stale_before`` (the lease ran out), or named in
@@ -85,6 +87,8 @@ def claimable(
     )
     stale = and_(Delivery.status == "claimed", Delivery.claimed_at < stale_before)
     cond = or_(due, stale, Delivery.id.in_(list(also))) if also else or_(due, stale)
+    if id_range is not None:  # one shard (delivery/shards.py)
+        cond = and_(cond, Delivery.id.between(*id_range))
     stmt = (
         select(Delivery)
         .where(Delivery.digest_id == digest_id, cond)
@@ -94,6 +98,24 @@ def claimable(
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     return list(session.scalars(stmt))
+
+
+def open_buckets(session: Session, digest_id: int, size: int) -> list[tuple[int, int]]:
+    """(bucket, open rows) of a digest's deliveries cut into fixed id buckets of ``size``
+    counted from its first delivery's id: bucket ``k`` holds ids ``first + k*size`` to
+    ``first + (k+1)*size - 1``, so a shard keeps its bounds however its rows progress. Only
+    buckets with open rows are listed."""
+    first = session.scalar(select(func.min(Delivery.id)).where(Delivery.digest_id == digest_id))
+    if first is None:
+        return []
+    bucket = ((Delivery.id - first) // size).label("bucket")  # integer division on both
+    stmt = (
+        select(bucket, func.count())
+        .where(Delivery.digest_id == digest_id, Delivery.status.in_(OPEN_STATUSES))
+        .group_by(bucket)
+        .order_by(bucket)
+    )
+    return [(int(k) * size + first, int(n)) for k, n in session.execute(stmt)]
 
 
 def by_ids(session: Session, ids: Sequence[int]) -> list[Delivery]:
