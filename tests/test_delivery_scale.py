@@ -316,3 +316,25 @@ def test_bulk_queueing_honours_every_kind_of_suppression_and_one_row_per_address
     # The count skips the hash-only suppression (an erased address has no contact in real
     # life; here the test keeps one): off by exactly that one.
     assert counted == len(rows) + 1
+
+
+# -- SMTP latency ---------------------------------------------------------------------------
+
+
+def test_smtp_connections_send_the_final_dot_without_waiting_for_a_delayed_ack(
+    write_config: Callable[..., Config], smtp_server: SMTPServer
+) -> None:
+    """The message's end (".") is a small write after the body; with Nagle's algorithm it
+    waited ~40 ms for the server's delayed ACK, per message. The socket has TCP_NODELAY."""
+    import socket
+
+    from newsexchange.mail.smtp import SmtpMailer
+
+    cfg = delivery_config(write_config, smtp_port=smtp_server.port)
+    mailer = SmtpMailer(cfg)
+    conn = mailer._connect()
+    try:
+        assert conn.sock is not None
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        conn.quit()

@@ -5,6 +5,12 @@ with a short TTL a chunk on a slow relay lost its claims mid-send, and with a lo
 worker's rows waited 10 minutes. The thread renews every ``interval`` (a third of the TTL)
 whatever the run is doing, with one UPDATE, so the TTL can be short (30 s) and a worker's
 death (kill -9, a lost host) is noticed within it.
+
+Claims are stamped and judged on each run's clock (``now`` moved on by the run's monotonic
+time, so tests can drive it), not the database's: hosts must agree on the time to well
+within the TTL (NTP keeps them within milliseconds; a host seconds off shortens or lengthens
+its claims by as much). The rate limit, which needs one timeline at sub-second precision,
+uses PostgreSQL's clock instead (``db/queries/rates.py``).
 """
 
 from __future__ import annotations
