@@ -225,13 +225,20 @@ def test_one_approval_freezes_content_and_enqueues_every_recipient(
             "Новость 4",
         ]
         assert d.content_hash and len(d.content_hash) == 64
-        assert s.scalar(select(func.count()).select_from(Delivery)) == 3
+        # Counted, not queued: the rows are the send step's (issue 13: off the request).
+        assert s.scalar(select(func.count()).select_from(Delivery)) == 0
         log = audit_entries(s, digest_id)
     assert [(e["actor"], e["action"], e["channel"]) for e in log] == [
         (ANNA, "approve", "cli"),
         ("newsexchange", "approved", "system"),
     ]
     assert log[0]["address"] == "x@host"
+    assert log[1]["detail"]["deliveries"] == 3
+    from newsexchange.delivery.shards import plan_shards
+
+    assert sum(sh.open for sh in plan_shards(db, cfg, now=NOW)) == 3  # every recipient
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Delivery)) == 3
 
 
 def test_two_editors_required_one_approval_is_not_enough(
@@ -535,5 +542,8 @@ def test_two_editors_approving_at_the_same_moment_approve_the_digest(
         t.join()
     assert errors == []
     assert state_of(db, digest_id) == "approved"
+    from newsexchange.delivery.shards import plan_shards
+
+    plan_shards(db, cfg, now=NOW)  # the send step queues the rows (issue 13), once
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(Delivery)) == 3

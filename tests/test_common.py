@@ -12,7 +12,7 @@ import pytest
 
 from newsexchange.clock import SYSTEM_CLOCK, FrozenClock
 from newsexchange.common.leases import owner_id, owner_is_dead
-from newsexchange.common.pacing import Pacer
+from newsexchange.common.pacing import Pacer, SharedPacer
 from newsexchange.common.retry import Backoff, parse_retry_after
 from newsexchange.digest.states import (
     OPEN,
@@ -82,6 +82,31 @@ def test_pacer_spaces_units_without_saving_up_idle_time() -> None:
     assert pacer.wait(1) == pytest.approx(0.5)  # the five booked before it
     with pytest.raises(ValueError):
         Pacer(0)
+
+
+def test_shared_pacer_books_blocks_of_at_most_a_second_and_sleeps_what_the_slot_says() -> None:
+    """Two pacers booking one slot (here an in-memory GCRA on a frozen clock, as the
+    database row does it) follow each other: together they keep the one rate."""
+    clock = FrozenClock(NOW)
+    next_free = [clock.monotonic()]
+    booked: list[float] = []
+
+    def reserve(seconds: float) -> float:
+        now = clock.monotonic()
+        start = max(next_free[0], now)
+        next_free[0] = start + seconds
+        booked.append(seconds)
+        return start - now
+
+    a = SharedPacer(10, reserve, sleep=clock.sleep)
+    b = SharedPacer(10, reserve, sleep=clock.sleep)
+    assert a.wait(10) == 0  # a second's worth: one booking
+    assert b.wait(10) == pytest.approx(1.0)  # after a's second, not beside it
+    # 2.5 s booked as 1 + 1 + 0.5, each piece slept for: the 25 go when the last piece starts
+    assert a.wait(25) == pytest.approx(3.0)
+    assert booked == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.5])
+    with pytest.raises(ValueError):
+        SharedPacer(0, reserve)
 
 
 # -- process identity --------------------------------------------------------------------------

@@ -469,9 +469,11 @@ def test_a_run_longer_than_the_lease_keeps_its_claims_and_nobody_is_mailed_twice
     smtp_server: SMTPServer,
 ) -> None:
     """Issue 13's double send: claims stamped with the run's start time looked stale to any
-    other sender once the run was older than the lease (10 min). Here the run takes 15
-    minutes of its clock (30 chunks, 30 s each) and, after every chunk, a second sender looks
-    for stale claims at that moment: it must find none."""
+    other sender once the run was older than the lease (10 min then; now the claim TTL,
+    ``mail.claim_ttl_seconds``, 30 s by default). Here the run takes 12.5 minutes of its
+    clock (30 chunks, 25 s each: each shorter than the TTL, as the driven clock jumps
+    between heartbeats) and, after every chunk, a second sender looks for stale claims at
+    that moment with the same TTL: it must find none."""
     cfg = delivery_config(write_config, smtp_port=smtp_server.port, rate=10, connections=1)
     db = db_for(cfg)
     did = seed_digest(db, cfg, 300)
@@ -488,9 +490,15 @@ def test_a_run_longer_than_the_lease_keeps_its_claims_and_nobody_is_mailed_twice
     def between_chunks(done: int, total: int) -> None:
         if done == 0:
             return  # before the first claim: every row is simply due
-        t[0] += 30  # the chunk took 30 s on the wire
+        t[0] += 25  # the chunk took 25 s on the wire
         with db.session() as s:
-            rows = claim(s, did, worker="other-host:1:b", now=NOW + timedelta(seconds=t[0]))
+            rows = claim(
+                s,
+                did,
+                worker="other-host:1:b",
+                now=NOW + timedelta(seconds=t[0]),
+                lease=timedelta(seconds=cfg.mail.claim_ttl_seconds),
+            )
             stolen.extend(d.id for d in rows)
             for d in rows:  # leave them as they were: this sender only looked
                 d.status, d.claimed_by = "pending", None
@@ -498,7 +506,7 @@ def test_a_run_longer_than_the_lease_keeps_its_claims_and_nobody_is_mailed_twice
     report = run_send(
         db, cfg, now=NOW, digest_id=did, progress=between_chunks, clock=clock, sleep=sleep
     )
-    assert t[0] > 10 * 60  # the run outlived the lease
+    assert t[0] > 10 * 60  # the run outlived the old lease, and the TTL many times over
     assert stolen == []
     assert report.sent == 300
     received = [parseaddr(str(m["To"]))[1] for m in smtp_server.messages]

@@ -35,6 +35,7 @@ def delivery_config(
     connections: int = 2,
     public_url: str = "https://news.example.org",
     database_url: str = "sqlite:///var/test.db",
+    claim_ttl: float = 30,
 ) -> Config:
     text = textwrap.dedent(
         f"""\
@@ -47,6 +48,7 @@ def delivery_config(
           reply_to: "Editors <editors@example.org>"
           outbox_dir: var/outbox
           rate_per_second: {rate}
+          claim_ttl_seconds: {claim_ttl}
           smtp: {{host: 127.0.0.1, port: {smtp_port}, connections: {connections}, timeout: 10}}
           sendgrid: {{api_key_env: SG_KEY, base_url: "{sendgrid_url}", webhook_public_key_env: SG_WEBHOOK_KEY}}
         regions:

@@ -9,9 +9,11 @@ The rules, in one place:
   latest word on that version counts (an editor who approved and then asked for changes no
   longer counts as approving).
 - When the last required approval arrives, in the same transaction: the content is rendered
-  and frozen (``digest.frozen``, ``digest.content_hash``), the state becomes ``approved`` and
-  :func:`newsexchange.delivery.outbox.enqueue_deliveries` writes one delivery row per
-  recipient. Either all of that happens or none of it.
+  and frozen (``digest.frozen``, ``digest.content_hash``) and the state becomes ``approved``;
+  the recipients are *counted* (one query, :func:`newsexchange.delivery.outbox.
+  recipient_count`) for the page and the audit log. The delivery rows themselves are written
+  by the send step in a worker (``run_send``, ``plan_shards``), idempotently: queueing a
+  100,000-contact list took minutes inside the editor's request (issue 13).
 - A rejection returns the digest to the editors as a draft of the next version (state
   ``revising``, version + 1, the reason kept): they edit it on the review page and send it
   for approval again (:mod:`newsexchange.approval.desk`); the deadline rule still applies.
@@ -48,7 +50,7 @@ from newsexchange.config import Config, ExchangeSettings
 from newsexchange.db import Approval, Digest, Session
 from newsexchange.db.queries import approvals as queries
 from newsexchange.db.queries.approvals import lock_digest
-from newsexchange.delivery.outbox import enqueue_deliveries
+from newsexchange.delivery.outbox import recipient_count
 from newsexchange.digest import edit_digest
 from newsexchange.digest.render import content_hash as _content_hash
 from newsexchange.digest.sendable import included_count, refusal
@@ -82,7 +84,7 @@ class DecisionResult:
     approved_by: list[str] = field(default_factory=list)
     required: int = 1
     repeated: bool = False  # the editor had already said exactly this
-    enqueued: int | None = None  # deliveries written when this decision approved the digest
+    enqueued: int | None = None  # recipients counted when this decision approved the digest
     content_hash: str | None = None
     #: the mails this decision asks for (not part of the JSON): the caller queues them
     notes: list[EditorNote] = field(default_factory=list)
@@ -304,7 +306,9 @@ def _approve(
     digest.approved_at = now
     digest.decided_reason = None
     session.flush()
-    result.enqueued = enqueue_deliveries(session, config, digest, now=now)
+    # How many will be mailed, as the page says; the rows are queued by the send step, so
+    # the count may differ by whoever joins or unsubscribes before the send starts.
+    result.enqueued = recipient_count(session, config, digest)
     result.content_hash = digest.content_hash
     audit(
         session,

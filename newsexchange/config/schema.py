@@ -180,7 +180,14 @@ class MailSettings(_Model):
     from_: str = Field("Joensuu–Petrozavodsk news exchange <news@example.org>", alias="from")
     reply_to: str | None = None
     outbox_dir: str = "var/outbox"
+    # Messages per second for *all* senders of this backend on one database together (a
+    # shared GCRA slot in the ``rate_limits`` table, see delivery/send.py), not per process.
     rate_per_second: float = Field(50.0, gt=0)
+    # How long a claimed delivery stays a sender's without a heartbeat. A live sender renews
+    # its claims every third of this; a dead one's rows (kill -9, a lost host) are taken by
+    # another sender once it has passed. At least 5 s, so a loaded database or a GC pause
+    # between two heartbeats cannot make a live sender's claims look stale.
+    claim_ttl_seconds: float = Field(30.0, ge=5)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     sendgrid: SendgridSettings = Field(default_factory=SendgridSettings)
     imap: ImapSettings | None = None

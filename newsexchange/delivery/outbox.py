@@ -1,7 +1,10 @@
 """The outbox: one :class:`~newsexchange.db.Delivery` row per recipient of an approved digest.
 
-Approval calls :func:`enqueue_deliveries` inside the approving transaction, so "approved" and
-"every recipient has a pending delivery" become true together or not at all. The row is the
+The send step calls :func:`enqueue_deliveries` for an approved digest (``run_send`` and
+``shards.plan_shards``, in a worker), in the transaction that moves it to ``sending``, so
+"sending" and "every recipient has a pending delivery" become true together or not at all.
+Approval itself only counts the recipients (``queries.recipient_count``): queueing 100,000
+rows does not belong in an editor's web request (issue 13). The row is the
 unit of exactly-once: the sender claims it (:func:`claim`), sends, and marks it sent, or
 records what became of it (:func:`apply_result`, the next state decided by
 :func:`.outcome.next_state`), or gives it back unsent (:func:`release`, :func:`release_own`).
@@ -30,17 +33,18 @@ from newsexchange.db.queries import deliveries as queries
 from newsexchange.db.queries import lists as list_queries
 from newsexchange.delivery.outcome import BACKOFF_BASE, claim_is_orphaned, next_state
 from newsexchange.delivery.report import SendReport
-from newsexchange.delivery.unsubscribe import email_hash, suppress
+from newsexchange.delivery.unsubscribe import HASH_PREFIX, email_hash, suppress
 from newsexchange.mail import SendResult
 
 __all__ = [
     "CLAIM_BATCH",
-    "LEASE",
+    "CLAIM_TTL",
     "Recipient",
     "apply_result",
     "claim",
     "enqueue_deliveries",
     "new_message_id",
+    "recipient_count",
     "recipients_for",
     "release",
     "release_own",
@@ -49,7 +53,9 @@ __all__ = [
 ]
 
 CLAIM_BATCH = 500
-LEASE = timedelta(minutes=10)
+#: How long a claim holds without renewal when the caller names no TTL (the send step passes
+#: ``mail.claim_ttl_seconds``). A live sender renews its claims every third of it.
+CLAIM_TTL = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -92,33 +98,63 @@ def suppressed_addresses(
     return out
 
 
+class _Blocked:
+    """Every suppression that can block a digest's recipients, loaded in one query: set-based
+    instead of a lookup per 250 addresses (400 queries for a 100,000-contact list)."""
+
+    def __init__(self, session: Session, list_ids: Sequence[str]) -> None:
+        self.by_list: dict[str | None, set[str]] = {}
+        for key, lid in queries.suppressions_for_lists(session, list_ids):
+            self.by_list.setdefault(lid, set()).add(key)
+        # Hashing every address only matters when some suppression is kept as a hash.
+        self.hashed = any(k.startswith(HASH_PREFIX) for ks in self.by_list.values() for k in ks)
+
+    def __call__(self, email: str, list_id: str) -> bool:
+        keys = self.by_list.get(None, set()) | self.by_list.get(list_id, set())
+        if not keys:
+            return False
+        key = email.lower()
+        return key in keys or (self.hashed and email_hash(key) in keys)
+
+
 def recipients_for(session: Session, config: Config, digest: Digest) -> list[Recipient]:
-    """The active, non-suppressed recipients of a digest, one per address, in a stable order."""
+    """The active, non-suppressed recipients of a digest, one per address, in a stable order
+    (the exchange's lists in order, each by contact id). Two queries whatever the size."""
     exchange = config.exchange(digest.exchange_id)
+    lists = list(exchange.lists)
+    members: dict[str, list[tuple[int, str]]] = {lid: [] for lid in lists}
+    for cid, email, lid in queries.members_of_lists(session, lists):
+        members[lid].append((cid, email))
+    blocked = _Blocked(session, lists)
     seen: set[str] = set()
     out: list[Recipient] = []
-    for list_id in exchange.lists:
+    for list_id in lists:
         list_language = config.lists[list_id].language if list_id in config.lists else None
-        rows = list_queries.list_recipients(session, list_id)
-        blocked = suppressed_addresses(session, (email for _cid, email, _lang in rows), list_id)
-        for cid, email, _lang in rows:
+        # The digest is written in one language (the exchange's, which config checks
+        # equals each list's); the row keeps it so rendering happens once per language.
+        language = digest.language or list_language or exchange.language
+        for cid, email in members[list_id]:
             key = email.lower()
-            if key in seen or key in blocked:
+            if key in seen or blocked(email, list_id):
                 continue
             seen.add(key)
-            # The digest is written in one language (the exchange's, which config checks
-            # equals each list's); the row keeps it so rendering happens once per language.
-            language = digest.language or list_language or exchange.language
             out.append(Recipient(cid, email, list_id, language))
     return out
+
+
+def recipient_count(session: Session, config: Config, digest: Digest) -> int:
+    """How many recipients the digest will be mailed to, counted with one query (what the
+    approval page says; :func:`enqueue_deliveries` makes the rows later, in a worker)."""
+    return queries.recipient_count(session, list(config.exchange(digest.exchange_id).lists))
 
 
 def enqueue_deliveries(session: Session, config: Config, digest: Digest, *, now: datetime) -> int:
     """Create one pending Delivery per recipient of ``digest``; return how many were new.
 
-    Idempotent: calling it again (a retried approval, a list grown since) adds only the
+    Idempotent: calling it again (a retried plan, a list grown since) adds only the
     missing recipients; existing rows, whatever their state, are left alone. Runs in the
-    caller's transaction and does not commit.
+    caller's transaction and does not commit. Set-based: the recipients in two queries,
+    the rows in one executemany (a 100,000-contact list in seconds).
     """
     if digest.id is None:
         session.flush()
@@ -126,6 +162,7 @@ def enqueue_deliveries(session: Session, config: Config, digest: Digest, *, now:
     if not recipients:
         return 0
     existing = queries.emails_of_digest(session, digest.id)
+    domain = sender_domain(config)
     rows = [
         {
             "digest_id": digest.id,
@@ -134,7 +171,8 @@ def enqueue_deliveries(session: Session, config: Config, digest: Digest, *, now:
             "list_id": r.list_id,
             "language": r.language,
             "status": "pending",
-            "message_id": new_message_id(config, digest.id),
+            # Minted once per delivery, as new_message_id does (the domain looked up once).
+            "message_id": f"<nx.{digest.id}.{secrets.token_hex(10)}@{domain}>",
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
@@ -159,10 +197,11 @@ def claim(
     worker: str,
     now: datetime,
     limit: int = CLAIM_BATCH,
-    lease: timedelta = LEASE,
+    lease: timedelta = CLAIM_TTL,
     id_range: tuple[int, int] | None = None,
 ) -> list[Delivery]:
-    """Take up to ``limit`` due deliveries of a digest for ``worker`` (caller commits)."""
+    """Take up to ``limit`` due deliveries of a digest for ``worker`` (caller commits).
+    ``lease`` is the claim TTL: others' claims not renewed for that long are taken."""
     # Claims by dead local processes, found first (cheap: one small query per batch).
     orphans = [
         did

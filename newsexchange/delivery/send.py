@@ -3,14 +3,22 @@
 ``run_send(db, config, *, now, digest_id=None)`` is what ``newsexchange send ID`` and the
 scheduler's dispatch job call. For each digest that is approved (or already sending):
 
-1. **claim** a batch of due deliveries (pending, retry due, or claimed by someone whose lease
-   ran out or whose process is gone) in one short transaction: status ``claimed``,
-   ``claimed_at``, ``claimed_by`` = host:pid:nonce. PostgreSQL claims with
-   ``FOR UPDATE SKIP LOCKED`` so several senders share the work without waiting on each other;
-   SQLite serializes writers (``BEGIN IMMEDIATE``) which gives the same result.
+1. **claim** a batch of due deliveries (pending, retry due, or claimed by someone whose claim
+   was not renewed for ``mail.claim_ttl_seconds`` or whose local process is gone) in one
+   short transaction: status ``claimed``, ``claimed_at``, ``claimed_by`` = host:pid:nonce.
+   PostgreSQL claims with ``FOR UPDATE SKIP LOCKED`` so several senders share the work
+   without waiting on each other; SQLite serializes writers (``BEGIN IMMEDIATE``) which gives
+   the same result. While the run lives, a thread renews its claims every third of the TTL
+   (:mod:`.heartbeat`), so a live run never loses them and a dead one's are taken within the
+   TTL, on any host.
 2. **send** them in small chunks through the configured mailer, paced to
-   ``mail.rate_per_second``; suppressions are checked again right before (an unsubscribe
-   that arrived after approval is honoured).
+   ``mail.rate_per_second`` *for every sender of that backend together*: the budget is a
+   shared GCRA row in ``rate_limits`` named after the backend (:func:`rate_limit_name`),
+   booked a chunk (≤ 1 s of budget) at a time (:class:`~newsexchange.common.pacing.
+   SharedPacer`, ``db/queries/rates.py``). The clock of that row is PostgreSQL's
+   ``clock_timestamp()`` (one timeline for every host); on SQLite, where every sender is on
+   the one host, the run's own clock. Suppressions are checked again right before (an
+   unsubscribe that arrived after approval is honoured).
 3. **mark**: SMTP and outbox report each message the moment the server accepted it and the
    row becomes ``sent`` in its own tiny transaction; then the rest of the chunk is recorded:
    ``retrying`` with exponential backoff (or the provider's Retry-After) for temporary
@@ -45,12 +53,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from newsexchange.common.leases import owner_id
-from newsexchange.common.pacing import Pacer
+from newsexchange.common.pacing import Pacer, SharedPacer
 from newsexchange.config import Config
 from newsexchange.db import Database, Digest
 from newsexchange.db.queries import deliveries as queries
+from newsexchange.db.queries import rates
 from newsexchange.delivery.chunk import Thread, dispatch, prepare_chunk
 from newsexchange.delivery.due import digests_to_send
+from newsexchange.delivery.heartbeat import Heartbeat
 from newsexchange.delivery.outbox import (
     CLAIM_BATCH,
     apply_result,
@@ -89,6 +99,7 @@ __all__ = [
     "apply_result",
     "claim",
     "list_headers",
+    "rate_limit_name",
     "run_send",
     "send_progress",
     "worker_id",
@@ -108,6 +119,34 @@ class SendStopped(Exception):
     SIGTERM; the service raises its own StopRequested, which propagates)."""
 
 
+def rate_limit_name(config: Config) -> str:
+    """The shared rate limit a backend's senders book: one per relay (host and port) for
+    SMTP, one for the SendGrid account, one for the outbox directory's backend."""
+    mail = config.mail
+    if mail.backend == "smtp":
+        return f"mail:smtp:{mail.smtp.host}:{mail.smtp.port}"[:100]
+    return f"mail:{mail.backend}"
+
+
+def shared_pacer(
+    db: Database,
+    config: Config,
+    *,
+    moment: Callable[[], datetime],
+    sleep: Callable[[float], None] = time.sleep,
+) -> SharedPacer:
+    """The pacer of every sender of this backend on ``db`` (see the module docstring for its
+    clock: ``moment`` is used on SQLite only)."""
+    name = rate_limit_name(config)
+    on_sqlite = db.engine.dialect.name == "sqlite"
+
+    def reserve(seconds: float) -> float:
+        with db.session() as s:
+            return rates.reserve(s, name, seconds, now=moment() if on_sqlite else None)
+
+    return SharedPacer(config.mail.rate_per_second, reserve, sleep=sleep)
+
+
 def worker_id() -> str:
     """This process's name as a claimer (``host:pid:random``, see common.leases)."""
     return owner_id()
@@ -125,10 +164,14 @@ def run_send(
     worker: str | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    pacer: Pacer | SharedPacer | None = None,
 ) -> SendReport:
     """Deliver every due delivery of approved digests (or of one digest; of one shard of it
     with ``id_range``, inclusive, see :mod:`.shards`). Safe to run again and concurrently:
-    each row is sent by whoever claimed it."""
+    each row is sent by whoever claimed it.
+
+    ``pacer`` defaults to the backend's shared rate limit (:func:`shared_pacer`); ``clock``
+    and ``sleep`` drive the run's time (claims, the shard's wait, pacing on SQLite)."""
     started = clock()
     report = SendReport()
     worker = worker or worker_id()
@@ -140,6 +183,10 @@ def run_send(
     _warn_without_https(config)
     own_mailer = mailer is None
     mailer = mailer or get_mailer(config)
+
+    def moment() -> datetime:  # as _Run.moment, for the pacer made before the run
+        return now + timedelta(seconds=max(0.0, clock() - started))
+
     run = _Run(
         db,
         config,
@@ -148,14 +195,17 @@ def run_send(
         worker=worker,
         report=report,
         progress=progress,
-        pacer=Pacer(config.mail.rate_per_second, clock=clock, sleep=sleep),
+        pacer=pacer or shared_pacer(db, config, moment=moment, sleep=sleep),
         renderer=Renderer(config, now=now),  # each digest rendered once per run
         clock=clock,
         started=started,
         id_range=id_range,
+        sleep=sleep,
     )
+    heartbeat = Heartbeat(db, worker, interval=run.ttl.total_seconds() / 3, moment=run.moment)
     try:
-        run.all(digests)
+        with heartbeat:
+            run.all(digests)
     finally:
         if own_mailer:
             mailer.close()
@@ -188,11 +238,17 @@ class _Run:
     worker: str
     report: SendReport
     progress: Progress | None
-    pacer: Pacer
+    pacer: Pacer | SharedPacer
     renderer: Renderer
     clock: Callable[[], float]
     started: float
     id_range: tuple[int, int] | None = None
+    sleep: Callable[[float], None] = time.sleep
+
+    @property
+    def ttl(self) -> timedelta:
+        """How long a claim lives without renewal (``mail.claim_ttl_seconds``)."""
+        return timedelta(seconds=self.config.mail.claim_ttl_seconds)
 
     def moment(self) -> datetime:
         """The run's ``now`` moved on by the time the run has taken: what claims are stamped
@@ -201,7 +257,8 @@ class _Run:
         return self.now + timedelta(seconds=max(0.0, self.clock() - self.started))
 
     def heartbeat(self) -> None:
-        """Renew this worker's claims, so a long run keeps what it holds."""
+        """Renew this worker's claims now (besides the :class:`.Heartbeat` thread: before
+        each chunk, so a run on a driven clock, as in tests, keeps its claims too)."""
         with self.db.session() as s:
             queries.renew_claims(s, self.worker, now=self.moment())
 
@@ -245,6 +302,7 @@ class _Run:
                 move(digest, "start_send")
             total = queries.remaining(s, did)
         done = self._report_progress(0, total)
+        waiting_since: float | None = None
         while self.report.error is None:
             with self.db.session() as s:
                 limit = max(CLAIM_BATCH, self.chunk_size)
@@ -254,13 +312,45 @@ class _Run:
                     worker=self.worker,
                     now=self.moment(),
                     limit=limit,
+                    lease=self.ttl,
                     id_range=self.id_range,
                 )
                 claimed_ids = [d.id for d in claimed]
-            if not claimed_ids:
+            if claimed_ids:
+                waiting_since = None
+                done = self._send_batch(did, claimed_ids, done, total)
+                continue
+            if waiting_since is None:
+                waiting_since = self.clock()
+            if not self._wait_for_others(did, waiting_since):
                 break
-            done = self._send_batch(did, claimed_ids, done, total)
         self._finish(did, exchange_id)
+
+    def _wait_for_others(self, did: int, since: float) -> bool:
+        """A shard whose rows others still claim waits until those are finished or stale
+        (then the loop takes them), sleeping in steps; True to look again. So a shard
+        retried after its worker died resumes within about one TTL instead of leaving the
+        rows to the next dispatch. Bounded by 1.5 TTL from ``since`` (a live claimer that
+        keeps renewing is working; its rows are its own). Without a shard: never waits, as
+        before (the next run takes what is left)."""
+        if self.id_range is None:
+            return False
+        with self.db.session() as s:
+            held, oldest = queries.claims_in_range(s, did, self.worker, self.id_range)
+        if not held or oldest is None:
+            return False
+        ttl = self.ttl.total_seconds()
+        if self.clock() - since > 1.5 * ttl:
+            log.info(
+                "shard still claimed by another sender; leaving it",
+                extra={"digest": did, "range": self.id_range, "claimed": held},
+            )
+            return False
+        until_stale = (oldest - self.moment()).total_seconds() + ttl
+        # Look again when the oldest claim goes stale, and at least every TTL/6 (rows
+        # finished by their claimer end the wait early).
+        self.sleep(min(max(until_stale, 0.0) + 0.05, ttl / 6))
+        return True
 
     def _send_batch(self, did: int, claimed_ids: list[int], done: int, total: int) -> int:
         """Send a claimed batch chunk by chunk. While one chunk is on the wire (a thread:

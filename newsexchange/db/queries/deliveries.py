@@ -5,15 +5,34 @@ it sends, and the provider events it has applied. Plain values in; rows or value
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    distinct,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from newsexchange.db.tables import Contact, Delivery, Digest, ProviderEvent
+from newsexchange.db.tables import (
+    Contact,
+    Delivery,
+    Digest,
+    ListMembership,
+    ProviderEvent,
+    Suppression,
+)
 
 __all__ = [
     "OPEN_STATUSES",
@@ -22,6 +41,7 @@ __all__ = [
     "claimable",
     "claimed_by",
     "claimed_by_others",
+    "claims_in_range",
     "contact_names",
     "count_for_digest",
     "digests_in",
@@ -29,10 +49,13 @@ __all__ = [
     "for_email",
     "insert_new",
     "mark_sent",
+    "members_of_lists",
     "open_buckets",
+    "recipient_count",
     "record_event",
     "remaining",
     "renew_claims",
+    "suppressions_for_lists",
 ]
 
 #: A delivery in one of these is not finished: the send step will still take it.
@@ -65,6 +88,23 @@ def claimed_by_others(
         Delivery.claimed_by != worker,
     )
     return [(did, by) for did, by in session.execute(stmt)]
+
+
+def claims_in_range(
+    session: Session, digest_id: int, worker: str, id_range: tuple[int, int]
+) -> tuple[int, datetime | None]:
+    """(how many, the oldest claim time) of a shard's rows claimed by anyone but ``worker``:
+    what a shard's run waits out before it may take them as stale."""
+    stmt = select(func.count(), func.min(Delivery.claimed_at)).where(
+        Delivery.digest_id == digest_id,
+        Delivery.status == "claimed",
+        Delivery.claimed_by != worker,
+        Delivery.id.between(*id_range),
+    )
+    n, oldest = session.execute(stmt).one()
+    if oldest is not None and oldest.tzinfo is None:  # an aggregate skips the column's type
+        oldest = oldest.replace(tzinfo=UTC)
+    return int(n or 0), oldest
 
 
 def claimable(
@@ -177,18 +217,66 @@ def emails_of_digest(session: Session, digest_id: int) -> set[str]:
 
 
 def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert delivery rows, skipping any whose (digest_id, email) exists already."""
+    """Insert delivery rows, skipping any whose (digest_id, email) exists already.
+
+    One Core executemany on the table (not the ORM's bulk path, which builds an object per
+    row): 100,000 rows in a few seconds; the driver batches the statement itself."""
+    if not rows:
+        return
     dialect = session.get_bind().dialect.name
-    for i in range(0, len(rows), 500):
-        chunk = list(rows[i : i + 500])
-        # ON CONFLICT DO NOTHING: a concurrent enqueue (two approvals racing) cannot make
-        # a second row for the same address; the unique (digest_id, email) decides.
-        if dialect == "postgresql":
-            session.execute(postgresql.insert(Delivery).on_conflict_do_nothing(), chunk)
-        elif dialect == "sqlite":
-            session.execute(sqlite.insert(Delivery).on_conflict_do_nothing(), chunk)
-        else:  # pragma: no cover - other databases are not supported yet
-            session.execute(insert(Delivery), chunk)
+    table = cast(Table, Delivery.__table__)
+    # ON CONFLICT DO NOTHING: a concurrent enqueue (two workers planning the same digest)
+    # cannot make a second row for the same address; the unique (digest_id, email) decides.
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(table).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing()
+    else:  # pragma: no cover - other databases are not supported yet
+        stmt = insert(table)
+    session.execute(stmt, list(rows))
+
+
+def members_of_lists(session: Session, list_ids: Sequence[str]) -> list[tuple[int, str, str]]:
+    """(contact id, email, list id) of every member of any of ``list_ids``, by contact id:
+    a digest's candidate recipients in one query."""
+    stmt = (
+        select(Contact.id, Contact.email, ListMembership.list_id)
+        .join(ListMembership, ListMembership.contact_id == Contact.id)
+        .where(ListMembership.list_id.in_(list(list_ids)))
+        .order_by(Contact.id)
+    )
+    return [(cid, email, lid) for cid, email, lid in session.execute(stmt)]
+
+
+def suppressions_for_lists(
+    session: Session, list_ids: Sequence[str]
+) -> list[tuple[str, str | None]]:
+    """(stored email or hash, list id or None) of every suppression that can block a member
+    of ``list_ids``: the global ones and those of these lists."""
+    stmt = select(Suppression.email, Suppression.list_id).where(
+        or_(Suppression.list_id.is_(None), Suppression.list_id.in_(list(list_ids)))
+    )
+    return [(e, lid) for e, lid in session.execute(stmt)]
+
+
+def recipient_count(session: Session, list_ids: Sequence[str]) -> int:
+    """How many distinct addresses are on any of ``list_ids`` and not suppressed (globally
+    or for the list they are on): one aggregate query, cheap on a 100,000-contact list, for
+    what the approval page announces. Suppressions kept only as a hash (erased addresses)
+    have no contact left to count, so they are not looked up here."""
+    if not list_ids:
+        return 0
+    blocked = exists().where(
+        Suppression.email == func.lower(Contact.email),
+        or_(Suppression.list_id.is_(None), Suppression.list_id == ListMembership.list_id),
+    )
+    stmt = (
+        select(func.count(distinct(func.lower(Contact.email))))
+        .select_from(Contact)
+        .join(ListMembership, ListMembership.contact_id == Contact.id)
+        .where(ListMembership.list_id.in_(list(list_ids)), ~blocked)
+    )
+    return int(session.scalar(stmt) or 0)
 
 
 def count_for_digest(session: Session, digest_id: int) -> int:
