@@ -23,7 +23,6 @@ from newsexchange.config import Config
 from newsexchange.db import (
     Approval,
     Database,
-    Delivery,
     Digest,
     TranslationMemory,
     UsedToken,
