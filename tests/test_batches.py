@@ -18,7 +18,8 @@ import newsexchange.translate.step as translate_step
 from newsexchange.config import Config
 from newsexchange.db import Database, Item, ProviderUsage, Source, Translation
 from newsexchange.ingest import FetchReport, due_source_ids, run_fetch
-from newsexchange.translate import TranslateReport, pending_ranges, run_translate
+from newsexchange.ingest.step import fetched_meanwhile
+from newsexchange.translate import TranslateReport, pending_ranges, providers_down, run_translate
 from tests.servers import HTTPServer, Response
 from tests.test_ingest import NOW, fetch_yaml, fi_items, rss
 from tests.test_translate_support import NOW as TNOW
@@ -132,6 +133,16 @@ def test_batch_with_only_due_skips_a_source_fetched_meanwhile_and_a_resting_one(
     # Without only_due, source_ids still means "fetch these even if not due" (the console).
     forced = run_fetch(db, cfg, now=nxt, source_ids=["alpha", "broken"])
     assert fetched(forced) == ["alpha", "broken"]
+
+
+def test_fetched_meanwhile_means_within_half_an_interval_or_after_now() -> None:
+    at = NOW
+    assert not fetched_meanwhile(None, at, interval_minutes=30)
+    assert not fetched_meanwhile(at - timedelta(minutes=15), at, interval_minutes=30)
+    assert fetched_meanwhile(at - timedelta(minutes=14), at, interval_minutes=30)
+    assert fetched_meanwhile(at, at, interval_minutes=30)
+    assert fetched_meanwhile(at + timedelta(hours=1), at, interval_minutes=30)
+    assert not fetched_meanwhile(at - timedelta(minutes=31), at, interval_minutes=60)
 
 
 def test_only_due_with_force_is_refused(fetch_setup: tuple[Config, Database]) -> None:
@@ -336,3 +347,47 @@ def test_two_ranges_translated_at_once_on_postgres_lose_no_usage_count(
         assert translated_at(db, TNOW) == set(ids)
     finally:
         db.dispose()
+
+
+def test_provider_health_is_kept_by_the_usage_added_in_sql(
+    tsetup: tuple[Config, Database], libre: FakeLibre
+) -> None:
+    """Down since its first failure, through later failures and into the next day (a row of
+    its own, carrying the outage over); up again at the first success."""
+    cfg, db = tsetup
+
+    def usage(day: Any) -> ProviderUsage:
+        with db.session() as s:
+            return s.scalars(select(ProviderUsage).where(ProviderUsage.day == day)).one()
+
+    libre.failure = Response(503, '{"error": "Service unavailable"}')
+    _add(db, 1, "eka")
+    run_translate(db, cfg, now=TNOW)
+    first = usage(TNOW.date())
+    assert first.down_since == TNOW and "503" in (first.last_error or "")
+    assert first.failures >= 1 and first.requests >= 1
+
+    _add(db, 1, "toka")
+    run_translate(db, cfg, now=TNOW + timedelta(hours=1))
+    again = usage(TNOW.date())
+    assert again.down_since == TNOW and again.failures > first.failures
+    assert again.requests > first.requests
+
+    tomorrow = TNOW + timedelta(days=1)
+    _add(db, 1, "kolmas")
+    run_translate(db, cfg, now=tomorrow)
+    assert usage(tomorrow.date()).down_since == TNOW
+    down = providers_down_at(db, tomorrow)
+    assert [(d["provider"], d["down_since"]) for d in down] == [("libre", TNOW)]
+
+    libre.failure = None
+    _add(db, 1, "neljäs")
+    run_translate(db, cfg, now=tomorrow + timedelta(hours=1))
+    up = usage(tomorrow.date())
+    assert up.down_since is None and up.characters > 0
+    assert providers_down_at(db, tomorrow + timedelta(hours=2)) == []
+
+
+def providers_down_at(db: Database, now: Any) -> list[dict[str, Any]]:
+    with db.session() as s:
+        return providers_down(s, now=now)
