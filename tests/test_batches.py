@@ -17,6 +17,7 @@ from sqlalchemy import select
 import newsexchange.translate.step as translate_step
 from newsexchange.config import Config
 from newsexchange.db import Database, Item, ProviderUsage, Source, Translation
+from newsexchange.errors import ConfigError
 from newsexchange.ingest import FetchReport, due_source_ids, run_fetch
 from newsexchange.ingest.step import fetched_meanwhile
 from newsexchange.translate import TranslateReport, pending_ranges, providers_down, run_translate
@@ -143,6 +144,19 @@ def test_fetched_meanwhile_means_within_half_an_interval_or_after_now() -> None:
     assert fetched_meanwhile(at, at, interval_minutes=30)
     assert fetched_meanwhile(at + timedelta(hours=1), at, interval_minutes=30)
     assert not fetched_meanwhile(at - timedelta(minutes=31), at, interval_minutes=60)
+
+
+def test_a_batch_leaves_out_sources_removed_or_disabled_since_it_was_planned(
+    fetch_setup: tuple[Config, Database], feeds: HTTPServer
+) -> None:
+    cfg, db = fetch_setup
+    # "gone" was in the planner's feeds.yaml, "paused" was enabled there.
+    batch = ["gone", "zeta", "paused"]
+    report = run_fetch(db, cfg, now=NOW, source_ids=batch, only_due=True)
+    assert [o.source for o in report.outcomes] == ["zeta"] and fetched(report) == ["zeta"]
+    assert requests_to(feeds, "paused") == 0
+    with pytest.raises(ConfigError, match="unknown source 'gone'"):
+        run_fetch(db, cfg, now=NOW, source_ids=batch)  # the console's fetch still says so
 
 
 def test_only_due_with_force_is_refused(fetch_setup: tuple[Config, Database]) -> None:

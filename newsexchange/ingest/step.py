@@ -98,7 +98,7 @@ def run_fetch(
     if only_due and force:
         raise ValueError("run_fetch: only_due and force exclude each other")
     started = time.perf_counter()
-    selected = _select(config, source_ids)
+    selected = _select(config, source_ids, only_due=only_due)
     states = _sync_sources(db, selected)
     forced = force or (bool(source_ids) and not only_due)
     due = [s for s in selected if is_due(states[s.id], now, force=forced)]
@@ -209,11 +209,22 @@ def _log_report(report: FetchReport) -> None:
     )
 
 
-def _select(config: Config, source_ids: Sequence[str] | None) -> list[SourceSettings]:
+def _select(
+    config: Config, source_ids: Sequence[str] | None, *, only_due: bool = False
+) -> list[SourceSettings]:
+    """The sources a run covers. Ids asked for by name must exist, except in a queued batch
+    (``only_due``): it was planned from the feeds.yaml of another process or of before a
+    reload, so a source removed or disabled since is no longer due and is left out (logged),
+    where failing the job would only have it retried with the same ids."""
     if not source_ids:
         return [s for s in config.sources if s.enabled]
     known = {s.id: s for s in config.sources}
     unknown = [sid for sid in source_ids if sid not in known]
+    if only_due:
+        gone = [*unknown, *(sid for sid in source_ids if sid in known and not known[sid].enabled)]
+        if gone:
+            log.info("batch sources no longer in feeds.yaml or disabled", extra={"sources": gone})
+        return [known[sid] for sid in dict.fromkeys(source_ids) if sid not in gone]
     if unknown:
         raise ConfigError(
             f"unknown source {', '.join(map(repr, unknown))} (expected one of: "
