@@ -405,3 +405,58 @@ def test_provider_health_is_kept_by_the_usage_added_in_sql(
 def providers_down_at(db: Database, now: Any) -> list[dict[str, Any]]:
     with db.session() as s:
         return providers_down(s, now=now)
+
+
+def test_two_ranges_sharing_sentences_translate_at_once_on_postgres(
+    write_config: Callable[..., Config],
+    libre: FakeLibre,
+    pg_server_url: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same two sentences in both ranges, in opposite orders, translated at about the same
+    moment: both runs send them and insert the same memory keys; every page still ends done
+    and right (the unique key settles the double insert). The keys are inserted in one order
+    so the two inserts wait rather than deadlock; whether these runs ever meet inside that
+    millisecond is up to timing, so this guards the concurrent path, not the ordering alone."""
+    monkeypatch.setattr(translate_step, "PAGE", 1)
+    libre.delay = 0.05  # both runs wait on the provider together, then write together
+    cfg = _config(write_config, libre)
+    db = Database(pg_server_url())
+    n = 12
+    try:
+        for order in (1, -1):
+            for i in range(n):
+                pair = [f"Ensimmäinen lause {i} kertoo.", f"Toinen lause {i} jatkaa."]
+                add_item(
+                    db,
+                    title=f"Otsikko {order} {i}",
+                    summary_text=" ".join(pair[::order]),
+                    updated_at=TNOW - timedelta(hours=1),
+                )
+        ranges = pending_ranges(db, cfg, now=TNOW, size=n)
+        assert len(ranges) == 2
+        # Item i of one range and item i of the other are translated at the same time.
+        errors: list[BaseException] = []
+        start = threading.Barrier(2)
+
+        def job(r: tuple[int, int]) -> None:
+            try:
+                start.wait(timeout=60)
+                run_translate(db, cfg, now=TNOW, id_range=r)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=job, args=(r,)) for r in ranges]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert not errors, errors
+        with db.session() as s:
+            rows = s.scalars(select(Translation).where(Translation.language == "ru")).all()
+            items = {i.id: i for i in s.scalars(select(Item))}
+        assert len(rows) == 2 * n and all(t.status == "done" for t in rows)
+        for t in rows:
+            assert t.summary_text == fake_translate(items[t.item_id].summary_text)
+    finally:
+        db.dispose()
