@@ -460,3 +460,53 @@ def test_two_ranges_sharing_sentences_translate_at_once_on_postgres(
             assert t.summary_text == fake_translate(items[t.item_id].summary_text)
     finally:
         db.dispose()
+
+
+def test_two_ranges_at_once_hold_the_daily_character_limit_within_a_page(
+    write_config: Callable[..., Config],
+    libre: FakeLibre,
+    pg_server_url: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each run re-reads the day's usage before every page, so two runs at once overshoot
+    ``chars_per_day`` by at most the page the other has in flight (read once per run, each
+    would have spent the whole budget: twice the limit)."""
+    monkeypatch.setattr(translate_step, "PAGE", 1)
+    libre.delay = 0.02
+    limit = 1000
+    cfg = write_config(
+        exchange_config(
+            f"    - {{name: libre, url: {libre.url}, timeout: 10, chars_per_day: {limit}}}\n"
+        )
+    )
+    db = Database(pg_server_url())
+    try:
+        ids = _add(db, 40, "raja")
+        ranges = pending_ranges(db, cfg, now=TNOW, size=20)
+        assert ranges == [(ids[0], ids[19]), (ids[20], ids[39])]
+        errors: list[BaseException] = []
+        start = threading.Barrier(2)
+
+        def job(r: tuple[int, int]) -> None:
+            try:
+                start.wait(timeout=60)
+                run_translate(db, cfg, now=TNOW, id_range=r)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=job, args=(r,)) for r in ranges]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert not errors, errors
+        # a page is one request per language pair (fi→ru, fi→en)
+        page_chars = 2 * max(c.chars for c in libre.calls)
+        assert libre.chars > limit - page_chars, "the budget was not used"
+        assert libre.chars <= limit + page_chars, f"{libre.chars} chars against {limit}"
+        with db.session() as s:
+            assert s.scalars(select(ProviderUsage)).one().characters == libre.chars
+            pending = s.scalars(select(Translation).where(Translation.status != "done")).all()
+        assert pending and all("daily character limit" in (t.error or "") for t in pending)
+    finally:
+        db.dispose()
