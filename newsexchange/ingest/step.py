@@ -47,9 +47,12 @@ __all__ = ["due_source_ids", "fetched_meanwhile", "run_fetch"]
 log = logging.getLogger("newsexchange.ingest")
 
 #: With ``only_due``, a source fetched less than this share of ``fetch.interval_minutes`` ago
-#: counts as fetched meanwhile. Half: a batch planned at one slot but run late (a long queue)
-#: still fetches a source last fetched at the slot before, and never one fetched since it was
-#: planned, whichever ``now`` the job is given (its planner's or its own).
+#: counts as fetched meanwhile. Half, the service's own rule for the whole fetch job (its
+#: ``min_gap`` is half the interval, service/jobs.py): scheduled fires are at least 3/4 of the
+#: interval apart (the jitter is at most a quarter), so a batch still fetches a source last
+#: fetched at the slot before unless that batch ran more than a quarter interval late. A job
+#: given its planner's ``now`` skips every source fetched since it was planned however long it
+#: waited; given its own clock, those fetched within the last half interval.
 FRESH_SHARE = 0.5
 
 
