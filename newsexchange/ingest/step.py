@@ -17,6 +17,13 @@ How one run goes (one asyncio event loop, one writer thread):
    (consecutive failures, last error, next attempt); nothing a source does crashes the run.
 
 A 304 (or an unchanged file) costs one request and one row update: no parsing at all.
+
+Cut for a work queue (many workers, issue 13): :func:`due_source_ids` lists the due sources
+without fetching anything; the queue cuts them into batches, and each batch job runs
+``run_fetch(..., source_ids=batch, only_due=True)``. A batch may wait in the queue while
+another worker (or a console ``fetch``) fetches one of its sources; ``only_due`` makes the job
+fetch only what is still due when it runs, and claims each source in the database first, so of
+two jobs holding the same source at once only one fetches it (see :func:`fetched_meanwhile`).
 """
 
 from __future__ import annotations
@@ -24,20 +31,52 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from newsexchange.config import Config, SourceSettings
 from newsexchange.db import Database, Source
-from newsexchange.db.queries.sources import insert_sources, load_sources
+from newsexchange.db.queries.sources import claim_source, insert_sources, load_sources
 from newsexchange.errors import ConfigError
 from newsexchange.ingest.decide import SourceState, is_due
 from newsexchange.ingest.fetch import Fetcher
 from newsexchange.ingest.pipeline import fetch_all, run_coroutine
 from newsexchange.ingest.report import FetchReport, Progress, SourceOutcome
 
-__all__ = ["run_fetch"]
+__all__ = ["due_source_ids", "fetched_meanwhile", "run_fetch"]
 
 log = logging.getLogger("newsexchange.ingest")
+
+#: With ``only_due``, a source fetched less than this share of ``fetch.interval_minutes`` ago
+#: counts as fetched meanwhile. Half, the service's own rule for the whole fetch job (its
+#: ``min_gap`` is half the interval, service/jobs.py): scheduled fires are at least 3/4 of the
+#: interval apart (the jitter is at most a quarter), so a batch still fetches a source last
+#: fetched at the slot before unless that batch ran more than a quarter interval late. A job
+#: given its planner's ``now`` skips every source fetched since it was planned however long it
+#: waited; given its own clock, those fetched within the last half interval.
+FRESH_SHARE = 0.5
+
+
+def due_source_ids(db: Database, config: Config, *, now: datetime) -> list[str]:
+    """The ids of the enabled sources that :func:`run_fetch` would fetch now (not resting
+    after failures: :func:`.is_due` on the stored state), in feeds.yaml order, without fetching
+    anything. The queue's planner cuts this list into batch jobs. Creates the rows of sources
+    seen for the first time and follows URLs changed in feeds.yaml, exactly as a fetch run
+    does, so the answer is the one that run would act on."""
+    selected = _select(config, None)
+    states = _sync_sources(db, selected)
+    return [s.id for s in selected if is_due(states[s.id], now)]
+
+
+def fetched_meanwhile(
+    last_fetched_at: datetime | None, now: datetime, *, interval_minutes: float
+) -> bool:
+    """Was this source fetched since a batch holding it was planned? True when its last fetch
+    (success or failure: both stamp ``last_fetched_at``) is later than ``now`` less
+    :data:`FRESH_SHARE` of the interval, or later than ``now`` itself (a job given its
+    planner's ``now`` while a newer run already went through)."""
+    if last_fetched_at is None:
+        return False
+    return last_fetched_at > now - timedelta(minutes=interval_minutes * FRESH_SHARE)
 
 
 def run_fetch(
@@ -49,13 +88,25 @@ def run_fetch(
     force: bool = False,
     progress: Progress | None = None,
     fetcher: Fetcher | None = None,
+    only_due: bool = False,
 ) -> FetchReport:
     """Fetch the due sources (or ``source_ids``; all of them with ``force``) and store their
-    items. Safe to run again: unchanged items are left alone."""
+    items. Safe to run again: unchanged items are left alone.
+
+    ``source_ids`` alone means "fetch these even if not due" (the console's ``fetch ID``).
+    With ``only_due`` (a queue's batch job) only those of them still due are fetched: not
+    resting, not fetched meanwhile (:func:`fetched_meanwhile`), and claimed by this run in the
+    database; the rest are reported ``skipped``. ``only_due`` with ``force`` is a contradiction
+    and refused."""
+    if only_due and force:
+        raise ValueError("run_fetch: only_due and force exclude each other")
     started = time.perf_counter()
-    selected = _select(config, source_ids)
+    selected = _select(config, source_ids, only_due=only_due)
     states = _sync_sources(db, selected)
-    due = [s for s in selected if is_due(states[s.id], now, force=force or bool(source_ids))]
+    forced = force or (bool(source_ids) and not only_due)
+    due = [s for s in selected if is_due(states[s.id], now, force=forced)]
+    if only_due:
+        due = _claim(db, config, due, states, now)
     due_ids = {s.id for s in due}
     skipped = [_skipped(s, states[s.id]) for s in selected if s.id not in due_ids]
     total = len(selected)
@@ -85,6 +136,40 @@ def run_fetch(
     )
     _log_report(report)
     return report
+
+
+def _claim(
+    db: Database,
+    config: Config,
+    due: list[SourceSettings],
+    states: dict[str, SourceState],
+    now: datetime,
+) -> list[SourceSettings]:
+    """The sources of ``due`` this run may fetch: re-read, still due, not fetched meanwhile,
+    and claimed by stamping ``last_fetched_at`` with ``now`` only where it still holds the
+    value just read (a compare-and-set). Two workers claiming one source at once: on
+    PostgreSQL the second UPDATE waits for the first's commit and then matches no row; SQLite
+    takes its write lock at BEGIN, so they queue. Ids go in sorted order, so two batches that
+    share sources lock them in one order and cannot deadlock. ``states`` is refreshed with
+    what was re-read. A worker that dies after claiming leaves the stamp: the source waits
+    out :data:`FRESH_SHARE` of its interval, as if it had been fetched."""
+    if not due:
+        return []
+    interval = config.fetch.interval_minutes
+    claimed: set[str] = set()
+    with db.session() as s:
+        rows = load_sources(s, [src.id for src in due])
+        for sid in sorted(rows):
+            row = rows[sid]
+            state = _state(row)
+            states[sid] = state
+            if not is_due(state, now) or fetched_meanwhile(
+                row.last_fetched_at, now, interval_minutes=interval
+            ):
+                continue
+            if claim_source(s, sid, seen=row.last_fetched_at, now=now):
+                claimed.add(sid)
+    return [src for src in due if src.id in claimed]
 
 
 def _in_config_order(
@@ -127,11 +212,22 @@ def _log_report(report: FetchReport) -> None:
     )
 
 
-def _select(config: Config, source_ids: Sequence[str] | None) -> list[SourceSettings]:
+def _select(
+    config: Config, source_ids: Sequence[str] | None, *, only_due: bool = False
+) -> list[SourceSettings]:
+    """The sources a run covers. Ids asked for by name must exist, except in a queued batch
+    (``only_due``): it was planned from the feeds.yaml of another process or of before a
+    reload, so a source removed or disabled since is no longer due and is left out (logged),
+    where failing the job would only have it retried with the same ids."""
     if not source_ids:
         return [s for s in config.sources if s.enabled]
     known = {s.id: s for s in config.sources}
     unknown = [sid for sid in source_ids if sid not in known]
+    if only_due:
+        gone = [*unknown, *(sid for sid in source_ids if sid in known and not known[sid].enabled)]
+        if gone:
+            log.info("batch sources no longer in feeds.yaml or disabled", extra={"sources": gone})
+        return [known[sid] for sid in dict.fromkeys(source_ids) if sid not in gone]
     if unknown:
         raise ConfigError(
             f"unknown source {', '.join(map(repr, unknown))} (expected one of: "

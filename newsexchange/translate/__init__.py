@@ -1,7 +1,7 @@
 """The translate step: every item in every language an exchange will carry it in, plus English.
 
 The step itself is :func:`run_translate` (:mod:`.step`, which says how a page of items goes
-through); the rest, in the order an item meets them: :mod:`.jobs` and :mod:`.plan` (what an
+through), and :func:`pending_ranges` cuts its work into id ranges for a work queue; the rest, in the order an item meets them: :mod:`.jobs` and :mod:`.plan` (what an
 item needs), :mod:`.memory` (the translation memory, editor corrections), :mod:`.fields` (a
 field cut into sentences), :mod:`.glossary`, :mod:`.fill` and :mod:`.chain` (memory, then the
 providers in order), :mod:`.providers` (one module per provider, behind :class:`.base.Translator`),
@@ -15,6 +15,7 @@ from newsexchange.translate.memory import import_memory, set_editor_translation
 from newsexchange.translate.report import TranslateReport
 from newsexchange.translate.step import (
     iter_translations,
+    pending_ranges,
     providers_down,
     run_translate,
     translation_data,
@@ -28,6 +29,7 @@ __all__ = [
     "Translator",
     "import_memory",
     "iter_translations",
+    "pending_ranges",
     "plan_field",
     "providers_down",
     "run_translate",

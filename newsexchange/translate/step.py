@@ -19,6 +19,14 @@ providers all fail leaves those translations pending with the reason and a retry
 other items of the page, and every later page, still go through. A translation is marked
 done only when every sentence of every field was translated: nothing untranslated is ever
 presented as translated.
+
+Cut for a work queue (issue 13): :func:`pending_ranges` lists the work of the next run as
+inclusive item-id ranges of up to ``size`` due items, and ``run_translate(..., id_range=r)``
+works on one of them; everything else (report, usage limits, provider back-off) is as for a
+whole run. Runs over disjoint ranges can go at once on many workers: they never write the
+same translation rows, they insert memory keys in one order, and provider usage is added in
+SQL (:func:`_record_usage`) and re-read before every page, so no count is lost and a daily
+character limit is overshot by at most one page per run going at once.
 """
 
 from __future__ import annotations
@@ -44,7 +52,13 @@ from newsexchange.translate.providers import build_translators
 from newsexchange.translate.report import TranslateReport
 from newsexchange.translate.rows import failure, row_values
 
-__all__ = ["iter_translations", "providers_down", "run_translate", "translation_data"]
+__all__ = [
+    "iter_translations",
+    "pending_ranges",
+    "providers_down",
+    "run_translate",
+    "translation_data",
+]
 
 log = logging.getLogger("newsexchange.translate")
 PAGE = 500
@@ -64,9 +78,13 @@ def run_translate(
     limit: int | None = None,
     translators: Sequence[Translator] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    id_range: tuple[int, int] | None = None,
 ) -> TranslateReport:
     """Translate what is due (see the module docstring). ``limit`` caps the items worked on.
-    ``translators`` replaces the configured chain (the benchmark and tests of the chain)."""
+    ``translators`` replaces the configured chain (the benchmark and tests of the chain).
+    ``id_range`` (inclusive item ids, one of :func:`pending_ranges`) works only on the items
+    within it: a queue's translation job; runs over disjoint ranges may go at once. The
+    report's ``pending`` still counts every unfinished translation, in range or not."""
     started = time.perf_counter()
     report = TranslateReport()
     glossary = _load_glossary(config)
@@ -75,8 +93,10 @@ def run_translate(
         translators = build_translators(config)
     chain = Chain(translators, config, report, sleep=sleep)
     try:
-        _used_today(db, chain, now)
-        for jobs in _pages(db, config, report, now, limit):
+        for jobs in _pages(db, config, report, now, limit, id_range):
+            # Read before every page, not once per run: other runs (other ranges, other
+            # workers) spend the same daily budget meanwhile.
+            _used_today(db, chain, now)
             entries = translate_jobs(db, jobs, chain, glossary, report)
             _write(db, jobs, entries, chain, config, report, now)
         with db.session() as s:
@@ -90,21 +110,63 @@ def run_translate(
     return report
 
 
+def pending_ranges(
+    db: Database, config: Config, *, now: datetime, size: int = PAGE
+) -> list[tuple[int, int]]:
+    """The work of the next :func:`run_translate` cut for a queue: inclusive item-id ranges in
+    id order, each holding at most ``size`` of the items that run would work on (the same
+    selection, :func:`_pages`); empty when nothing is due. Nothing is translated or written.
+
+    A range runs from its first item's id to its last's, so ids in between that needed
+    nothing now belong to no other range: two ranges never overlap, and an item that becomes
+    due later in such a gap is simply in the next plan's ranges."""
+    if size < 1:
+        raise ValueError(f"pending_ranges: size must be at least 1, not {size}")
+    ids: list[int] = []
+    for page in _item_pages(db, config, TranslateReport(), now, None, None):
+        ids.extend(item_id for item_id, _ in page)
+    return [
+        (chunk[0], chunk[-1]) for chunk in (ids[i : i + size] for i in range(0, len(ids), size))
+    ]
+
+
 def _pages(
-    db: Database, config: Config, report: TranslateReport, now: datetime, limit: int | None
+    db: Database,
+    config: Config,
+    report: TranslateReport,
+    now: datetime,
+    limit: int | None,
+    id_range: tuple[int, int] | None = None,
 ) -> Iterable[list[Job]]:
-    """Step 1, a page of items at a time: the jobs of at most ``limit`` items in all. Each page
-    is read in its own short session (closed before any provider is asked)."""
+    """Step 1, a page of items at a time: the jobs of at most ``limit`` items in all (within
+    ``id_range`` if given). Each page is read in its own short session (closed before any
+    provider is asked)."""
+    for page in _item_pages(db, config, report, now, limit, id_range):
+        yield [job for _, item_jobs in page for job in item_jobs]
+
+
+def _item_pages(
+    db: Database,
+    config: Config,
+    report: TranslateReport,
+    now: datetime,
+    limit: int | None,
+    id_range: tuple[int, int] | None,
+) -> Iterable[list[tuple[int, list[Job]]]]:
+    """The one selection both :func:`run_translate` and :func:`pending_ranges` make: pages of
+    ``(item id, its jobs)`` for the items with something to do (``items_to_look_at``, then
+    ``snapshot`` non-empty), in id order."""
     exchanges: Exchanges = [(e.from_, e.language) for e in config.exchanges]
     languages = {r: len(wanted_languages(r, exchanges)) for r in config.regions}
-    last_id = 0
+    last_id, up_to = (id_range[0] - 1, id_range[1]) if id_range else (0, None)
     worked = 0
     while limit is None or worked < limit:
-        jobs: list[Job] = []
+        page: list[tuple[int, list[Job]]] = []
         with db.session() as s:
             items = q.items_to_look_at(
                 s,
                 after_id=last_id,
+                up_to_id=up_to,
                 limit=PAGE,
                 languages_of_region=languages,
                 changed_since=now - RECHECK,
@@ -120,9 +182,9 @@ def _pages(
                 if limit is not None and worked >= limit:
                     break
                 worked += 1
-                jobs.extend(item_jobs)
-        if jobs:
-            yield jobs
+                page.append((item.id, item_jobs))
+        if page:
+            yield page
 
 
 def _load_glossary(config: Config) -> Glossary:
@@ -202,40 +264,48 @@ def _set(row: Translation | dict[str, Any], values: dict[str, Any]) -> None:
 
 
 def _record_usage(session: Session, chain: Chain, now: datetime) -> None:
-    """Requests, characters and health per provider per UTC day (provider_usage)."""
+    """Requests, characters and health per provider per UTC day (provider_usage).
+
+    Added in SQL (``requests = requests + n``), never read, added to and written back: two
+    runs at once (two ranges on two workers) each add their own, where the read-modify-write
+    lost one of them whenever both read before either committed. Providers go in name order
+    so two such runs lock the rows in one order (PostgreSQL would otherwise see a deadlock)."""
     day = now.date()
-    for name, u in chain.usage.items():
-        row = _usage_row(session, name, day)
-        row.requests = (row.requests or 0) + u["requests"]
-        row.characters = (row.characters or 0) + u["characters"]
-        row.failures = (row.failures or 0) + u["failures"]
+    for name in sorted(chain.usage):
+        u = chain.usage[name]
+        _ensure_usage_row(session, name, day)
+        down: bool | None = None
+        last_error: str | None = None
         if u["error"] and not u["ok"]:
-            row.last_error = u["error"]
-            if row.down_since is None:
-                row.down_since = now
+            down, last_error = True, u["error"]  # down since its first failure
         elif u["ok"]:
-            row.down_since = None
-            if u["error"]:
-                row.last_error = u["error"]
-
-
-def _usage_row(session: Session, provider: str, day: date) -> ProviderUsage:
-    row = q.usage_of_day(session, provider, day)
-    if row is None:
-        # A provider down since yesterday is still down since yesterday.
-        prev = q.last_usage_before(session, provider, day)
-        row = ProviderUsage(
-            provider=provider,
-            day=day,
-            requests=0,
-            characters=0,
-            failures=0,
-            down_since=prev.down_since if prev else None,
-            last_error=prev.last_error if prev and prev.down_since else None,
+            down, last_error = False, u["error"]
+        q.add_usage(
+            session,
+            name,
+            day,
+            requests=u["requests"],
+            characters=u["characters"],
+            failures=u["failures"],
+            down=down,
+            last_error=last_error,
+            now=now,
         )
-        session.add(row)
-        session.flush()
-    return row
+
+
+def _ensure_usage_row(session: Session, provider: str, day: date) -> None:
+    """The day's row, created if missing (by whichever run gets there first)."""
+    if q.usage_of_day(session, provider, day) is not None:
+        return
+    # A provider down since yesterday is still down since yesterday.
+    prev = q.last_usage_before(session, provider, day)
+    q.insert_usage_row(
+        session,
+        provider,
+        day,
+        down_since=prev.down_since if prev else None,
+        last_error=prev.last_error if prev and prev.down_since else None,
+    )
 
 
 def providers_down(

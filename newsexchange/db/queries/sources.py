@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from newsexchange.db.queries.items import chunks, insert_ignoring_conflicts
 from newsexchange.db.tables import Source
 
-__all__ = ["insert_sources", "load_sources", "source_titles", "update_sources"]
+__all__ = ["claim_source", "insert_sources", "load_sources", "source_titles", "update_sources"]
 
 
 def load_sources(s: Session, ids: Sequence[str]) -> dict[str, Source]:
@@ -48,6 +49,17 @@ def update_sources(s: Session, updates: list[tuple[str, dict[str, Any]]]) -> Non
             .values({c: bindparam(f"v_{c}", type_=table.c[c].type) for c in columns})
         )
         conn.execute(stmt, rows)
+
+
+def claim_source(s: Session, source_id: str, *, seen: datetime | None, now: datetime) -> bool:
+    """Stamp ``last_fetched_at = now`` if it still is ``seen`` (compare-and-set): True when
+    this session claimed the source, False when another run stamped it first."""
+    stmt = (
+        update(Source)
+        .where(Source.id == source_id, Source.last_fetched_at.is_not_distinct_from(seen))
+        .values(last_fetched_at=now)
+    )
+    return s.connection().execute(stmt).rowcount == 1
 
 
 def source_titles(s: Session) -> dict[str, str | None]:

@@ -10,16 +10,18 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, insert, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from newsexchange.db.tables import Item, ProviderUsage, Translation, TranslationMemory
 
 __all__ = [
+    "add_usage",
     "count_unfinished",
     "insert_memory",
     "insert_translations",
+    "insert_usage_row",
     "items_to_look_at",
     "last_usage_before",
     "memory_rows",
@@ -42,14 +44,16 @@ def items_to_look_at(
     limit: int,
     languages_of_region: dict[str, int],
     changed_since: datetime,
+    up_to_id: int | None = None,
 ) -> list[Item]:
-    """The next page of items (by id, after ``after_id``) that may need a translation: those
-    changed since ``changed_since``, and those without a current done translation for each of
-    the languages their region wants (``languages_of_region``; 1 for a region not listed)."""
-    due = _maybe_due(languages_of_region, changed_since)
-    return list(
-        session.scalars(select(Item).where(Item.id > after_id, due).order_by(Item.id).limit(limit))
-    )
+    """The next page of items (by id, after ``after_id``, and up to ``up_to_id`` inclusive if
+    given) that may need a translation: those changed since ``changed_since``, and those
+    without a current done translation for each of the languages their region wants
+    (``languages_of_region``; 1 for a region not listed)."""
+    cond = and_(Item.id > after_id, _maybe_due(languages_of_region, changed_since))
+    if up_to_id is not None:
+        cond = and_(cond, Item.id <= up_to_id)
+    return list(session.scalars(select(Item).where(cond).order_by(Item.id).limit(limit)))
 
 
 def _maybe_due(wanted: dict[str, int], changed_since: datetime) -> ColumnElement[bool]:
@@ -111,14 +115,10 @@ def insert_translations(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 def count_unfinished(session: Session) -> int:
-    """Translations pending or failed."""
-    return len(
-        list(
-            session.scalars(
-                select(Translation.id).where(Translation.status.in_(("pending", "failed")))
-            )
-        )
-    )
+    """Translations pending or failed. Counted in SQL: every translation job of a queue ends
+    with this count, and loading each id made it cost as much as the backlog is long."""
+    q = select(func.count()).where(Translation.status.in_(("pending", "failed")))
+    return int(session.scalar(q) or 0)
 
 
 # -- provider usage ----------------------------------------------------------------------------
@@ -136,6 +136,76 @@ def last_usage_before(session: Session, provider: str, day: date) -> ProviderUsa
         .where(ProviderUsage.provider == provider, ProviderUsage.day < day)
         .order_by(ProviderUsage.day.desc())
     ).first()
+
+
+def insert_usage_row(
+    session: Session,
+    provider: str,
+    day: date,
+    *,
+    down_since: datetime | None,
+    last_error: str | None,
+) -> None:
+    """A provider's zeroed row for the day; nothing if another run created it meanwhile (the
+    unique (provider, day) keeps one, and the late run adds to it)."""
+    session.flush()
+    stmt = _insert_ignoring_conflicts(session, ProviderUsage, ["provider", "day"])
+    session.connection().execute(
+        stmt,
+        [
+            {
+                "provider": provider,
+                "day": day,
+                "requests": 0,
+                "characters": 0,
+                "failures": 0,
+                "down_since": down_since,
+                "last_error": last_error,
+            }
+        ],
+    )
+
+
+def add_usage(
+    session: Session,
+    provider: str,
+    day: date,
+    *,
+    requests: int,
+    characters: int,
+    failures: int,
+    down: bool | None,
+    last_error: str | None,
+    now: datetime,
+) -> None:
+    """Add to the day's counts in one UPDATE (atomic: concurrent runs each add theirs).
+    ``down``: True marks the provider down since ``now`` unless it already was, False marks
+    it up, None leaves it; ``last_error`` replaces the stored one unless None."""
+    values: dict[str, Any] = {
+        "requests": func.coalesce(ProviderUsage.requests, 0) + requests,
+        "characters": func.coalesce(ProviderUsage.characters, 0) + characters,
+        "failures": func.coalesce(ProviderUsage.failures, 0) + failures,
+    }
+    if down is True:
+        values["down_since"] = func.coalesce(ProviderUsage.down_since, now)
+    elif down is False:
+        values["down_since"] = None
+    if last_error is not None:
+        values["last_error"] = last_error
+    session.execute(
+        update(ProviderUsage)
+        .where(ProviderUsage.provider == provider, ProviderUsage.day == day)
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _insert_ignoring_conflicts(session: Session, model: type[Any], keys: list[str]) -> Any:
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        ins: Any = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        return ins(model).on_conflict_do_nothing(index_elements=keys)
+    return insert(model)
 
 
 def usage_rows(session: Session) -> list[ProviderUsage]:
@@ -172,6 +242,9 @@ def insert_memory(session: Session, rows: list[dict[str, Any]], *, overwrite: bo
     entries). Two processes translating at once both insert; the unique key settles it."""
     if not rows:
         return
+    # In key order: two runs inserting overlapping keys (the same sentence in two ranges)
+    # then wait for each other in one order, never in a cycle (a deadlock on PostgreSQL).
+    rows = sorted(rows, key=lambda r: (r["source_lang"], r["target_lang"], r["source_hash"]))
     dialect = session.get_bind().dialect.name
     index = ["source_lang", "target_lang", "source_hash"]
     if dialect in ("sqlite", "postgresql"):
