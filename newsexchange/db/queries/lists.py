@@ -10,7 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Table, bindparam, delete, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -33,6 +43,7 @@ __all__ = [
     "member_ids",
     "members",
     "memberships",
+    "refresh_statistics",
     "suppressed_keys",
     "suppression_covering",
     "suppressions",
@@ -181,10 +192,15 @@ class StoredContact:
 
 
 def contact_states(session: Session, emails: Sequence[str]) -> dict[str, StoredContact]:
-    """Stored address → contact and its lists, for those of ``emails`` we have."""
+    """Stored address → contact and its lists, for those of ``emails`` we have.
+
+    Two index lookups per batch (contacts by address, then their memberships by contact
+    id) rather than one outer join: on PostgreSQL, right after a large import and before
+    autovacuum has analyzed the tables, the planner chose nested loops over whole-table
+    scans for the join (0.8 s per batch of 2,000; 13 s for 30,000 addresses)."""
     out: dict[str, StoredContact] = {}
     for chunk in _batches(emails):
-        stmt = (
+        contacts = session.execute(
             select(
                 Contact.id,
                 Contact.email,
@@ -192,18 +208,17 @@ def contact_states(session: Session, emails: Sequence[str]) -> dict[str, StoredC
                 Contact.outlet,
                 Contact.language,
                 Contact.notes,
-                ListMembership.list_id,
+            ).where(Contact.email.in_(chunk))
+        ).all()
+        lists: dict[int, set[str]] = {row[0]: set() for row in contacts}
+        if lists:
+            stmt = select(ListMembership.contact_id, ListMembership.list_id).where(
+                ListMembership.contact_id.in_(list(lists))
             )
-            .outerjoin(ListMembership, ListMembership.contact_id == Contact.id)
-            .where(Contact.email.in_(chunk))
-        )
-        found: dict[str, tuple[tuple[int, str, str, str, str | None, str], set[str]]] = {}
-        for cid, email, name, outlet, lang, notes, list_id in session.execute(stmt):
-            entry = found.setdefault(email, ((cid, email, name, outlet, lang, notes), set()))
-            if list_id is not None:
-                entry[1].add(list_id)
-        for email, ((cid, _, name, outlet, lang, notes), lists) in found.items():
-            out[email] = StoredContact(cid, email, name, outlet, lang, notes, frozenset(lists))
+            for cid, list_id in session.execute(stmt):
+                lists[cid].add(list_id)
+        for cid, email, name, outlet, lang, notes in contacts:
+            out[email] = StoredContact(cid, email, name, outlet, lang, notes, frozenset(lists[cid]))
     return out
 
 
@@ -258,6 +273,19 @@ def add_memberships(session: Session, pairs: Sequence[tuple[int, str]], *, now: 
     else:
         stmt = insert(table)
     session.connection().execute(stmt, values)
+
+
+def refresh_statistics(session: Session) -> None:
+    """On PostgreSQL, ``ANALYZE`` the tables a large import has just filled.
+
+    Without it the next import, before autovacuum gets round to the tables, ran its address
+    lookups against statistics of an empty table: once psycopg prepares the statement (its
+    fifth run) PostgreSQL picked a generic plan scanning every contact once per address in
+    the batch (1.4 s per batch of 2,000 at 30,000 contacts, 13 s for the whole lookup).
+    Inside the import's transaction, so it sees the new rows and costs ~0.1 s."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("ANALYZE contacts"))
+        session.execute(text("ANALYZE list_memberships"))
 
 
 def suppressed_keys(session: Session, keys: Sequence[str]) -> set[str]:
