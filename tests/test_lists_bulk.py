@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from benchmarks.scale_import import make_csv
@@ -24,6 +27,7 @@ from newsexchange.delivery.lists import (
     ParsedList,
     import_rows,
     is_suppressed_any,
+    normalize_email,
     parse_csv,
     plan_import,
 )
@@ -369,3 +373,76 @@ def test_the_plan_counts_rows_as_the_per_row_import_did_without_a_database() -> 
         (2, {"name": "B", "outlet": "Kaleva", "language": "fi", "notes": ""})
     ]
     assert plan.joins == [(1, LIST), (3, "karelia-press")]
+
+
+# -- the address check: once per domain, same verdicts ---------------------------------------
+
+
+def reference_normalize(value: str) -> str:
+    """normalize_email as it was: email-validator's validate_email on every address."""
+    value = value.strip()
+    if not value:
+        raise ValueError("email is empty")
+    try:
+        result = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"{value!r} is not a valid email address: {exc}") from None
+    return (result.ascii_email or result.normalized).lower()
+
+
+def _verdict(check: Callable[[str], str], value: str) -> str:
+    try:
+        return "ok " + check(value)
+    except ValueError as exc:
+        return "error " + str(exc)
+
+
+HAND_PICKED = [
+    "Anna.Smirnova@Example.ORG",
+    "desk@пример.рф",
+    "desk@xn--e1afmkfd.xn--p1ai",
+    "Postmaster@example.org",
+    "анна@example.org",  # a non-ASCII local part: refused (no SMTPUTF8)
+    '"quoted local"@example.org',
+    "Anna <anna@example.org>",
+    "anna@[127.0.0.1]",
+    "anna@",
+    "@example.org",
+    "anna..smirnova@example.org",
+    "anna@example",
+    "anna@localhost",
+    "anna@example.invalid",
+    "anna@-example.org",
+    "anna@exa_mple.org",
+    "a" * 65 + "@example.org",
+    "anna@" + "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 58 + ".org",
+    "anna@" + "ä" * 60 + ".example.org",
+    "e\u0301lise@example.org",  # not NFC
+    "anna@ﬁnland.example.org",  # a ligature NFKC/UTS-46 maps
+    "anna@EXAMPLE.org.",
+    "anna@example.org@example.org",
+    "anna smirnova@example.org",
+]
+
+
+@pytest.mark.parametrize("value", HAND_PICKED)
+def test_the_cached_address_check_agrees_with_email_validator(value: str) -> None:
+    # Twice: the second run takes the cached domain.
+    for _ in range(2):
+        assert _verdict(normalize_email, value) == _verdict(reference_normalize, value)
+
+
+_ADDRESS_CHARS = "aZ09.-_+'ä я\u0301ﬁ\"<>[]@xn-"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.text(alphabet=_ADDRESS_CHARS, max_size=20),
+    st.sampled_from(["example.org", "пример.рф", "xn--e1afmkfd.xn--p1ai", "EXAMPLE.org", ""]),
+    st.text(alphabet=_ADDRESS_CHARS, max_size=12),
+)
+def test_the_cached_address_check_agrees_on_generated_addresses(
+    local: str, domain: str, tail: str
+) -> None:
+    for value in (f"{local}@{domain}", f"{local}@{tail}{domain}", f"{local}{tail}"):
+        assert _verdict(normalize_email, value) == _verdict(reference_normalize, value)
