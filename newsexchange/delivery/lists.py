@@ -41,11 +41,6 @@ from newsexchange.textclean import clean_name
 
 COLUMNS = ("name", "email", "outlet", "language", "lists", "notes")
 
-#: Rows written by one import past which the database's planner statistics are refreshed
-#: (:func:`newsexchange.db.queries.lists.refresh_statistics`): small imports leave that to
-#: autovacuum.
-ANALYZE_AFTER = 1000
-
 
 @dataclass
 class ContactRow:
@@ -411,7 +406,7 @@ def import_rows(
     )
     joins = [(ids[r.email], lst) for r in plan.new for lst in r.lists] + plan.joins
     queries.add_memberships(session, joins, now=now)
-    if len(ids) + len(joins) >= ANALYZE_AFTER:
+    if len(joins) >= queries.ANALYZE_AFTER:
         queries.refresh_statistics(session)
     hashes = {e: email_hash(e) for e in emails}
     blocked = queries.suppressed_keys(session, [*emails, *hashes.values()])

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from newsexchange.db.tables import Contact, ListMembership, Suppression
 
 __all__ = [
+    "ANALYZE_AFTER",
     "IN_BATCH",
     "StoredContact",
     "add_memberships",
@@ -54,6 +55,10 @@ __all__ = [
 #: Values per ``IN (...)`` list: well under SQLite's 32,766 bound variables and PostgreSQL's
 #: 65,535 per statement, large enough that 100,000 addresses take 50 round trips, not 200.
 IN_BATCH = 2000
+
+#: Rows written by one import past which the planner's statistics are refreshed
+#: (:func:`refresh_statistics`); smaller imports leave that to autovacuum.
+ANALYZE_AFTER = 1000
 
 _T = TypeVar("_T")
 
@@ -223,15 +228,22 @@ def contact_states(session: Session, emails: Sequence[str]) -> dict[str, StoredC
 
 
 def insert_contacts(session: Session, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
-    """Insert new contacts (dicts of the ``contacts`` columns but ``id``); address → new id.
+    """Insert new contacts (dicts of the ``contacts`` columns but ``id``), in the order
+    given (ids follow the file, as before); address → new id.
 
-    One executemany: SQLAlchemy sends it as multi-row ``INSERT … VALUES … RETURNING`` on
-    both SQLite and PostgreSQL, in the order given (ids follow the file, as before)."""
+    One executemany, then the ids read back by address in IN-batches: with ``RETURNING``
+    the same executemany took four times as long on PostgreSQL (6.9 s against 1.7 + 0.7 s
+    for 100,000 contacts)."""
     if not rows:
         return {}
-    table = _table(Contact)
-    stmt = insert(table).returning(table.c.id, table.c.email, sort_by_parameter_order=True)
-    return {email: cid for cid, email in session.execute(stmt, list(rows))}
+    session.connection().execute(insert(_table(Contact)), list(rows))
+    if len(rows) >= ANALYZE_AFTER:
+        refresh_statistics(session)  # the reads below must not plan for an empty table
+    out: dict[str, int] = {}
+    for chunk in _batches([r["email"] for r in rows]):
+        stmt = select(Contact.email, Contact.id).where(Contact.email.in_(chunk))
+        out.update((email, cid) for email, cid in session.execute(stmt))
+    return out
 
 
 def update_contacts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
