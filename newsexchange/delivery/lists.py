@@ -7,8 +7,10 @@ checked with email-validator (syntax only, no DNS: imports must work offline) an
 lowercased: every mail provider our journalists use treats the local part case-insensitively,
 and one spelling per person is what makes duplicates mergeable.
 
-:func:`parse_csv` is pure (text in, rows and per-line problems out); :func:`import_rows`
-writes. Importing the same file twice changes nothing the second time.
+:func:`parse_csv` is pure (text in, rows and per-line problems out); :func:`plan_import` is
+pure too (rows and the stored contacts in, what to write out); :func:`import_rows` reads and
+writes, set-based, in one transaction (100,000 contacts in seconds: issue 13). Importing the
+same file twice changes nothing the second time.
 """
 
 from __future__ import annotations
