@@ -303,3 +303,60 @@ def test_an_unclosed_quote_is_reported_by_its_line_and_swallows_no_later_row(
         data["imported"] + data["updated"] + data["unchanged"] + data["merged_duplicates"]
     ) + len(data["skipped"])
     assert data["read"] == 5 == counted
+
+
+def test_lists_import_with_replace_updates_and_removes_on_sqlite_and_postgres(
+    cfg: Config,
+    any_db_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bulk import behind the command (issue 13) on both databases: a second file
+    changes a contact, puts one on a further list, adds one, and with --replace takes the one
+    it lacks off the list (the contact and its other list stay)."""
+    monkeypatch.setenv("NEWSEXCHANGE_SECRET_KEY", "s3cret")
+    monkeypatch.setenv("NEWSEXCHANGE_DATABASE_URL", any_db_url)
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    first.write_text(MESSY, encoding="utf-8")
+    second.write_text(
+        "name,email,outlet,language,lists,notes\n"
+        "Анна Смирнова,anna.smirnova@example.org,Радио Карелии,ru,,\n"
+        "Вера,Vera@example.org,,ru,,\n"
+        "Desk,desk@пример.рф,,,karelia-press,\n",
+        encoding="utf-8",
+    )
+    conf = str(cfg.path)
+    _cli(capsys, "lists", "import", "petrozavodsk-media", str(first), "--config", conf)
+
+    code, out = _cli(
+        capsys,
+        "lists", "import", "petrozavodsk-media", str(second), "--replace", "--config", conf,
+    )  # fmt: skip
+
+    assert code == 0
+    assert out.strip() == (
+        "petrozavodsk-media: 3 row(s) read: 1 imported, 2 updated, 0 unchanged, "
+        "0 duplicate row(s) merged, 0 skipped, 1 removed"
+    )
+    code, out = _cli(
+        capsys, "lists", "import", "petrozavodsk-media", str(second), "--replace", "--json",
+        "--config", conf,
+    )  # fmt: skip
+    assert json.loads(out)["unchanged"] == 3
+    db = Database(any_db_url)
+    try:
+        with db.session() as s:
+            anna = s.scalars(
+                select(Contact).where(Contact.email == "anna.smirnova@example.org")
+            ).one()
+            assert anna.outlet == "Радио Карелии" and anna.notes == "later note"
+            desk = s.scalars(select(Contact).where(Contact.email.like("desk@%"))).one()
+            assert sorted(m.list_id for m in desk.memberships) == [
+                "karelia-press",
+                "petrozavodsk-media",
+            ]
+            orlov = s.scalars(select(Contact).where(Contact.email == "orlov@example.org")).one()
+            assert [m.list_id for m in orlov.memberships] == ["karelia-press"]  # off this list
+    finally:
+        db.dispose()
