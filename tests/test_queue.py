@@ -411,3 +411,32 @@ def test_on_sqlite_the_worker_runs_the_steps_in_process_and_kick_queues_nothing(
     wait_for(lambda: {"fetch", "alerts"} <= {r.job for r in _all_runs(db)}, 120, "runs", [proc])
     report, _log = stop_worker(proc)
     assert report["ok"] is True and report["queue"] is False
+
+
+def test_serve_on_postgresql_runs_a_queue_worker_and_stops_cleanly_on_sigterm(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    pg_server_url: Callable[[], str],
+    smtp: SlowSMTP,
+    killer: list[subprocess.Popen[str]],
+) -> None:
+    from tests.servers import _free_port
+
+    cfg = queue_config(write_config, pg_server_url(), smtp_port=smtp.port, shard=50)
+    db = db_for(cfg)
+    exe = Path(sys.executable).with_name("newsexchange")
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--config", str(cfg.path), "--port", str(_free_port())],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    killer.append(proc)
+    wait_for(lambda: workers_registered(db) == 1, 120, "the worker in serve", [proc])
+    did = seed_digest(db, cfg, 120, enqueue=False)
+    kick(cfg, db, "send")
+    wait_for(lambda: sent_count(db, did) == 120, 120, "the send", [proc])
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-4000:]
+    assert "Traceback" not in err
+    assert len(set(smtp.rcpts)) == len(smtp.rcpts) == 120
+    assert workers_registered(db) == 0, "a stopped worker unregisters"

@@ -215,6 +215,7 @@ class QueueWorker:
                 pass  # our stop(): the worker has let its running jobs finish
             finally:
                 reaper.cancel()
+                await _jobs_still_running()
         log.info("queue worker stopped", extra={"worker": self.name, **self.report()})
 
     async def _reap(self) -> None:
@@ -245,7 +246,10 @@ class QueueWorker:
     def stop(self) -> None:
         """Stop taking jobs; running ones end their chunk (safe from any thread or a signal
         handler)."""
-        self._stop_requested = True
+        with self._lock:
+            if self._stop_requested:  # a second cancel would cut the graceful stop short
+                return
+            self._stop_requested = True
         self.stopping.set()
         loop, main = self._loop, self._main
         if loop is not None and main is not None and not loop.is_closed():
@@ -262,3 +266,21 @@ class QueueWorker:
 
 def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
+
+
+async def _jobs_still_running() -> None:
+    """Wait for jobs procrastinate started as it was stopping.
+
+    Its worker waits for the jobs running when its shutdown begins, but a job fetched in that
+    same moment (a NOTIFY had woken the fetcher) starts after, and would find the pool
+    closed under it ("AppNotOpen" when it records its end, the job left ``doing`` until a
+    reaper puts it back). procrastinate names those tasks ``process job …``.
+    """
+    me = asyncio.current_task()
+    late = [
+        t
+        for t in asyncio.all_tasks()
+        if t is not me and not t.done() and t.get_name().startswith("process job")
+    ]
+    if late:
+        await asyncio.wait(late)
