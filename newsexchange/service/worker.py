@@ -69,6 +69,9 @@ class QueueWorker:
         self.settings = config.service
         self.concurrency = concurrency or self.settings.queue_concurrency
         self.deferrer = deferrer or Deferrer(config)
+        # SEAM(fan-out): "fetch" and "translate" become planners here too once
+        # ingest.due_source_ids / translate.pending_ranges land (one job per
+        # service.fetch_batch due sources, one per id range), like "send" below.
         self.runner = Runner(config, db, steps={"send": self._plan_send}, raise_when_busy=True)
         self.name = name or self.runner.owner
         #: Set by :meth:`stop`: shards end after their chunk in hand.
