@@ -440,3 +440,30 @@ def test_serve_on_postgresql_runs_a_queue_worker_and_stops_cleanly_on_sigterm(
     assert "Traceback" not in err
     assert len(set(smtp.rcpts)) == len(smtp.rcpts) == 120
     assert workers_registered(db) == 0, "a stopped worker unregisters"
+
+
+def test_sigterm_hands_a_worker_s_shards_to_the_other_and_nobody_is_mailed_twice(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    pg_server_url: Callable[[], str],
+    slow_smtp: SlowSMTP,
+    killer: list[subprocess.Popen[str]],
+) -> None:
+    n = 1000
+    cfg = queue_config(write_config, pg_server_url(), smtp_port=slow_smtp.port, shard=100)
+    db = db_for(cfg)
+    leaving, staying = start_worker(cfg), start_worker(cfg)
+    killer.extend([leaving, staying])
+    wait_for(lambda: workers_registered(db) == 2, 120, "two workers", killer)
+    did = seed_digest(db, cfg, n, enqueue=False)
+    kick(cfg, db, "send")
+    wait_for(lambda: slow_smtp.count() >= 150, 120, "the send to get going", killer)
+
+    report, log = stop_worker(leaving)  # SIGTERM: ends its chunks, exits 0
+    assert "Traceback" not in log
+    assert report["done"].get("shard:stopped", 0) >= 1, report  # it was mid-shard
+    assert report["sent"] < n
+    wait_for(lambda: sent_count(db, did) == n, 180, "the other worker to finish", [staying])
+    stop_worker(staying)
+    received = Counter(slow_smtp.rcpts)
+    assert len(received) == n and set(received.values()) == {1}, "a clean stop sends nobody twice"
