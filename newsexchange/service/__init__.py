@@ -55,7 +55,7 @@ from newsexchange.service.queue import Deferrer, kick, queue_counts, uses_queue
 from newsexchange.service.reports import Report, report_json
 from newsexchange.service.runner import JobBusy, Runner, RunOutcome
 from newsexchange.service.scheduler import Service, run_scheduled
-from newsexchange.service.worker import QueueWorker, ShardStopped
+from newsexchange.service.worker import QueueWorker
 
 __all__ = [
     "JOBSTORE_TABLE",
@@ -71,7 +71,6 @@ __all__ = [
     "Runner",
     "SecretRedactor",
     "Service",
-    "ShardStopped",
     "Step",
     "StopRequested",
     "acquire_lock",

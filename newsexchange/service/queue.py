@@ -101,18 +101,31 @@ class Deferrer:
         )
         self.app.open()
 
-    def step(self, job_id: str, *, min_gap: float = 0.0, delay: float | None = None) -> bool:
-        """Queue service job ``job_id``; False when it is already waiting."""
-        return self._defer(
-            TASK_STEP, step_key(job_id), {"job_id": job_id, "min_gap": min_gap}, delay
-        )
+    def step(
+        self,
+        job_id: str,
+        *,
+        min_gap: float = 0.0,
+        delay: float | None = None,
+        attempt: int = 0,
+    ) -> bool:
+        """Queue service job ``job_id``; False when it is already waiting. ``attempt`` counts
+        the times it was put back because its lease was held elsewhere."""
+        kwargs: dict[str, Any] = {"job_id": job_id, "min_gap": min_gap}
+        if attempt:
+            kwargs["attempt"] = attempt
+        return self._defer(TASK_STEP, step_key(job_id), kwargs, delay)
 
     def shard(self, shard: Shard) -> bool:
         """Queue one shard of a send; False when it is already waiting."""
+        return self.shard_range(shard.digest_id, shard.first, shard.last)
+
+    def shard_range(self, digest_id: int, first: int, last: int) -> bool:
+        """Queue the shard ``first``..``last`` of digest ``digest_id`` (see :meth:`shard`)."""
         return self._defer(
             TASK_SHARD,
-            shard.key,
-            {"digest_id": shard.digest_id, "first": shard.first, "last": shard.last},
+            f"send:{digest_id}:{first}",  # Shard.key
+            {"digest_id": digest_id, "first": first, "last": last},
             None,
         )
 

@@ -16,7 +16,7 @@ harmless: the second finds it no longer ``doing`` and gets an error, which is ig
 
 **A clean stop.** :meth:`QueueWorker.stop` (SIGTERM) stops taking jobs and lets the running
 ones end: a shard stops after the chunk on the wire, hands its unsent claims back and is put
-back on the queue at once (:class:`ShardStopped`, retried), for another worker to finish.
+back on the queue at once (a new job), for another worker to finish.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from newsexchange.config import Config, database_url
 from newsexchange.db import Database, utcnow
 from newsexchange.delivery.send import run_send
 from newsexchange.delivery.shards import plan_shards
-from newsexchange.errors import NewsExchangeError, StopRequested
+from newsexchange.errors import StopRequested
 from newsexchange.service.queue import TASK_SHARD, TASK_STEP, Deferrer, conninfo
 from newsexchange.service.reports import StepResult
 from newsexchange.service.runner import JobBusy, Runner, RunOutcome
@@ -42,14 +42,9 @@ if TYPE_CHECKING:
 
     from procrastinate import App
 
-__all__ = ["QueueWorker", "ShardStopped"]
+__all__ = ["QueueWorker"]
 
 log = logging.getLogger("newsexchange.service")
-
-
-class ShardStopped(NewsExchangeError):
-    """A shard ended early because its worker is stopping; the queue retries it at once
-    (elsewhere), and its rows not sent are pending again."""
 
 
 class QueueWorker:
@@ -87,7 +82,7 @@ class QueueWorker:
     # -- the tasks -------------------------------------------------------------------------
 
     def _build_app(self) -> App:
-        from procrastinate import App, PsycopgConnector, RetryStrategy
+        from procrastinate import App, PsycopgConnector
 
         app = App(
             connector=PsycopgConnector(
@@ -96,34 +91,39 @@ class QueueWorker:
                 max_size=self.concurrency + 2,
             )
         )
-        # A job whose lease is held elsewhere is tried again until the lease must have
-        # expired (its holder may be dead on another host), then given up (a live holder is
-        # running that slot).
-        busy_wait = self.settings.busy_retry_seconds
-        busy_tries = int(self.settings.lock_ttl_seconds // busy_wait) + 3
+        # Put back as *new* jobs, not procrastinate's in-place retries: a retry moves the job
+        # back to "todo", which its queueing lock forbids while a twin already waits there
+        # (the scheduler or the send plan queued the unit again meanwhile) — the retry then
+        # fails and the job stays "doing", its lock blocking the twin for good.
 
-        def step(job_id: str, min_gap: float = 0.0) -> None:
-            self.run_step(job_id, min_gap=min_gap)
+        def step(job_id: str, min_gap: float = 0.0, attempt: int = 0) -> None:
+            self.run_step(job_id, min_gap=min_gap, attempt=attempt)
 
         def send_shard(digest_id: int, first: int, last: int) -> None:
             self.run_shard(digest_id, first, last)
 
-        app.task(
-            name=TASK_STEP,
-            retry=RetryStrategy(
-                max_attempts=busy_tries, wait=busy_wait, retry_exceptions=[JobBusy]
-            ),
-        )(step)
-        app.task(
-            name=TASK_SHARD,
-            retry=RetryStrategy(max_attempts=1000, wait=0, retry_exceptions=[ShardStopped]),
-        )(send_shard)
+        app.task(name=TASK_STEP)(step)
+        app.task(name=TASK_SHARD)(send_shard)
         return app
 
-    def run_step(self, job_id: str, *, min_gap: float = 0.0) -> RunOutcome:
-        """One service job through the :class:`Runner` (raises :class:`JobBusy` to be
-        retried), then what follows it, as :meth:`Service.run_job` does in process."""
-        outcome = self.runner.run(job_id, min_gap=min_gap)
+    def run_step(self, job_id: str, *, min_gap: float = 0.0, attempt: int = 0) -> RunOutcome:
+        """One service job through the :class:`Runner`, then what follows it, as
+        :meth:`Service.run_job` does in process.
+
+        A job whose lease is held elsewhere is put back on the queue every
+        ``busy_retry_seconds`` until the lease must have expired (its holder may be dead on
+        another host), then given up (a live holder is running that slot)."""
+        try:
+            outcome = self.runner.run(job_id, min_gap=min_gap)
+        except JobBusy:
+            wait = self.settings.busy_retry_seconds
+            tries = int(self.settings.lock_ttl_seconds // wait) + 3
+            if attempt + 1 < tries and not self.stopping.is_set():
+                self.deferrer.step(job_id, min_gap=min_gap, delay=wait, attempt=attempt + 1)
+                self._count("step:busy")
+                return RunOutcome(job_id, "skipped", error="lease held elsewhere: queued again")
+            self._count("step:busy-gave-up")
+            return RunOutcome(job_id, "skipped", error="lease held elsewhere")
         self._count(f"step:{outcome.status}")
         follow: list[str] = []
         if job_id == "fetch" and outcome.status in ("ok", "failed"):
@@ -157,7 +157,7 @@ class QueueWorker:
         }
 
     def run_shard(self, digest_id: int, first: int, last: int) -> None:
-        """Send one shard; on a stop, hand it back to the queue (:class:`ShardStopped`)."""
+        """Send one shard; on a stop, hand it back to the queue (a new job of it)."""
         stopping = self.stopping
 
         def progress(done: int, total: int) -> None:
@@ -173,9 +173,13 @@ class QueueWorker:
                 id_range=(first, last),
                 progress=progress,
             )
-        except StopRequested as exc:
+        except StopRequested:
+            # Its unsent claims were handed back (run_send); the shard goes back on the queue
+            # for another worker (or is already waiting there).
+            self.deferrer.shard_range(digest_id, first, last)
             self._count("shard:stopped")
-            raise ShardStopped(f"shard send:{digest_id}:{first} {exc}") from exc
+            log.info("shard handed back on stop", extra={"shard": f"send:{digest_id}:{first}"})
+            return
         if report.error:  # the backend is unusable: the next "send" plan queues it again
             log.error("shard failed", extra={"shard": f"send:{digest_id}:{first}",
                                              "error": report.error})  # fmt: skip
@@ -238,13 +242,30 @@ class QueueWorker:
             for job in stalled:
                 try:
                     await manager.retry_job(job)
-                except Exception:  # another worker's reaper was first (no longer "doing")
-                    log.debug("stalled job already put back", extra={"job_id": job.id})
+                except Exception:
+                    # Another worker's reaper was first (no longer "doing"), or a twin of the
+                    # job already waits in "todo" (queueing lock): then this one is closed as
+                    # failed, so its lock no longer holds the twin back.
+                    await self._close_stalled(job.id)
                     continue
                 log.warning(
                     "stalled job put back on the queue",
                     extra={"job_id": job.id, "task": job.task_name, "lock": job.lock},
                 )
+
+    async def _close_stalled(self, job_id: int | None) -> None:
+        from procrastinate.jobs import Status
+
+        if job_id is None:
+            return
+        manager = self.app.job_manager
+        with contextlib.suppress(Exception):  # not "doing" any more: nothing to close
+            # Only a job still "doing": one another reaper just put back is "todo" and must
+            # stay so (a twin would have made that reaper's retry fail too).
+            if await manager.get_job_status_async(job_id) != Status.DOING:
+                return
+            await manager.finish_job_by_id_async(job_id, status=Status.FAILED, delete_job=False)
+            log.warning("stalled job closed: its twin is queued", extra={"job_id": job_id})
 
     def stop(self) -> None:
         """Stop taking jobs; running ones end their chunk (safe from any thread or a signal
