@@ -465,3 +465,45 @@ def test_sigterm_hands_a_worker_s_shards_to_the_other_and_nobody_is_mailed_twice
     stop_worker(staying)
     received = Counter(slow_smtp.rcpts)
     assert len(received) == n and set(received.values()) == {1}, "a clean stop sends nobody twice"
+
+
+def test_a_stalled_job_whose_twin_already_waits_is_closed_and_the_twin_runs(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    pg_server_url: Callable[[], str],
+) -> None:
+    """A worker died running "alerts" while the scheduler queued it again: putting the dead
+    one back in "todo" is refused (queueing lock), so the reaper closes it instead — else its
+    lock would hold the waiting twin back for good."""
+    cfg = queue_config(write_config, pg_server_url())
+    db = db_for(cfg)
+    deferrer = Deferrer(cfg)
+    assert deferrer.step("alerts")
+    with db.session() as s:  # a worker silent for a minute took it
+        dead = s.execute(
+            text(
+                "INSERT INTO procrastinate_workers (last_heartbeat) "
+                "VALUES (now() - interval '60 seconds') RETURNING id"
+            )
+        ).scalar()
+        s.execute(
+            text("UPDATE procrastinate_jobs SET status = 'doing', worker_id = :w"), {"w": dead}
+        )
+    assert deferrer.step("alerts"), "the twin"
+    worker = QueueWorker(cfg, db, concurrency=1)
+    thread = _run_worker_thread(worker)
+    try:
+        deadline = time.monotonic() + 120
+        while not _runs(db, "alerts"):
+            assert time.monotonic() < deadline, deferrer.counts()
+            time.sleep(0.1)
+        _wait_queue_idle(deferrer)
+    finally:
+        worker.stop()
+        thread.join(timeout=60)
+        worker.close()
+        deferrer.close()
+    with db.session() as s:
+        rows = s.execute(text("SELECT status FROM procrastinate_jobs ORDER BY id")).scalars()
+        assert list(rows) == ["failed", "succeeded"]
+    assert len(_runs(db, "alerts")) == 1
