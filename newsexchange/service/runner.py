@@ -35,8 +35,9 @@ class JobBusy(NewsExchangeError):
     In process (SQLite) a held lease means "another process runs this slot": skipping is
     right, the scheduler fires again. On the queue a skip would lose the job for good when the
     holder is a worker that died on another host (its lease lives on for
-    ``lock_ttl_seconds``), so the queue task raises this and procrastinate retries the job a
-    few seconds later; the ``min_gap`` check then skips it if the holder did finish the slot.
+    ``lock_ttl_seconds``), so the queue task catches this and queues the job again a few
+    seconds later (:meth:`newsexchange.service.worker.QueueWorker.run_step`); the ``min_gap``
+    check then skips it if the holder did finish the slot.
     """
 
     def __init__(self, job_id: str) -> None:

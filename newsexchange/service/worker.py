@@ -12,7 +12,9 @@ Every ``newsexchange worker`` and ``newsexchange serve`` process runs one
 recipe). So a shard of a ``kill -9``-ed worker is taken by another within about 15 s; its
 claimed rows are taken over at once on the same host (dead pid), and on another host when the
 claims' heartbeat stops renewing them (delivery/). Two reapers retrying the same job is
-harmless: the second finds it no longer ``doing`` and gets an error, which is ignored.
+harmless: the second finds it no longer ``doing`` and gets an error, which is ignored. A
+stalled job whose twin already waits (queued again by a scheduler or the send plan) cannot go
+back to ``todo`` (queueing lock): it is closed as failed instead, and the twin runs.
 
 **A clean stop.** :meth:`QueueWorker.stop` (SIGTERM) stops taking jobs and lets the running
 ones end: a shard stops after the chunk on the wire, hands its unsent claims back and is put
