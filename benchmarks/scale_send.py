@@ -50,6 +50,12 @@ def _sink(port: int, path: str, counter: Any, ready: Any) -> None:
     out = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the process's life
 
     async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await _session(reader, writer)
+        except ConnectionError:  # the kill -9 measurement's dead worker
+            writer.close()
+
+    async def _session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 sink ESMTP\r\n")
         rcpts: list[str] = []
         while True:
