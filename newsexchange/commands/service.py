@@ -1,5 +1,11 @@
-"""``newsexchange serve`` (scheduler + web app in one process) and ``newsexchange run-once``
-(every step once, in order: for cron users and the demo)."""
+"""``newsexchange serve`` (scheduler + web app + a queue worker in one process),
+``newsexchange worker`` (scheduler + queue worker, no web app) and ``newsexchange run-once``
+(every step once, in order: for cron users and the demo).
+
+On PostgreSQL the scheduler defers each fired job to the work queue and the process's queue
+worker (procrastinate, :mod:`newsexchange.service.worker`) takes jobs from it, whoever queued
+them; on SQLite both commands run the jobs in process (docs/operations.md, "The work queue").
+"""
 
 from __future__ import annotations
 
@@ -30,6 +36,19 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--host", help="address to listen on (default: service.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default: service.port, 8080)")
     p.set_defaults(handler=serve, log_base=logging.INFO)
+
+    p = sub.add_parser(
+        "worker",
+        help="run a worker without the web app: the scheduler, and on PostgreSQL a worker "
+        "of the shared work queue",
+    )
+    add_common(p)
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        help="jobs this worker runs at once (default: service.queue_concurrency, 4)",
+    )
+    p.set_defaults(handler=worker, log_base=logging.INFO)
 
     p = sub.add_parser(
         "jobs", help="the service's schedule: each job's next run and its latest runs"
@@ -68,7 +87,10 @@ def jobs(ctx: Context) -> int:
         }
         for spec in specs
     ]
-    data = {"ok": True, "scheduled": bool(stored), "jobs": rows}
+    data: dict[str, Any] = {"ok": True, "scheduled": bool(stored), "jobs": rows}
+    queue = _queue_counts(ctx)
+    if queue is not None:
+        data["queue"] = queue
 
     def when(t: Any) -> str:
         return t.astimezone(cfg.tz).strftime("%Y-%m-%d %H:%M") if t else "-"
@@ -83,6 +105,12 @@ def jobs(ctx: Context) -> int:
             )
             if r["last_error"]:
                 lines.append(f"{'':32} last error: {r['last_error'][:200]}")
+        if queue:
+            lines.append("work queue (jobs per task): " + "; ".join(
+                f"{task.removeprefix('newsexchange.')} todo={c.get('todo', 0)} "
+                f"doing={c.get('doing', 0)} failed={c.get('failed', 0)}"
+                for task, c in sorted(queue.items())
+            ))  # fmt: skip
         if not stored:
             lines.append(
                 "(no stored schedule yet: `newsexchange serve` creates it on its first start)"
@@ -92,6 +120,18 @@ def jobs(ctx: Context) -> int:
 
     ctx.emit(data, text)
     return 0
+
+
+def _queue_counts(ctx: Context) -> dict[str, dict[str, int]] | None:
+    """The queue's jobs per task and status on PostgreSQL, None on SQLite (or when the queue
+    cannot be read: ``jobs`` still shows the schedule)."""
+    from newsexchange.service.queue import queue_counts
+
+    try:
+        return queue_counts(ctx.config)
+    except Exception:
+        log.warning("the work queue could not be read", exc_info=True)
+        return None
 
 
 def run_once(ctx: Context) -> int:
@@ -198,7 +238,6 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def serve(ctx: Context) -> int:
-    from newsexchange.service import Service
     from newsexchange.web.app import create_app
 
     cfg = ctx.config
@@ -217,7 +256,7 @@ def serve(ctx: Context) -> int:
     port = ctx.args.port or cfg.service.port
     db = ctx.db
     sock = _listen(host, port)
-    service = Service(cfg, db)
+    service, qworker = _service_and_worker(ctx)
     stopping = threading.Event()
 
     def on_signal(sig: int) -> None:
@@ -225,8 +264,15 @@ def serve(ctx: Context) -> int:
             stopping.set()
             log.info("signal received: stopping", extra={"signal": signal.Signals(sig).name})
             service.begin_shutdown()
+            if qworker is not None:
+                qworker.stop()
 
     service.start()
+    thread = None
+    if qworker is not None:
+        # The queue worker on an event loop of its own in a thread; its signals are ours.
+        thread = threading.Thread(target=qworker.run, name="queue-worker", daemon=True)
+        thread.start()
     log.info(
         "serving",
         extra={"url": f"http://{host}:{port}", "public_url": cfg.public_url, "pid": os.getpid()},
@@ -234,6 +280,71 @@ def serve(ctx: Context) -> int:
     try:
         _Server(create_app(cfg, db), host, port, on_signal).run(sock)
     finally:
+        service.begin_shutdown()
+        if qworker is not None and thread is not None:
+            qworker.stop()
+            thread.join()  # running jobs end their chunk
+            qworker.close()
         service.stop(wait=True)  # running steps finish; nothing is left half-written
     log.info("stopped")
+    return 0
+
+
+def _service_and_worker(ctx: Context, concurrency: int | None = None) -> tuple[Any, Any]:
+    """The scheduler, and on PostgreSQL the queue worker its fires defer to (None on
+    SQLite, where the scheduler runs the jobs itself)."""
+    from newsexchange.service import Service
+    from newsexchange.service.queue import uses_queue
+    from newsexchange.service.worker import QueueWorker
+
+    cfg = ctx.config
+    if not uses_queue(cfg):
+        return Service(cfg, ctx.db), None
+    qworker = QueueWorker(cfg, ctx.db, concurrency=concurrency)
+    deferrer = qworker.deferrer
+
+    def dispatch(job_id: str, min_gap: float) -> bool:
+        return deferrer.step(job_id, min_gap=min_gap)
+
+    return Service(cfg, ctx.db, dispatch=dispatch), qworker
+
+
+def worker(ctx: Context) -> int:
+    """A worker alone: APScheduler says when, the queue's worker (PostgreSQL) runs what is
+    queued by anyone; on SQLite the in-process service, without the web app. SIGTERM/SIGINT
+    stop taking jobs and let the running ones finish their chunk; exit 0, and with --json a
+    report of what this worker did."""
+    cfg = ctx.config
+    install_secret_redaction(cfg)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    service, qworker = _service_and_worker(ctx, ctx.args.concurrency)
+    stopped = threading.Event()
+
+    def on_signal(sig: int, _frame: Any) -> None:
+        if not stopped.is_set():
+            stopped.set()
+            log.info("signal received: stopping", extra={"signal": signal.Signals(sig).name})
+            service.begin_shutdown()
+            if qworker is not None:
+                qworker.stop()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        service.start()
+        log.info("worker started", extra={"pid": os.getpid(), "queue": qworker is not None})
+        if qworker is not None:
+            qworker.run()  # until stop()
+        else:
+            while not stopped.wait(1.0):
+                pass
+    finally:
+        service.stop(wait=True)
+        if qworker is not None:
+            qworker.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    report: dict[str, Any] = {"ok": True, "pid": os.getpid(), "queue": qworker is not None}
+    if qworker is not None:
+        report.update(qworker.report())
+    ctx.emit(report, lambda: f"worker stopped: {report}")
     return 0

@@ -415,8 +415,23 @@ class ServiceSettings(_Model):
     # runs; demo: true builds the in-progress period once so the offline demo shows a cycle.
     approvals_minutes: float = Field(10.0, gt=0)
     alerts_minutes: float = Field(15.0, gt=0)
-    lock_ttl_seconds: float = Field(120.0, ge=5)
+    # 30 s (was 120): on PostgreSQL a job whose lease a dead worker on another host still
+    # holds is retried by the queue until the lease expires, so the TTL is the failover time
+    # across hosts; renewed every ttl/3, a live holder never loses it.
+    lock_ttl_seconds: float = Field(30.0, ge=5)
     demo: bool = False
+    # The work queue (PostgreSQL only, docs/operations.md "The work queue"): deliveries per
+    # send shard, sources per fetch job, jobs one worker runs at once (sync tasks run in
+    # threads), how often a worker's heartbeat is written, after how long without one its
+    # jobs are taken as stalled and retried elsewhere, how often each worker looks for such
+    # jobs, and how soon a job whose lease is held elsewhere is tried again.
+    send_shard_size: int = Field(1000, ge=1)
+    fetch_batch: int = Field(10, ge=1)
+    queue_concurrency: int = Field(4, ge=1, le=64)
+    heartbeat_seconds: float = Field(2.0, gt=0)
+    stalled_seconds: float = Field(10.0, gt=0)
+    reaper_seconds: float = Field(3.0, gt=0)
+    busy_retry_seconds: int = Field(5, ge=1)
 
 
 class Config(_Model):

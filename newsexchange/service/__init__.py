@@ -11,6 +11,8 @@ calls (``run_fetch``, ``run_translate``, ``build_digest``, ``run_approvals``, ``
   "already ran for this slot", its ``job_runs`` row.
 - :mod:`.scheduler` — the APScheduler :class:`~.scheduler.Service`.
 - :mod:`.periods`, :mod:`.demo` — the digest and demo jobs.
+- :mod:`.queue`, :mod:`.worker` — on PostgreSQL: the work queue (procrastinate) the
+  scheduler's fires are deferred to, and the worker every ``serve``/``worker`` process runs.
 
 What the service adds to the steps:
 
@@ -49,16 +51,21 @@ from newsexchange.service.jobs import (
     Step,
     job_specs,
 )
+from newsexchange.service.queue import Deferrer, kick, queue_counts, uses_queue
 from newsexchange.service.reports import Report, report_json
-from newsexchange.service.runner import Runner, RunOutcome
+from newsexchange.service.runner import JobBusy, Runner, RunOutcome
 from newsexchange.service.scheduler import Service, run_scheduled
+from newsexchange.service.worker import QueueWorker
 
 __all__ = [
     "JOBSTORE_TABLE",
     "JOB_RUNS_KEEP_DAYS",
     "RUN_ONCE_ORDER",
     "STEPS",
+    "Deferrer",
+    "JobBusy",
     "JobSpec",
+    "QueueWorker",
     "Report",
     "RunOutcome",
     "Runner",
@@ -70,12 +77,15 @@ __all__ = [
     "config_secrets",
     "install_secret_redaction",
     "job_specs",
+    "kick",
     "lease",
     "make_owner",
     "prepare_demo",
+    "queue_counts",
     "release_lock",
     "renew_lock",
     "report_json",
     "run_scheduled",
     "stored_jobs",
+    "uses_queue",
 ]

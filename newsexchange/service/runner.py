@@ -10,6 +10,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,13 +19,30 @@ from newsexchange.common.leases import lease, owner_id
 from newsexchange.config import Config
 from newsexchange.db import Database, utcnow
 from newsexchange.db.queries import jobs as queries
-from newsexchange.errors import StopRequested
-from newsexchange.service.jobs import STEPS, bind_stop_flag
+from newsexchange.errors import NewsExchangeError, StopRequested
+from newsexchange.service.jobs import STEPS, StepFn, bind_stop_flag
 from newsexchange.service.reports import report_json
 
-__all__ = ["RunOutcome", "Runner"]
+__all__ = ["JobBusy", "RunOutcome", "Runner"]
 
 log = logging.getLogger("newsexchange.service")
+
+
+class JobBusy(NewsExchangeError):
+    """A job's lease is held by another process (raised only by a Runner made with
+    ``raise_when_busy``, i.e. on the work queue).
+
+    In process (SQLite) a held lease means "another process runs this slot": skipping is
+    right, the scheduler fires again. On the queue a skip would lose the job for good when the
+    holder is a worker that died on another host (its lease lives on for
+    ``lock_ttl_seconds``), so the queue task catches this and queues the job again a few
+    seconds later (:meth:`newsexchange.service.worker.QueueWorker.run_step`); the ``min_gap``
+    check then skips it if the holder did finish the slot.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} is running in another process (its lease is held)")
+        self.job_id = job_id
 
 
 @dataclass
@@ -32,7 +50,7 @@ class RunOutcome:
     """What became of one attempt to run a job."""
 
     job: str
-    status: str  # ok | failed | skipped | stopped
+    status: str  # ok | failed | skipped | stopped | queued (deferred to the work queue)
     seconds: float = 0.0
     summary: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -56,8 +74,16 @@ class Runner:
         *,
         owner: str | None = None,
         lock_ttl: float | None = None,
+        steps: Mapping[str, StepFn] | None = None,
+        raise_when_busy: bool = False,
     ) -> None:
+        """``steps`` replaces some steps' functions (the work queue runs "send" as a planner
+        of shard jobs); ``raise_when_busy`` raises :class:`JobBusy` instead of skipping when
+        the lease is held elsewhere."""
         self.config = config
+        self.steps: dict[str, StepFn] = {name: step.run for name, step in STEPS.items()}
+        self.steps.update(steps or {})
+        self.raise_when_busy = raise_when_busy
         self.db = db
         self.owner = owner or owner_id()
         self.lock_ttl = lock_ttl if lock_ttl is not None else config.service.lock_ttl_seconds
@@ -70,6 +96,8 @@ class Runner:
         started = time.monotonic()
         with lease(self.db, f"job:{job_id}", self.owner, ttl=self.lock_ttl) as held:
             if not held:
+                if self.raise_when_busy:
+                    raise JobBusy(job_id)
                 log.info("job skipped: running elsewhere", extra={"job": job_id})
                 return RunOutcome(job_id, "skipped", error="running in another process")
             now = utcnow()
@@ -105,7 +133,7 @@ class Runner:
         try:
             return (
                 "ok",
-                report_json(STEPS[step_name].run(self.config, self.db, now, arg or None)),
+                report_json(self.steps[step_name](self.config, self.db, now, arg or None)),
                 None,
             )
         except StopRequested as exc:

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
@@ -74,8 +75,13 @@ class Service:
         owner: str | None = None,
         lock_ttl: float | None = None,
         workers: int = 3,
+        dispatch: Callable[[str, float], bool] | None = None,
     ) -> None:
+        """``dispatch(job_id, min_gap)``, given on PostgreSQL, is called instead of running a
+        fired job here (it defers the job to the work queue, :mod:`.queue`, and says whether
+        it was queued); the queue's worker then runs it and what follows it."""
         self.config = config
+        self.dispatch = dispatch
         self.db = db
         self.runner = Runner(config, db, owner=owner, lock_ttl=lock_ttl)
         self._stopping = threading.Event()
@@ -157,6 +163,15 @@ class Service:
     def run_job(self, job_id: str, *, min_gap: float = 0.0) -> RunOutcome | None:
         if self._stopping.is_set():
             return None
+        if self.dispatch is not None:
+            queued = self.dispatch(job_id, min_gap)
+            outcome = RunOutcome(
+                job_id,
+                "queued" if queued else "skipped",
+                error=None if queued else "already queued",
+            )
+            self.history.append(outcome)
+            return outcome
         outcome = self.runner.run(job_id, min_gap=min_gap)
         self.history.append(outcome)
         # Translate after each fetch (even a partly failed one: what came in is worth
