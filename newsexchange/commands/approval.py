@@ -64,6 +64,7 @@ def approve(ctx: Context) -> int:
     from newsexchange.approval import decide
     from newsexchange.approval.notices import queue_notes
     from newsexchange.mail.queue import flush
+    from newsexchange.service.queue import start_sending_if_approved
 
     cfg = ctx.config
     args = ctx.args
@@ -94,6 +95,7 @@ def approve(ctx: Context) -> int:
         )
         queue_notes(session, cfg, digest, result.notes, now=now)
     flush(ctx.db, cfg, now=now)  # the notes to the other editors, after the commit
+    start_sending_if_approved(cfg, ctx.db, args.digest_id)
     ctx.emit({"ok": True, **result.to_json()}, result.message)
     return 0
 

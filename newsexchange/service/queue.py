@@ -21,10 +21,15 @@ Each job has ``lock=`` its unit (``job:<id>`` or the shard's key: the same unit 
 twice at once) and ``queueing_lock=`` the same key (a unit already waiting is not queued
 again: :class:`procrastinate.exceptions.AlreadyEnqueued` is caught and reported as False).
 
-Fan-out of fetch and translate — **seam**: ``fetch`` and ``translate`` are one job each for
-now; one job per batch of due sources (``service.fetch_batch``) and per id range needs
-``ingest.due_source_ids``/``run_fetch(source_ids=…)`` and ``translate.pending_ranges``/
-``run_translate(id_range=…)``, which land with another change (search "SEAM(fan-out)").
+- :data:`TASK_FETCH` ``(source_ids, planned_at)`` — ``run_fetch(source_ids=…, only_due=True)``
+  over one batch of due sources: the ``fetch`` step on the queue *plans* (``ingest.
+  due_source_ids``, cut into batches of ``service.fetch_batch``). The batch fetches only what
+  is still due since ``planned_at`` and claims each source first, so a source is fetched once
+  however many jobs hold it. Each batch is recorded in ``job_runs`` as a ``fetch`` run with
+  its report (``/metrics`` and ``/readyz`` read them), then queues ``translate``.
+- :data:`TASK_TRANSLATE` ``(first, last)`` — ``run_translate(id_range=…)`` over one range of
+  item ids: the ``translate`` step on the queue plans (``translate.pending_ranges``, 500
+  items a range). Provider usage is added in SQL, so ranges translated at once lose no count.
 
 procrastinate is imported inside functions only: a SQLite install runs without it
 (tests/structure.py lists it).
@@ -32,13 +37,15 @@ procrastinate is imported inside functions only: a SQLite install runs without i
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
 from typing import TYPE_CHECKING, Any
 
 from newsexchange.config import Config, database_url
-from newsexchange.db import Database
+from newsexchange.db import Database, Digest
+from newsexchange.digest.states import DigestState
 
 if TYPE_CHECKING:
     from procrastinate import App
@@ -46,14 +53,17 @@ if TYPE_CHECKING:
     from newsexchange.delivery.shards import Shard
 
 __all__ = [
+    "TASK_FETCH",
     "TASK_SHARD",
     "TASK_STEP",
+    "TASK_TRANSLATE",
     "Deferrer",
     "conninfo",
     "deferrer_for",
     "is_queue_url",
     "kick",
     "queue_counts",
+    "start_sending_if_approved",
     "uses_queue",
 ]
 
@@ -61,6 +71,8 @@ log = logging.getLogger("newsexchange.service")
 
 TASK_STEP = "newsexchange.step"
 TASK_SHARD = "newsexchange.send_shard"
+TASK_FETCH = "newsexchange.fetch_batch"
+TASK_TRANSLATE = "newsexchange.translate_range"
 
 
 def is_queue_url(url: str) -> bool:
@@ -129,6 +141,22 @@ class Deferrer:
             None,
         )
 
+    def fetch_batch(self, source_ids: list[str], *, planned_at: str) -> bool:
+        """Queue the fetch of one batch of due sources; False when that batch already waits."""
+        digest = hashlib.sha1(",".join(source_ids).encode(), usedforsecurity=False)
+        return self._defer(
+            TASK_FETCH,
+            f"fetch:{digest.hexdigest()[:16]}",
+            {"source_ids": source_ids, "planned_at": planned_at},
+            None,
+        )
+
+    def translate_range(self, first: int, last: int) -> bool:
+        """Queue the translation of items ``first``..``last``; False when it already waits."""
+        return self._defer(
+            TASK_TRANSLATE, f"translate:{first}:{last}", {"first": first, "last": last}, None
+        )
+
     def _defer(self, task: str, key: str, kwargs: dict[str, Any], delay: float | None) -> bool:
         from procrastinate.exceptions import AlreadyEnqueued
 
@@ -183,6 +211,24 @@ def kick(config: Config, db: Database, job_id: str) -> bool:
     deferrer_for(config).step(job_id)
     log.info("job queued now", extra={"job": job_id})
     return True
+
+
+def start_sending_if_approved(config: Config, db: Database, digest_id: int) -> bool:
+    """After an approval's commit: on PostgreSQL, queue the send plan now, so sending starts
+    within seconds of the editor's click instead of at the next dispatch tick (a failure to
+    queue is logged, never the editor's problem: the tick plans it anyway). The deliveries
+    are queued by that plan, in a worker — never in the editor's request."""
+    if not uses_queue(config):
+        return False
+    try:
+        with db.session() as s:
+            digest = s.get(Digest, digest_id)
+            if digest is None or digest.state != DigestState.APPROVED:
+                return False
+        return kick(config, db, "send")
+    except Exception:
+        log.warning("could not queue the send after an approval", exc_info=True)
+        return False
 
 
 def queue_counts(config: Config) -> dict[str, dict[str, int]] | None:

@@ -28,20 +28,29 @@ import collections
 import contextlib
 import logging
 import threading
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from newsexchange.config import Config, database_url
 from newsexchange.db import Database, utcnow
+from newsexchange.db.queries import jobs as job_queries
 from newsexchange.delivery.send import run_send
 from newsexchange.delivery.shards import plan_shards
 from newsexchange.errors import StopRequested
-from newsexchange.service.queue import TASK_SHARD, TASK_STEP, Deferrer, conninfo
-from newsexchange.service.reports import StepResult
+from newsexchange.ingest import due_source_ids, run_fetch
+from newsexchange.service.queue import (
+    TASK_FETCH,
+    TASK_SHARD,
+    TASK_STEP,
+    TASK_TRANSLATE,
+    Deferrer,
+    conninfo,
+)
+from newsexchange.service.reports import StepResult, report_json
 from newsexchange.service.runner import JobBusy, Runner, RunOutcome
+from newsexchange.translate import pending_ranges, run_translate
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from procrastinate import App
 
 __all__ = ["QueueWorker"]
@@ -66,10 +75,18 @@ class QueueWorker:
         self.settings = config.service
         self.concurrency = concurrency or self.settings.queue_concurrency
         self.deferrer = deferrer or Deferrer(config)
-        # SEAM(fan-out): "fetch" and "translate" become planners here too once
-        # ingest.due_source_ids / translate.pending_ranges land (one job per
-        # service.fetch_batch due sources, one per id range), like "send" below.
-        self.runner = Runner(config, db, steps={"send": self._plan_send}, raise_when_busy=True)
+        # On the queue, three steps plan instead of doing: each defers its units (a batch of
+        # due sources, a range of items, a shard of a send) for any worker to take.
+        self.runner = Runner(
+            config,
+            db,
+            steps={
+                "fetch": self._plan_fetch,
+                "translate": self._plan_translate,
+                "send": self._plan_send,
+            },
+            raise_when_busy=True,
+        )
         self.name = name or self.runner.owner
         #: Set by :meth:`stop`: shards end after their chunk in hand.
         self.stopping = self.runner.stopping
@@ -104,8 +121,16 @@ class QueueWorker:
         def send_shard(digest_id: int, first: int, last: int) -> None:
             self.run_shard(digest_id, first, last)
 
+        def fetch_batch(source_ids: list[str], planned_at: str) -> None:
+            self.run_fetch_batch(source_ids, datetime.fromisoformat(planned_at))
+
+        def translate_range(first: int, last: int) -> None:
+            self.run_translate_range(first, last)
+
         app.task(name=TASK_STEP)(step)
         app.task(name=TASK_SHARD)(send_shard)
+        app.task(name=TASK_FETCH)(fetch_batch)
+        app.task(name=TASK_TRANSLATE)(translate_range)
         return app
 
     def run_step(self, job_id: str, *, min_gap: float = 0.0, attempt: int = 0) -> RunOutcome:
@@ -129,9 +154,13 @@ class QueueWorker:
         self._count(f"step:{outcome.status}")
         follow: list[str] = []
         if job_id == "fetch" and outcome.status in ("ok", "failed"):
-            follow.append("translate")
-            if self.config.service.demo:
-                follow.append("demo")
+            # Each fetch batch queues the translation when it is done; with no batch to
+            # wait for, it follows the plan (translations put off earlier are retried after
+            # every fetch, as in process).
+            if not outcome.summary.get("batches"):
+                follow.append("translate")
+                if self.config.service.demo:
+                    follow.append("demo")
         elif (
             (job_id.startswith("digest:") or job_id == "demo")
             and outcome.status == "ok"
@@ -142,6 +171,56 @@ class QueueWorker:
             if not self.stopping.is_set():
                 self.deferrer.step(nxt)
         return outcome
+
+    def _plan_fetch(
+        self, config: Config, db: Database, now: datetime, arg: str | None
+    ) -> StepResult:
+        """The "fetch" step on the queue: the due sources, one job per batch of
+        ``service.fetch_batch`` (each fetches what is still due when it runs)."""
+        due = due_source_ids(db, config, now=now)
+        size = config.service.fetch_batch
+        batches = [due[i : i + size] for i in range(0, len(due), size)]
+        queued = sum(1 for b in batches if self.deferrer.fetch_batch(b, planned_at=now.isoformat()))
+        return {"due": len(due), "batches": len(batches), "queued": queued}
+
+    def run_fetch_batch(self, source_ids: list[str], planned_at: datetime) -> None:
+        """Fetch one batch, recorded as a ``fetch`` run; then queue the translation (and the
+        demo's build). ``planned_at`` is the plan's time: a source fetched since then by
+        anyone is left alone."""
+        run_id = job_queries.start_run(self.db, "fetch", now=utcnow())
+        ok, error, summary = True, None, {}
+        try:
+            report = run_fetch(
+                self.db, self.config, now=planned_at, source_ids=source_ids, only_due=True
+            )
+            summary = report_json(report)
+        except Exception as exc:
+            ok, error = False, f"{type(exc).__name__}: {exc}"
+            log.error("fetch batch failed", extra={"error": error}, exc_info=True)
+        job_queries.close_run(
+            self.db, run_id, finished_at=utcnow(), ok=ok, error=error, summary=summary
+        )
+        self._count("fetch:done" if ok else "fetch:failed")
+        if not self.stopping.is_set():
+            self.deferrer.step("translate")
+            if self.config.service.demo:
+                self.deferrer.step("demo")
+
+    def _plan_translate(
+        self, config: Config, db: Database, now: datetime, arg: str | None
+    ) -> StepResult:
+        """The "translate" step on the queue: one job per range of items with work."""
+        ranges = pending_ranges(db, config, now=now)
+        queued = sum(1 for first, last in ranges if self.deferrer.translate_range(first, last))
+        return {"ranges": len(ranges), "queued": queued}
+
+    def run_translate_range(self, first: int, last: int) -> None:
+        report = run_translate(self.db, self.config, now=utcnow(), id_range=(first, last))
+        self._count("translate:done")
+        log.info(
+            "translation range done",
+            extra={"range": f"{first}-{last}", "items_translated": report.items_translated},
+        )
 
     def _plan_send(
         self, config: Config, db: Database, now: datetime, arg: str | None

@@ -78,6 +78,7 @@ from newsexchange.digest.states import OPEN
 from newsexchange.errors import ApprovalError, DigestError, NewsExchangeError
 from newsexchange.i18n import gettext_for
 from newsexchange.mail.queue import flush
+from newsexchange.service.queue import start_sending_if_approved
 from newsexchange.templating import environment
 from newsexchange.translate.memory import set_editor_translation
 from newsexchange.web.deps import config_of, db_of
@@ -272,6 +273,7 @@ def confirm_act(
         with db.session() as session:
             page = _confirm_decide(config, db, session, claims, comment, address, now)
         flush(db, config, now=now)  # the notes to the other editors, after the commit
+        start_sending_if_approved(config, db, claims.digest_id)
         return page
     except (TokenError, ApprovalError) as exc:
         refuse_logged(db, claims, exc, address, now)
@@ -544,6 +546,8 @@ def review_act(
             else:
                 response = done
         flush(db, config, now=now)  # requests and notes the change queued, after the commit
+        if op == "approve":
+            start_sending_if_approved(config, db, claims.digest_id)
         return response
     except (TokenError, ApprovalError, DigestError) as exc:
         if op == "approve":
