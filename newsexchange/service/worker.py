@@ -240,8 +240,10 @@ class QueueWorker:
     def run_shard(self, digest_id: int, first: int, last: int) -> None:
         """Send one shard; on a stop, hand it back to the queue (a new job of it)."""
         stopping = self.stopping
+        sent_before_stop = [0]
 
         def progress(done: int, total: int) -> None:
+            sent_before_stop[0] = done
             if stopping.is_set() and done < total:
                 raise StopRequested(f"stopped after {done} of {total} deliveries")
 
@@ -259,6 +261,7 @@ class QueueWorker:
             # for another worker (or is already waiting there).
             self.deferrer.shard_range(digest_id, first, last)
             self._count("shard:stopped")
+            self._count("sent", sent_before_stop[0])  # handed to the server before the stop
             log.info("shard handed back on stop", extra={"shard": f"send:{digest_id}:{first}"})
             return
         if report.error:  # the backend is unusable: the next "send" plan queues it again
