@@ -51,7 +51,13 @@ def upgrade() -> None:
     if bind.dialect.name == "postgresql":
         exists = bind.exec_driver_sql("SELECT to_regclass('procrastinate_jobs')").scalar()
         if exists is None:
-            from procrastinate.schema import SchemaManager
+            try:
+                from procrastinate.schema import SchemaManager
+            except ImportError as exc:  # installed without the extra PostgreSQL needs
+                raise RuntimeError(
+                    "PostgreSQL needs the work queue: install newsexchange with its postgres "
+                    "extra (pip install 'newsexchange[postgres]')"
+                ) from exc
 
             # On the driver's own connection (the same one, in the same transaction): the
             # schema has literal % signs that a parameter-style pass would misread.
