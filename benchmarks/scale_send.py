@@ -52,7 +52,10 @@ def _sink(port: int, path: str, counter: Any, ready: Any) -> None:
     async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await _session(reader, writer)
-        except ConnectionError:  # the kill -9 measurement's dead worker
+        except (
+            ConnectionError,
+            asyncio.IncompleteReadError,
+        ):  # the kill -9 measurement's dead worker
             writer.close()
 
     async def _session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
