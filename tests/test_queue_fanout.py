@@ -7,6 +7,7 @@ two :class:`QueueWorker` s (each its own engine and procrastinate worker) in thr
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import date
@@ -96,3 +97,54 @@ def test_an_approval_queues_the_send_plan_at_once_on_postgresql(
     assert [tuple(j) for j in jobs] == [("newsexchange.step", "send", "todo")]
     with db.session() as s:  # and nothing was written for the recipients yet: the plan does
         assert s.scalar(select(func.count()).select_from(Delivery)) == 0
+
+
+def test_finished_jobs_are_pruned_a_day_after_they_end_failed_ones_after_thirty_days(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    pg_server_url: Callable[[], str],
+) -> None:
+    cfg = queue_config(write_config, pg_server_url())
+    worker = QueueWorker(cfg, db_for(cfg), concurrency=2)
+    for job in ("approvals", "alerts"):
+        assert worker.deferrer.step(job)
+    thread = _run_worker_thread(worker)
+    try:
+        _wait_queue_idle(worker.deferrer)
+    finally:
+        worker.stop()
+        thread.join(timeout=60)
+    db = worker.db
+
+    def jobs() -> list[tuple[str, str]]:
+        with db.session() as s:
+            rows = s.execute(
+                text("SELECT args->>'job_id', status::text FROM procrastinate_jobs ORDER BY id")
+            ).all()
+        return [(j, st) for j, st in rows]
+
+    def age(days: int) -> None:
+        with db.session() as s:
+            s.execute(text(f"UPDATE procrastinate_events SET at = at - interval '{days} days'"))
+
+    def prune() -> None:
+        async def run() -> None:
+            async with worker.app.open_async():
+                await worker.prune()
+
+        asyncio.run(run())
+
+    assert jobs() == [("approvals", "succeeded"), ("alerts", "succeeded")]
+    with db.session() as s:  # one of them had failed
+        s.execute(
+            text("UPDATE procrastinate_jobs SET status = 'failed' WHERE args->>'job_id' = 'alerts'")
+        )
+    prune()
+    assert len(jobs()) == 2, "nothing is pruned the day it finished"
+    age(2)
+    prune()
+    assert jobs() == [("alerts", "failed")], "succeeded: gone after a day; failed: kept"
+    age(30)
+    prune()
+    assert jobs() == []
+    worker.close()

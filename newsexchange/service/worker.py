@@ -28,6 +28,7 @@ import collections
 import contextlib
 import logging
 import threading
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from newsexchange.delivery.send import run_send
 from newsexchange.delivery.shards import plan_shards
 from newsexchange.errors import StopRequested
 from newsexchange.ingest import due_source_ids, run_fetch
+from newsexchange.service.jobs import JOB_RUNS_KEEP_DAYS
 from newsexchange.service.queue import (
     TASK_FETCH,
     TASK_SHARD,
@@ -53,7 +55,10 @@ from newsexchange.translate import pending_ranges, run_translate
 if TYPE_CHECKING:
     from procrastinate import App
 
-__all__ = ["QueueWorker"]
+__all__ = ["PRUNE_FINISHED_HOURS", "QueueWorker"]
+
+#: Succeeded jobs stay in the queue's table this long (``newsexchange jobs`` counts them).
+PRUNE_FINISHED_HOURS = 24
 
 log = logging.getLogger("newsexchange.service")
 
@@ -159,8 +164,11 @@ class QueueWorker:
             # every fetch, as in process).
             if not outcome.summary.get("batches"):
                 follow.append("translate")
-                if self.config.service.demo:
-                    follow.append("demo")
+        elif job_id == "translate" and outcome.status in ("ok", "failed"):
+            # The demo builds once what is translated: after the translation, as in process
+            # (each range queues it when done; with no range, the plan does).
+            if self.config.service.demo and not outcome.summary.get("ranges"):
+                follow.append("demo")
         elif (
             (job_id.startswith("digest:") or job_id == "demo")
             and outcome.status == "ok"
@@ -184,8 +192,7 @@ class QueueWorker:
         return {"due": len(due), "batches": len(batches), "queued": queued}
 
     def run_fetch_batch(self, source_ids: list[str], planned_at: datetime) -> None:
-        """Fetch one batch, recorded as a ``fetch`` run; then queue the translation (and the
-        demo's build). ``planned_at`` is the plan's time: a source fetched since then by
+        """Fetch one batch, recorded as a ``fetch`` run; then queue the translation. ``planned_at`` is the plan's time: a source fetched since then by
         anyone is left alone."""
         run_id = job_queries.start_run(self.db, "fetch", now=utcnow())
         ok, error, summary = True, None, {}
@@ -203,8 +210,6 @@ class QueueWorker:
         self._count("fetch:done" if ok else "fetch:failed")
         if not self.stopping.is_set():
             self.deferrer.step("translate")
-            if self.config.service.demo:
-                self.deferrer.step("demo")
 
     def _plan_translate(
         self, config: Config, db: Database, now: datetime, arg: str | None
@@ -217,6 +222,8 @@ class QueueWorker:
     def run_translate_range(self, first: int, last: int) -> None:
         report = run_translate(self.db, self.config, now=utcnow(), id_range=(first, last))
         self._count("translate:done")
+        if self.config.service.demo and not self.stopping.is_set():
+            self.deferrer.step("demo")  # the demo's build follows the translation
         log.info(
             "translation range done",
             extra={"range": f"{first}-{last}", "items_translated": report.items_translated},
@@ -309,11 +316,31 @@ class QueueWorker:
                 await _jobs_still_running()
         log.info("queue worker stopped", extra={"worker": self.name, **self.report()})
 
-    async def _reap(self) -> None:
-        """Put back the jobs of workers that stopped sending heartbeats (dead on any host)."""
+    async def prune(self) -> None:
+        """Delete finished jobs from the queue's table, which would otherwise grow by every
+        fetch batch and shard forever: succeeded (and cancelled, aborted) ones a day after
+        they ended, failed ones after ``JOB_RUNS_KEEP_DAYS`` (what happened stays in
+        ``job_runs`` and the log)."""
         manager = self.app.job_manager
+        await manager.delete_old_jobs(
+            nb_hours=PRUNE_FINISHED_HOURS, include_cancelled=True, include_aborted=True
+        )
+        # failed only: the others were just deleted at a shorter age
+        await manager.delete_old_jobs(nb_hours=24 * JOB_RUNS_KEEP_DAYS, include_failed=True)
+
+    async def _reap(self) -> None:
+        """Put back the jobs of workers that stopped sending heartbeats (dead on any host);
+        once an hour, prune finished jobs."""
+        manager = self.app.job_manager
+        next_prune = 0.0
         while True:
             await asyncio.sleep(self.settings.reaper_seconds)
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + 3600
+                try:
+                    await self.prune()
+                except Exception:
+                    log.warning("pruning finished jobs failed", exc_info=True)
             try:
                 stalled = list(
                     await manager.get_stalled_jobs(
