@@ -41,6 +41,7 @@ import hashlib
 import logging
 import re
 import threading
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from newsexchange.config import Config, database_url
@@ -165,11 +166,21 @@ class Deferrer:
                 task,
                 lock=key,
                 queueing_lock=key,
-                schedule_in={"seconds": delay} if delay else None,
+                schedule_at=self._database_now() + timedelta(seconds=delay) if delay else None,
             ).defer(**kwargs)
         except AlreadyEnqueued:
             return False
         return True
+
+    def _database_now(self) -> datetime:
+        """The database's clock: a delay is counted from it, not from this host's clock
+        (procrastinate's ``schedule_in`` would, and a host whose clock is off would put the
+        job off by as much — or run it early)."""
+        row = self.app.connector.get_sync_connector().execute_query_one(
+            "SELECT clock_timestamp() AS now"
+        )
+        now: datetime = row["now"]
+        return now
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Jobs per task and status (todo, doing, failed …) as the queue holds them."""

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from newsexchange.config import Config, database_url
@@ -56,6 +56,9 @@ if TYPE_CHECKING:
     from procrastinate import App
 
 __all__ = ["PRUNE_FINISHED_HOURS", "QueueWorker"]
+
+#: A ``retry_at`` / ``schedule_at`` in the past: due at once on the database's clock.
+DUE_NOW = datetime(2000, 1, 1, tzinfo=UTC)
 
 #: Succeeded jobs stay in the queue's table this long (``newsexchange jobs`` counts them).
 PRUNE_FINISHED_HOURS = 24
@@ -352,7 +355,10 @@ class QueueWorker:
                 continue
             for job in stalled:
                 try:
-                    await manager.retry_job(job)
+                    # Due at once by the database's clock, whatever this host's clock says
+                    # (procrastinate's default is this host's "now": a host whose clock is
+                    # ahead would put the job off by as much).
+                    await manager.retry_job(job, retry_at=DUE_NOW)
                 except Exception:
                     # Another worker's reaper was first (no longer "doing"), or a twin of the
                     # job already waits in "todo" (queueing lock): then this one is closed as
