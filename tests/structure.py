@@ -36,7 +36,7 @@ LAZY_THIRD_PARTY = frozenset(
 LAZY_IN_COMMANDS = (
     "newsexchange.ingest", "newsexchange.translate", "newsexchange.digest",
     "newsexchange.approval", "newsexchange.delivery", "newsexchange.mail",
-    "newsexchange.service", "newsexchange.web", "newsexchange.alerts",
+    "newsexchange.service", "newsexchange.web", "newsexchange.alerts", "newsexchange.impact",
 )  # fmt: skip
 
 #: Where SQLAlchemy may be imported: the storage layer (and its migrations).

@@ -62,11 +62,12 @@ LAYERS: dict[str, int] = {
     "newsexchange.approval": 4,
     "newsexchange.delivery": 4,
     "newsexchange.alerts": 4,
+    "newsexchange.impact": 5,  # reads what delivery and ingest wrote
     # what drives them
-    "newsexchange.service": 5,
-    "newsexchange.web": 6,
-    "newsexchange.commands": 6,
-    "newsexchange.cli": 7,
+    "newsexchange.service": 6,
+    "newsexchange.web": 7,
+    "newsexchange.commands": 7,
+    "newsexchange.cli": 8,
 }
 
 
@@ -155,7 +156,7 @@ def test_the_cli_loads_no_step_until_a_command_runs() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(eval(out.stdout))  # noqa: S307 - our own subprocess's repr of a list
     steps = {f"newsexchange.{s}" for s in ("ingest", "translate", "digest", "approval",
-                                           "delivery", "mail", "service", "web", "alerts")}  # fmt: skip
+                                           "delivery", "mail", "service", "web", "alerts", "impact")}  # fmt: skip
     heavy = {"httpx", "httpcore", "feedparser", "numpy", "bs4", "lxml", "apscheduler",
              "starlette", "uvicorn", "prometheus_client", "rich", "py3langid", "jinja2"}  # fmt: skip
     assert sorted(loaded & (steps | heavy)) == []

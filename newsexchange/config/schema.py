@@ -337,6 +337,20 @@ class ApprovalSettings(_Model):
     on_deadline: Literal["hold", "reject"] = "hold"
 
 
+class ImpactSettings(_Model):
+    """What an exchange measures of its digests' impact (docs/impact.md).
+
+    ``clicks``: links in the digest go through the signed ``/r/`` redirect on ``public_url``,
+    which counts clicks per story in aggregate (nothing about who clicked; no cookie; never an
+    open-tracking pixel); off, links go straight to the source. ``pickup_days``: how long after
+    sending the receiving side's media are watched for retellings of each story.
+    ``pickup_min_score``: the score from which a candidate is suggested to the editors."""
+
+    clicks: bool = True
+    pickup_days: int = Field(21, ge=1, le=365)
+    pickup_min_score: float = Field(0.5, ge=0.0, le=1.0)
+
+
 class EditorSettings(_Model):
     """An editor given as ``{email: …, language: ru}``: mails and pages in that language."""
 
@@ -368,6 +382,7 @@ class ExchangeSettings(_Model):
     include_untranslated: bool = False
     source_weights: dict[str, float] = Field(default_factory=dict)
     approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    impact: ImpactSettings = Field(default_factory=ImpactSettings)
 
     _v_id = field_validator("id")(_check_id)
 

@@ -385,6 +385,40 @@ class Lock(Base):
     expires_at: Mapped[datetime]
 
 
+class StoryClicks(Base):
+    """Clicks on one story of a sent digest, in aggregate: a count and nothing else (who
+    clicked, when, from where is never stored)."""
+
+    __tablename__ = "story_clicks"
+    digest_id: Mapped[int] = mapped_column(
+        ForeignKey("digests.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(primary_key=True)  # the story's place in the digest
+    item_id: Mapped[int | None]
+    clicks: Mapped[int] = mapped_column(default=0)
+
+
+class Pickup(Base):
+    """An item of the receiving side's media that retells a story of a sent digest: found by
+    the matcher (``suggested``, with its score and evidence), then ``confirmed`` or
+    ``rejected`` by an editor. Only confirmed ones count in reports."""
+
+    __tablename__ = "pickups"
+    __table_args__ = (UniqueConstraint("digest_id", "story_item_id", "item_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest_id: Mapped[int] = mapped_column(
+        ForeignKey("digests.id", ondelete="CASCADE"), index=True
+    )
+    story_item_id: Mapped[int]  # the story as the digest carried it (items.id)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    score: Mapped[float]
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="suggested")
+    found_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(320))
+
+
 class SchedulerJob(Base):
     """APScheduler's job store (``SQLAlchemyJobStore``), declared here exactly as APScheduler
     creates it, so the migrations create it (before any scheduler starts, however many start
