@@ -142,11 +142,27 @@ def test_each_item_shows_translation_original_title_source_and_link(
     assert "Безработица в Северной Карелии снизилась в октябре" in r.html
     assert "Pohjois-Karjalan työttömyys laski lokakuussa" in r.html  # original title
     assert "Yle Pohjois-Karjala" in r.html and "Karjalainen" in r.html
-    assert 'href="https://karjalainen.example/jobs"' in r.html
+    # The story's link counts clicks (issue 14): the signed redirect to the source …
+    from newsexchange.digest.links import read_click
+
+    targets = {read_click(cfg, h.rsplit("/r/", 1)[1]).target for h in _click_hrefs(r.html)}
+    assert "https://karjalainen.example/jobs" in targets
+    assert 'href="https://karjalainen.example/jobs"' not in r.html
+    # … and the editors' previews and the archive link straight to the source.
+    with db.session() as s:
+        d = s.get(Digest, r.digest_id)
+        assert d is not None
+        direct = render_digest(s, cfg, d, clicks=False)
+    assert 'href="https://karjalainen.example/jobs"' in direct.html
+    assert "/r/" not in direct.html + direct.text
     assert "[ru] Työttömiä työnhakijoita" in r.html  # the translated summary
     # The story both Finnish outlets carried appears once, crediting the other outlet.
     body = r.html.split('class="outer"', 1)[1]  # after the preheader
     assert body.count("Новый мост") == 1 and "Также: Karjalainen" in body
+
+
+def _click_hrefs(html: str) -> list[str]:
+    return re.findall(r'href="([^"]*/r/[^"]*)"', html)
 
 
 # -- escaping --------------------------------------------------------------------------------

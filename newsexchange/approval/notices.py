@@ -215,7 +215,8 @@ def build_request(
     editor's language; ``diff`` (:func:`newsexchange.approval.desk.changes`) is what changed
     since the version they saw."""
     if rendered is None:
-        rendered = render_digest(session, config, digest)
+        # Direct links: an editor checking a story is not a reader's click (issue 14).
+        rendered = render_digest(session, config, digest, clicks=False)
     links = editor_links(config, digest, editor, now=now)
     ctx = _request_context(session, config, digest, editor, kind, rendered, links, diff, now=now)
     lang = editor_lang(config, digest, editor)
@@ -277,7 +278,7 @@ def send_requests(
         return 0
     to = list(editors if editors is not None else exchange.editors)
     content = content_with_intro(session, config, digest)
-    rendered = render_content(config, exchange, content, digest_id=digest.id)
+    rendered = render_content(config, exchange, content, digest_id=digest.id, clicks=False)
     snap = snapshot(content)
     diff = changes(last_snapshot(session, digest), snap) if kind == "changed" else None
     messages = [

@@ -8,6 +8,14 @@ string substitution of these literal markers (present in both the HTML and the t
     ``href="…"`` attribute, so delivery must substitute an HTML-escaped URL there
     (``html.escape(url, quote=True)``) and the raw URL in the text part.
 
+Story links (the title and "read the original", HTML and text) are the signed click
+redirect ``{public_url}/r/…`` (:mod:`newsexchange.digest.links`) when the exchange counts
+clicks (``impact.clicks``, the default) and the digest has an id; they are the same in every
+copy, so a click says which story, never who. ``clicks=False`` renders the direct source
+links: the editors' previews (their clicks are not readers' clicks) and the public archive
+page (crawlers follow every link of a public page; the counts are the mailed digest's).
+Only the href changes, never the link's text: the mail looks the same either way.
+
 Everything else is the same for every recipient: the "view in browser" link points at
 ``view_url`` (default ``{public_url}/digests/{id}``), and no recipient address appears.
 List headers (List-Unsubscribe, List-Unsubscribe-Post, List-Id, Precedence …) are added at
@@ -54,6 +62,7 @@ from newsexchange.digest.content import (
     digest_content,
     shown_content,
 )
+from newsexchange.digest.links import click_url, is_followable
 from newsexchange.errors import DigestError
 from newsexchange.i18n import LANGUAGES, gettext_for, ngettext_for
 from newsexchange.mail.headers import POLICY, header_text
@@ -261,9 +270,26 @@ def _wrap(text: str, width: int = 72) -> str:
     return "\n".join(textwrap.fill(p, width=width, break_long_words=False) for p in paras)
 
 
+def _href(config: Config, item: Mapping[str, Any], digest_id: int | None) -> str | None:
+    """Where a story's links point: the signed click redirect when ``digest_id`` is given
+    (clicks counted), else the source itself. A link that cannot be signed (not http(s))
+    stays as content made it: counting never changes what a reader can open."""
+    link = item.get("link")
+    if not link or digest_id is None or not is_followable(str(link)):
+        return str(link) if link else None
+    return click_url(config, digest_id, int(item["position"]), item.get("item_id"), str(link))
+
+
 def _view_items(
-    config: Config, content: Mapping[str, Any], language: str, tz: ZoneInfo
+    config: Config,
+    content: Mapping[str, Any],
+    language: str,
+    tz: ZoneInfo,
+    *,
+    counted_id: int | None = None,
 ) -> list[dict[str, Any]]:
+    """The items as the templates show them; ``counted_id``: the digest whose clicks the
+    links count (None: direct links)."""
     views = []
     for it in content["items"]:
         published = datetime.fromisoformat(it["published_at"])
@@ -275,6 +301,7 @@ def _view_items(
                 **it,
                 "summary": clean_summary(summary_html) if summary_html.strip() else None,
                 "summary_wrapped": _wrap(summary_text),
+                "href": _href(config, it, counted_id),
                 "published": format_day(published, language, tz),
                 "when": format_event(
                     event_at, language, config.region_tz(it.get("region") or ""), tz
@@ -313,12 +340,21 @@ def _preheader(language: str, news: int, events: int, titles: list[str]) -> str:
 
 
 def render_digest(
-    session: Session, config: Config, digest: Digest, *, view_url: str | None = None
+    session: Session,
+    config: Config,
+    digest: Digest,
+    *,
+    view_url: str | None = None,
+    clicks: bool = True,
 ) -> RenderedDigest:
-    """Render ``digest`` (its frozen content once approved) in its language."""
+    """Render ``digest`` (its frozen content once approved) in its language; ``clicks``:
+    story links through the counting redirect when the exchange counts clicks (previews and
+    the archive pass False)."""
     exchange = config.exchange(digest.exchange_id)
     content = shown_content(session, config, digest)
-    return render_content(config, exchange, content, digest_id=digest.id, view_url=view_url)
+    return render_content(
+        config, exchange, content, digest_id=digest.id, view_url=view_url, clicks=clicks
+    )
 
 
 def _template_context(
@@ -379,12 +415,16 @@ def render_content(
     *,
     digest_id: int | None,
     view_url: str | None = None,
+    clicks: bool = True,
 ) -> RenderedDigest:
-    """Render :func:`digest_content` data (no database: used for previews and benchmarks)."""
+    """Render :func:`digest_content` data (no database: used for previews and benchmarks).
+    Story links count clicks when ``clicks``, the exchange's ``impact.clicks`` and a
+    ``digest_id`` all say so; otherwise they go straight to the source."""
     language = _lang(str(content["language"]))
     tz = config.exchange_tz(exchange)
     view_url = view_url or f"{config.public_url}/digests/{digest_id}"
-    items = _view_items(config, content, language, tz)
+    counted = digest_id if clicks and exchange.impact.clicks else None
+    items = _view_items(config, content, language, tz, counted_id=counted)
     ctx = _template_context(config, exchange, content, items, view_url=view_url)
     env = environment(language)
     html = env.get_template("email/digest.html").render(ctx)
@@ -395,7 +435,7 @@ def render_content(
         {
             k: v
             for k, v in i.items()
-            if k not in ("summary", "summary_wrapped")  # Markup and layout-only fields
+            if k not in ("summary", "summary_wrapped", "href")  # Markup and layout-only fields
         }
         for i in items
     ]

@@ -22,6 +22,7 @@ from newsexchange.web import (
     archive,
     ids,  # noqa: F401  (registers {name:id} before any route is built)
     ops,
+    redirect,
     unsubscribe,
     webhooks,
 )
@@ -40,6 +41,7 @@ ROUTES: tuple[RouteFactory, ...] = (
     approval.routes,
     unsubscribe.routes,
     webhooks.routes,
+    redirect.routes,  # GET /r/{token}: the signed click redirect (issue 14)
 )
 
 # Every page is ours or the editor's own data: no framing, no referrer leak of the signed

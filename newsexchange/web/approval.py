@@ -501,7 +501,11 @@ def preview_page(config: Config, db: Database, token: str, now: datetime) -> Res
             digest = load(config, session, claims, allow_older_version=True)
             content = content_with_intro(session, config, digest)
             rendered = render_content(
-                config, config.exchange(digest.exchange_id), content, digest_id=digest.id
+                config,
+                config.exchange(digest.exchange_id),
+                content,
+                digest_id=digest.id,
+                clicks=False,  # the editors' preview: their clicks are not readers'
             )
             html = rendered.html.replace("%%VIEW_URL%%", "#").replace("%%UNSUBSCRIBE_URL%%", "#")
     except (TokenError, ApprovalError) as exc:

@@ -252,7 +252,13 @@ class _Pages:
                 return self.page("web/digest_view.html", lang, status=404, missing=True)
             ex = _exchange(config, digest.exchange_id)
             rendered = render.render_digest(
-                s, config, digest, view_url=f"{config.public_url}/digests/{digest.id}"
+                s,
+                config,
+                digest,
+                view_url=f"{config.public_url}/digests/{digest.id}",
+                # Direct links on the public page: crawlers follow every link there, and
+                # the counts are the mailed digest's (issue 14).
+                clicks=False,
             )
         html = rendered.html.replace(
             render.UNSUBSCRIBE_MARKER,
