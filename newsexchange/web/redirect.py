@@ -16,7 +16,8 @@ readers; the counts are a floor for interest, not a census.
 
 A bad token is a ``400`` with a short page in the house's error style
 (``web/token_error.html``), counted nowhere; a well-signed token for a digest that no longer
-exists is a ``404``.
+exists is a ``404``. The page is in English (the source texts): a click link names no
+reader, so there is no language to choose, and its messages are kept out of the catalogues.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from newsexchange.config import Config
 from newsexchange.db import Database
 from newsexchange.db.queries import clicks as queries
 from newsexchange.digest.links import ClickLinkError, ClickTarget, read_click
-from newsexchange.i18n import gettext_for
 from newsexchange.templating import environment
 from newsexchange.web.deps import config_of, db_of
 
@@ -68,8 +68,7 @@ async def redirect(request: Request) -> Response:
     except ClickLinkError as exc:
         return _error(400, "tampered", exc.message)
     if request.method != "HEAD" and not await run_in_threadpool(_count, db, click):
-        _ = gettext_for(None)
-        return _error(404, "other_digest", _("This digest no longer exists."))
+        return _error(404, "other_digest", "This digest no longer exists.")
     return RedirectResponse(click.target, status_code=302, headers=HEADERS)
 
 
