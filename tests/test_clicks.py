@@ -24,7 +24,7 @@ from newsexchange.db.queries.clicks import clicks_of, count_click, total_clicks
 from newsexchange.digest import build_digest
 from newsexchange.digest.links import ClickLinkError, ClickTarget, click_url, read_click
 from newsexchange.digest.render import RenderedDigest, render_digest
-from tests.servers import HTTPServer, Response
+from tests.servers import HTTPServer, Response, SMTPServer
 from tests.test_web_ops import served
 
 EXCHANGE = """\
@@ -420,3 +420,38 @@ def test_counting_directly_makes_the_row_then_adds_to_it(
         count_click(s, digest_id, 4, None)
     assert _counts(db, digest_id) == ({1: 3, 4: 1}, 4)
     assert _counts(db, digest_id + 1) == ({}, 0)
+
+
+def test_a_delivered_link_is_the_same_in_every_copy_and_a_click_on_it_counts_once(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    smtp_server: SMTPServer,
+) -> None:
+    """Sent through delivery (personalized per recipient) to a real SMTP server: the story
+    links do not tell the recipients apart, and one click on one of them counts once."""
+    from newsexchange.delivery.send import run_send
+    from tests.test_delivery_support import NOW as SENT_AT
+    from tests.test_delivery_support import delivery_config, seed_digest
+
+    cfg = delivery_config(write_config, smtp_port=smtp_server.port)
+    db = db_for(cfg)
+    people = [("Анна Смирнова", "anna@example.org"), ("", "desk@example.org")]
+    digest_id = seed_digest(db, cfg, people)
+    assert run_send(db, cfg, now=SENT_AT, digest_id=digest_id).ok
+    copies = []
+    for _, address in people:
+        (msg,) = smtp_server.received_by(address)
+        html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        links = [h for h in HREF.findall(html) if "/r/" in h]
+        assert links and all(h.startswith(f"{cfg.public_url}/r/") for h in links)
+        assert all(h in text for h in links)
+        copies.append(links)
+    assert copies[0] == copies[1], "a story link must not tell one recipient from another"
+    click = read_click(cfg, copies[0][0].rsplit("/", 1)[1])
+    assert click.digest_id == digest_id
+    with served(cfg, db) as url:
+        r = httpx.get(url + _path(copies[0][0]), timeout=30)
+    assert r.status_code == 302 and r.headers["location"] == click.target
+    assert "set-cookie" not in r.headers
+    assert _counts(db, digest_id) == ({click.position: 1}, 1)
