@@ -18,6 +18,7 @@ import httpx
 import pytest
 from itsdangerous import URLSafeSerializer
 
+from newsexchange.approval.decide import decide
 from newsexchange.config import Config
 from newsexchange.db import Database, Digest, Item, Source, Translation
 from newsexchange.db.queries.clicks import clicks_of, count_click, total_clicks
@@ -60,8 +61,9 @@ def _config(
     return write_config(text, env=env)
 
 
-def _digest(db: Database, cfg: Config, links: list[str]) -> int:
-    """A built digest of one story per link (the links of its items)."""
+def _digest(db: Database, cfg: Config, links: list[str], *, approve: bool = True) -> int:
+    """A built digest of one story per link (the links of its items), approved by the
+    editor unless ``approve`` is False (only an approved digest's clicks count)."""
     with db.session() as s:
         s.add(Source(id="yle", config_url="https://yle.example/rss", url="https://yle.example/rss"))
         s.flush()
@@ -87,7 +89,22 @@ def _digest(db: Database, cfg: Config, links: list[str]) -> int:
                 )
             )
             s.add(item)
-    return int(build_digest(db, cfg, "fi-to-ru", period_start=PERIOD, now=NOW).id)
+    digest_id = int(build_digest(db, cfg, "fi-to-ru", period_start=PERIOD, now=NOW).id)
+    if approve:
+        with db.session() as s:
+            digest = s.get(Digest, digest_id)
+            assert digest is not None
+            decide(
+                s,
+                cfg,
+                digest,
+                editor="editor@example.fi",
+                decision="approve",
+                channel="cli",
+                address=None,
+                now=NOW,
+            )
+    return digest_id
 
 
 def _rendered(db: Database, cfg: Config, digest_id: int) -> RenderedDigest:
@@ -405,6 +422,19 @@ def test_concurrent_clicks_lose_none_on_postgresql(
     assert not failures, failures[:3]
     half = threads // 2 * per_thread
     assert _counts(db, digest_id) == ({1: half, 2: half}, threads * per_thread)
+
+
+def test_a_draft_s_link_leads_to_the_story_but_counts_nothing(
+    write_config: Callable[..., Config], db_for: Callable[[Config], Database]
+) -> None:
+    cfg = _config(write_config)
+    db = db_for(cfg)
+    digest_id = _digest(db, cfg, ["https://yle.example/a"], approve=False)
+    link = _story_links(_rendered(db, cfg, digest_id))[0]  # what `digest show` renders
+    with served(cfg, db) as url:
+        r = httpx.get(url + _path(link), timeout=30)
+    assert r.status_code == 302 and r.headers["location"] == "https://yle.example/a"
+    assert _counts(db, digest_id) == ({}, 0)
 
 
 def test_counting_directly_makes_the_row_then_adds_to_it(

@@ -2,7 +2,7 @@
 
 Verify the token (:func:`newsexchange.digest.links.read_click`: the target is inside the
 signature, so a changed byte is refused — never an open redirect), count one click on that
-story in aggregate (:func:`newsexchange.db.queries.clicks.count_click`, one atomic
+story in aggregate when the digest was approved for its readers (:func:`newsexchange.db.queries.clicks.count_click`, one atomic
 statement), answer ``302`` to the source.
 
 What is *not* done, on purpose: no cookie is set, nothing about the requester is stored or
@@ -31,6 +31,7 @@ from newsexchange.config import Config
 from newsexchange.db import Database
 from newsexchange.db.queries import clicks as queries
 from newsexchange.digest.links import ClickLinkError, ClickTarget, read_click
+from newsexchange.digest.states import PUBLIC
 from newsexchange.templating import environment
 from newsexchange.web.deps import config_of, db_of
 
@@ -53,11 +54,16 @@ def _error(status: int, kind: str, message: str) -> HTMLResponse:
 
 
 def _count(db: Database, click: ClickTarget) -> bool:
-    """Count the click; False when its digest does not exist (deleted since)."""
+    """Count the click; False when its digest does not exist (deleted since). Only a digest
+    the editors approved for the readers counts (approved, sending, sent): a counting link
+    of a draft (``newsexchange digest show`` renders the mail as it will go out) still
+    leads to the story, but an operator's look is not a reader's click."""
     with db.session() as session:
-        if not queries.digest_exists(session, click.digest_id):
+        state = queries.digest_state(session, click.digest_id)
+        if state is None:
             return False
-        queries.count_click(session, click.digest_id, click.position, click.item_id)
+        if state in PUBLIC:
+            queries.count_click(session, click.digest_id, click.position, click.item_id)
     return True
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from newsexchange.db.tables import Digest, StoryClicks
 
-__all__ = ["clicks_of", "count_click", "digest_exists", "total_clicks"]
+__all__ = ["clicks_of", "count_click", "digest_state", "total_clicks"]
 
 _COUNT = text(
     "INSERT INTO story_clicks (digest_id, position, item_id, clicks) "
@@ -23,8 +23,10 @@ _COUNT = text(
 )
 
 
-def digest_exists(session: Session, digest_id: int) -> bool:
-    return session.scalar(select(Digest.id).where(Digest.id == digest_id)) is not None
+def digest_state(session: Session, digest_id: int) -> str | None:
+    """The digest's state, None when there is no such digest."""
+    state = session.scalar(select(Digest.state).where(Digest.id == digest_id))
+    return None if state is None else str(state)
 
 
 def count_click(session: Session, digest_id: int, position: int, item_id: int | None) -> None:
