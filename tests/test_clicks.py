@@ -7,6 +7,7 @@ are a loopback HTTP server."""
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -25,8 +26,10 @@ from newsexchange.db.queries.clicks import clicks_of, count_click, total_clicks
 from newsexchange.digest import build_digest
 from newsexchange.digest.links import ClickLinkError, ClickTarget, click_url, read_click
 from newsexchange.digest.render import RenderedDigest, render_digest
+from newsexchange.web.app import create_app
 from tests.servers import HTTPServer, Response, SMTPServer
 from tests.test_web_ops import served
+from tests.webserver import WebServer
 
 EXCHANGE = """\
 sources:
@@ -485,3 +488,34 @@ def test_a_delivered_link_is_the_same_in_every_copy_and_a_click_on_it_counts_onc
     assert r.status_code == 302 and r.headers["location"] == click.target
     assert "set-cookie" not in r.headers
     assert _counts(db, digest_id) == ({click.position: 1}, 1)
+
+
+def test_a_click_logs_nothing_about_the_reader(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What the app logs (every logger that reaches the root: ours, Starlette's, SQLAlchemy's)
+    names neither the reader's address nor their user agent nor the link. uvicorn's access log
+    does not propagate to the root; `newsexchange serve` turns it off (commands/service.py)."""
+    cfg = _config(write_config)
+    db = db_for(cfg)
+    digest_id = _digest(db, cfg, ["https://yle.example/a"])
+    link = _story_links(_rendered(db, cfg, digest_id))[0]
+    agent = "ReaderAgent/1.0 (tracking-canary)"
+    # served as `newsexchange serve` serves (uvicorn's access log off: commands/service.py)
+    server = WebServer(create_app(cfg, db)).start()
+    try:
+        with caplog.at_level(logging.DEBUG):
+            r = httpx.get(server.url + _path(link), headers={"User-Agent": agent}, timeout=30)
+            bad = httpx.get(f"{server.url}/r/nonsense", headers={"User-Agent": agent}, timeout=30)
+    finally:
+        server.stop()
+    assert (r.status_code, bad.status_code) == (302, 400)
+    server_side = [
+        rec for rec in caplog.records if not rec.name.startswith(("httpx", "httpcore"))
+    ]  # the test's own HTTP client logs its requests; the server must not
+    logged = "\n".join(f"{rec.getMessage()} {vars(rec)}" for rec in server_side)
+    assert "tracking-canary" not in logged
+    assert "127.0.0.1" not in logged.replace(cfg.public_url, "")
+    assert link.rsplit("/", 1)[1] not in logged
