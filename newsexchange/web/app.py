@@ -21,6 +21,7 @@ from newsexchange.web import (
     approval,
     archive,
     ids,  # noqa: F401  (registers {name:id} before any route is built)
+    impact,
     ops,
     unsubscribe,
     webhooks,
@@ -40,6 +41,7 @@ ROUTES: tuple[RouteFactory, ...] = (
     approval.routes,
     unsubscribe.routes,
     webhooks.routes,
+    impact.routes,
 )
 
 # Every page is ours or the editor's own data: no framing, no referrer leak of the signed
