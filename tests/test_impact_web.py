@@ -30,6 +30,7 @@ from newsexchange.db import (
     Suppression,
 )
 from newsexchange.impact.charts import bar_chart
+from tests.test_browser import browser  # noqa: F401  (the Playwright + chromium fixture)
 from tests.test_web_ops import served
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -280,6 +281,7 @@ def test_digest_page_shows_the_numbers_and_pickups_without_buttons_to_the_public
     with served(cfg, db, clock=lambda: NOW) as url:
         page = httpx.get(f"{url}/impact/{ids['digest']}")
         draft = httpx.get(f"{url}/impact/{ids['draft']}")
+        archive = httpx.get(f"{url}/archive/fi-to-ru")
         huge = httpx.get(f"{url}/impact/99999999999999999999")
         post = httpx.post(
             f"{url}/impact/{ids['digest']}",
@@ -303,6 +305,7 @@ def test_digest_page_shows_the_numbers_and_pickups_without_buttons_to_the_public
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert page.headers["cache-control"] == "no-store"
     assert draft.status_code == 404 and huge.status_code == 404
+    assert f'href="/impact/{ids["digest"]}"' in archive.text
     assert post.status_code == 403
     assert _status(db, ids["suggested"]) == ("suggested", None)
 
@@ -401,7 +404,7 @@ def test_a_token_that_is_not_this_digests_editors_review_link_is_refused(
 def test_year_page_charts_each_direction_and_prints_a_summary(
     site: tuple[Config, Database, dict[str, int]],
 ) -> None:
-    cfg, db, ids = site
+    cfg, db, _ids = site
     with served(cfg, db, clock=lambda: NOW) as url:
         page = httpx.get(f"{url}/impact/fi-to-ru/2026")
         none = httpx.get(f"{url}/impact/fi-to-ru/1999")
@@ -421,11 +424,12 @@ def test_year_page_charts_each_direction_and_prints_a_summary(
         for r in charts[0].iter(f"{SVG}rect")
         if r.get("data-series")
     }
+    # fi-to-ru speaks Russian: its series are named in Russian
     assert bars == {
         ("отправлено материалов", "14.09"): 2,
-        ("подхвачено", "14.09"): 1,
+        ("перепечатано", "14.09"): 1,
         ("переходы", "14.09"): 9,
-    } or bars == {("stories sent", "14.09"): 2, ("picked up", "14.09"): 1, ("clicks", "14.09"): 9}
+    }
     assert "9" in charts[0].get("aria-label")
     back = [int(r.get("data-value")) for r in charts[1].iter(f"{SVG}rect") if r.get("data-series")]
     assert back == [1, 1, 0]
@@ -453,3 +457,49 @@ def test_bar_chart_escapes_and_refuses_ragged_series() -> None:
     assert empty.get("role") == "img"
     with pytest.raises(ValueError):
         bar_chart([("a", [1])], ["x", "y"], title="t")
+
+
+@pytest.mark.browser
+def test_year_page_fits_a_phone_and_prints_on_one_page(
+    browser: object,  # noqa: F811
+    site: tuple[Config, Database, dict[str, int]],
+    tmp_path: object,
+) -> None:
+    cfg, db, _ids = site
+    with served(cfg, db, clock=lambda: NOW) as url:
+        page = browser.new_page(viewport={"width": 390, "height": 844})  # type: ignore[attr-defined]
+        try:
+            page.goto(f"{url}/impact/fi-to-ru/2026")
+            widths = page.evaluate(
+                "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+            )
+            wide = page.evaluate(
+                "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect()"
+                ".right > document.documentElement.clientWidth).map(e => e.tagName + '.' + "
+                "e.className + ':' + Math.round(e.getBoundingClientRect().right)).slice(0, 8)"
+            )
+            assert widths[0] <= widths[1], f"horizontal scroll at 390 px: {widths} {wide}"
+            chart = page.locator("figure svg").first
+            assert chart.is_visible()
+            box = chart.bounding_box()
+            assert box is not None and 300 <= box["width"] <= 390 and box["height"] > 100
+            page.screenshot(path=f"{tmp_path}/year-390.png", full_page=True)
+            pdf = page.pdf(format="A4", print_background=False)
+        finally:
+            page.close()
+    pages = re.findall(rb"/Type\s*/Page(?![s\w])", pdf)
+    assert len(pages) == 1, f"the printed summary has {len(pages)} pages"
+
+
+def test_status_page_links_the_impact_page_and_carries_an_editors_link_when_given() -> None:
+    from types import SimpleNamespace
+
+    from newsexchange.templating import environment
+
+    template = environment("en").get_template("web/status.html")
+    digest = SimpleNamespace(id=41, state="sent", version=2, decided_reason=None)
+    ctx = {"digest": digest, "subject": "S", "archive_url": "/digests/41", "total": 0, "when": "x"}
+    ctx.update(sent=0, bounced=0, failed=0, unsubscribed=0, pending=0, approved_by=[])
+    assert 'href="/impact/41"' in template.render(**ctx)
+    # approval.status_page may pass the editor's link (with its review token) at merge
+    assert 'href="/impact/41?t=abc"' in template.render(**ctx, impact_url="/impact/41?t=abc")

@@ -23,11 +23,14 @@ __all__ = ["COLOURS", "bar_chart"]
 #: legend's order, so the chart does not rely on colour alone.
 COLOURS: tuple[str, ...] = ("#1f5fa8", "#c2571a", "#2e7d32", "#6a1b9a")
 
-_WIDTH = 640
-_HEIGHT = 240
-_LEFT = 36  # room for the scale's numbers
-_TOP = 28  # room for the legend
-_BOTTOM = 40  # room for the period labels
+# The drawing's own units are about CSS pixels at a phone's width (390 px less the page's
+# margins), so its 12-unit text reads as 12 px there and grows on a wider screen or paper.
+_WIDTH = 360
+_HEIGHT = 200
+_LEFT = 28  # room for the scale's numbers
+_LEGEND_ROW = 18
+_BOTTOM = 24  # room for the period labels
+_CHAR = 7.6  # a generous average glyph width at font-size 12 (Cyrillic is wide)
 
 
 def _nice_max(value: int) -> int:
@@ -58,9 +61,20 @@ def bar_chart(
     for name, values in series:
         if len(values) != len(labels):
             raise ValueError(f"series {name!r} has {len(values)} values for {len(labels)} labels")
-    top = _nice_max(max((v for _, vs in series for v in vs), default=0))
-    plot_w = _WIDTH - _LEFT - 8
-    plot_h = _HEIGHT - _TOP - _BOTTOM
+    # At least 2, so that the middle of the scale is a whole number.
+    top = max(_nice_max(max((v for _, vs in series for v in vs), default=0)), 2)
+    # The legend first: as many rows as the series' names need at this width.
+    legend: list[tuple[float, float]] = []
+    x, row = float(_LEFT), 0
+    for name, _values in series:
+        width = 16 + _CHAR * len(name) + 10
+        if x + width > _WIDTH and x > _LEFT:
+            x, row = float(_LEFT), row + 1
+        legend.append((x, 4 + row * _LEGEND_ROW))
+        x += width
+    top_margin = 10 + (row + 1) * _LEGEND_ROW
+    plot_w = _WIDTH - _LEFT - 4
+    plot_h = _HEIGHT - top_margin - _BOTTOM
     groups = max(len(labels), 1)
     group_w = plot_w / groups
     bar_w = group_w * 0.8 / max(len(series), 1)
@@ -73,14 +87,14 @@ def bar_chart(
         Markup(
             '<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {w} {h}" '
             'width="100%" preserveAspectRatio="xMidYMid meet" aria-label="{aria}" '
-            'font-family="sans-serif" font-size="11">'
+            'font-family="sans-serif" font-size="12">'
         ).format(w=_WIDTH, h=_HEIGHT, aria=aria),
         Markup("<title>{}</title>").format(aria),
         Markup('<rect x="0" y="0" width="{}" height="{}" fill="#ffffff"/>').format(_WIDTH, _HEIGHT),
     ]
     # The scale: the baseline, the top, and the middle.
     for frac in (0.0, 0.5, 1.0):
-        y = _TOP + plot_h * (1 - frac)
+        y = top_margin + plot_h * (1 - frac)
         value = round(top * frac)
         parts.append(
             Markup(
@@ -89,7 +103,7 @@ def bar_chart(
                 'fill="#333333">{v}</text>'
             ).format(
                 x1=_LEFT,
-                x2=_WIDTH - 8,
+                x2=_WIDTH - 4,
                 y=y,
                 sw="1" if frac == 0 else "0.5",
                 tx=_LEFT - 4,
@@ -98,18 +112,16 @@ def bar_chart(
             )
         )
     # The legend, in the series' order.
-    x = float(_LEFT)
-    for k, (name, _values) in enumerate(series):
+    for k, ((name, _values), (lx, ly)) in enumerate(zip(series, legend, strict=True)):
         colour = COLOURS[k % len(COLOURS)]
         parts.append(
             Markup(
-                '<rect x="{x:.1f}" y="6" width="12" height="12" fill="{c}"/>'
-                '<text x="{tx:.1f}" y="16" fill="#222222">{n}</text>'
-            ).format(x=x, c=colour, tx=x + 16, n=name)
+                '<rect x="{x:.1f}" y="{y}" width="12" height="12" fill="{c}"/>'
+                '<text x="{tx:.1f}" y="{ty}" fill="#222222">{n}</text>'
+            ).format(x=lx, y=ly, c=colour, tx=lx + 16, ty=ly + 11, n=name)
         )
-        x += 24 + 7 * len(name)
     # The bars.
-    step = max(1, -(-groups // 12))  # at most 12 period labels, so they stay readable
+    step = max(1, -(-groups // 6))  # at most 6 period labels, so they stay readable
     for i, label in enumerate(labels):
         gx = _LEFT + group_w * i + group_w * 0.1
         for k, (name, values) in enumerate(series):
@@ -122,7 +134,7 @@ def bar_chart(
                     "<title>{lab}: {s} {v}</title></rect>"
                 ).format(
                     x=gx + bar_w * k,
-                    y=_TOP + plot_h - h,
+                    y=top_margin + plot_h - h,
                     w=bar_w,
                     h=h,
                     c=COLOURS[k % len(COLOURS)],
