@@ -116,6 +116,7 @@ def _seed(db: Database) -> dict[str, int]:
             "ru",
             NOW - timedelta(days=48),
         )
+        p3.link = "javascript:alert(1)"  # a hostile feed's link: shown as text, never a link
         c = _item(s, "stolica", "c", "Новая школа", "petrozavodsk", "ru", NOW - timedelta(days=40))
         cp = _item(
             s, "yle", "cp", "Petroskoihin uusi koulu", "joensuu", "fi", NOW - timedelta(days=35)
@@ -300,6 +301,7 @@ def test_digest_page_shows_the_numbers_and_pickups_without_buttons_to_the_public
     assert "0.91" in html and "<details>" in html and "Joensuu" in html
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
     assert "<b>x</b>" not in html
+    assert "javascript:" not in html
     assert "<form" not in html and "j0@media" not in html  # no buttons, no recipients
     assert page.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
@@ -485,6 +487,10 @@ def test_year_page_fits_a_phone_and_prints_on_one_page(
             assert box is not None and 300 <= box["width"] <= 390 and box["height"] > 100
             page.screenshot(path=f"{tmp_path}/year-390.png", full_page=True)
             pdf = page.pdf(format="A4", print_background=False)
+            page.emulate_media(media="print")
+            assert not page.locator("nav").is_visible()  # the summary alone, no navigation
+            assert page.locator("#summary table").first.is_visible()
+            page.screenshot(path=f"{tmp_path}/year-print.png", full_page=True)
         finally:
             page.close()
     pages = re.findall(rb"/Type\s*/Page(?![s\w])", pdf)
