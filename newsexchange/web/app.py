@@ -21,6 +21,7 @@ from newsexchange.web import (
     approval,
     archive,
     ids,  # noqa: F401  (registers {name:id} before any route is built)
+    impact,
     ops,
     redirect,
     unsubscribe,
@@ -42,6 +43,7 @@ ROUTES: tuple[RouteFactory, ...] = (
     unsubscribe.routes,
     webhooks.routes,
     redirect.routes,  # GET /r/{token}: the signed click redirect (issue 14)
+    impact.routes,  # /impact/{digest}, /impact/{exchange}/{year}
 )
 
 # Every page is ours or the editor's own data: no framing, no referrer leak of the signed
