@@ -27,6 +27,7 @@ from newsexchange.db import (
     Delivery,
     Digest,
     Item,
+    JobRun,
     Pickup,
     Source,
     StoryClicks,
@@ -35,6 +36,8 @@ from newsexchange.db import (
 from newsexchange.impact.match import CandidateText, Match, StoryText
 from newsexchange.impact.pickups import PickupNotFound, confirm, find_pickups, reject
 from newsexchange.impact.report import digest_impact, period_impact
+from newsexchange.service.scheduler import Service
+from tests.servers import HTTPServer, Response, allow_private
 from tests.test_delivery_support import FROM, NOW, seed_digest
 
 SENT_AT = NOW + timedelta(hours=1)
@@ -404,3 +407,41 @@ def test_impact_command_refuses_an_unknown_digest_and_bad_dates(
     )
     assert code == 2
     assert "no exchange with id 'nope'" in capsys.readouterr().err
+
+
+def test_the_service_looks_for_pickups_after_each_fetch_and_its_translation(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+    http_server: HTTPServer,
+) -> None:
+    empty = '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title></channel></rss>'
+    http_server.route("/rss", Response(200, empty, {"Content-Type": "application/rss+xml"}))
+    cfg = write_config(
+        f"""\
+        fetch: {{interval_minutes: 30, {allow_private(http_server)}}}
+        """,
+        base=textwrap.dedent(
+            f"""\
+            database_url: sqlite:///var/wiring.db
+            regions:
+              joensuu: {{name: Joensuu, language: fi}}
+              petrozavodsk: {{name: Petrozavodsk, language: ru}}
+            sources:
+              - {{id: s1, region: joensuu, language: fi, url: "{http_server.url}/rss"}}
+            exchanges:
+              - {{id: fi-ru, from: [joensuu], to: petrozavodsk, language: ru, editors: [e@example.fi]}}
+            """
+        ),
+    )
+    db = db_for(cfg)
+    service = Service(cfg, db)
+    outcome = service.run_job("fetch")
+    assert outcome is not None and outcome.status == "ok"
+    with db.session() as s:
+        ran = [r.job for r in s.query(JobRun).order_by(JobRun.id)]
+        impact = s.query(JobRun).filter(JobRun.job == "impact").one()
+    assert ran == ["fetch", "translate", "impact"]
+    assert impact.ok and impact.summary == {
+        "digests": [], "stories": 0, "candidates": 0, "suggested": 0,
+        "skipped": "no sent digest in its pick-up window",
+    }  # fmt: skip
