@@ -38,6 +38,7 @@ from newsexchange.approval.audit import audit
 from newsexchange.config import Config, ExchangeSettings
 from newsexchange.db import Database, Digest, Item, Pickup, Session
 from newsexchange.db.queries import impact as queries
+from newsexchange.db.queries.impact import CandidateRow
 from newsexchange.digest.content import shown_content
 from newsexchange.errors import DigestNotFound, NewsExchangeError
 from newsexchange.impact.match import CandidateText, Match, Matcher, StoryText
@@ -245,7 +246,7 @@ def _rekey(story: StoryText, key: int) -> StoryText:
     )
 
 
-def _candidate(item: Item) -> CandidateText:
+def _candidate(item: CandidateRow) -> CandidateText:
     return CandidateText(
         key=item.id,
         language=item.language,
@@ -257,7 +258,7 @@ def _candidate(item: Item) -> CandidateText:
 
 def _row(
     m: Match,
-    item: Item,
+    item: CandidateRow,
     owners: Sequence[tuple[_Scope, int]],
     judged: set[tuple[int, int, int]],
     *,

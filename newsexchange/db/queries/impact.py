@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -27,6 +27,7 @@ from newsexchange.db.tables import (
 
 __all__ = [
     "CANDIDATE_CHUNK",
+    "CandidateRow",
     "candidates",
     "clicks_of",
     "deliveries_of",
@@ -88,30 +89,48 @@ def items_by_id(session: Session, ids: Collection[int]) -> dict[int, Item]:
     return {r.id: r for r in rows}
 
 
+class CandidateRow(NamedTuple):
+    """What the matcher needs of a receiving-side item (no ORM object, no translations)."""
+
+    id: int
+    region: str
+    language: str
+    title: str
+    summary_text: str
+    published_at: datetime
+
+
 def candidates(
     session: Session, regions: Collection[str], *, start: datetime, end: datetime
-) -> Iterator[list[Item]]:
+) -> Iterator[list[CandidateRow]]:
     """Items of ``regions`` with ``start <= published_at < end``, in pages of
-    :data:`CANDIDATE_CHUNK` (keyset by id, so a page costs the same wherever it starts)."""
+    :data:`CANDIDATE_CHUNK` (keyset by id, so a page costs the same wherever it starts), as
+    plain rows: 50,000 items never become 50,000 ORM objects with their translations."""
     if not regions:
         return
     last = 0
     while True:
-        page = list(
-            session.scalars(
-                select(Item)
-                .where(
-                    Item.region.in_(sorted(regions)),
-                    Item.published_at >= start,
-                    Item.published_at < end,
-                    Item.id > last,
-                )
-                .order_by(Item.id)
-                .limit(CANDIDATE_CHUNK)
-            ).all()
-        )
-        if not page:
+        rows = session.execute(
+            select(
+                Item.id,
+                Item.region,
+                Item.language,
+                Item.title,
+                Item.summary_text,
+                Item.published_at,
+            )
+            .where(
+                Item.region.in_(sorted(regions)),
+                Item.published_at >= start,
+                Item.published_at < end,
+                Item.id > last,
+            )
+            .order_by(Item.id)
+            .limit(CANDIDATE_CHUNK)
+        ).all()
+        if not rows:
             return
+        page = [CandidateRow(*r) for r in rows]
         yield page
         last = page[-1].id
 
