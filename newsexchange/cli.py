@@ -21,6 +21,7 @@ from newsexchange.commands import (
     core,
     delivery,
     digest,
+    impact,
     ingest,
     service,
     to_json,
@@ -55,6 +56,7 @@ COMMANDS: tuple[Register, ...] = (
     digest.register,
     service.register,
     approval.register,
+    impact.register,
 )
 
 

@@ -347,7 +347,7 @@ def test_step_jobs_run_on_the_queue_record_job_runs_and_wait_out_a_lease_held_el
     thread = _run_worker_thread(worker)
     try:
         deadline = time.monotonic() + 120
-        wanted = {"fetch", "translate", "approvals", "alerts"}
+        wanted = {"fetch", "translate", "impact", "approvals", "alerts"}  # impact: issue 14
         while {r.job for r in _all_runs(db)} < wanted:
             assert time.monotonic() < deadline, [r.job for r in _all_runs(db)]
             time.sleep(0.1)
@@ -362,7 +362,7 @@ def test_step_jobs_run_on_the_queue_record_job_runs_and_wait_out_a_lease_held_el
     assert alerts_done >= lease_free_at - 0.5, (
         "alerts ran only once the dead holder's lease expired"
     )
-    assert worker.done["step:ok"] == 4
+    assert worker.done["step:ok"] == 5
     assert worker.done["step:busy"] >= 1, "put back while the lease was held, not skipped"
     with db.session() as s:
         tries = s.execute(

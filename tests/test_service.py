@@ -311,7 +311,7 @@ def test_run_once_prints_one_json_object_with_every_step_in_order(
         timeout=60,
     )
     data = json.loads(res.stdout)
-    assert list(data["steps"]) == ["fetch", "translate", "digest", "approvals", "send", "alerts"]
+    assert list(data["steps"]) == ["fetch", "translate", "impact", "digest", "approvals", "send", "alerts"]
     assert res.returncode == (0 if data["ok"] else 1)
     assert data["steps"]["alerts"]["status"] == "ok"
     db = Database(database_url(cfg), run_migrations=False)

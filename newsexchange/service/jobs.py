@@ -25,6 +25,7 @@ from newsexchange.db.queries import jobs as queries
 from newsexchange.delivery.send import run_send
 from newsexchange.digest import build_due
 from newsexchange.errors import StopRequested
+from newsexchange.impact.pickups import find_pickups
 from newsexchange.ingest import run_fetch
 from newsexchange.service.demo import step_demo
 from newsexchange.service.reports import StepResult
@@ -82,6 +83,12 @@ def _step_fetch(config: Config, db: Database, now: datetime, arg: str | None) ->
 
 def _step_translate(config: Config, db: Database, now: datetime, arg: str | None) -> StepResult:
     return run_translate(db, config, now=now)
+
+
+def _step_impact(config: Config, db: Database, now: datetime, arg: str | None) -> StepResult:
+    """Look for the receiving side's retellings of the sent digests' stories among what the
+    fetch brought in (issue 14): suggestions for the editors, never decisions."""
+    return find_pickups(db, config, now=now)
 
 
 def _step_digest(config: Config, db: Database, now: datetime, arg: str | None) -> StepResult:
@@ -203,6 +210,7 @@ STEPS: dict[str, Step] = {
     for s in (
         Step("fetch", _step_fetch, _fetch_schedule),
         Step("translate", _step_translate),  # after each fetch
+        Step("impact", _step_impact),  # after each fetch, after the translation
         Step("demo", step_demo),  # after each fetch, with service.demo
         Step(
             "approvals", _step_approvals, _every("approvals", lambda c: c.service.approvals_minutes)
@@ -215,7 +223,7 @@ STEPS: dict[str, Step] = {
 }
 
 #: ``newsexchange run-once`` order: the data flows one way (ARCHITECTURE.md).
-RUN_ONCE_ORDER = ("fetch", "translate", "digest", "demo", "approvals", "imap", "send", "alerts")
+RUN_ONCE_ORDER = ("fetch", "translate", "impact", "digest", "demo", "approvals", "imap", "send", "alerts")
 
 
 def job_specs(config: Config) -> list[JobSpec]:

@@ -179,6 +179,9 @@ class Service:
         if job_id == "fetch" and outcome.status in ("ok", "failed"):
             if not self._stopping.is_set():
                 self.runner.run("translate")
+            # Pick-ups: the receiving side's new items against the sent digests' stories.
+            if not self._stopping.is_set():
+                self.runner.run("impact")
             # The demo: build the period in progress as soon as its items are in, and ask
             # for approval (a real exchange waits for the schedule).
             if (

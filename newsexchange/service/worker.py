@@ -168,6 +168,9 @@ class QueueWorker:
             if not outcome.summary.get("batches"):
                 follow.append("translate")
         elif job_id == "translate" and outcome.status in ("ok", "failed"):
+            # Pick-ups follow the translation plan (they need no translation of the new
+            # items: the story's carried text and its original are compared).
+            follow.append("impact")
             # The demo builds once what is translated: after the translation, as in process
             # (each range queues it when done; with no range, the plan does).
             if self.config.service.demo and not outcome.summary.get("ranges"):
