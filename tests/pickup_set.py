@@ -56,7 +56,10 @@ def _case(raw: dict[str, Any]) -> Case:
         for i, r in enumerate(raw["retellings"], 1)
     ]
     misses = [
-        (m["kind"], CandidateText(sid * 100 + 50 + i, m["language"], m["title"], m["summary"], later))
+        (
+            m["kind"],
+            CandidateText(sid * 100 + 50 + i, m["language"], m["title"], m["summary"], later),
+        )
         for i, m in enumerate(raw["near_misses"], 1)
     ]
     return Case(story, f"{o['language']}→{t['language']}", retellings, misses)

@@ -119,7 +119,7 @@ _PLACES: dict[str, tuple[str, ...]] = {
     "medvezhyegorsk": ("medvezegor", "medvezjegor", "medvezegorsk", "karhumae", "karhumak"),
     "kondopoga": ("kondopog", "kontupohj"),
     "segezha": ("segez",),
-    "olonets": ("olonec", "aunukse", "aunus"),
+    "olonets": ("olonec", "olonc", "aunukse", "aunus"),
     "pitkyaranta": ("pitkjarant", "pitkarant", "pitkyarant"),
     "onega": ("onez", "onega", "aanine", "aanis"),
     "ladoga": ("ladog", "laatok"),
