@@ -24,9 +24,12 @@ class Case:
     near_misses: list[tuple[str, CandidateText]]  # (kind, candidate)
 
 
-def load() -> list[Case]:
+def load(*, holdout: bool = False) -> list[Case]:
+    """The set; ``holdout=True``: only the held-out stories (``holdout.yaml``, never tuned on)."""
     cases = []
     for path in sorted(DATA.glob("*.yaml")):
+        if (path.name == "holdout.yaml") != holdout:
+            continue
         for raw in yaml.safe_load(path.read_text(encoding="utf-8"))["stories"]:
             cases.append(_case(raw))
     return cases

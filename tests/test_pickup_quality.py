@@ -62,6 +62,24 @@ def test_every_direction_is_found_and_precise(quality, direction: str) -> None: 
     assert q.precision >= 0.95 and q.recall >= 0.8, (q.false_positives, q.missed)
 
 
+def test_the_held_out_stories_reach_the_targets_among_all_the_others() -> None:
+    """``holdout.yaml`` was written after the weights were tuned: the honest figure.
+
+    Measured 1.0 / 1.0 (6 retellings, 12 near misses, run against all 46 stories); too few
+    to hold to that, so the issue's targets are asserted."""
+    held = load(holdout=True)
+    everything = load() + held
+    q = evaluate(everything, min_score=ImpactSettings().pickup_min_score)["all"]
+    assert q.precision >= 0.95 and q.recall >= 0.8, (q.false_positives, q.missed)
+    keys = {c.story.key for c in held}
+    held_q = evaluate(held)["all"]
+    assert held_q.retellings == 6 and keys
+    assert held_q.precision >= 0.95 and held_q.recall >= 0.8, (
+        held_q.false_positives,
+        held_q.missed,
+    )
+
+
 JOENSUU = StoryText(
     key=1,
     language="ru",
