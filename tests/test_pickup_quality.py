@@ -7,7 +7,9 @@ true score 0.533, the highest near miss 0.45) — the assertions hold those figu
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -208,3 +210,15 @@ def test_sentence_starts_are_not_names_but_names_are() -> None:
     f = extract("Выставка открылась", "Об этом сообщил Иван Петров. Петров добавил, что всё.")
     assert set(f.names.values()) == {"Иван", "Петров"}
     assert frozenset({name_key("Иван"), name_key("Петров")}) in f.name_groups
+
+
+def test_the_benchmark_scores_a_small_share_of_the_pairs_and_finds_the_retellings() -> None:
+    """benchmarks/impact.py on a small scale: it runs, and the index does its job."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "impact.py"
+    spec = importlib.util.spec_from_file_location("bench_impact", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    r = bench.run(200, 1000)
+    assert r["pairs_scored"] < r["pairs_possible"] / 10
+    assert r["retellings_found"] >= 0.8 * r["retellings"]

@@ -60,7 +60,13 @@ class CandidateText:
 
 @dataclass(frozen=True)
 class Match:
-    """A candidate that retells a story: score in 0..1 and what it rests on."""
+    """A candidate that retells a story: score in 0..1 and what it rests on.
+
+    ``evidence`` is for the editor who confirms or rejects the suggestion: ``names`` and
+    ``places`` shared (as the story spells them), ``numbers`` (canonical: ``4.8``, ``1200``)
+    and ``dates`` (``MM-DD``) shared, ``sentences`` — up to three ``[story sentence, candidate
+    sentence, similarity]`` pairs — and ``language``, the language the wording was compared
+    in (the candidate's; no sentences when the story has no text in it)."""
 
     story: int  # StoryText.key
     candidate: int  # CandidateText.key
@@ -100,7 +106,11 @@ class Matcher:
     most such features with, so the cost of a candidate grows with its own length and the
     length of the posting lists it touches, not with the number of stories. ``compared``
     counts the (story, candidate) pairs scored so far — a test pins that a candidate sharing
-    nothing with a story is never compared with it."""
+    nothing with a story is never compared with it.
+
+    Story keys are expected unique (a later story with the same key replaces the earlier).
+    Several near-identical stories (follow-ups of one event) may all match one candidate;
+    they come best first and the caller decides."""
 
     def __init__(self, stories: Sequence[StoryText], *, min_score: float = 0.5) -> None:
         self.min_score = min_score
