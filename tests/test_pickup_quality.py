@@ -3,7 +3,7 @@
 The set (tests/data/pickup/, README there) has 40 stories in four directions, 43 true
 retellings and 80 near misses; every candidate is run against all stories at once, as in
 production. Measured at the default ``min_score`` 0.5: precision 1.0, recall 1.0 (the lowest
-true score 0.533, the highest near miss 0.45) — the assertions hold those figures."""
+true score 0.512, the highest near miss 0.385) — the assertions hold those figures."""
 
 from __future__ import annotations
 
@@ -114,9 +114,10 @@ def test_a_retelling_from_petrozavodsk_is_found_with_its_evidence() -> None:
     assert "Хямяляйнен" in m.evidence["names"]
     assert m.evidence["numbers"] == ["4.8"]
     assert m.evidence["places"] == ["Йоэнсуу"]
-    story_sentence, candidate_sentence, similarity = m.evidence["sentences"][0]
-    assert "Хямяляйнен" in story_sentence and "Хямяляйнен" in candidate_sentence
-    assert 0 < similarity <= 1
+    # the wording is compared without the names (they count once, as names)
+    [[story_sentence, candidate_sentence, similarity]] = m.evidence["sentences"]
+    assert "десять электробусов" in story_sentence and "десять машин" in candidate_sentence
+    assert 0.3 <= similarity <= 1
 
 
 def test_a_finnish_candidate_is_compared_with_the_original() -> None:

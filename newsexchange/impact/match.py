@@ -202,7 +202,9 @@ class Matcher:
 
         e_text = min(1.0, 1.4 * cosine + 0.3 * best_sentence)
         e_names = 1 - 0.5**people
-        weight = sum(number_weight(k) for k in numbers)
+        # the year the story came out says almost nothing: every item of that year may name it
+        this_year = str(story.text.published_at.year) if story.text.published_at else ""
+        weight = sum(0.15 if k == this_year else number_weight(k) for k in numbers)
         e_numbers = 1 - 0.5**weight
         e_dates = 1 - 0.4 ** len(dates)
         e_places = 0.12 * min(2, len(places))
