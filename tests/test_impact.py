@@ -280,11 +280,13 @@ def test_the_digest_report_has_the_issues_shape_over_real_rows(
     )
     assert (s1["position"], s1["item_id"], s1["clicks"], s1["pickups"]) == (1, second, 1, [])
     [p] = s0["pickups"]
+    # The issue's fields, then the two the editors decide by: the row's id and the evidence.
     assert p == {
         "item_id": a, "source": "stolica", "title": "Joensuun площадь",
         "url": p["url"], "published_at": (SENT_AT + timedelta(days=1)).isoformat(),
-        "score": 0.9, "status": "suggested",
+        "score": 0.9, "status": "suggested", "id": p["id"], "evidence": p["evidence"],
     }  # fmt: skip
+    assert isinstance(p["id"], int) and isinstance(p["evidence"], dict)
     assert p["url"].startswith("https://example.ru/stolica/")
     json.dumps(data)  # JSON-able as is
 

@@ -3,8 +3,7 @@ numbers and pick-ups, the editors' confirm/reject (review token + CSRF), and the
 year with its SVG charts and its printable summary.
 
 The rows are seeded directly (sources, items, a sent digest, deliveries, clicks, pick-ups):
-the pages read them through ``impact/interim.py``, the stand-in for ``impact/report.py`` and
-``impact/pickups.py`` until those land at merge — these tests do not change then."""
+the pages read them through ``impact/report.py`` and decide through ``impact/pickups.py``."""
 
 from __future__ import annotations
 
@@ -160,14 +159,16 @@ def _seed(db: Database) -> dict[str, int]:
                 DigestItem(digest_id=d2.id, item_id=c.id, position=1),
             ]
         )
-        for k in range(5):
+        for k in range(5):  # j0's server refused it for good (a bounce); the rest arrived
             s.add(
                 Delivery(
                     digest_id=d.id,
                     email=f"j{k}@media.example.ru",
                     list_id="ptz-media",
                     language="ru",
-                    status="sent",
+                    status="failed" if k == 0 else "sent",
+                    last_error="550 5.1.1 no such user" if k == 0 else None,
+                    sent_at=None if k == 0 else NOW - timedelta(days=59),
                     message_id=f"<m{k}@x>",
                 )
             )

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from newsexchange.config import Config
 from newsexchange.db import Digest, Session
+from newsexchange.db.queries import clicks as click_queries
 from newsexchange.db.queries import impact as queries
 from newsexchange.digest.content import shown_content
 from newsexchange.errors import DigestNotFound
@@ -110,7 +111,7 @@ def digest_impact(session: Session, config: Config, digest_id: int) -> dict[str,
     if digest is None:
         raise DigestNotFound(digest_id)
     content = shown_content(session, config, digest)
-    clicks = queries.clicks_of(session, digest.id)
+    clicks = click_queries.clicks_of(session, digest.id)
     by_story: dict[int, list[dict[str, Any]]] = {}
     for p, item in queries.pickups_of(session, [digest.id]):
         by_story.setdefault(p.story_item_id, []).append(
@@ -122,6 +123,9 @@ def digest_impact(session: Session, config: Config, digest_id: int) -> dict[str,
                 "published_at": _iso(item.published_at),
                 "score": float(p.score),
                 "status": p.status,
+                # beyond the shape: what an editor confirms or rejects by
+                "id": p.id,
+                "evidence": p.evidence or {},
             }
         )
     stories = [
@@ -138,7 +142,7 @@ def digest_impact(session: Session, config: Config, digest_id: int) -> dict[str,
         "digest": digest.id,
         "exchange": digest.exchange_id,
         **delivery_counts(session, digest),
-        "clicks": queries.total_clicks(session, digest.id),
+        "clicks": click_queries.total_clicks(session, digest.id),
         "stories": stories,
     }
 
@@ -157,8 +161,14 @@ def period_impact(
     end = datetime.combine(date_to + timedelta(days=1), time(), tzinfo=tz).astimezone(UTC)
     digests = queries.exchange_digests_sent(session, exchange.id, start=start, end=end)
     confirmed: dict[int, list[tuple[int, str]]] = {}
-    for p, item in queries.pickups_of(session, [d.id for d in digests], statuses=("confirmed",)):
-        confirmed.setdefault(p.digest_id, []).append((p.story_item_id, item.source_id))
+    suggested: dict[int, int] = {}
+    for p, item in queries.pickups_of(
+        session, [d.id for d in digests], statuses=("confirmed", "suggested")
+    ):
+        if p.status == "confirmed":
+            confirmed.setdefault(p.digest_id, []).append((p.story_item_id, item.source_id))
+        else:
+            suggested[p.digest_id] = suggested.get(p.digest_id, 0) + 1
     rows = []
     for d in digests:
         found = confirmed.get(d.id, [])
@@ -172,10 +182,13 @@ def period_impact(
                 "sent_at": _iso(d.sent_at),
                 "stories": len(content.get("items", [])),
                 **delivery_counts(session, d),
-                "clicks": queries.total_clicks(session, d.id),
+                "clicks": click_queries.total_clicks(session, d.id),
                 "stories_picked_up": len({story for story, _ in found}),
                 "pickups": len(found),
                 "outlets": sorted({source for _, source in found}),
+                # not in the CSV: suggestions are not results yet (the impact page shows
+                # how many wait for an editor)
+                "pickups_suggested": suggested.get(d.id, 0),
             }
         )
     return rows

@@ -59,10 +59,8 @@ from newsexchange.digest.states import PUBLIC
 from newsexchange.errors import ConfigError
 from newsexchange.i18n import gettext_for
 from newsexchange.impact.charts import bar_chart
-
-# STAND-IN, replaced at merge by: from newsexchange.impact.pickups import confirm, reject
-# and: from newsexchange.impact.report import digest_impact, period_impact
-from newsexchange.impact.interim import confirm, digest_impact, period_impact, reject
+from newsexchange.impact.pickups import confirm, reject
+from newsexchange.impact.report import digest_impact, period_impact
 from newsexchange.templating import environment
 from newsexchange.web import deps
 from newsexchange.web import ids as ids  # registers the {name:id} convertor
@@ -271,7 +269,7 @@ def year_view(
         chart = bar_chart(
             [
                 (_("stories sent"), [int(r["stories"]) for r in rows]),
-                (_("picked up"), [int(r["pickups_confirmed"]) for r in rows]),
+                (_("picked up"), [int(r["pickups"]) for r in rows]),
                 (_("clicks"), [int(r["clicks"]) for r in rows]),
             ],
             labels,
@@ -285,7 +283,7 @@ def year_view(
                 "rows": rows,
                 "chart": chart,
                 "stories": sum(int(r["stories"]) for r in rows),
-                "picked_up": sum(int(r["pickups_confirmed"]) for r in rows),
+                "picked_up": sum(int(r["pickups"]) for r in rows),
                 "suggested": sum(int(r["pickups_suggested"]) for r in rows),
                 "clicks": sum(int(r["clicks"]) for r in rows),
                 "delivered": delivered,

@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -21,7 +21,6 @@ from newsexchange.db.tables import (
     Digest,
     Item,
     Pickup,
-    StoryClicks,
     Suppression,
 )
 
@@ -29,7 +28,6 @@ __all__ = [
     "CANDIDATE_CHUNK",
     "CandidateRow",
     "candidates",
-    "clicks_of",
     "deliveries_of",
     "digest_by_id",
     "exchange_digests_sent",
@@ -41,7 +39,6 @@ __all__ = [
     "pickups_of",
     "sent_digests",
     "suppressions_of",
-    "total_clicks",
 ]
 
 #: Candidates are read in pages of this many rows, so a run over 50,000 receiving-side items
@@ -235,20 +232,3 @@ def later_sends(
             if at is not None:
                 out.setdefault(email, []).append(at)
     return out
-
-
-def clicks_of(session: Session, digest_id: int) -> dict[int, int]:
-    """Clicks per story position of the digest (positions never clicked are absent)."""
-    rows = session.execute(
-        select(StoryClicks.position, StoryClicks.clicks).where(StoryClicks.digest_id == digest_id)
-    ).all()
-    return {pos: n for pos, n in rows}
-
-
-def total_clicks(session: Session, digest_id: int) -> int:
-    value = session.scalar(
-        select(func.coalesce(func.sum(StoryClicks.clicks), 0)).where(
-            StoryClicks.digest_id == digest_id
-        )
-    )
-    return int(value or 0)
