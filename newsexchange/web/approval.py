@@ -442,9 +442,10 @@ def status_view(config: Config, session: Session, digest: Digest) -> dict[str, A
 
 
 def status_page(
-    config: Config, db: Database, claims: ActionClaims, now: datetime
+    config: Config, db: Database, claims: ActionClaims, now: datetime, token: str | None = None
 ) -> HTMLResponse | None:
-    """After the decision, the review link shows what went out and how (read-only)."""
+    """After the decision, the review link shows what went out and how (read-only); with
+    the editor's review ``token``, its impact link lets them confirm or reject pick-ups."""
     with db.session() as session:
         digest: Digest | None = session.get(Digest, claims.digest_id)
         if digest is None or digest.state in OPEN:
@@ -459,6 +460,7 @@ def status_page(
             editor=claims.editor,
             **view_of(config, session, digest),
             **status_view(config, session, digest),
+            impact_url=f"/impact/{digest.id}?t={token}" if token else f"/impact/{digest.id}",
         )
 
 
@@ -468,7 +470,7 @@ def review_page(
     claims: ActionClaims | None = None
     try:
         claims = review_claims(config, token, now)
-        status = status_page(config, db, claims, now)
+        status = status_page(config, db, claims, now, token)
         if status is not None:
             return status
         with db.session() as session:
