@@ -156,3 +156,28 @@ def test_two_flushes_racing_send_each_mail_once(
         t.join()
     assert len(mailer.sent) == 20 and set(more) <= set(mailer.sent)
     assert {r.status for r in queued(db)} == {"sent"}
+
+
+def test_the_alerts_job_forgets_system_mail_sent_a_month_ago_and_keeps_failures(
+    write_config: Callable[..., Config], db_for: Callable[[Config], Database]
+) -> None:
+    from newsexchange.service.jobs import JOB_RUNS_KEEP_DAYS, STEPS
+
+    cfg = approval_config(write_config)
+    db = db_for(cfg)
+    old, recent = NOW - timedelta(days=JOB_RUNS_KEEP_DAYS + 1), NOW - timedelta(days=2)
+    with db.session() as s:
+        for kind, status, sent_at in (
+            ("old-sent", "sent", old),
+            ("recent-sent", "sent", recent),
+            ("old-failed", "failed", None),
+            ("pending", "pending", None),
+        ):
+            s.add(
+                QueuedMail(
+                    kind=kind, recipient=ANNA, message="x", status=status, attempts=1,
+                    next_attempt_at=old, created_at=old, sent_at=sent_at,
+                )
+            )  # fmt: skip
+    STEPS["alerts"].run(cfg, db, NOW, None)
+    assert sorted(q.kind for q in queued(db)) == ["old-failed", "pending", "recent-sent"]

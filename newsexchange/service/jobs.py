@@ -22,6 +22,7 @@ from newsexchange.approval import poll_imap, run_approvals
 from newsexchange.config import Config
 from newsexchange.db import Database
 from newsexchange.db.queries import jobs as queries
+from newsexchange.db.queries import mail_queue
 from newsexchange.delivery.send import run_send
 from newsexchange.digest import build_due
 from newsexchange.errors import StopRequested
@@ -42,7 +43,7 @@ __all__ = [
     "job_specs",
 ]
 
-#: How long job_runs are kept (they feed /metrics and /readyz; a month is plenty).
+#: How long job_runs (they feed /metrics and /readyz) and sent system mail are kept.
 JOB_RUNS_KEEP_DAYS = 30
 
 #: A step as the service calls it: ``(config, db, now, arg)``; ``arg`` is what follows the
@@ -123,7 +124,10 @@ def _step_send(config: Config, db: Database, now: datetime, arg: str | None) -> 
 
 def _step_alerts(config: Config, db: Database, now: datetime, arg: str | None) -> StepResult:
     report = check_alerts(db, config, now=now)
-    queries.prune_runs(db, before=now - timedelta(days=JOB_RUNS_KEEP_DAYS))
+    keep_from = now - timedelta(days=JOB_RUNS_KEEP_DAYS)
+    queries.prune_runs(db, before=keep_from)
+    with db.session() as s:  # the approval mail already sent: a month is plenty to look back
+        mail_queue.prune_sent(s, before=keep_from)
     return report
 
 
@@ -223,7 +227,17 @@ STEPS: dict[str, Step] = {
 }
 
 #: ``newsexchange run-once`` order: the data flows one way (ARCHITECTURE.md).
-RUN_ONCE_ORDER = ("fetch", "translate", "impact", "digest", "demo", "approvals", "imap", "send", "alerts")
+RUN_ONCE_ORDER = (
+    "fetch",
+    "translate",
+    "impact",
+    "digest",
+    "demo",
+    "approvals",
+    "imap",
+    "send",
+    "alerts",
+)
 
 
 def job_specs(config: Config) -> list[JobSpec]:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from newsexchange.db.tables import QueuedMail
 
-__all__ = ["add", "claim", "due", "get", "mark_failed", "mark_retry", "mark_sent"]
+__all__ = ["add", "claim", "due", "get", "mark_failed", "mark_retry", "mark_sent", "prune_sent"]
 
 
 def add(
@@ -97,3 +97,12 @@ def mark_failed(session: Session, row_id: int, *, error: str) -> None:
         .values(status="failed", last_error=error[:2000])
         .execution_options(synchronize_session=False)
     )
+
+
+def prune_sent(session: Session, *, before: datetime) -> int:
+    """Forget system mail sent before ``before`` (its audit entries stay); failed rows are
+    kept for an operator to read. Returns how many rows went."""
+    res = session.execute(
+        delete(QueuedMail).where(QueuedMail.status == "sent", QueuedMail.sent_at < before)
+    )
+    return int(res.rowcount or 0)  # type: ignore[attr-defined]
