@@ -28,6 +28,7 @@ Decisions (the issue is silent on them):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -203,7 +204,7 @@ def find_pickups(
             originals = queries.items_by_id(s, ids)
             for story in stories_of(content, originals, d.language):
                 owners.append((scope, story.key))
-                stories.append(_rekey(story, len(stories)))
+                stories.append(dataclasses.replace(story, key=len(stories)))
         report.stories = len(stories)
         if not stories:
             report.skipped = "the digests in scope have no stories"
@@ -231,19 +232,6 @@ def find_pickups(
             queries.insert_pickups(s, rows)
             report.suggested += len(rows)
     return report
-
-
-def _rekey(story: StoryText, key: int) -> StoryText:
-    return StoryText(
-        key=key,
-        language=story.language,
-        title=story.title,
-        summary=story.summary,
-        original_language=story.original_language,
-        original_title=story.original_title,
-        original_summary=story.original_summary,
-        published_at=story.published_at,
-    )
 
 
 def _candidate(item: CandidateRow) -> CandidateText:
