@@ -88,7 +88,7 @@ def seed(db: Database, per_region: int) -> None:
                     category="events" if i % 7 == 0 else "news",
                     language=lang,
                     published_at=start + timedelta(minutes=97 * i),
-                    event_at=start + timedelta(days=16 + i % 10, hours=16) if i % 7 == 0 else None,
+                    event_start=start + timedelta(days=16 + i % 10, hours=16) if i % 7 == 0 else None,
                     content_hash=str(n),
                     story_group_id=groups[i // 10].id if i % 10 == 0 and i else None,
                 )

@@ -38,8 +38,19 @@ def test_bundled_feeds_yaml_is_valid() -> None:
     cfg = load_config(REPO / "feeds.yaml", env={})
     regions = {s.region for s in cfg.sources}
     assert regions == {"joensuu", "petrozavodsk"}
-    assert {s.language for s in cfg.sources} == {"fi", "ru"}
+    # Yle's Russian and English services are Joensuu sources in those languages.
+    assert {s.language for s in cfg.sources} == {"fi", "ru", "en"}
     assert {s.category for s in cfg.sources} == {"news", "events"}
+    by_id = {s.id: s for s in cfg.sources}
+    # The addresses the outlets publish (issue 15), not the ones first written down.
+    assert by_id["yle-pohjois-karjala"].url == "https://yle.fi/rss/t/18-141936/fi"
+    assert by_id["gtrk-karelia"].url == "https://tv-karelia.ru/feed/"
+    assert by_id["stolica-na-onego"].url == "https://stolicaonego.ru/rss.php"
+    assert by_id["gov-karelia"].url == "https://rk.karelia.ru/feed/"
+    # Every bundled event listing says when its events take place, not only when it posted.
+    for s in cfg.sources:
+        if s.kind == "html" and s.select is not None:
+            assert s.select.event_date, s.id
     assert str(cfg.exchange_tz(cfg.exchange("joensuu-to-petrozavodsk"))) == "Europe/Moscow"
 
 
@@ -168,7 +179,9 @@ def test_check_command_prints_what_would_run(tmp_path: Path) -> None:
 
     out = json.loads(proc.stdout)
     assert out["ok"] is True
-    assert out["sources"] == 14  # the 12 real sources and the 2 demo samples (docs/operations.md)
+    # 14 real sources (6 of them unverified, so disabled) and the 2 demo samples.
+    assert out["sources"] == 16
+    assert out["sources_enabled"] == 10
     assert {e["id"] for e in out["exchanges"]} >= {
         "joensuu-to-petrozavodsk",
         "petrozavodsk-to-joensuu",

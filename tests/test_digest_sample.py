@@ -64,7 +64,7 @@ class Row:
     summary: str
     tr: dict[str, str]  # language → translated title (summary derived)
     category: str = "news"
-    event_at: datetime | None = None
+    event_start: datetime | None = None
     group: str | None = None
 
 
@@ -123,7 +123,7 @@ ROWS: list[Row] = [
             "en": "Christmas opening on Joensuu square",
         },
         category="events",
-        event_at=utc(2026, 11, 28, 16, 0),
+        event_start=utc(2026, 11, 28, 16, 0),
     ),
     Row(
         "rock",
@@ -175,7 +175,7 @@ ROWS: list[Row] = [
             "en": "Festival of lights on the Onego embankment",
         },
         category="events",
-        event_at=utc(2026, 11, 20, 15, 0),
+        event_start=utc(2026, 11, 20, 15, 0),
     ),
     Row(
         "fares",
@@ -209,7 +209,7 @@ def add_item(
     summary: str = "",
     tr: dict[str, str] | None = None,
     category: str = "news",
-    event_at: datetime | None = None,
+    event_start: datetime | None = None,
     group: str | None = None,
 ) -> int:
     """Store one item (and its source and story group when new); returns its id."""
@@ -238,7 +238,7 @@ def add_item(
             category=category,
             language=language,
             published_at=published,
-            event_at=event_at,
+            event_start=event_start,
             content_hash=key,
             fingerprint=group,
             story_group_id=group_id,
@@ -274,7 +274,7 @@ def seed(db: Database) -> dict[str, int]:
             summary=r.summary,
             tr=r.tr,
             category=r.category,
-            event_at=r.event_at,
+            event_start=r.event_start,
             group=r.group,
         )
     return ids

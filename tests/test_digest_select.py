@@ -118,10 +118,10 @@ def test_untranslated_duplicate_gives_way_to_a_translated_member_of_the_story() 
 def test_events_come_after_news_upcoming_first_by_date_then_undated_then_past() -> None:
     ev = "events"
     cands = [
-        cand(1, category=ev, event_at=NOW + timedelta(days=9), weight=3),
-        cand(2, category=ev, event_at=NOW + timedelta(days=2)),
-        cand(3, category=ev, event_at=None, weight=2),
-        cand(4, category=ev, event_at=NOW - timedelta(days=3), weight=4),
+        cand(1, category=ev, event_start=NOW + timedelta(days=9), weight=3),
+        cand(2, category=ev, event_start=NOW + timedelta(days=2)),
+        cand(3, category=ev, event_start=None, weight=2),
+        cand(4, category=ev, event_start=NOW - timedelta(days=3), weight=4),
         cand(5, "b"),
     ]
     sel = run(cands)

@@ -46,6 +46,11 @@ def test_a_job_store_made_by_an_older_scheduler_is_adopted(tmp_path: Path) -> No
     with db.engine.begin() as c:  # back to before 0003, with the store a scheduler made
         for table in ("pickups", "story_clicks", "rate_limits"):  # what 0003 and later made
             c.exec_driver_sql(f"DROP TABLE {table}")
+        c.exec_driver_sql("DROP INDEX ix_items_event_start")  # and what 0005 changed
+        for column in ("event_end", "event_timezone", "all_day", "place_venue", "place_town"):
+            c.exec_driver_sql(f"ALTER TABLE items DROP COLUMN {column}")
+        c.exec_driver_sql("ALTER TABLE items DROP COLUMN fulltext_at")
+        c.exec_driver_sql("ALTER TABLE items RENAME COLUMN event_start TO event_at")
         c.exec_driver_sql("UPDATE alembic_version SET version_num = '0002'")
     db.dispose()
     db = Database(url)

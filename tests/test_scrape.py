@@ -47,13 +47,13 @@ def test_windows_1251_page_items_are_read_with_their_fields() -> None:
     assert first.link == "https://afisha.example.ru/events/1001"
     assert first.guid == first.link
     assert first.published_at == datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
-    assert first.event_at == datetime(2026, 12, 1, 16, 0, tzinfo=UTC)  # 19:00 Moscow
+    assert first.event_start == datetime(2026, 12, 1, 16, 0, tzinfo=UTC)  # 19:00 Moscow
     assert first.summary_text == "Карельская филармония, большой зал. Билеты в кассе."
     assert "<b>большой зал</b>" in first.summary_html
     assert "onclick" not in first.summary_html
     assert second.link == "https://afisha.example.ru/events/1002"
     assert second.published_at is None  # no <time> in this item
-    assert second.event_at == datetime(2026, 12, 5, 9, 0, tzinfo=UTC)  # year inferred
+    assert second.event_start == datetime(2026, 12, 5, 9, 0, tzinfo=UTC)  # year inferred
 
 
 def test_items_without_a_title_are_skipped_and_counted() -> None:

@@ -13,7 +13,7 @@ import secrets as _secrets
 from collections.abc import Mapping
 from datetime import time as dtime
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -113,6 +113,12 @@ class FetchSettings(_Model):
     retries: int = Field(2, ge=0, le=10)
     max_backoff_hours: float = Field(24.0, gt=0)
     summary_chars: int = Field(500, ge=50)
+    # ``fulltext: true`` sources: the most of an article page's main text kept as the item's
+    # summary (whole paragraphs, cut at a sentence when one paragraph is longer).
+    fulltext_chars: int = Field(1500, ge=200, le=20000)
+    # ``kind: ical`` sources: the occurrences read are those that start from a day ago up to
+    # this many days ahead (recurring events are expanded within that window only).
+    event_window_days: int = Field(90, ge=1, le=730)
     user_agent: str | None = None
     # Worker processes that parse big runs (100+ sources); 0 parses in the fetching process.
     parse_workers: int = Field(0, ge=0, le=16)
@@ -237,6 +243,10 @@ class RegionSettings(_Model):
     name: str
     language: Language
     timezone: str = "Europe/Helsinki"
+    # Place names of the region (towns, districts, landmarks; any language), beside the
+    # glossary's: the source watchdog expects a region's sources to mention some of them, and
+    # an event's town is the first of them its location names.
+    places: list[str] = Field(default_factory=list)
 
     @field_validator("timezone")
     @classmethod
@@ -252,7 +262,9 @@ class HtmlSelect(_Model):
     link: str = "a@href"
     date: str | None = None
     summary: str | None = None
-    event_date: str | None = None
+    event_date: str | None = None  # when the event starts (the item is then an event)
+    event_end: str | None = None  # when it ends
+    place: str | None = None  # where: "venue, town" or either
 
 
 class SourceSettings(_Model):
@@ -261,11 +273,18 @@ class SourceSettings(_Model):
     url: str
     language: Language
     category: Literal["news", "events"] = "news"
-    kind: Literal["feed", "html"] = "feed"
+    kind: Literal["feed", "html", "ical"] = "feed"
     name: str | None = None
     weight: float = Field(1.0, ge=0)
     enabled: bool = True
+    # kind: html only. Without it, the page's schema.org Event data (JSON-LD, microdata) is read.
     select: HtmlSelect | None = None
+    # Fetch each new item's article page once and keep its main text as the summary.
+    fulltext: bool = False
+    # Keep only items that name a place of the source's region (for national feeds).
+    require_place: bool = False
+    # The source watchdog flags a source with no new item for this many days.
+    stale_days: int = Field(30, ge=1, le=3650)
 
     _v_id = field_validator("id")(_check_id)
 
@@ -274,12 +293,22 @@ class SourceSettings(_Model):
     def _v_url(cls, v: str) -> str:
         return _check_url(v, ("http", "https", "file"))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _v_calendar_category(cls, data: Any) -> Any:
+        """A calendar's items are events unless the source says otherwise."""
+        if isinstance(data, dict) and data.get("kind") == "ical" and "category" not in data:
+            return {**data, "category": "events"}
+        return data
+
     @model_validator(mode="after")
     def _v_kind(self) -> SourceSettings:
-        if self.kind == "html" and self.select is None:
-            raise ValueError("kind: html needs select: {item: …, title: …, link: …}")
-        if self.kind == "feed" and self.select is not None:
-            raise ValueError("select: is only for kind: html sources")
+        if self.kind != "html" and self.select is not None:
+            raise ValueError(
+                f"select: is only for kind: html sources (this one is kind: {self.kind})"
+            )
+        if self.kind == "ical" and self.fulltext:
+            raise ValueError("fulltext: is for feeds and pages, not kind: ical calendars")
         return self
 
     @property

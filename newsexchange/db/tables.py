@@ -109,7 +109,16 @@ class Item(Base):
     language_mismatch: Mapped[bool] = mapped_column(Boolean, default=False)
     published_at: Mapped[datetime]
     date_from_feed: Mapped[bool] = mapped_column(Boolean, default=True)
-    event_at: Mapped[datetime | None]
+    # An event's when and where (ParsedEntry documents each); NULL event_start: not an event.
+    event_start: Mapped[datetime | None] = mapped_column(index=True)
+    event_end: Mapped[datetime | None]
+    event_timezone: Mapped[str | None] = mapped_column(String(64))
+    all_day: Mapped[bool] = mapped_column(Boolean, default=False)
+    place_venue: Mapped[str | None] = mapped_column(Text)
+    place_town: Mapped[str | None] = mapped_column(Text)
+    # When the article page's main text replaced the feed's teaser (fulltext: true sources);
+    # set once, so the page is never fetched again for this item.
+    fulltext_at: Mapped[datetime | None]
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     content_hash: Mapped[str] = mapped_column(String(64))

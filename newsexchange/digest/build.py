@@ -283,7 +283,7 @@ def _candidate(item: Item, config: Config, exchange: ExchangeSettings) -> Candid
         translated=item_text(item, exchange.language)[3],
         weight=_source_weight(config, exchange, item.source_id),
         story_group=item.story_group_id,
-        event_at=item.event_at,
+        event_start=item.event_start,
     )
 
 
@@ -299,7 +299,7 @@ def _renumber(digest: Digest, now: datetime) -> None:
                 category=e.item.category,
                 published_at=e.item.published_at,
                 translated=not e.untranslated,
-                event_at=e.item.event_at,
+                event_start=e.item.event_start,
             ),
             included=True,
             section=e.section,

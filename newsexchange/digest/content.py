@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict, cast
 
 from newsexchange.config import Config
@@ -57,8 +57,19 @@ class ContentItem(TypedDict):
     source_name: str
     link: str | None  # http(s) only
     published_at: str
-    event_at: str | None
+    # An event's when and where (None / False when the item is not an event). Content frozen
+    # before these existed has only "event_at" (the start); rendering reads either.
+    event_start: str | None
+    event_end: str | None
+    event_timezone: str | None  # IANA zone the source gave, else None (the region's zone)
+    all_day: bool
+    place: ContentPlace | None
     also_in: list[str]  # the other sources' names carrying the same story
+
+
+class ContentPlace(TypedDict):
+    venue: str | None
+    town: str | None
 
 
 class ContentPeriod(TypedDict):
@@ -137,6 +148,10 @@ def _http_link(url: str | None) -> str | None:
     return url if scheme in ("http", "https") and "://" in url else None
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment else None
+
+
 def _content_item(
     config: Config, item: Item, position: int, section: str, language: str, also: list[str]
 ) -> ContentItem:
@@ -158,7 +173,13 @@ def _content_item(
         "source_name": _source_name(config, item.source_id),
         "link": _http_link(item.link),
         "published_at": item.published_at.astimezone(UTC).isoformat(),
-        "event_at": item.event_at.astimezone(UTC).isoformat() if item.event_at else None,
+        "event_start": _iso(item.event_start),
+        "event_end": _iso(item.event_end),
+        "event_timezone": item.event_timezone,
+        "all_day": bool(item.all_day),
+        "place": {"venue": item.place_venue, "town": item.place_town}
+        if (item.place_venue or item.place_town)
+        else None,
         "also_in": also,
     }
 

@@ -293,7 +293,8 @@ def _view_items(
     views = []
     for it in content["items"]:
         published = datetime.fromisoformat(it["published_at"])
-        event_at = datetime.fromisoformat(it["event_at"]) if it.get("event_at") else None
+        start = it.get("event_start") or it.get("event_at")  # event_at: content frozen earlier
+        event_at = datetime.fromisoformat(start) if start else None
         summary_html = it.get("summary_html") or ""
         summary_text = it.get("summary_text") or ""
         views.append(

@@ -58,7 +58,7 @@ class Candidate:
     translated: bool  # a finished translation into the digest's language exists (or same language)
     weight: float = 1.0  # source weight × exchange source_weights
     story_group: int | None = None
-    event_at: datetime | None = None
+    event_start: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def score_parts(
 
 
 def _event_key(ch: Choice, now: datetime) -> tuple[int, float, float, int]:
-    at = ch.candidate.event_at
+    at = ch.candidate.event_start
     if at is not None and at >= now:
         return (0, at.timestamp(), 0.0, ch.item_id)
     if at is None:

@@ -68,7 +68,12 @@ class ItemValues:
     image_url: str | None
     published_at: datetime
     date_from_feed: bool
-    event_at: datetime | None
+    event_start: datetime | None
+    event_end: datetime | None
+    event_timezone: str | None
+    all_day: bool
+    place_venue: str | None
+    place_town: str | None
     content_hash: str
     fingerprint: str | None
     detected_language: str | None
@@ -86,7 +91,12 @@ class ItemValues:
             "image_url": self.image_url,
             "published_at": self.published_at,
             "date_from_feed": self.date_from_feed,
-            "event_at": self.event_at,
+            "event_start": self.event_start,
+            "event_end": self.event_end,
+            "event_timezone": self.event_timezone,
+            "all_day": self.all_day,
+            "place_venue": self.place_venue,
+            "place_town": self.place_town,
             "content_hash": self.content_hash,
             "fingerprint": self.fingerprint,
             "detected_language": self.detected_language,
@@ -105,14 +115,25 @@ class Decision:
 def content_hash(entry: ParsedEntry) -> str:
     """What makes an item "changed": its visible content, not its dates (many feeds bump
     pubDate on every request, which would otherwise churn every item on every fetch)."""
-    parts = (
+    parts: tuple[str, ...] = (
         entry.title,
         entry.summary_html,
         entry.link or "",
         entry.author or "",
         entry.image_url or "",
-        entry.event_at.isoformat() if entry.event_at else "",
+        entry.event_start.isoformat() if entry.event_start else "",
     )
+    # An event's end and place count too; they are appended only when present, so the hash
+    # of everything that is not such an event is what it was before events had them.
+    extra = (
+        entry.event_end.isoformat() if entry.event_end else "",
+        entry.event_timezone or "",
+        "all-day" if entry.all_day else "",
+        entry.place_venue or "",
+        entry.place_town or "",
+    )
+    if any(extra):
+        parts += extra
     return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -242,7 +263,12 @@ class Decider:
             image_url=entry.image_url,
             published_at=published,
             date_from_feed=from_feed,
-            event_at=entry.event_at,
+            event_start=entry.event_start,
+            event_end=entry.event_end,
+            event_timezone=entry.event_timezone,
+            all_day=entry.all_day,
+            place_venue=entry.place_venue,
+            place_town=entry.place_town,
             content_hash=h,
             fingerprint=self.fingerprint(entry.title, entry.summary_text),
             detected_language=detected,

@@ -20,7 +20,17 @@ class ParsedEntry:
     image_url: str | None = None
     published_at: datetime | None = None  # aware, UTC; None when the feed gives no date
     updated_at: datetime | None = None
-    event_at: datetime | None = None  # when an event takes place, if the source says
+    # When the item is an event (a calendar's occurrence, a page's schema.org Event, a
+    # listing with an event_date selector): when it starts and ends (aware, UTC), the zone it
+    # was given in (IANA name, None when the source gave only an offset or nothing), whether it
+    # is a whole-day event (then start/end are local midnights of its first and last+1 day,
+    # read in event_timezone or the region's zone), and where it takes place.
+    event_start: datetime | None = None
+    event_end: datetime | None = None
+    event_timezone: str | None = None
+    all_day: bool = False
+    place_venue: str | None = None  # "Carelicum", "Kansallinen teatteri"
+    place_town: str | None = None  # "Joensuu", "Петрозаводск"
 
 
 @dataclass(frozen=True)

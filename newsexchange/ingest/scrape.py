@@ -252,7 +252,7 @@ def _page_entry(
         summary_html=summary_html,
         summary_text=to_text(summary_html, summary_chars),
         published_at=published,
-        event_at=parse_human_date(event_text, tz=tz, now=now),
+        event_start=parse_human_date(event_text, tz=tz, now=now),
     )
 
 
