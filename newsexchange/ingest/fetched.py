@@ -12,6 +12,7 @@ from newsexchange.errors import FetchError
 from newsexchange.ingest.clean import scrub_feed
 from newsexchange.ingest.decide import SourceState
 from newsexchange.ingest.fetch import FetchResult
+from newsexchange.ingest.fulltext import Pages
 from newsexchange.ingest.model import ParsedFeed
 from newsexchange.ingest.parse import parse_feed
 from newsexchange.ingest.scrape import parse_html_page
@@ -26,6 +27,7 @@ class Fetched:
     result: FetchResult | None
     error: FetchError | None
     pre: Precomputed | None = None  # parsed in a worker process (large runs)
+    pages: Pages | None = None  # fulltext: true sources: the article pages read
 
 
 @dataclass

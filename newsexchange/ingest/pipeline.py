@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 
 from newsexchange.config import Config, HtmlSelect, SourceSettings
 from newsexchange.db import Database
-from newsexchange.db.queries.items import known_hashes
+from newsexchange.db.queries.items import fulltext_state, known_hashes
 from newsexchange.errors import FetchError
-from newsexchange.ingest.decide import SourceState, content_hash, detect_text
+from newsexchange.ingest.decide import SourceState, content_hash, detect_text, lookup_keys
 from newsexchange.ingest.fetch import (
     FEED_ACCEPT,
     HTML_ACCEPT,
@@ -35,7 +35,9 @@ from newsexchange.ingest.fetch import (
     fetch_options,
 )
 from newsexchange.ingest.fetched import Fetched, Precomputed, parse_body
+from newsexchange.ingest.fulltext import StoredPage, plan_pages, read_pages
 from newsexchange.ingest.langdetect import detect_language
+from newsexchange.ingest.model import ParsedEntry
 from newsexchange.ingest.report import Progress, SourceOutcome
 from newsexchange.ingest.stories import fingerprint
 from newsexchange.ingest.writer import Writer
@@ -130,6 +132,13 @@ def _known_hashes(db: Database, source_ids: list[str], now: datetime) -> dict[st
     fingerprint or language detection (they will come out unchanged)."""
     with db.session() as s:
         return known_hashes(s, source_ids, now - KNOWN_WINDOW)
+
+
+def _stored_pages(db: Database, source_id: str, entries: list[ParsedEntry]) -> list[StoredPage]:
+    """The source's stored items matching ``entries``, with whether their page was tried."""
+    idents, links = lookup_keys(entries)
+    with db.session() as s:
+        return [StoredPage(*row) for row in fulltext_state(s, source_id, idents, links)]
 
 
 def _make_pool(workers: int, n_sources: int) -> ProcessPoolExecutor | None:
@@ -270,7 +279,38 @@ class _Run:
             item = Fetched(
                 src, state, None, FetchError(f"unexpected error: {type(exc).__name__}: {exc}")
             )
+        if src.fulltext and item.result is not None and item.result.body is not None:
+            await self.read_articles(item)
         await self.queue.put(item)
+
+    async def read_articles(self, item: Fetched) -> None:
+        """``fulltext: true``: parse the feed here (the writer then takes this parse, as it
+        takes a worker's), plan which entries' pages are due and read them (the rules are in
+        :mod:`.fulltext`). Never fails the source: a feed that does not parse is left to the
+        writer to report, and any other trouble leaves the teasers (pages not tried are
+        tried next run)."""
+        src = item.source
+        try:
+            if item.pre is None:
+                item.pre = Precomputed(await asyncio.to_thread(self.writer.parse, item))
+            feed = item.pre.feed
+            if feed is None:
+                return
+            entries, _ = self.writer.on_region(src, feed.entries)
+            if not entries:
+                return
+            stored = await asyncio.to_thread(_stored_pages, self.db, src.id, entries)
+            item.pages = await read_pages(
+                self.fetcher,
+                plan_pages(entries, stored),
+                per_host=self.config.fetch.per_host,
+                limit=self.config.fetch.fulltext_chars,
+                source=src.id,
+            )
+        except FetchError:
+            return  # the feed does not parse: the writer parses again and says why
+        except Exception:
+            log.exception("reading article pages failed", extra={"source": src.id})
 
     async def next_batch(self) -> tuple[list[Fetched], bool]:
         """Whatever is queued, up to WRITE_BATCH (waiting for the first); and whether the

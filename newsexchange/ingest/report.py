@@ -28,6 +28,8 @@ class SourceOutcome:
     parser: str | None = None
     next_attempt_at: datetime | None = None
     moved_to: str | None = None  # permanent redirect: the stored URL now
+    skipped_off_region: int = 0  # require_place: entries naming no place of the region
+    articles: int = 0  # fulltext: article texts stored as summaries
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"source": self.source, "url": self.url, "status": self.status}
@@ -39,6 +41,10 @@ class SourceOutcome:
             data.update(
                 entries=self.entries, new=self.new, updated=self.updated, unchanged=self.unchanged
             )
+            # Only when they happened: most sources use neither option.
+            for key in ("skipped_off_region", "articles"):
+                if getattr(self, key):
+                    data[key] = getattr(self, key)
         return data
 
 

@@ -24,6 +24,7 @@ from newsexchange.db.queries.items import (
     insert_story_group,
     item_ids,
     recent_fingerprints,
+    set_fulltext,
     set_story_groups,
     update_items,
 )
@@ -41,7 +42,8 @@ from newsexchange.ingest.decide import (
 from newsexchange.ingest.fetch import FetchResult
 from newsexchange.ingest.fetched import Fetched, parse_body
 from newsexchange.ingest.langdetect import detect_language
-from newsexchange.ingest.model import ParsedFeed
+from newsexchange.ingest.model import ParsedEntry, ParsedFeed
+from newsexchange.ingest.places import PlaceMatcher
 from newsexchange.ingest.report import SourceOutcome
 from newsexchange.ingest.stories import (
     SIMILAR_MAX_BITS,
@@ -75,6 +77,30 @@ class Writer:
         self.now = now
         self._index: StoryIndex | None = None
         self._pending_failures: dict[str, dict[str, Any]] = {}
+        self._places: dict[str, PlaceMatcher] = {}
+
+    def on_region(
+        self, src: SourceSettings, entries: list[ParsedEntry]
+    ) -> tuple[list[ParsedEntry], int]:
+        """``require_place: true``: the entries whose title or summary (the feed's) names a
+        place of the source's region (``regions.*.places``, case endings allowed), and how
+        many were left out. Other sources: all entries, 0. Pure; also called by the pipeline,
+        so that no article page is read for an entry that will not be stored."""
+        if not src.require_place:
+            return entries, 0
+        matcher = self._places.get(src.region)
+        if matcher is None:
+            matcher = self._places[src.region] = PlaceMatcher(
+                self.config.regions[src.region].places
+            )
+        kept = [e for e in entries if matcher.mentions(f"{e.title}\n{e.summary_text}")]
+        return kept, len(entries) - len(kept)
+
+    def parse(self, f: Fetched) -> ParsedFeed:
+        """The parsed body of a fetch (the pipeline's ``fulltext`` path parses before the
+        writer sees it); raises :class:`FetchError` like the writer's own parse."""
+        assert f.result is not None
+        return self._parse(f, f.result, self.config.fetch.summary_chars)
 
     # -- parsing ---------------------------------------------------------------------------
 
@@ -93,16 +119,22 @@ class Writer:
         feed = self._parse_or_fail(p, res)
         if feed is None:
             return p
-        p.feed = feed
+        # require_place: entries about elsewhere are never stored (nor decided on).
+        kept, off_region = self.on_region(src, feed.entries)
+        problem = feed.problem
+        if f.pages is not None:
+            problem = "; ".join(filter(None, [problem, f.pages.problem()]))
+        p.feed = replace(feed, entries=kept) if off_region else feed
         p.outcome = SourceOutcome(
             source=src.id,
             url=state.url,
             status="ok",
             http_status=res.status or None,
             entries=len(feed.entries),
-            problem=feed.problem,
+            problem=problem or None,
             parser=feed.parser,
             moved_to=moved,
+            skipped_off_region=off_region,
         )
         p.source_values = after_success(
             state,
@@ -113,7 +145,7 @@ class Writer:
             not_modified=False,
             permanent_url=moved,
             title=feed.title,
-            problem=feed.problem,
+            problem=problem or None,
         )
         return p
 
@@ -338,11 +370,28 @@ class Writer:
             id_of = item_ids(s, src.id, wanted)
             ids = [id_of[ident] for ident in wanted]
             self._link_stories(s, src, decision, ids, index)
+        pages = p.fetched.pages
         if decision.changed:
-            update_items(
-                s,
-                [{"id": item_id, **v.row(), "updated_at": now} for item_id, v in decision.changed],
-            )
+            # fulltext: an item whose page was tried keeps its stored summary (the article's
+            # text, or the teaser it first had): see newsexchange.ingest.fulltext.
+            keep = pages.plan.tried_ids if pages is not None else frozenset()
+            rows = [
+                {"id": item_id, **v.row(), "updated_at": now}
+                for item_id, v in decision.changed
+                if item_id not in keep
+            ]
+            kept = [
+                {"id": item_id, **_without_summary(v.row()), "updated_at": now}
+                for item_id, v in decision.changed
+                if item_id in keep
+            ]
+            for group in (rows, kept):
+                if group:
+                    update_items(s, group)
+        if pages is not None and pages.tried:
+            texts, marks = pages.rows()
+            set_fulltext(s, src.id, texts, marks, now)
+            p.outcome.articles = len(texts)
 
     def _decider(self, p: _Prepared) -> Decider:
         """The decider for one source, using what a worker process computed, if any."""
@@ -410,6 +459,10 @@ class Writer:
             index.add(src.region, StoryRef(item_id, src.id, fp, group_id))
         if set_group:
             set_story_groups(s, set_group)
+
+
+def _without_summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in ("summary_html", "summary_text")}
 
 
 def _brief(exc: BaseException) -> str:

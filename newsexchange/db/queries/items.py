@@ -21,6 +21,7 @@ __all__ = [
     "LOOKUP_CHUNK",
     "chunks",
     "find_stored",
+    "fulltext_state",
     "insert_ignoring_conflicts",
     "insert_items",
     "insert_story_group",
@@ -28,6 +29,7 @@ __all__ = [
     "known_hashes",
     "latest_items",
     "recent_fingerprints",
+    "set_fulltext",
     "set_story_groups",
     "update_items",
 ]
@@ -118,6 +120,61 @@ def item_ids(s: Session, source_id: str, identities: Sequence[str]) -> dict[str,
         )
         id_of.update({row.identity: row.id for row in s.execute(ids_q)})
     return id_of
+
+
+def fulltext_state(
+    s: Session, source_id: str, identities: set[str], links: set[str]
+) -> list[tuple[int, str, str | None, bool]]:
+    """``fulltext: true`` sources only: the source's items with one of these identities or
+    links, each once, as ``(id, identity, link, page tried?)``."""
+    out: list[tuple[int, str, str | None, bool]] = []
+    seen_ids: set[int] = set()
+    cols = (Item.id, Item.identity, Item.link, Item.fulltext_at)
+    keys: list[tuple[Any, list[str]]] = [
+        (Item.identity, sorted(identities)),
+        (Item.link, sorted(links)),
+    ]
+    for column, values in keys:
+        for chunk in chunks(values):
+            q = select(*cols).where(Item.source_id == source_id, column.in_(chunk))
+            for row in s.execute(q):
+                if row.id not in seen_ids:
+                    seen_ids.add(row.id)
+                    out.append((row.id, row.identity, row.link, row.fulltext_at is not None))
+    return out
+
+
+def set_fulltext(
+    s: Session,
+    source_id: str,
+    texts: list[dict[str, Any]],
+    marks: list[dict[str, Any]],
+    now: datetime,
+) -> None:
+    """Article pages read: the source's items with link ``b_link`` whose page was not tried
+    yet get the summary ``b_html``/``b_text`` (``texts``) or only the mark (``marks``);
+    ``fulltext_at`` = ``now`` on both. Two executemany statements."""
+    items = cast(Table, Item.__table__)
+    where = (
+        (items.c.source_id == source_id)
+        & (items.c.link == bindparam("b_link"))
+        & items.c.fulltext_at.is_(None)
+    )
+    conn = s.connection()
+    if texts:
+        conn.execute(
+            items.update()
+            .where(where)
+            .values(
+                summary_html=bindparam("b_html"),
+                summary_text=bindparam("b_text"),
+                fulltext_at=now,
+                updated_at=now,
+            ),
+            texts,
+        )
+    if marks:
+        conn.execute(items.update().where(where).values(fulltext_at=now), marks)
 
 
 def update_items(s: Session, rows: list[dict[str, Any]]) -> None:
