@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from newsexchange.config import Config
 from newsexchange.db import Database, Item
+from newsexchange.errors import ConfigError
 from newsexchange.ingest import FetchReport, run_fetch
 from newsexchange.ingest.fetch import DefaultFetcher, fetch_options
 from newsexchange.ingest.fulltext import (
@@ -472,3 +473,13 @@ def test_extraction_refuses_what_is_not_an_article() -> None:
     )
     assert art.summary_text == " ".join(STORIES[2][2])
     assert art.summary_html == "".join(f"<p>{p}</p>" for p in STORIES[2][2])
+
+
+def test_require_place_on_a_region_without_places_is_a_config_error_at_its_line(
+    write_config: Callable[..., Config],
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        write_config(source_yaml("http://example.fi/rss", ", require_place: true"))
+    msg = str(caught.value)
+    line = BASE_CONFIG.count("\n") + 2  # the source's line, after "sources:"
+    assert f"feeds.yaml:{line}: sources[0].require_place: region 'joensuu' lists no places" in msg

@@ -53,6 +53,7 @@ def cross_check(
     problems: list[Problem] = [*_region_ids(seen)]
     for i, s in enumerate(_as_list(data.get("sources"))):
         problems += _source(seen, i, _as_dict(s))
+        problems += _source_places(seen, i, _as_dict(s))
     for i, e in enumerate(_as_list(data.get("exchanges"))):
         e = _as_dict(e)
         problems += _exchange_id(seen, i, e)
@@ -95,6 +96,19 @@ def _source(seen: _Seen, i: int, s: dict[str, Any]) -> Iterator[Problem]:
             f"sources[{i}].region: unknown region {region!r} (expected one of: "
             f"{seen.known_regions})",
             ("sources", i, "region"),
+        )
+
+
+def _source_places(seen: _Seen, i: int, s: dict[str, Any]) -> Iterator[Problem]:
+    """A ``require_place`` source's region lists places (else it would keep nothing)."""
+    region = s.get("region")
+    if s.get("require_place") is not True or not isinstance(region, str):
+        return
+    if region in seen.regions and not _as_list(_as_dict(seen.regions[region]).get("places")):
+        yield (
+            f"sources[{i}].require_place: region {region!r} lists no places "
+            f"(regions.{region}.places), so this source would keep no item",
+            ("sources", i, "require_place"),
         )
 
 
