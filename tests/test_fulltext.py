@@ -483,3 +483,30 @@ def test_require_place_on_a_region_without_places_is_a_config_error_at_its_line(
     msg = str(caught.value)
     line = BASE_CONFIG.count("\n") + 2  # the source's line, after "sources:"
     assert f"feeds.yaml:{line}: sources[0].require_place: region 'joensuu' lists no places" in msg
+
+
+def test_turning_fulltext_on_reads_the_pages_of_items_already_stored_once(
+    write_config: Callable[..., Config],
+    http_server: HTTPServer,
+    open_db: Callable[[str | None], Database],
+) -> None:
+    items = serve_stories(http_server)
+    http_server.route(
+        "/feed.xml", Response(200, rss(items), {"Content-Type": "application/rss+xml"})
+    )
+    url = f"{http_server.url}/feed.xml"
+    db = open_db(None)
+    plain = write_config(fetch_yaml(http_server) + source_yaml(url, ""))
+    assert result(run_fetch(db, plain, now=NOW))["new"] == 3
+    assert article_requests(http_server) == []
+
+    full = write_config(fetch_yaml(http_server) + source_yaml(url))
+    out = result(run_fetch(db, full, now=NOW + timedelta(hours=1)))
+    assert (out["unchanged"], out["articles"]) == (3, 3)
+    rows = stored(db)
+    for (_title, _teaser, paras), (_, link, _) in zip(STORIES, items, strict=True):
+        assert rows[link].summary_text.startswith(paras[0])
+        assert rows[link].updated_at == NOW + timedelta(hours=1)  # translations see the change
+    again = result(run_fetch(db, full, now=NOW + timedelta(hours=2)))
+    assert again["unchanged"] == 3 and "articles" not in again
+    assert len(article_requests(http_server)) == 3
