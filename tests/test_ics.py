@@ -419,14 +419,24 @@ def test_the_same_content_gives_the_same_bytes_and_old_content_is_read(
         "event_at": datetime(2026, 2, 14, 0, 0, tzinfo=HEL).astimezone(UTC).isoformat(),
     }
     timed = {**old_item, "item_id": 8, "event_at": "2026-02-14T15:30:00+00:00"}
-    content = {"language": "ru", "items": [old_item, timed, {**old_item, "section": "news"}]}
+    broken = [  # not what we write: left out, the rest of the file stands
+        {**old_item, "item_id": None},
+        {**old_item, "item_id": 9, "event_at": "14.2.2026"},
+        {**old_item, "item_id": 10, "place": "Joensuu"},
+        "not an item",
+    ]
+    content = {
+        "language": "ru",
+        "items": [old_item, timed, {**old_item, "section": "news"}, *broken],
+    }
 
     first = calendar_bytes(cfg, exchange, content_events(cfg, content, stamp=NOW))
     again = calendar_bytes(cfg, exchange, content_events(cfg, content, stamp=NOW))
 
     assert first == again
     events = _events(first)
-    assert set(events) == {f"item-7@{HOST}", f"item-8@{HOST}"}
+    assert set(events) == {f"item-7@{HOST}", f"item-8@{HOST}", f"item-10@{HOST}"}
+    assert "LOCATION" not in events[f"item-10@{HOST}"]
     whole_day = events[f"item-7@{HOST}"]
     assert whole_day.decoded("DTSTART") == date(2026, 2, 14)
     assert whole_day.decoded("DTEND") == date(2026, 2, 15)

@@ -182,13 +182,17 @@ def content_events(
     host = _host(config)
     events: list[CalendarEvent] = []
     for item in content.get("items") or []:
-        if item.get("section") != "events":
+        # Content is data from the database (frozen JSON, perhaps of an older schema): an
+        # item that is not what we wrote is left out rather than failing the whole file.
+        if not isinstance(item, Mapping) or item.get("section") != "events":
             continue
+        item_id = item.get("item_id")
         when = _when(config, item)
-        if when is None:
+        if not isinstance(item_id, int) or isinstance(item_id, bool) or when is None:
             continue
         start, end, all_day = when
-        place = item.get("place") or {}
+        given = item.get("place")
+        place: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
         location = ", ".join(p for p in (_line(place.get("venue")), _line(place.get("town"))) if p)
         source = _line(item.get("source_name") or item.get("source_id"))
         summary = _paragraphs(item.get("summary_text"))
@@ -198,8 +202,8 @@ def content_events(
         link = str(item.get("link") or "")
         events.append(
             CalendarEvent(
-                uid=f"item-{int(item['item_id'])}@{host}",
-                item_id=int(item["item_id"]),
+                uid=f"item-{item_id}@{host}",
+                item_id=item_id,
                 stamp=stamp.astimezone(UTC),
                 start=start,
                 end=end,
