@@ -140,7 +140,10 @@ def test_show_eml_writes_a_message_that_parses_back(
     )
     assert code == 0 and data is not None and data["bytes"] == target.stat().st_size
     msg = email.message_from_bytes(target.read_bytes(), policy=email.policy.default)
-    assert msg.get_content_type() == "multipart/alternative"
+    # As mailed: the digest has an event, so its .ics rides along (tests/test_ics.py).
+    assert msg.get_content_type() == "multipart/mixed"
+    parts = [p.get_content_type() for p in msg.iter_parts()]  # type: ignore[attr-defined]
+    assert parts == ["multipart/alternative", "text/calendar"]
     assert msg["Subject"] == "Новости Йоэнсуу и Северной Карелии: 1–15 ноября 2026"
 
 

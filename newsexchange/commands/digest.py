@@ -311,6 +311,7 @@ def _summary_text(data: dict[str, Any], tz: tzinfo = UTC) -> str:
 
 
 def show(ctx: Context) -> int:
+    from newsexchange.digest.ics import digest_calendar
     from newsexchange.digest.render import render_digest, to_email
 
     with ctx.db.session() as s:
@@ -325,13 +326,16 @@ def show(ctx: Context) -> int:
             ctx.emit(data, lambda: _summary_text(data, tz))
             return 0
         rendered = render_digest(s, ctx.config, d)
+        calendar = digest_calendar(s, ctx.config, d) if ctx.args.fmt == "eml" else None
     payload: bytes
     if ctx.args.fmt == "html":
         payload = rendered.html.encode("utf-8")
     elif ctx.args.fmt == "text":
         payload = rendered.text.encode("utf-8")
     else:
-        payload = to_email(rendered, config=ctx.config, now=ctx.now()).as_bytes()
+        # As mailed: with the events' .ics attached when there are events.
+        msg = to_email(rendered, config=ctx.config, now=ctx.now(), calendar=calendar)
+        payload = msg.as_bytes()
     if ctx.args.output:
         Path(ctx.args.output).write_bytes(payload)
         ctx.emit(

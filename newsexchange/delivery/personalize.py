@@ -1,6 +1,10 @@
 """Personalization: a digest rendered once per language and list, then each recipient's copy
 made by substitution in the pre-serialized template (To, Message-ID, List-Unsubscribe and the
 unsubscribe URL in both bodies) — no re-rendering, no email package objects per recipient.
+
+A digest with events carries their ``.ics`` as an attachment
+(:func:`newsexchange.digest.ics.digest_calendar`): it holds no per-recipient part, so it is
+serialized once with the template and every copy carries the same bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from newsexchange.config import Config
 from newsexchange.db import Delivery, Digest, Session
 from newsexchange.delivery.outbox import sender_domain
 from newsexchange.delivery.unsubscribe import unsubscribe_links
+from newsexchange.digest.ics import digest_calendar
 from newsexchange.digest.render import UNSUBSCRIBE_MARKER, render_digest, to_email
 from newsexchange.errors import DeliveryError
 from newsexchange.mail import OutgoingMessage
@@ -86,7 +91,8 @@ class PreparedDigest:
     serialized to bytes (CRLF, RFC 2047 headers) once. Per recipient: the unsubscribe URL
     goes into each body (the HTML gets it escaped), the body is encoded (quoted-printable
     or base64, whichever the template showed to be shorter; C-speed binascii), and four
-    ``bytes.replace`` calls finish the message.
+    ``bytes.replace`` calls finish the message. Attachments (the events' ``.ics``) are no
+    body: they stay in the serialized template as they are.
     """
 
     def __init__(
@@ -103,7 +109,8 @@ class PreparedDigest:
         self.template = template  # kept intact (with markers) for providers like SendGrid
         skeleton = copy.deepcopy(template)
         self.parts: list[tuple[bytes, _Body]] = []
-        for i, part in enumerate(p for p in skeleton.walk() if not p.is_multipart()):
+        bodies = (p for p in skeleton.walk() if not p.is_multipart() and not p.is_attachment())
+        for i, part in enumerate(bodies):
             placeholder = _BODY.format(i)
             body = _Body(part.get_content(), is_html=part.get_content_subtype() == "html")
             self.parts.append((placeholder.encode(), body))
@@ -192,6 +199,7 @@ class Renderer:
         prepared = self.cache.get(key)
         if prepared is None:
             rendered = render_digest(session, self.config, digest)
+            calendar = digest_calendar(session, self.config, digest)
             template = to_email(
                 rendered,
                 config=self.config,
@@ -199,6 +207,7 @@ class Renderer:
                 extra_headers=list_headers(self.config, list_id),
                 now=self.now,
                 message_id=_MSGID,
+                calendar=calendar,
             )
             prepared = PreparedDigest(
                 self.config,

@@ -463,6 +463,7 @@ def to_email(
     extra_headers: Mapping[str, str] | None = None,
     now: datetime | None = None,
     message_id: str | None = None,
+    calendar: bytes | None = None,
 ) -> EmailMessage:
     """A multipart/alternative message (text first, then HTML, as RFC 2046 orders them),
     UTF-8, with headers encoded for any script (email.policy.SMTP: RFC 2047 words, CRLF).
@@ -470,6 +471,12 @@ def to_email(
     ``to`` may be None for a preview; delivery passes the recipient, its stable
     ``message_id`` and the list headers in ``extra_headers`` (replacing any same-named
     header set here). The per-recipient markers are *not* substituted here.
+
+    ``calendar``: the digest's events as an ``.ics`` (:func:`newsexchange.digest.ics.
+    digest_calendar`; None when it has none). It is attached as ``events.ics``
+    (``text/calendar; method=PUBLISH``, base64: the bytes keep the CRLF and 75-octet folding
+    RFC 5545 wants), and the message becomes multipart/mixed [multipart/alternative [text,
+    html], text/calendar]. The attachment is the same in every recipient's copy.
     """
     msg = EmailMessage(policy=POLICY)  # SMTP, with folding every decoder reads back
     # Every value through header_text: the subject carries the exchange's name, the list
@@ -489,7 +496,16 @@ def to_email(
         msg[name] = header_text(value)
     msg.set_content(rendered.text, subtype="plain", charset="utf-8", cte=_cte(rendered.text))
     msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte=_cte(rendered.html))
-    # After the bodies: set_content() clears every Content-* header it finds.
+    if calendar:
+        msg.add_attachment(
+            calendar,
+            maintype="text",
+            subtype="calendar",
+            filename="events.ics",
+            params={"charset": "utf-8", "method": "PUBLISH"},
+        )
+    # After the bodies and the attachment: set_content() clears every Content-* header it
+    # finds, and turning the message into multipart/mixed moves them into the inner part.
     msg["Content-Language"] = rendered.language
     return msg
 

@@ -6,6 +6,10 @@ request of up to 1,000 personalizations (SendGrid's limit per request), each wit
 marker in both bodies), ``headers`` (List-Unsubscribe and Message-ID differ per recipient)
 and ``custom_args`` (``nx_delivery_id``: the Event Webhook hands it back, which is how
 bounces find our Delivery row). Categories name the exchange and digest for SendGrid's stats.
+A template's attachments (a digest's ``events.ics``) go in ``attachments`` once per request,
+base64, with the bare MIME type: the API refuses a ``type`` holding ``;`` ("The attachment
+type cannot contain ';', or CRLF characters", sendgrid/sendgrid-php#250), so a calendar's
+``method=PUBLISH`` parameter is left to the file's own METHOD line.
 
 Answers: 202 accepted (``X-Message-Id`` is the provider id of the request); 429 and 5xx are
 retried with backoff honouring ``Retry-After``; 401/403 mean the key is wrong (the backend is
@@ -15,6 +19,7 @@ is permanent for those messages but no recipient's fault (nothing is suppressed)
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 import urllib.error
@@ -143,6 +148,9 @@ class SendgridMailer:
         # Built directly rather than with Mail.add_personalization, which inserts at the
         # front (reversing the order) — keeping our order keeps requests reproducible.
         body["personalizations"] = [p.get() for p in personalizations]
+        attachments = [_attachment(part) for part in template.iter_attachments()]
+        if attachments:
+            body["attachments"] = attachments
         return body
 
     @staticmethod
@@ -256,6 +264,18 @@ class SendgridMailer:
 
     def close(self) -> None:
         pass
+
+
+def _attachment(part: EmailMessage) -> dict[str, str]:
+    """One ``attachments`` entry of the v3 request for a MIME attachment part."""
+    data = part.get_payload(decode=True)
+    raw = data if isinstance(data, bytes) else str(data or "").encode("utf-8")
+    return {
+        "content": base64.b64encode(raw).decode("ascii"),
+        "type": part.get_content_type(),  # bare: the API refuses parameters here
+        "filename": header_text(part.get_filename() or "attachment"),
+        "disposition": "attachment",
+    }
 
 
 def _decode(body: Any) -> str:

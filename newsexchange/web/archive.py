@@ -7,6 +7,13 @@
 - ``GET /digests/{id}`` — the digest as mailed ("view in browser"), once it is approved,
   sending or sent. Drafts, digests awaiting approval, rejected and held ones are 404: what
   the editors have not approved is not public.
+- ``GET /digests/{id}/events.ics`` — that digest's events as iCalendar (the mail's
+  attachment), public exactly when the digest is.
+- ``GET /archive/{exchange}/events.ics`` — the exchange's subscribable calendar: the events
+  of its public digests, each event once (the copy of the digest approved last), those that
+  ended over a year ago left out, at most :data:`CALENDAR_EVENTS`. Both calendars answer a
+  conditional GET (ETag of the body, Last-Modified of the newest approval) with 304, so a
+  calendar program polling every few hours costs a few headers.
 
 What is shown of an approved digest is its frozen content (what the editors approved), never
 the live items. The view-online page is the mailed HTML itself; the one per-recipient part,
@@ -17,8 +24,10 @@ frames, no forms — belt and braces on top of the sanitizing and escaping the d
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -32,6 +41,14 @@ from newsexchange.db import Database, Digest, Session
 from newsexchange.db.queries import digests as queries
 from newsexchange.digest import render
 from newsexchange.digest.content import digest_content
+from newsexchange.digest.ics import (
+    CalendarEvent,
+    calendar_bytes,
+    content_events,
+    digest_stamp,
+    exchange_calendar_url,
+    merge_events,
+)
 from newsexchange.digest.states import PUBLIC, DigestState
 from newsexchange.errors import ConfigError
 from newsexchange.i18n import LANGUAGES, SOURCE_LANGUAGE, gettext_for
@@ -42,6 +59,7 @@ from newsexchange.web import ids as ids  # registers the {name:id} convertor
 __all__ = [
     "PUBLIC_STATES",
     "atom_feed",
+    "exchange_calendar",
     "language_label",
     "page_language",
     "routes",
@@ -58,6 +76,16 @@ VIEW_CSP = (
 )
 # Vary: the index and the 404 page follow Accept-Language.
 PAGE_HEADERS = {"cache-control": "public, max-age=300", "vary": "Accept-Language"}
+# The calendars: what a calendar program subscribes to (the body says PUBLISH itself).
+CALENDAR_MEDIA_TYPE = "text/calendar; charset=utf-8"
+CALENDAR_HEADERS = {
+    "cache-control": "public, max-age=3600",
+    "content-disposition": 'inline; filename="events.ics"',
+    "x-content-type-options": "nosniff",
+}
+CALENDAR_DIGESTS = 72  # per public state: three years of digests at two a month
+CALENDAR_EVENTS = 1000
+CALENDAR_KEEP_DAYS = 366
 
 
 def page_language(accept_language: str | None) -> str:
@@ -150,6 +178,8 @@ def atom_feed(config: Config, db: Database, exchange: ExchangeSettings, *, now: 
     )
     fg.link(href=page, rel="alternate", type="text/html")
     fg.link(href=f"{page}/atom.xml", rel="self", type="application/atom+xml")
+    # The exchange's events calendar, for readers that offer "related" links.
+    fg.link(href=f"{page}/events.ics", rel="related", type="text/calendar", title=_("Events"))
     fg.language(exchange.language)
     fg.author({"name": exchange.display_name})
     fg.generator("newsexchange")
@@ -171,6 +201,54 @@ def atom_feed(config: Config, db: Database, exchange: ExchangeSettings, *, now: 
             fe.summary(" · ".join(str(i.get("title", "")) for i in items[:10]) or _period(d))
             fe.content(_entry_html(items), type="html")
     return bytes(fg.atom_str(pretty=True))
+
+
+def exchange_calendar(
+    config: Config, db: Database, exchange: ExchangeSettings, *, now: datetime
+) -> tuple[bytes, datetime | None]:
+    """The exchange's calendar (every public digest's events, see the module doc) and when
+    its newest digest was approved (None: no public digest yet; the calendar is empty)."""
+    batches: list[list[CalendarEvent]] = []
+    stamps: list[datetime] = []
+    with db.session() as s:
+        for state in PUBLIC_STATES:
+            for d in queries.exchange_digests(s, exchange.id, state=state, limit=CALENDAR_DIGESTS):
+                stamp = digest_stamp(d)
+                stamps.append(stamp)
+                batches.append(content_events(config, _content(s, config, d), stamp=stamp))
+    events = merge_events(batches, now=now, keep_days=CALENDAR_KEEP_DAYS, limit=CALENDAR_EVENTS)
+    body = calendar_bytes(config, exchange, events, subscribable=True)
+    return body, max(stamps) if stamps else None
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    """If-None-Match (RFC 9110 §13.1.2): ``*`` or a list of tags, weak ones compared weakly."""
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or etag in (t.removeprefix("W/") for t in tags)
+
+
+def calendar_response(request: Request, body: bytes, modified: datetime | None) -> Response:
+    """A calendar with its validators, or 304 when the client's copy is current. The ETag is
+    the body's hash (the body is deterministic for the same digests and day); If-None-Match
+    wins over If-Modified-Since, as RFC 9110 §13.2.2 orders them."""
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {**CALENDAR_HEADERS, "etag": etag}
+    if modified is not None:
+        modified = modified.astimezone(UTC).replace(microsecond=0)
+        headers["last-modified"] = format_datetime(modified, usegmt=True)
+    inm = request.headers.get("if-none-match")
+    ims = request.headers.get("if-modified-since")
+    if inm is not None:
+        if _etag_matches(inm, etag):
+            return Response(status_code=304, headers=headers)
+    elif ims and modified is not None:
+        try:
+            since = parsedate_to_datetime(ims)
+        except (TypeError, ValueError):
+            since = None
+        if since is not None and since.tzinfo is not None and modified <= since:
+            return Response(status_code=304, headers=headers)
+    return Response(body, media_type=CALENDAR_MEDIA_TYPE, headers=headers)
 
 
 def _entry_html(items: list[dict[str, Any]]) -> str:
@@ -220,6 +298,10 @@ class _Pages:
             "digests": [_row(config, ex, d) for d in sent_digests(self.db, ex.id, limit=limit)],
             "url": f"/archive/{ex.id}",
             "atom": f"/archive/{ex.id}/atom.xml",
+            "calendar": f"/archive/{ex.id}/events.ics",
+            # webcal:// opens the subscription dialog of most calendar programs (Apple,
+            # Outlook, Thunderbird); the https link suits "add by URL" (Google Calendar).
+            "webcal": "webcal://" + exchange_calendar_url(config, ex.id).split("://", 1)[1],
         }
 
     def archive_index(self, request: Request) -> Response:
@@ -240,6 +322,25 @@ class _Pages:
             media_type="application/atom+xml; charset=utf-8",
             headers=PAGE_HEADERS,
         )
+
+    def archive_calendar(self, request: Request) -> Response:
+        ex = _exchange(self.config, request.path_params["exchange"])
+        body, modified = exchange_calendar(self.config, self.db, ex, now=deps.now(request))
+        return calendar_response(request, body, modified)
+
+    def digest_calendar(self, request: Request) -> Response:
+        config = self.config
+        digest_id: int = request.path_params["digest_id"]
+        with self.db.session() as s:
+            digest = s.get(Digest, digest_id)
+            if digest is None or digest.state not in PUBLIC_STATES:
+                # Public exactly when /digests/{id} is; the same 404 whether it exists or not.
+                lang = page_language(request.headers.get("accept-language"))
+                return self.page("web/digest_view.html", lang, status=404, missing=True)
+            ex = _exchange(config, digest.exchange_id)
+            stamp = digest_stamp(digest)
+            events = content_events(config, _content(s, config, digest), stamp=stamp)
+        return calendar_response(request, calendar_bytes(config, ex, events), stamp)
 
     def digest_view(self, request: Request) -> Response:
         config = self.config
@@ -281,5 +382,7 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
         Route("/archive", pages.archive_index, methods=["GET", "HEAD"]),
         Route("/archive/{exchange}", pages.archive_exchange, methods=["GET", "HEAD"]),
         Route("/archive/{exchange}/atom.xml", pages.archive_atom, methods=["GET", "HEAD"]),
+        Route("/archive/{exchange}/events.ics", pages.archive_calendar, methods=["GET", "HEAD"]),
         Route("/digests/{digest_id:id}", pages.digest_view, methods=["GET", "HEAD"]),
+        Route("/digests/{digest_id:id}/events.ics", pages.digest_calendar, methods=["GET", "HEAD"]),
     ]
