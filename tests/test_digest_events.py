@@ -25,6 +25,7 @@ from newsexchange.db import Database, Digest, Item
 from newsexchange.digest import build_digest, build_due
 from newsexchange.digest.ics import digest_calendar_url
 from newsexchange.digest.render import RenderedDigest, render_digest
+from tests.test_browser import browser  # noqa: F401  (the Playwright + chromium fixture)
 from tests.test_digest_sample import SAMPLE_CONFIG, add_item
 
 NOW = datetime(2026, 10, 16, 7, 0, tzinfo=UTC)  # 10:00 on the 16th in Moscow and Helsinki
@@ -357,3 +358,51 @@ def test_an_unknown_event_zone_falls_back_to_the_region_and_renders(
     rep = build_digest(db, cfg, RU, period_start=OCT1, now=NOW)
     items: dict[int, Any] = {i["item_id"]: i for i in render(db, cfg, rep.id).items}
     assert items[odd]["when"] == "среда, 28 октября, 19:00 (18:00 по Хельсинки)"
+
+
+@pytest.mark.browser
+def test_event_lines_wrap_between_their_parts_on_a_phone(
+    browser: object,  # noqa: F811
+    cfg: Config,
+    db: Database,
+    joensuu: dict[str, int],
+    tmp_path: Path,
+) -> None:
+    """At 390 px the line "среда, 28 октября, 19:00–21:00 (18:00–20:00 по Хельсинки) ·
+    Йоэнсуу, Carelicum" does not fit: it wraps between the date, the other clock and the
+    place, never inside one of them, and nothing scrolls sideways."""
+    event(
+        db,
+        "long-venue",
+        published=RU_DIGEST_DATE - DAY,
+        start=datetime(2026, 10, 29, 16, 0, tzinfo=UTC),
+        end=datetime(2026, 10, 29, 18, 0, tzinfo=UTC),
+        zone="Europe/Helsinki",
+        town="Joensuu",
+        venue="Pohjois-Karjalan museo Hilman konferenssisali ja näyttelytilat, toinen kerros",
+    )
+    rep = build_digest(db, cfg, RU, period_start=OCT1, now=NOW)
+    r = render(db, cfg, rep.id)
+    page = browser.new_page(viewport={"width": 390, "height": 844})  # type: ignore[attr-defined]
+    try:
+        page.set_content(r.html)
+        widths = page.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert widths[0] <= widths[1], f"horizontal scroll at 390 px: {widths}"
+        # Each short part stays on one line (its height is one line's); the lines wrapped.
+        parts = page.evaluate(
+            "[...document.querySelectorAll('p.when')].map(p => ({lines: Math.round("
+            "p.getBoundingClientRect().height / parseFloat(getComputedStyle(p).lineHeight)), "
+            "parts: [...p.querySelectorAll('span')].map(s => [s.textContent, "
+            "Math.round(s.getBoundingClientRect().height / "
+            "parseFloat(getComputedStyle(p).lineHeight))])}))"
+        )
+        page.screenshot(path=f"{tmp_path}/events-390.png", full_page=True)
+    finally:
+        page.close()
+    concert = next(p for p in parts if p["parts"][0][0].startswith("среда, 28 октября"))
+    assert concert["lines"] >= 2  # it did wrap …
+    assert [n for _text, n in concert["parts"]] == [1, 1, 1]  # … between the parts
+    long_venue = next(p for p in parts if p["parts"][0][0].startswith("четверг, 29 октября"))
+    assert long_venue["parts"][0][1] == 1 and long_venue["parts"][2][1] >= 2  # only it wraps
