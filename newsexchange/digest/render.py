@@ -642,7 +642,8 @@ def render_content(
         {
             k: v
             for k, v in i.items()
-            if k not in ("summary", "summary_wrapped", "when_wrapped", "href")  # Markup and layout-only fields
+            # Markup and layout-only fields stay out of the plain items.
+            if k not in ("summary", "summary_wrapped", "when_wrapped", "href")
         }
         for i in items
     ]
