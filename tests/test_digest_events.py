@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -24,7 +25,7 @@ from newsexchange.config import Config, database_url
 from newsexchange.db import Database, Digest, Item
 from newsexchange.digest import build_digest, build_due
 from newsexchange.digest.ics import digest_calendar_url
-from newsexchange.digest.render import RenderedDigest, render_digest
+from newsexchange.digest.render import RenderedDigest, format_event, render_digest
 from tests.test_browser import browser  # noqa: F401  (the Playwright + chromium fixture)
 from tests.test_digest_sample import SAMPLE_CONFIG, add_item
 
@@ -406,3 +407,76 @@ def test_event_lines_wrap_between_their_parts_on_a_phone(
     assert [n for _text, n in concert["parts"]] == [1, 1, 1]  # … between the parts
     long_venue = next(p for p in parts if p["parts"][0][0].startswith("четверг, 29 октября"))
     assert long_venue["parts"][0][1] == 1 and long_venue["parts"][2][1] >= 2  # only it wraps
+
+
+HEL, MSK = ZoneInfo("Europe/Helsinki"), ZoneInfo("Europe/Moscow")
+EVENING = datetime(2026, 12, 12, 16, 0, tzinfo=UTC)  # 18:00 in Helsinki, 19:00 in Moscow
+
+
+@pytest.mark.parametrize(
+    ("language", "reader", "kw", "expected"),
+    [
+        ("en", HEL, {"event_tz": MSK}, "Saturday 12 December, 18:00 (19:00 Moscow time)"),
+        (
+            "en",
+            MSK,
+            {"event_tz": HEL, "end": EVENING + 2 * HOUR},
+            "Saturday 12 December, 19:00–21:00 (18:00–20:00 Helsinki time)",
+        ),
+        ("ru", HEL, {"event_tz": HEL}, "суббота, 12 декабря, 18:00"),
+        # Late in Joensuu, already tomorrow in Petrozavodsk: the other side's day is named.
+        (
+            "ru",
+            MSK,
+            {"event_tz": HEL, "start": datetime(2026, 12, 12, 21, 30, tzinfo=UTC)},
+            "воскресенье, 13 декабря, 00:30 (12 декабря, 23:30 по Хельсинки)",
+        ),
+        (
+            "fi",
+            HEL,
+            {"event_tz": MSK, "end": datetime(2026, 12, 13, 1, 0, tzinfo=UTC)},
+            "lauantai 12. joulukuuta klo 18.00 – sunnuntai 13. joulukuuta klo 3.00 "
+            "(klo 19.00 Moskovan aikaa)",
+        ),
+        (
+            "fi",
+            MSK,
+            {
+                "event_tz": HEL,
+                "start": datetime(2026, 12, 29, 22, 0, tzinfo=UTC),
+                "end": datetime(2027, 1, 1, 22, 0, tzinfo=UTC),
+                "all_day": True,
+            },
+            "30. joulukuuta 2026 – 1. tammikuuta 2027",
+        ),
+        (
+            "en",
+            MSK,
+            {
+                "event_tz": HEL,
+                "start": datetime(2026, 11, 29, 22, 0, tzinfo=UTC),
+                "end": datetime(2026, 12, 2, 22, 0, tzinfo=UTC),
+                "all_day": True,
+            },
+            "30 November – 2 December",
+        ),
+        # A listing that gave only a date (local midnight, no end): the date alone.
+        (
+            "ru",
+            MSK,
+            {"event_tz": HEL, "start": datetime(2026, 12, 11, 22, 0, tzinfo=UTC)},
+            "суббота, 12 декабря",
+        ),
+        (
+            "ru",
+            MSK,
+            {"event_tz": ZoneInfo("Europe/Stockholm")},
+            "суббота, 12 декабря, 19:00 (17:00, время: Стокгольм)",
+        ),
+    ],
+)
+def test_an_event_reads_naturally_in_each_language(
+    language: str, reader: ZoneInfo, kw: dict[str, Any], expected: str
+) -> None:
+    start = kw.pop("start", EVENING)
+    assert format_event(start, language, reader, **kw) == expected
