@@ -99,6 +99,10 @@ def event(
 
 @pytest.fixture
 def joensuu(db: Database) -> dict[str, int]:
+    return seed_joensuu(db)
+
+
+def seed_joensuu(db: Database) -> dict[str, int]:
     """Joensuu's items around the October period, for the Russian digest."""
     d = RU_DIGEST_DATE
     return {
@@ -186,11 +190,16 @@ def event_lines(text: str) -> list[str]:
 
 
 def test_events_section_lists_the_window_by_start_whenever_announced(
-    cfg: Config, db: Database, joensuu: dict[str, int]
+    cfg: Config, any_db_url: str
 ) -> None:
-    rep = build_digest(db, cfg, RU, period_start=OCT1, now=NOW)
+    """The candidate query on SQLite and on PostgreSQL."""
+    db = Database(any_db_url)
+    try:
+        ids = seed_joensuu(db)
+        rep = build_digest(db, cfg, RU, period_start=OCT1, now=NOW)
+    finally:
+        db.dispose()
     events = [i["item_id"] for i in rep.items if i["section"] == "events"]
-    ids = joensuu
     assert events == [
         ids["early-announced"],
         ids["festival"],
