@@ -102,13 +102,15 @@ def test_period_across_years_names_both_years() -> None:
         (
             "ru",
             ["Новости", "События", "Читать оригинал", "Оригинальный заголовок (финский)",
-             "Открыть в браузере", "Отписаться", "4 новости и 1 событие", "Когда: суббота, 28 ноября, 18:00 (время: Хельсинки)"],
+             "Открыть в браузере", "Отписаться", "4 новости и 1 событие",
+             "суббота, 28 ноября, 19:00", "(18:00 по Хельсинки)", "Добавить в календарь (.ics)"],
         ),
         (
             "fi",
             ["Uutiset", "Tapahtumat", "Lue alkuperäinen", "Alkuperäinen otsikko (venäjä)",
              "Avaa selaimessa", "Peru tilaus", "2 uutista ja 1 tapahtuma", "«Столица на Onego»",
-             "Milloin: perjantaina 20. marraskuuta klo 18.00 (aikavyöhyke: Moskova)"],
+             "perjantai 20. marraskuuta klo 17.00", "(klo 18.00 Moskovan aikaa)",
+             "Lisää kalenteriin (.ics)"],
         ),
         (
             "en",

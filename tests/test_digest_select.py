@@ -115,13 +115,13 @@ def test_untranslated_duplicate_gives_way_to_a_translated_member_of_the_story() 
     assert sel.included[0].reason["sources"] == 2
 
 
-def test_events_come_after_news_upcoming_first_by_date_then_undated_then_past() -> None:
+def test_events_come_after_news_by_start_then_undated_and_a_past_one_is_left_out() -> None:
     ev = "events"
     cands = [
-        cand(1, category=ev, event_start=NOW + timedelta(days=9), weight=3),
-        cand(2, category=ev, event_start=NOW + timedelta(days=2)),
+        cand(1, category=ev, event_start=END + timedelta(days=9), weight=3),
+        cand(2, category=ev, event_start=END + timedelta(days=2)),
         cand(3, category=ev, event_start=None, weight=2),
-        cand(4, category=ev, event_start=NOW - timedelta(days=3), weight=4),
+        cand(4, category=ev, event_start=END - timedelta(days=3), weight=4),
         cand(5, "b"),
     ]
     sel = run(cands)
@@ -130,9 +130,42 @@ def test_events_come_after_news_upcoming_first_by_date_then_undated_then_past() 
         (2, 2, "events"),
         (3, 1, "events"),
         (4, 3, "events"),
-        (5, 4, "events"),
     ]
-    assert sel.section_counts() == {"news": 1, "events": 4}
+    assert [(c.item_id, c.left_out) for c in sel.left_out] == [(4, "event_before_digest")]
+    assert sel.section_counts() == {"news": 1, "events": 3}
+
+
+def test_the_digest_date_not_the_clock_decides_what_is_upcoming() -> None:
+    """An event between the digest's date and the build (the build runs at 09:00 on the
+    16th; the event was at 07:00) is still the digest's; a year later, the same verdict."""
+    early = cand(1, category="events", event_start=END + timedelta(hours=1))
+    for now in (NOW, NOW + timedelta(days=365)):
+        sel = select(
+            [early],
+            policy=Policy(),
+            period_start=START,
+            period_end=END,
+            now=now,
+        )
+        assert [c.item_id for c in sel.included] == [1]
+
+
+def test_a_news_item_with_a_start_is_an_event() -> None:
+    sel = run([cand(1, event_start=END + timedelta(days=4)), cand(2)])
+    assert {c.item_id: c.section for c in sel.included} == {1: "events", 2: "news"}
+
+
+def test_a_pinned_past_event_stays_in_after_the_upcoming_ones() -> None:
+    ev = "events"
+    cands = [
+        cand(1, category=ev, event_start=END - timedelta(days=1)),
+        cand(2, category=ev, event_start=END + timedelta(days=5)),
+        cand(3, category=ev),
+    ]
+    sel = run(cands, steering=Steering(pins={1}))
+    assert [c.item_id for c in sel.included] == [2, 3, 1]
+    assert sel.included[-1].reason["before_digest"] is True
+    assert sel.left_out == []
 
 
 def test_editor_order_puts_ranked_items_first_within_their_section() -> None:

@@ -191,7 +191,7 @@ def list_digests(ctx: Context) -> int:
 
 def _entries_json(d: Digest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(included items, left-out items) of ``d`` as ``show --json`` lists them."""
-    from newsexchange.digest import item_text
+    from newsexchange.digest import item_text, left_out_text
 
     entries = sorted(d.entries, key=lambda e: (not e.included, e.position, e.item_id))
     items = []
@@ -214,12 +214,14 @@ def _entries_json(d: Digest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
                 }
             )
         else:
+            code = reason.get("left_out", "dropped" if e.dropped else "left_out")
             left_out.append(
                 {
                     "item_id": e.item_id,
                     "title": e.item.title,
                     "source": e.item.source_id,
-                    "reason": reason.get("left_out", "dropped" if e.dropped else "left_out"),
+                    "reason": code,
+                    "why": left_out_text(code),
                 }
             )
     return items, left_out

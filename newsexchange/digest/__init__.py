@@ -14,6 +14,7 @@ The public face; inside:
 
 from newsexchange.digest.build import BuildReport, build_digest, edit_digest
 from newsexchange.digest.content import item_text, translated_by
+from newsexchange.digest.select import left_out_text
 from newsexchange.digest.states import EDITABLE as EDITABLE_STATES
 from newsexchange.digest.states import STATES
 from newsexchange.digest.step import DueReport, build_due
@@ -27,5 +28,6 @@ __all__ = [
     "build_due",
     "edit_digest",
     "item_text",
+    "left_out_text",
     "translated_by",
 ]

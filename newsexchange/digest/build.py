@@ -33,14 +33,14 @@ import logging
 import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from newsexchange.config import Config, ExchangeSettings
 from newsexchange.db import AuditEntry, Database, Digest, DigestItem, Item, Session
 from newsexchange.db.queries import digests as queries
 from newsexchange.digest.content import item_text, text_hash
-from newsexchange.digest.periods import Period, due_periods, period_starting
+from newsexchange.digest.periods import Period, due_periods, event_window, period_starting
 from newsexchange.digest.render import subject_for
 from newsexchange.digest.select import (
     Candidate,
@@ -49,6 +49,7 @@ from newsexchange.digest.select import (
     Selection,
     Steering,
     arrange,
+    left_out_text,
 )
 from newsexchange.digest.select import select as rank
 from newsexchange.digest.states import EDITABLE, DigestState, move
@@ -287,7 +288,7 @@ def _candidate(item: Item, config: Config, exchange: ExchangeSettings) -> Candid
     )
 
 
-def _renumber(digest: Digest, now: datetime) -> None:
+def _renumber(digest: Digest) -> None:
     steering = _steering(digest.entries)
     entries = {e.item_id: e for e in digest.entries if e.included}
     choices = [
@@ -308,7 +309,7 @@ def _renumber(digest: Digest, now: datetime) -> None:
         )
         for e in entries.values()
     ]
-    for ch in arrange(choices, steering=steering, now=now):
+    for ch in arrange(choices, steering=steering):
         entries[ch.item_id].position = ch.position
 
 
@@ -320,7 +321,10 @@ def _select_for(
     digest: Digest,
     now: datetime,
 ) -> tuple[Selection, dict[int, Item]]:
-    found = queries.period_items(session, exchange.from_, period.starts_at, period.ends_at)
+    _, events_until = event_window(exchange, config, period)
+    found = queries.period_items(
+        session, exchange.from_, period.starts_at, period.ends_at, events_until=events_until
+    )
     items = {it.id: it for it in found}
     # Items an editor pinned stay candidates even if their date was corrected out of the period.
     pinned_ids = {e.item_id for e in digest.entries if e.pinned} - set(items)
@@ -381,7 +385,7 @@ def _write_selection(
 def _entry_json(config: Config, e: DigestItem, item: Item, language: str) -> dict[str, Any]:
     title = item_text(item, language)[0]
     reason = {k: v for k, v in e.reason.items() if k != "text"}
-    return {
+    out: dict[str, Any] = {
         "position": e.position,
         "section": e.section,
         "item_id": e.item_id,
@@ -391,6 +395,9 @@ def _entry_json(config: Config, e: DigestItem, item: Item, language: str) -> dic
         "score": round(e.score, 3),
         "reason": reason,
     }
+    if item.event_start is not None:
+        out["event_start"] = item.event_start.astimezone(UTC).isoformat()
+    return out
 
 
 def _report(
@@ -427,8 +434,11 @@ def _left_out_json(ch: Choice, item: Item) -> dict[str, Any]:
         "title": item.title,
         "source": item.source_id,
         "reason": ch.left_out,
+        "why": left_out_text(ch.left_out),
         "score": round(ch.score, 3),
     }
+    if item.event_start is not None:
+        out["event_start"] = item.event_start.astimezone(UTC).isoformat()
     if ch.left_out == "duplicate_story":
         out["duplicate_of"] = ch.reason.get("duplicate_of")
     return out
@@ -545,7 +555,7 @@ def edit_digest(
     flags_before = {(e.item_id, e.pinned, e.dropped) for e in digest.entries}
     _apply_edit(digest, edit)
     # Renumber with the same rules as a build, so rebuilding changes nothing.
-    _renumber(digest, now)
+    _renumber(digest)
     for e in digest.entries:
         if not e.included:
             e.position = 0

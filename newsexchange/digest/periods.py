@@ -7,7 +7,8 @@ its first day (``newsexchange digest build X --period 2026-11-01``).
 
 A period's items are those published from its first local midnight up to (not including) the
 next period's first local midnight; both bounds are kept here in UTC, because items are
-stored in UTC. The digest is *built* at ``schedule.time`` local time on the next period's
+stored in UTC. Its events are those starting in :func:`event_window`: from the digest's date
+(the period's end) up to the end of the next period. The digest is *built* at ``schedule.time`` local time on the next period's
 first day — the day after the period ends — so the last evening's news is in it.
 
 Pure functions over plain dates and the config: no database, no clock (``now`` is passed in).
@@ -120,6 +121,24 @@ def period_starting(exchange: ExchangeSettings, config: Config, day: date) -> Pe
 
 def previous_period(exchange: ExchangeSettings, config: Config, period: Period) -> Period:
     return period_for(exchange, config, period.start - timedelta(days=1))
+
+
+def next_period(exchange: ExchangeSettings, config: Config, period: Period) -> Period:
+    """The period that follows ``period`` (it starts on the day after ``period.end``)."""
+    return period_for(exchange, config, period.end + timedelta(days=1))
+
+
+def event_window(
+    exchange: ExchangeSettings, config: Config, period: Period
+) -> tuple[datetime, datetime]:
+    """The starts ``[from, until)`` of the events a period's digest lists (UTC).
+
+    The digest goes out when its period ends (``period.ends_at``, the first instant of the
+    next period), and its readers plan ahead: it lists the events starting from then up to
+    the end of the next period, when the next digest takes over — so every event is listed
+    by exactly one digest, the last one before it starts, whenever it was announced.
+    """
+    return period.ends_at, next_period(exchange, config, period).ends_at
 
 
 def current_period(exchange: ExchangeSettings, config: Config, now: datetime) -> Period:

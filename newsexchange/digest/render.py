@@ -35,16 +35,18 @@ HTML, which ingestion sanitized on the way in and which is cleaned once more her
 from __future__ import annotations
 
 import binascii
+import logging
 import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import css_inline
 import nh3
@@ -62,23 +64,28 @@ from newsexchange.digest.content import (
     digest_content,
     shown_content,
 )
+from newsexchange.digest.ics import digest_calendar_url
 from newsexchange.digest.links import click_url, is_followable
-from newsexchange.errors import DigestError
+from newsexchange.errors import ConfigError, DigestError
 from newsexchange.i18n import LANGUAGES, gettext_for, ngettext_for
 from newsexchange.mail.headers import POLICY, header_text
 from newsexchange.templating import environment
+from newsexchange.translate.glossary import Term, load_glossary
 
 __all__ = [
     "CONTENT_SCHEMA",
     "UNSUBSCRIBE_MARKER",
+    "EventWhen",
     "RenderedDigest",
     "clean_summary",
     "content_hash",
     "digest_content",
+    "event_when",
     "exchange_title",
     "format_day",
     "format_event",
     "format_period",
+    "format_place",
     "labels",
     "language_name",
     "plural",
@@ -87,10 +94,13 @@ __all__ = [
     "subject_for",
     "time_in",
     "to_email",
+    "town_name",
     "untranslated_note",
 ]
 
 UNSUBSCRIBE_MARKER = "%%UNSUBSCRIBE_URL%%"
+
+log = logging.getLogger(__name__)
 
 # -- labels ----------------------------------------------------------------------------------
 # The gettext catalogues (newsexchange/i18n.py), like every other text; the digest's own few
@@ -108,6 +118,7 @@ def labels(language: str) -> dict[str, str]:
         "original_title": _("Original title"),
         "source": _("Source"),
         "when": _("When"),
+        "add_to_calendar": _("Add to calendar (.ics)"),
         "also_in": _("Also in"),
         "view_online": _("View in browser"),
         "unsubscribe": _("Unsubscribe"),
@@ -146,12 +157,17 @@ def plural(language: str, key: str, n: int) -> str:
 DAY = {"fi": "d.", "ru": "d", "en": "d"}
 DAY_MONTH = {"fi": "d. MMMM", "ru": "d MMMM", "en": "d MMMM"}
 DAY_MONTH_YEAR = {"fi": "d. MMMM y", "ru": "d MMMM y", "en": "d MMMM y"}
-EVENT_DATE = {"fi": "EEEE d. MMMM", "ru": "EEEE, d MMMM", "en": "EEEE d MMMM"}
+# Finnish takes the stand-alone weekday ("lauantai", cccc): EEEE gives the essive
+# "lauantaina", which reads wrong at the head of a line.
+EVENT_DATE = {"fi": "cccc d. MMMM", "ru": "EEEE, d MMMM", "en": "EEEE d MMMM"}
 EVENT_TIME = {
-    "fi": "EEEE d. MMMM 'klo' H.mm",
+    "fi": "cccc d. MMMM 'klo' H.mm",
     "ru": "EEEE, d MMMM, HH:mm",
     "en": "EEEE d MMMM, HH:mm",
 }
+TIME = {"fi": "H.mm", "ru": "HH:mm", "en": "HH:mm"}
+NOTE_TIME = {"fi": "'klo' H.mm", "ru": "HH:mm", "en": "HH:mm"}
+NOTE_DAY_TIME = {"fi": "d. MMMM 'klo' H.mm", "ru": "d MMMM, HH:mm", "en": "d MMMM, HH:mm"}
 
 SUMMARY_TAGS = {
     "p",
@@ -198,21 +214,164 @@ def format_day(moment: datetime, language: str, tz: ZoneInfo) -> str:
     return format_date(moment.astimezone(tz).date(), DAY_MONTH[_lang(language)], locale=language)
 
 
-def format_event(
-    moment: datetime, language: str, tz: ZoneInfo, reader_tz: ZoneInfo | None = None
-) -> str:
-    """An event's date and time where it happens (``tz``, its region's zone): a reader
-    across the border plans by the local clock there. When the readers' clock differs at
-    that moment, the place is named: "18:00 (время: Хельсинки)"."""
-    local = moment.astimezone(tz)
+def _event_zone(name: str | None, fallback: ZoneInfo) -> ZoneInfo:
+    """The zone an event's source gave, else ``fallback`` (its region's): a name zoneinfo
+    does not know (a feed's typo) must not stop a digest from rendering."""
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ValueError, ZoneInfoNotFoundError):
+            log.warning("unknown event time zone", extra={"timezone": name})
+    return fallback
+
+
+def _zone_note(language: str, zone: ZoneInfo, time_text: str) -> str:
+    """ "18:00 по Хельсинки", "klo 19.00 Moskovan aikaa", "18:00 Helsinki time": the two
+    clocks of the exchange by the names their readers use (Finnish says "Finnish time", not
+    "Helsinki time"); any other zone by babel's city name."""
+    _ = gettext_for(language)
+    key = str(zone)
+    if key == "Europe/Helsinki":
+        return _("%(time)s Helsinki time", time=time_text)
+    if key == "Europe/Moscow":
+        return _("%(time)s Moscow time", time=time_text)
+    city = get_timezone_location(zone, locale=language, return_city=True)
+    return _("%(time)s %(city)s time", time=time_text, city=city)
+
+
+def _day_range(first: date, last: date, lang: str) -> str:
+    """ "12–14 декабря", "30. marraskuuta – 2. joulukuuta" (both days included); the year
+    only when the range crosses one."""
+    if first == last:
+        return format_date(first, EVENT_DATE[lang], locale=lang)
+    if first.year != last.year:
+        return (
+            f"{format_date(first, DAY_MONTH_YEAR[lang], locale=lang)} – "
+            f"{format_date(last, DAY_MONTH_YEAR[lang], locale=lang)}"
+        )
+    end = format_date(last, DAY_MONTH[lang], locale=lang)
+    if first.month == last.month:
+        return f"{format_date(first, DAY[lang], locale=lang)}–{end}"
+    return f"{format_date(first, DAY_MONTH[lang], locale=lang)} – {end}"
+
+
+@dataclass(frozen=True)
+class EventWhen:
+    """An event's when, as a reader reads it: ``text`` in the reader's clock and ``note``
+    the other side's clock ("18:00 по Хельсинки", None when the clocks agree or the event
+    is a whole day). :meth:`__str__` joins them as one line."""
+
+    text: str
+    note: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.text} ({self.note})" if self.note else self.text
+
+
+def event_when(
+    start: datetime,
+    language: str,
+    reader_tz: ZoneInfo,
+    *,
+    event_tz: ZoneInfo,
+    end: datetime | None = None,
+    all_day: bool = False,
+) -> EventWhen:
+    """When an event is, for a reader in ``reader_tz`` (the digest's readers): the date and
+    time on the reader's clock, then — when the clock where it happens (``event_tz``, the
+    zone the source gave or the event's region's) shows another time — that time too, so a
+    reader across the border can plan by either ("суббота, 12 декабря, 19:00 (18:00 по
+    Хельсинки)"). An end on the same day gives "19:00–21:00"; on another day, both dates.
+
+    A whole-day event (``all_day``, or a start at local midnight with no end: a listing
+    that gave only a date) shows its date(s) only, read in ``event_tz``: the festival is on
+    the 12th where it is held, whatever the reader's clock. Its ``end`` is the day after its
+    last day (iCalendar's exclusive DTEND, as ingestion stores it).
+    """
     lang = _lang(language)
-    if (local.hour, local.minute) == (0, 0):  # a date without a time of day
-        return format_date(local.date(), EVENT_DATE[lang], locale=lang)
-    text = babel_datetime(local, EVENT_TIME[lang], tzinfo=tz, locale=lang)
-    if reader_tz is not None and moment.astimezone(reader_tz).utcoffset() != local.utcoffset():
-        city = get_timezone_location(tz, locale=lang, return_city=True)
-        text += f" ({time_in(lang, city)})"
-    return text
+    local = start.astimezone(event_tz)
+    if all_day or ((local.hour, local.minute) == (0, 0) and end is None):
+        first = local.date()
+        last = first
+        if end is not None:
+            last = max(first, (end.astimezone(event_tz) - timedelta(days=1)).date())
+        return EventWhen(_day_range(first, last, lang))
+
+    mine = start.astimezone(reader_tz)
+    mine_end = end.astimezone(reader_tz) if end is not None and end > start else None
+    text = babel_datetime(mine, EVENT_TIME[lang], tzinfo=reader_tz, locale=lang)
+    if mine_end is not None:
+        if mine_end.date() == mine.date():
+            text += "–" + babel_datetime(mine_end, TIME[lang], tzinfo=reader_tz, locale=lang)
+        else:
+            text += " – " + babel_datetime(
+                mine_end, EVENT_TIME[lang], tzinfo=reader_tz, locale=lang
+            )
+    if local.utcoffset() == mine.utcoffset():
+        return EventWhen(text)
+    # The other side's clock: the time there (and its day when the date differs).
+    pattern = NOTE_DAY_TIME if local.date() != mine.date() else NOTE_TIME
+    there = babel_datetime(local, pattern[lang], tzinfo=event_tz, locale=lang)
+    if mine_end is not None and mine_end.date() == mine.date():
+        there_end = end.astimezone(event_tz) if end is not None else None
+        if there_end is not None and there_end.date() == local.date():
+            there += "–" + babel_datetime(there_end, TIME[lang], tzinfo=event_tz, locale=lang)
+    return EventWhen(text, _zone_note(lang, event_tz, there))
+
+
+def format_event(
+    start: datetime,
+    language: str,
+    reader_tz: ZoneInfo,
+    *,
+    event_tz: ZoneInfo,
+    end: datetime | None = None,
+    all_day: bool = False,
+) -> str:
+    """:func:`event_when` as one line: "суббота, 12 декабря, 19:00 (18:00 по Хельсинки)"."""
+    return str(event_when(start, language, reader_tz, event_tz=event_tz, end=end, all_day=all_day))
+
+
+@lru_cache(maxsize=4)
+def _towns(path: str, mtime_ns: int) -> dict[str, Term]:
+    """Every glossary form → its term (case-folded), for naming towns (cached per file
+    version: the glossary is read once, not per item)."""
+    del mtime_ns  # part of the cache key only
+    towns: dict[str, Term] = {}
+    for term in load_glossary(Path(path)).terms:
+        for forms in term.forms.values():
+            for form in forms:
+                towns.setdefault(form.casefold(), term)
+    return towns
+
+
+def town_name(config: Config, town: str, language: str) -> str:
+    """A town in the reader's language where the glossary (``translation.glossary``) knows
+    it ("Joensuu" → "Йоэнсуу"), else as the source gave it. A missing or broken glossary is
+    the translation step's error to report; here the town is just shown as given."""
+    if not config.translation.glossary:
+        return town
+    path = config.resolve(config.translation.glossary)
+    try:
+        towns = _towns(str(path), path.stat().st_mtime_ns)
+    except (OSError, ConfigError):
+        return town
+    term = towns.get(town.strip().casefold())
+    return (term.target(language) if term else None) or town
+
+
+def format_place(config: Config, place: Mapping[str, Any] | None, language: str) -> str | None:
+    """Where an event is: "Йоэнсуу, Carelicum" (town first, in the reader's language; then
+    the venue as given), either alone when only one is known, None when neither is."""
+    if not place:
+        return None
+    town = str(place.get("town") or "").strip()
+    venue = str(place.get("venue") or "").strip()
+    parts = [town_name(config, town, language) if town else "", venue]
+    if town and venue and venue.casefold() == town.casefold():
+        parts = parts[:1]
+    text = ", ".join(p for p in parts if p)
+    return text or None
 
 
 def language_name(code: str, in_language: str) -> str:
@@ -280,6 +439,45 @@ def _href(config: Config, item: Mapping[str, Any], digest_id: int | None) -> str
     return click_url(config, digest_id, int(item["position"]), item.get("item_id"), str(link))
 
 
+def _event_when_of(
+    config: Config, it: Mapping[str, Any], language: str, reader_tz: ZoneInfo
+) -> EventWhen | None:
+    """An item's :func:`event_when` from its content (None when it is not an event)."""
+    start = it.get("event_start") or it.get("event_at")  # event_at: content frozen earlier
+    if not start:
+        return None
+    end = it.get("event_end")
+    region_tz = config.region_tz(str(it.get("region") or ""))
+    return event_when(
+        datetime.fromisoformat(start),
+        language,
+        reader_tz,
+        event_tz=_event_zone(it.get("event_timezone"), region_tz),
+        end=datetime.fromisoformat(end) if end else None,
+        all_day=bool(it.get("all_day")),
+    )
+
+
+def _event_lines(when: EventWhen | None, where: str | None, width: int = 69) -> str:
+    """The event line of the text part, wrapped at its parts (the date, the other clock, the
+    place) rather than inside them, indented like the rest of an item."""
+    if when is None:
+        return ""
+    parts = [when.text]
+    if when.note:
+        parts.append(f"({when.note})")
+    if where:
+        parts[-1] += " ·"
+        parts.append(where)
+    lines = [parts[0]]
+    for part in parts[1:]:
+        if len(lines[-1]) + 1 + len(part) <= width:
+            lines[-1] += " " + part
+        else:
+            lines.append(part)
+    return "\n".join("   " + line for line in lines)
+
+
 def _view_items(
     config: Config,
     content: Mapping[str, Any],
@@ -293,8 +491,8 @@ def _view_items(
     views = []
     for it in content["items"]:
         published = datetime.fromisoformat(it["published_at"])
-        start = it.get("event_start") or it.get("event_at")  # event_at: content frozen earlier
-        event_at = datetime.fromisoformat(start) if start else None
+        when = _event_when_of(config, it, language, tz)
+        where = format_place(config, it.get("place"), language) if when else None
         summary_html = it.get("summary_html") or ""
         summary_text = it.get("summary_text") or ""
         views.append(
@@ -304,11 +502,11 @@ def _view_items(
                 "summary_wrapped": _wrap(summary_text),
                 "href": _href(config, it, counted_id),
                 "published": format_day(published, language, tz),
-                "when": format_event(
-                    event_at, language, config.region_tz(it.get("region") or ""), tz
-                )
-                if event_at
-                else None,
+                "when": str(when) if when else None,
+                "when_text": when.text if when else None,
+                "when_note": when.note if when else None,
+                "where": where,
+                "when_wrapped": _event_lines(when, where),
                 "original_language_name": language_name(it["original_language"], language),
                 "untranslated_note": None
                 if it["translated"]
@@ -365,6 +563,7 @@ def _template_context(
     items: list[dict[str, Any]],
     *,
     view_url: str,
+    digest_id: int | None = None,
 ) -> dict[str, Any]:
     """What the mail templates (``email/digest.html``, ``email/digest.txt``) are given."""
     language = _lang(str(content["language"]))
@@ -404,6 +603,11 @@ def _template_context(
             if par.strip()
         ],
         "view_url": view_url,
+        # The digest's own calendar (newsexchange.digest.ics), linked under the events
+        # heading: only a digest with an id has an address, only one with events needs it.
+        "calendar_url": digest_calendar_url(config, digest_id)
+        if digest_id is not None and counts["events"]
+        else None,
         "unsubscribe_url": UNSUBSCRIBE_MARKER,
         "from_name": parseaddr(config.mail.sender(language))[0] or exchange_title(exchange),
     }
@@ -426,7 +630,9 @@ def render_content(
     view_url = view_url or f"{config.public_url}/digests/{digest_id}"
     counted = digest_id if clicks and exchange.impact.clicks else None
     items = _view_items(config, content, language, tz, counted_id=counted)
-    ctx = _template_context(config, exchange, content, items, view_url=view_url)
+    ctx = _template_context(
+        config, exchange, content, items, view_url=view_url, digest_id=digest_id
+    )
     env = environment(language)
     html = env.get_template("email/digest.html").render(ctx)
     html = _inliner().inline(html)
@@ -436,7 +642,8 @@ def render_content(
         {
             k: v
             for k, v in i.items()
-            if k not in ("summary", "summary_wrapped", "href")  # Markup and layout-only fields
+            # Markup and layout-only fields stay out of the plain items.
+            if k not in ("summary", "summary_wrapped", "when_wrapped", "href")
         }
         for i in items
     ]

@@ -22,8 +22,21 @@ source and ``max_items`` in all. An item with no finished translation into the d
 language is left out (``untranslated``) unless the exchange sets ``include_untranslated: true``;
 then it is carried in its original language and marked.
 
-Sections: "news" first, then "events". Events are ordered for a reader planning ahead:
-upcoming events by their date, then events without a date (by score), then past ones.
+Sections: "news" first, then "events". An item is an event when its category is
+``events`` or when it has a start (``event_start``): a news source's item that announces a
+dated event — a concert in a paper's culture pages — is read by a reader planning ahead
+like any other event, so it is listed, and placed, as one.
+
+Events are for a reader planning ahead. The digest goes out when its period ends
+(``period_end``, the digest's date); the build hands in the events starting from then up to
+the end of the next period (:func:`newsexchange.digest.periods.event_window`), whenever they
+were announced, and those published in the period that started before the digest's date:
+these are left out (``event_before_digest``: over by the time readers get the mail) unless
+an editor pins one. An event without a start (a category ``events`` item with no date) is
+taken as being about the period it was published in, like news. Events are ordered by their
+start, then the undated ones (by score), then any pinned one that had started already.
+The order depends on the digest's date, never on when it is built: a rebuild a day later,
+or the test suite run a year ahead, gives the same digest.
 """
 
 from __future__ import annotations
@@ -41,7 +54,17 @@ LEFT_OUT_REASONS: tuple[str, ...] = (
     "over_cap",
     "over_source_cap",
     "dropped",
+    "event_before_digest",
 )
+#: Why an item was left out, in words (``why`` beside the code in ``--json``).
+LEFT_OUT_TEXT: dict[str, str] = {
+    "untranslated": "no finished translation into the digest's language",
+    "duplicate_story": "another source's item of the same story is in",
+    "over_cap": "over the digest's max_items",
+    "over_source_cap": "over the exchange's max_per_source for its source",
+    "dropped": "dropped by an editor",
+    "event_before_digest": "event before the digest goes out",
+}
 COVERAGE_PER_SOURCE = 0.5
 RECENCY_FLOOR = 0.8
 
@@ -103,8 +126,18 @@ class Selection:
         return {s: sum(1 for c in self.included if c.section == s) for s in SECTIONS}
 
 
-def section_of(category: str) -> str:
-    return "events" if category == "events" else "news"
+def left_out_text(code: str | None) -> str:
+    """:data:`LEFT_OUT_TEXT` of a left-out code (the code itself when unknown)."""
+    return LEFT_OUT_TEXT.get(code or "", code or "")
+
+
+def section_of(category: str, event_start: datetime | None = None) -> str:
+    """The section of an item: "events" for an events item or any item with a start."""
+    return "events" if category == "events" or event_start is not None else "news"
+
+
+def _before_digest(c: Candidate, digest_date: datetime) -> bool:
+    return c.event_start is not None and c.event_start < digest_date
 
 
 def _recency(c: Candidate, start: datetime, end: datetime) -> float:
@@ -132,13 +165,17 @@ def score_parts(
     }
 
 
-def _event_key(ch: Choice, now: datetime) -> tuple[int, float, float, int]:
+def _event_key(ch: Choice) -> tuple[int, float, float, int]:
+    """Upcoming events by start, then undated ones by score, then (pinned) ones that had
+    started before the digest's date, latest first. Whether an event had started is the
+    selection's verdict kept on its reason (``before_digest``), not a comparison with the
+    clock, so an editor's reordering later renumbers the digest the same way."""
     at = ch.candidate.event_start
-    if at is not None and at >= now:
-        return (0, at.timestamp(), 0.0, ch.item_id)
     if at is None:
         return (1, 0.0, -ch.score, ch.item_id)
-    return (2, -at.timestamp(), 0.0, ch.item_id)
+    if ch.reason.get("before_digest"):
+        return (2, -at.timestamp(), 0.0, ch.item_id)
+    return (0, at.timestamp(), 0.0, ch.item_id)
 
 
 def _scored(
@@ -149,7 +186,8 @@ def _scored(
     period_end: datetime,
 ) -> list[Choice]:
     """Every candidate as a (not yet included) choice with its score and reason, best first:
-    pinned, then score, then newer, then id (a stable, total order)."""
+    pinned, then score, then newer, then id (a stable, total order). An event that started
+    before the digest's date (``period_end``) is marked ``before_digest``."""
     pins = set(steering.pins)
     # How many distinct sources carried each story (counting every member of the group).
     group_sources: dict[int, set[str]] = {}
@@ -168,11 +206,13 @@ def _scored(
             reason["editor_rank"] = steering.ranks[c.item_id]
         if not c.translated:
             reason["untranslated"] = True
+        if _before_digest(c, period_end):
+            reason["before_digest"] = True
         choices.append(
             Choice(
                 c,
                 included=False,
-                section=section_of(c.category),
+                section=section_of(c.category, c.event_start),
                 score=parts["score"],
                 reason=reason,
             )
@@ -197,11 +237,14 @@ def _left_out_why(
     group_rep: Mapping[int, int],
     per_source: Mapping[str, int],
     total: int,
+    before_digest: bool = False,
 ) -> str | None:
     """Why ``c`` stays out, given what is in so far; None when it goes in."""
     pinned = c.item_id in pins
     if c.item_id in drops:
         return "dropped"
+    if not pinned and before_digest:
+        return "event_before_digest"
     if not c.translated and not policy.include_untranslated:
         return "untranslated"
     if not pinned and c.story_group is not None and c.story_group in group_rep:
@@ -239,6 +282,7 @@ def _decide(
             group_rep=group_rep,
             per_source=per_source,
             total=len(included),
+            before_digest=bool(ch.reason.get("before_digest")),
         )
         if why is not None:
             if why == "duplicate_story" and c.story_group is not None:
@@ -264,7 +308,10 @@ def select(
     now: datetime,
     steering: Steering | None = None,
 ) -> Selection:
-    """Rank the period's candidates and decide which go in (see the module docstring)."""
+    """Rank the period's candidates and decide which go in (see the module docstring).
+
+    ``period_end`` is also the digest's date, from which events are upcoming. ``now`` is
+    when the build runs; no verdict depends on it (see the module docstring)."""
     steering = steering or Steering()
     choices = _scored(
         candidates, steering=steering, period_start=period_start, period_end=period_end
@@ -279,18 +326,18 @@ def select(
         if rep in by_id:
             by_id[rep].reason.setdefault("duplicates", []).append(ch.item_id)
 
-    ordered = arrange(included, steering=steering, now=now)
+    ordered = arrange(included, steering=steering)
     left_out.sort(
         key=lambda ch: (LEFT_OUT_REASONS.index(ch.left_out or "over_cap"), -ch.score, ch.item_id)
     )
     return Selection(included=ordered, left_out=left_out)
 
 
-def arrange(included: Sequence[Choice], *, steering: Steering, now: datetime) -> list[Choice]:
+def arrange(included: Sequence[Choice], *, steering: Steering) -> list[Choice]:
     """Order included items and number them 1.. across sections (news, then events).
 
     Within a section: the editor's order first; then news pinned-first by score (newer first
-    on ties), events upcoming-first by date. Used by :func:`select` and again after an
+    on ties), events by start (:func:`_event_key`). Used by :func:`select` and again after an
     editor's change, so a rebuild with the same steering gives the same order.
     """
     pins = set(steering.pins)
@@ -311,7 +358,7 @@ def arrange(included: Sequence[Choice], *, steering: Steering, now: datetime) ->
     news = sorted((ch for ch in included if ch.section == "news"), key=news_key)
     events = sorted(
         (ch for ch in included if ch.section == "events"),
-        key=lambda ch: (editor_first(ch), *_event_key(ch, now)),
+        key=lambda ch: (editor_first(ch), *_event_key(ch)),
     )
     ordered = news + events
     for i, ch in enumerate(ordered, start=1):

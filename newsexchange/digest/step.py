@@ -16,7 +16,13 @@ from newsexchange.config import Config, ExchangeSettings
 from newsexchange.db import Database
 from newsexchange.db.queries import digests as queries
 from newsexchange.digest.build import BuildReport, build_digest
-from newsexchange.digest.periods import Period, current_period, due_periods, skip_reason
+from newsexchange.digest.periods import (
+    Period,
+    current_period,
+    due_periods,
+    event_window,
+    skip_reason,
+)
 
 __all__ = ["DueReport", "build_due"]
 
@@ -65,7 +71,10 @@ def build_due(
         for period in _todo(ex, config, now, which):
             with db.session() as s:
                 state = queries.digest_state(s, ex.id, period.start)
-                items = queries.count_period_items(s, ex.from_, period.starts_at, period.ends_at)
+                _, events_until = event_window(ex, config, period)
+                items = queries.count_period_items(
+                    s, ex.from_, period.starts_at, period.ends_at, events_until=events_until
+                )
             why = skip_reason(state, items, in_progress=which == "current")
             if why is not None:
                 report.skipped.append(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from datetime import date, datetime
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -128,28 +128,64 @@ def audit_of(session: Session, digest_id: int) -> list[AuditEntry]:
 
 
 def _in_period(
-    regions: Iterable[str], starts_at: datetime, ends_at: datetime
+    regions: Iterable[str],
+    starts_at: datetime,
+    ends_at: datetime,
+    events_until: datetime | None,
+    *,
+    listable: bool,
 ) -> list[ColumnElement[bool]]:
-    return [
-        Item.region.in_(list(regions)),
-        Item.published_at >= starts_at,
+    """The conditions of a period's candidates (see :func:`period_items`); ``listable``
+    leaves out the events that started before the digest's date (they can only be left
+    out, so they do not make a period worth building)."""
+    published = and_(Item.published_at >= starts_at, Item.published_at < ends_at)
+    if events_until is None:
+        return [Item.region.in_(list(regions)), published]
+    undated = and_(published, Item.event_start.is_(None))
+    # An upcoming event counts whenever it was announced, as long as it was known by the
+    # digest's date (one announced later is the next digest's, if it is still ahead then).
+    upcoming = and_(
+        Item.event_start >= ends_at,
+        Item.event_start < events_until,
         Item.published_at < ends_at,
-    ]
+    )
+    which: list[ColumnElement[bool]] = [undated, upcoming]
+    if not listable:
+        which.append(and_(published, Item.event_start < ends_at))
+    return [Item.region.in_(list(regions)), or_(*which)]
 
 
 def period_items(
-    session: Session, regions: Iterable[str], starts_at: datetime, ends_at: datetime
+    session: Session,
+    regions: Iterable[str],
+    starts_at: datetime,
+    ends_at: datetime,
+    *,
+    events_until: datetime | None = None,
 ) -> list[Item]:
-    """The items of ``regions`` published in [starts_at, ends_at), by id."""
-    stmt = select(Item).where(*_in_period(regions, starts_at, ends_at)).order_by(Item.id)
+    """The candidates of a period's digest, by id: the items of ``regions`` published in
+    [starts_at, ends_at) that are not events; the events starting in [ends_at, events_until)
+    (the digest's date up to the end of the next period) published before ``ends_at``;
+    and the events published in the period that started before ``ends_at`` (the selection
+    leaves them out, saying why). Without ``events_until``: every item published in the
+    period, events or not, as before events had a window."""
+    conds = _in_period(regions, starts_at, ends_at, events_until, listable=False)
+    stmt = select(Item).where(*conds).order_by(Item.id)
     return list(session.scalars(stmt))
 
 
 def count_period_items(
-    session: Session, regions: Iterable[str], starts_at: datetime, ends_at: datetime
+    session: Session,
+    regions: Iterable[str],
+    starts_at: datetime,
+    ends_at: datetime,
+    *,
+    events_until: datetime | None = None,
 ) -> int:
-    """How many items :func:`period_items` would return."""
-    stmt = select(func.count()).select_from(Item).where(*_in_period(regions, starts_at, ends_at))
+    """How many of :func:`period_items` a digest could list (an event that started before
+    the digest's date is not counted: it can only be left out)."""
+    conds = _in_period(regions, starts_at, ends_at, events_until, listable=True)
+    stmt = select(func.count()).select_from(Item).where(*conds)
     return session.scalar(stmt) or 0
 
 
