@@ -135,6 +135,21 @@ def test_events_come_after_news_by_start_then_undated_and_a_past_one_is_left_out
     assert sel.section_counts() == {"news": 1, "events": 3}
 
 
+def test_a_calendar_fills_the_events_with_its_cap_and_its_news_still_get_in() -> None:
+    """max_per_source counts a source's news and events apart, and an event announced at the
+    period's start is not ranked below fresh news by its publication date."""
+    ev = "events"
+    cands = [
+        cand(i, "city", day=1, category=ev, event_start=END + timedelta(days=1 + i))
+        for i in range(1, 8)
+    ] + [cand(10 + i, "city", day=14) for i in range(1, 8)]
+    sel = run(cands, Policy(max_items=12, max_per_source=5))
+    assert sel.section_counts() == {"news": 5, "events": 5}
+    assert [c.item_id for c in sel.included if c.section == "events"] == [1, 2, 3, 4, 5]
+    assert all(c.reason["recency"] == 1.0 for c in sel.included if c.section == "events")
+    assert sorted(c.left_out or "" for c in sel.left_out) == ["over_source_cap"] * 4
+
+
 def test_the_digest_date_not_the_clock_decides_what_is_upcoming() -> None:
     """An event between the digest's date and the build (the build runs at 09:00 on the
     16th; the event was at 07:00) is still the digest's; a year later, the same verdict."""

@@ -15,10 +15,13 @@ The score is a product of parts an editor can read and steer::
   are listed as ``duplicate_story`` with the item they duplicate.
 - ``recency``: from 0.8 (published at the period's start) to 1.0 (at its end), so late news
   is not pushed out by older news of the same weight, but weight and coverage still decide.
+  A dated event is 1.0 whenever it was announced: every event handed in starts within the
+  digest's window, and a calendar publishes its events weeks ahead.
 
 Then, in order: an editor's ``pin`` puts an item in whatever its score (pins are ranked first
 and ignore caps); an editor's ``drop`` takes it out; at most ``max_per_source`` items of one
-source and ``max_items`` in all. An item with no finished translation into the digest's
+source in each section (a city's calendar fills the events with up to that many events and
+still has room for its news) and ``max_items`` in all. An item with no finished translation into the digest's
 language is left out (``untranslated``) unless the exchange sets ``include_untranslated: true``;
 then it is carried in its original language and marked.
 
@@ -141,6 +144,8 @@ def _before_digest(c: Candidate, digest_date: datetime) -> bool:
 
 
 def _recency(c: Candidate, start: datetime, end: datetime) -> float:
+    if c.event_start is not None:
+        return 1.0
     span = (end - start).total_seconds()
     if span <= 0:
         return 1.0
@@ -228,6 +233,11 @@ def _scored(
     return choices
 
 
+def _cap_key(c: Candidate) -> str:
+    """What ``max_per_source`` counts: a source's items per section."""
+    return f"{section_of(c.category, c.event_start)}:{c.source_id}"
+
+
 def _left_out_why(
     c: Candidate,
     *,
@@ -249,7 +259,7 @@ def _left_out_why(
         return "untranslated"
     if not pinned and c.story_group is not None and c.story_group in group_rep:
         return "duplicate_story"
-    if not pinned and per_source.get(c.source_id, 0) >= policy.max_per_source:
+    if not pinned and per_source.get(_cap_key(c), 0) >= policy.max_per_source:
         return "over_source_cap"
     if not pinned and total >= policy.max_items:
         return "over_cap"
@@ -269,7 +279,7 @@ def _decide(
         for ch in choices
         if ch.item_id in drops and ch.candidate.story_group is not None
     }
-    per_source: dict[str, int] = {}
+    per_source: dict[str, int] = {}  # by _cap_key
     included: list[Choice] = []
     left_out: list[Choice] = []
     for ch in choices:
@@ -294,7 +304,7 @@ def _decide(
         ch.included = True
         if c.story_group is not None:
             group_rep.setdefault(c.story_group, c.item_id)
-        per_source[c.source_id] = per_source.get(c.source_id, 0) + 1
+        per_source[_cap_key(c)] = per_source.get(_cap_key(c), 0) + 1
         included.append(ch)
     return included, left_out
 
