@@ -289,6 +289,7 @@ def test_a_minutely_rule_is_capped_with_a_problem_note() -> None:
     ("body", "message"),
     [
         (b"", "empty response body where an iCalendar"),
+        (MUNICIPAL[: len(MUNICIPAL) // 2], "ends before END:VCALENDAR"),
         (b"<!doctype html><html><body>Kalenteri</body></html>", "not an iCalendar file"),
         (
             b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nSUMMARY:x\r\n",
@@ -349,6 +350,52 @@ def test_parse_workers_read_calendars_with_the_configured_window_and_places(
     assert ("Joensuun pääkirjasto", "Joensuu") in {(r[4], r[5]) for r in cal}
 
 
+def _calendar(*events: str) -> bytes:
+    body = "".join(f"BEGIN:VEVENT\r\n{e}END:VEVENT\r\n" for e in events)
+    return (
+        f"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//t//EN\r\n{body}END:VCALENDAR\r\n".encode()
+    )
+
+
+def _stamp(days: int, hour: int = 10) -> str:
+    return (NOW + timedelta(days=days)).strftime(f"%Y%m%dT{hour:02d}0000Z")
+
+
+GOOD = f"UID:good\r\nDTSTART:{_stamp(3)}\r\nSUMMARY:Hyvä\r\n"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        f"UID:b\r\nDTSTART:{_stamp(4)}\r\nthis line has no colon\r\nSUMMARY:b\r\n",
+        f"UID:b\r\nDTSTART:{_stamp(4)}\r\nRRULE:FREQ=SOMETIMES\r\nSUMMARY:b\r\n",
+        f"UID:b\r\nDTSTART:{_stamp(4)}\r\nRRULE:FREQ=DAILY;COUNT=3\r\nEXDATE:soon\r\nSUMMARY:b\r\n",
+        f"UID:b\r\nDTSTART:{_stamp(4)}\r\n",  # neither SUMMARY nor DESCRIPTION
+        "UID:b\r\nSUMMARY:no start\r\n",
+    ],
+)
+def test_a_broken_event_is_skipped_and_counted_the_rest_of_the_calendar_counts(
+    broken: str,
+) -> None:
+    feed = parse_calendar(_calendar(GOOD, broken), url="http://127.0.0.1/c.ics", now=NOW)
+    assert [e.title for e in feed.entries] == ["Hyvä"]
+    assert feed.problem == "1 broken event(s) (VEVENT) skipped"
+
+
+def test_an_end_before_the_start_is_dropped_and_the_event_kept() -> None:
+    typo = f"UID:t\r\nDTSTART:{_stamp(4, 18)}\r\nDTEND:{_stamp(4, 8)}\r\nSUMMARY:Typo\r\n"
+    (entry,) = parse_calendar(_calendar(typo), url="http://127.0.0.1/c.ics", now=NOW).entries
+    assert entry.event_start == NOW + timedelta(days=4, hours=8) and entry.event_end is None
+
+
+def test_an_undeclared_windows_1251_calendar_is_read_and_noted() -> None:
+    ev = f"UID:c\r\nDTSTART:{_stamp(4)}\r\nSUMMARY:Концерт в филармонии сегодня вечером\r\n"
+    body = _calendar(ev).decode().encode("cp1251")
+    feed = parse_calendar(body, url="http://127.0.0.1/c.ics", now=NOW)
+    assert [e.title for e in feed.entries] == ["Концерт в филармонии сегодня вечером"]
+    assert "cp1251" in (feed.problem or "")
+
+
 # -- schema.org events on pages -------------------------------------------------------------
 
 
@@ -356,12 +403,12 @@ def _day(n: int) -> str:
     return (NOW + timedelta(days=n)).date().isoformat()
 
 
-def graph_page() -> str:
+def graph_page(context: str = "https://schema.org") -> str:
     """A theatre's page: an @graph with the site, the page and two events of subtypes, one
     cancelled, one without a zone, one whole-day festival with a PostalAddress."""
     return f"""<!doctype html><html lang="ru"><head><title>Афиша театра</title>
 <script type="application/ld+json">
-{{"@context": "https://schema.org", "@graph": [
+{{"@context": "{context}", "@graph": [
   {{"@type": "WebSite", "name": "Театр"}},
   {{"@type": "WebPage", "name": "Афиша"}},
   {{"@type": "TheaterEvent", "name": "Калевала", "url": "/afisha/kalevala?utm_source=x",
@@ -416,7 +463,8 @@ def microdata_page() -> str:
 def test_pages_with_json_ld_and_microdata_events_need_no_selectors(
     setup: Callable[..., tuple[Config, Database]], http_server: HTTPServer
 ) -> None:
-    http_server.route("/teatr", Response(200, graph_page(), HTML))
+    # A @context that is an address: resolving it would be a request the page chose.
+    http_server.route("/teatr", Response(200, graph_page(f"{http_server.url}/context"), HTML))
     http_server.route("/lista", Response(200, item_list_page(), HTML))
     http_server.route("/kirjasto", Response(200, microdata_page(), HTML))
     cfg, db = setup(
@@ -464,6 +512,7 @@ def test_pages_with_json_ld_and_microdata_events_need_no_selectors(
 
     again = run_fetch(db, cfg, now=NOW + timedelta(hours=1))
     assert (again.new_items, again.updated_items) == (0, 0)
+    assert http_server.requests_to("/context") == []  # extruct fetched nothing
 
 
 def test_a_selector_less_page_without_events_is_a_clear_error_and_others_are_unharmed(

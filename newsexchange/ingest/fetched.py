@@ -66,6 +66,7 @@ def parse_body(
             places=places,
             window_days=event_window_days,
             summary_chars=summary_chars,
+            content_type=content_type,
             now=now,
         )
         return scrub_feed(cal)

@@ -44,6 +44,7 @@ import recurring_ical_events
 from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from newsexchange.errors import FetchError
+from newsexchange.ingest.charset import decide_charset
 from newsexchange.ingest.clean import clean_url, collapse, sanitize_html, to_text
 from newsexchange.ingest.model import ParsedEntry, ParsedFeed
 from newsexchange.ingest.places import PlaceMatcher, split_place
@@ -69,6 +70,7 @@ def parse_calendar(
     places: Iterable[str] = (),
     window_days: int = 90,
     summary_chars: int = 500,
+    content_type: str | None = None,
     now: datetime,
 ) -> ParsedFeed:
     """The occurrences of a calendar that start in ``[now − 1 day, now + window_days]``.
@@ -76,7 +78,7 @@ def parse_calendar(
     ``timezone`` is the source region's zone (floating times and whole days are read in it),
     ``places`` the region's place names (an event's town is the first its LOCATION names).
     """
-    cal = _read(body, url)
+    cal, charset_note = _read(body, url, content_type)
     tz: tzinfo = ZoneInfo(timezone) if isinstance(timezone, str) else timezone
     broken = _drop_broken(cal)
     events = [c for c in cal.subcomponents if c.name == "VEVENT"]
@@ -113,6 +115,8 @@ def parse_calendar(
         if entry is not None:
             entries.append(entry)
     problems = []
+    if charset_note:
+        problems.append(charset_note)
     if broken:
         problems.append(f"{broken} broken event(s) (VEVENT) skipped")
     if capped:
@@ -133,14 +137,31 @@ def parse_calendar(
 # --- reading ------------------------------------------------------------------------------
 
 
-def _read(body: bytes, url: str) -> icalendar.Calendar:
+def _decode(body: bytes, content_type: str | None) -> tuple[str, str | None]:
+    """The calendar's text and a note when it was not plainly UTF-8. RFC 5545 says UTF-8;
+    older municipal systems still write windows-1251 or latin-1 with or without saying so,
+    which the feed path's charset rules (HTTP charset, else a Cyrillic-aware guess) read."""
+    try:
+        return body.decode("utf-8"), None
+    except UnicodeDecodeError:
+        pass
+    ch = decide_charset(body, content_type)
+    try:
+        return ch.body.decode("utf-8"), ch.note or f"read as {ch.encoding}, not UTF-8"
+    except UnicodeDecodeError:
+        enc = ch.encoding or "utf-8"
+        return body.decode(enc, errors="replace"), f"not valid {enc}; unreadable bytes replaced"
+
+
+def _read(body: bytes, url: str, content_type: str | None) -> tuple[icalendar.Calendar, str | None]:
     if not body or not body.strip():
         raise FetchError(
             "empty response body where an iCalendar (.ics) file was expected",
             url=url,
             retryable=False,
         )
-    text = body.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    text, note = _decode(body, content_type)
+    text = text.lstrip("\ufeff \t\r\n")
     if not text[:15].upper().startswith("BEGIN:VCALENDAR"):
         head = collapse(text[:60])
         raise FetchError(
@@ -148,13 +169,30 @@ def _read(body: bytes, url: str) -> icalendar.Calendar:
             url=url,
             retryable=False,
         )
+    upper = text.upper()
+    if "END:VCALENDAR" not in upper:
+        raise FetchError(
+            "not a readable iCalendar file: it ends before END:VCALENDAR (cut short?)",
+            url=url,
+            retryable=False,
+        )
+    if upper.count("BEGIN:VCALENDAR") > 1:
+        raise FetchError(
+            "not a readable iCalendar file: more than one VCALENDAR in one file",
+            url=url,
+            retryable=False,
+        )
     try:
         cal = icalendar.Calendar.from_ical(text)
     except (ValueError, KeyError, IndexError) as exc:
-        raise FetchError(f"not a readable iCalendar file: {exc}", url=url, retryable=False) from exc
+        # icalendar quotes the whole calendar after its reason; the reason is enough.
+        reason = str(exc).split(":", 1)[0] if "BEGIN:" in str(exc) else str(exc)
+        raise FetchError(
+            f"not a readable iCalendar file: {reason[:200]}", url=url, retryable=False
+        ) from exc
     if not isinstance(cal, icalendar.Calendar):  # pragma: no cover - from_ical's contract
         raise FetchError("not an iCalendar file (no VCALENDAR)", url=url, retryable=False)
-    return cal
+    return cal, note
 
 
 def _drop_broken(cal: icalendar.Calendar) -> int:
@@ -166,6 +204,10 @@ def _drop_broken(cal: icalendar.Calendar) -> int:
         if c.name == "VEVENT" and not _usable(c):
             broken += 1
             continue
+        if c.name == "VEVENT" and "DTEND" in c and _ends_before_start(c):
+            # A typo in the end; the start is still right (the expansion would refuse the
+            # whole series).
+            del c["DTEND"]
         kept.append(c)
     cal.subcomponents[:] = kept
     return broken
@@ -183,6 +225,15 @@ def _usable(event: Any) -> bool:
     except (KeyError, ValueError, TypeError):
         return False
     return isinstance(start, date)
+
+
+def _ends_before_start(event: Any) -> bool:
+    start, end = event.decoded("DTSTART"), event.decoded("DTEND")
+    if isinstance(start, datetime) != isinstance(end, datetime):
+        return True  # a date and a time mixed: RFC 5545 forbids it, the library refuses it
+    if isinstance(start, datetime) and (start.tzinfo is None) != (end.tzinfo is None):
+        return False
+    return bool(end < start)
 
 
 def _occurrences(cal: icalendar.Calendar, start: datetime, end: datetime, tz: tzinfo) -> Any:
