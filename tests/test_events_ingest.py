@@ -371,6 +371,7 @@ GOOD = f"UID:good\r\nDTSTART:{_stamp(3)}\r\nSUMMARY:Hyvä\r\n"
         f"UID:b\r\nDTSTART:{_stamp(4)}\r\nRRULE:FREQ=SOMETIMES\r\nSUMMARY:b\r\n",
         f"UID:b\r\nDTSTART:{_stamp(4)}\r\nRRULE:FREQ=DAILY;COUNT=3\r\nEXDATE:soon\r\nSUMMARY:b\r\n",
         f"UID:b\r\nDTSTART:{_stamp(4)}\r\n",  # neither SUMMARY nor DESCRIPTION
+        f"UID:b\r\nDTSTART:{_stamp(4)}\r\nRRULE:FREQ=DAILY\r\n",  # …every day: one event
         "UID:b\r\nSUMMARY:no start\r\n",
     ],
 )
@@ -380,6 +381,14 @@ def test_a_broken_event_is_skipped_and_counted_the_rest_of_the_calendar_counts(
     feed = parse_calendar(_calendar(GOOD, broken), url="http://127.0.0.1/c.ics", now=NOW)
     assert [e.title for e in feed.entries] == ["Hyvä"]
     assert feed.problem == "1 broken event(s) (VEVENT) skipped"
+
+
+def test_an_unknown_x_wr_timezone_is_ignored_with_a_note() -> None:
+    ev = f"UID:z\r\nDTSTART:{_stamp(4)}\r\nSUMMARY:Zone\r\n"
+    body = _calendar(ev).replace(b"VERSION:2.0", b"VERSION:2.0\r\nX-WR-TIMEZONE:Mars/Olympus")
+    feed = parse_calendar(body, url="http://127.0.0.1/c.ics", now=NOW)
+    assert [e.event_start for e in feed.entries] == [NOW + timedelta(days=4)]
+    assert "X-WR-TIMEZONE 'Mars/Olympus'" in (feed.problem or "")
 
 
 def test_an_end_before_the_start_is_dropped_and_the_event_kept() -> None:

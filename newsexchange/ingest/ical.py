@@ -36,6 +36,7 @@ import html
 import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -100,23 +101,36 @@ def parse_calendar(
     start = now.astimezone(UTC) - LOOKBACK
     end = now.astimezone(UTC) + timedelta(days=window_days)
     entries: list[ParsedEntry] = []
+    unreadable: set[str] = set()  # UIDs (an event's every occurrence fails alike)
     capped = False
-    for occ in _occurrences(cal, start, end, tz):
-        if len(entries) >= MAX_OCCURRENCES:
-            capped = True
-            break
-        try:
-            entry = _entry(
-                occ, url=url, tz=tz, towns=matcher, recurring=recurring, summary_chars=summary_chars
-            )
-        except (ValueError, TypeError, AttributeError, KeyError, OverflowError):
-            broken += 1
-            continue
-        if entry is not None:
+    query, zone_note = _query(cal, url)
+    try:
+        for occ in _occurrences(query, start, end, tz):
+            if len(entries) >= MAX_OCCURRENCES:
+                capped = True
+                break
+            try:
+                entry = _entry(
+                    occ,
+                    url=url,
+                    tz=tz,
+                    towns=matcher,
+                    recurring=recurring,
+                    summary_chars=summary_chars,
+                )
+            except (ValueError, TypeError, AttributeError, KeyError, OverflowError):
+                unreadable.add(_text(occ.get("UID")))
+                continue
             entries.append(entry)
-    problems = []
-    if charset_note:
-        problems.append(charset_note)
+    except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
+        # What skip_bad_series does not catch: a recurrence the library cannot expand.
+        raise FetchError(
+            f"could not expand the calendar's events: {type(exc).__name__}: {exc}",
+            url=url,
+            retryable=False,
+        ) from exc
+    broken += len(unreadable)
+    problems = [n for n in (charset_note, zone_note) if n]
     if broken:
         problems.append(f"{broken} broken event(s) (VEVENT) skipped")
     if capped:
@@ -236,9 +250,25 @@ def _ends_before_start(event: Any) -> bool:
     return bool(end < start)
 
 
-def _occurrences(cal: icalendar.Calendar, start: datetime, end: datetime, tz: tzinfo) -> Any:
+def _query(cal: icalendar.Calendar, url: str) -> tuple[Any, str | None]:
+    """The expansion of the calendar, and a note when its X-WR-TIMEZONE had to be ignored."""
+    try:
+        return recurring_ical_events.of(cal, skip_bad_series=True), None
+    except (ZoneInfoNotFoundError, ValueError, KeyError) as exc:
+        zone = _text(cal.get("X-WR-TIMEZONE"))
+        if not zone:
+            raise FetchError(
+                f"could not expand the calendar's events: {type(exc).__name__}: {exc}",
+                url=url,
+                retryable=False,
+            ) from exc
+    del cal["X-WR-TIMEZONE"]
+    note = f"X-WR-TIMEZONE {zone!r} is not a known time zone and was ignored"
+    return recurring_ical_events.of(cal, skip_bad_series=True), note
+
+
+def _occurrences(query: Any, start: datetime, end: datetime, tz: tzinfo) -> Any:
     """Every non-cancelled occurrence starting in ``[start, end)``, earliest first."""
-    query = recurring_ical_events.of(cal, skip_bad_series=True)
     lo = start
     while lo < end:
         hi = min(lo + _STEP, end)
@@ -265,7 +295,7 @@ def _entry(
     towns: PlaceMatcher,
     recurring: set[str],
     summary_chars: int,
-) -> ParsedEntry | None:
+) -> ParsedEntry:
     raw_start = occ.decoded("DTSTART")
     all_day = not isinstance(raw_start, datetime)
     start = _utc(raw_start, tz)
@@ -362,7 +392,9 @@ def _stamp(occ: Any, name: str) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-_IANA = frozenset(available_timezones())
+@lru_cache(maxsize=1)
+def _iana() -> frozenset[str]:
+    return frozenset(available_timezones())  # reads tzdata's index once, when first needed
 
 
 def zone_name(value: datetime, region: tzinfo) -> str | None:
@@ -378,7 +410,7 @@ def zone_name(value: datetime, region: tzinfo) -> str | None:
         key = _vtimezone_id(tz)
     if not key or key.upper() in ("UTC", "ETC/UTC", "Z", "GMT", "ETC/GMT"):
         return None
-    if key in _IANA:
+    if key in _iana():
         return str(key)
     mapped = WINDOWS_TO_OLSON.get(key)
     if mapped is None:

@@ -365,8 +365,9 @@ def parse_html_page(
     entries: list[ParsedEntry] = []
     skipped = 0
     for item in items:
-        entry = _page_entry(item, select, base, tz=tz, now=now, summary_chars=summary_chars,
-                            towns=towns)  # fmt: skip
+        entry = _page_entry(
+            item, select, base, tz=tz, now=now, summary_chars=summary_chars, towns=towns
+        )
         if entry is None:
             skipped += 1
         else:
