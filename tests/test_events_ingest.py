@@ -524,6 +524,34 @@ def test_pages_with_json_ld_and_microdata_events_need_no_selectors(
     assert http_server.requests_to("/context") == []  # extruct fetched nothing
 
 
+def test_performances_sharing_one_page_are_separate_events(
+    setup: Callable[..., tuple[Config, Database]], http_server: HTTPServer
+) -> None:
+    shows = (
+        ",".join(
+            f'{{"@type": "TheaterEvent", "name": "Калевала", "url": "/afisha/kalevala", '
+            f'"startDate": "{_day(n)}T19:00"}}'
+            for n in (10, 11, 12)
+        )
+        + f',{{"@type": "MusicEvent", "name": "Концерт", "url": "/afisha/koncert", "startDate": "{_day(5)}T18:00"}}'
+    )
+    page = f'<html><head><script type="application/ld+json">[{shows}]</script></head></html>'
+    http_server.route("/afisha", Response(200, page, HTML))
+    cfg, db = setup(
+        source("teatr", f"{http_server.url}/afisha", ", kind: html", region="petrozavodsk")
+    )
+    report = run_fetch(db, cfg, now=NOW)
+    assert report.new_items == 4
+    stored = items(db, "teatr")
+    play = [i for i in stored if i.title == "Калевала"]
+    assert [i.event_start for i in play] == [
+        at(NOW.date() + timedelta(days=n), 19, 0, MSK) for n in (10, 11, 12)
+    ]
+    assert len({i.guid for i in play}) == 3
+    (concert,) = [i for i in stored if i.title == "Концерт"]
+    assert concert.guid == f"{http_server.url}/afisha/koncert"  # alone: its address, unchanged
+
+
 def test_a_selector_less_page_without_events_is_a_clear_error_and_others_are_unharmed(
     setup: Callable[..., tuple[Config, Database]], http_server: HTTPServer
 ) -> None:

@@ -34,6 +34,7 @@ from newsexchange.errors import FetchError
 from newsexchange.ingest.clean import clean_url, collapse, sanitize_html, to_text
 from newsexchange.ingest.model import ParsedEntry, ParsedFeed
 from newsexchange.ingest.places import PlaceMatcher, split_place
+from newsexchange.ingest.structured import distinct_event_guids
 
 _FI_MONTHS = (
     "tammi", "helmi", "maalis", "huhti", "touko", "kesä", "heinä", "elo", "syys", "loka",
@@ -372,6 +373,7 @@ def parse_html_page(
             skipped += 1
         else:
             entries.append(entry)
+    entries = distinct_event_guids(entries)
     html_tag = soup.find("html")
     lang = html_tag.get("lang") if isinstance(html_tag, Tag) else None
     page_title = soup.title.get_text(" ", strip=True) if soup.title else None

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -45,7 +46,7 @@ from newsexchange.ingest.ical import description_html
 from newsexchange.ingest.model import ParsedEntry, ParsedFeed
 from newsexchange.ingest.places import PlaceMatcher, split_place
 
-__all__ = ["NO_EVENTS", "is_event_type", "page_events", "parse_event_page"]
+__all__ = ["NO_EVENTS", "distinct_event_guids", "is_event_type", "page_events", "parse_event_page"]
 
 #: The message of a selector-less page that carries no event.
 NO_EVENTS = "no select: and no schema.org Event (JSON-LD or microdata) on the page"
@@ -189,6 +190,7 @@ def _events_of(
         if len(entries) >= MAX_EVENTS:
             problems.append(f"more than {MAX_EVENTS} events on the page; the first were kept")
             break
+    entries = distinct_event_guids(entries)
     if unnamed:
         problems.append(f"{unnamed} event(s) without a name skipped")
     if undated:
@@ -230,6 +232,22 @@ def parse_event_page(
         problem="; ".join(problems) or None,
         parser="schema.org",
     )
+
+
+def distinct_event_guids(entries: list[ParsedEntry]) -> list[ParsedEntry]:
+    """Events that share a guid (a theatre links every performance of a play to the play's
+    page) get the start appended to it, so each performance is an item of its own; a guid
+    used once stays as it is, so an event whose date moves keeps its identity."""
+    count: dict[str, int] = {}
+    for e in entries:
+        if e.guid and e.event_start is not None:
+            count[e.guid] = count.get(e.guid, 0) + 1
+    return [
+        replace(e, guid=f"{e.guid}#{e.event_start:%Y%m%dT%H%M%SZ}")
+        if e.guid and e.event_start is not None and count[e.guid] > 1
+        else e
+        for e in entries
+    ]
 
 
 # --- one event ----------------------------------------------------------------------------
