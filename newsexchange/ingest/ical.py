@@ -252,19 +252,21 @@ def _ends_before_start(event: Any) -> bool:
 
 def _query(cal: icalendar.Calendar, url: str) -> tuple[Any, str | None]:
     """The expansion of the calendar, and a note when its X-WR-TIMEZONE had to be ignored."""
-    try:
-        return recurring_ical_events.of(cal, skip_bad_series=True), None
-    except (ZoneInfoNotFoundError, ValueError, KeyError) as exc:
-        zone = _text(cal.get("X-WR-TIMEZONE"))
-        if not zone:
-            raise FetchError(
-                f"could not expand the calendar's events: {type(exc).__name__}: {exc}",
-                url=url,
-                retryable=False,
-            ) from exc
-    del cal["X-WR-TIMEZONE"]
-    note = f"X-WR-TIMEZONE {zone!r} is not a known time zone and was ignored"
-    return recurring_ical_events.of(cal, skip_bad_series=True), note
+    note = None
+    for attempt in range(2):
+        try:
+            return recurring_ical_events.of(cal, skip_bad_series=True), note
+        except (ZoneInfoNotFoundError, ValueError, KeyError) as exc:
+            zone = _text(cal.get("X-WR-TIMEZONE"))
+            if attempt or not zone:
+                raise FetchError(
+                    f"could not expand the calendar's events: {type(exc).__name__}: {exc}",
+                    url=url,
+                    retryable=False,
+                ) from exc
+            del cal["X-WR-TIMEZONE"]
+            note = f"X-WR-TIMEZONE {zone!r} is not a known time zone and was ignored"
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _occurrences(query: Any, start: datetime, end: datetime, tz: tzinfo) -> Any:
