@@ -13,9 +13,11 @@ from newsexchange.ingest.clean import scrub_feed
 from newsexchange.ingest.decide import SourceState
 from newsexchange.ingest.fetch import FetchResult
 from newsexchange.ingest.fulltext import Pages
+from newsexchange.ingest.ical import parse_calendar
 from newsexchange.ingest.model import ParsedFeed
 from newsexchange.ingest.parse import parse_feed
 from newsexchange.ingest.scrape import parse_html_page
+from newsexchange.ingest.structured import parse_event_page
 
 __all__ = ["Fetched", "Precomputed", "parse_body"]
 
@@ -51,10 +53,37 @@ def parse_body(
     summary_chars: int,
     timezone: str,
     now: datetime,
+    event_window_days: int = 90,
+    places: tuple[str, ...] = (),
 ) -> ParsedFeed:
-    """A feed (RSS, Atom, RDF, JSON Feed) or, for ``kind: html``, a scraped page."""
+    """A feed (RSS, Atom, RDF, JSON Feed); for ``kind: html`` a page read with its
+    selectors, or without ``select:`` its schema.org events; for ``kind: ical`` a calendar's
+    occurrences in the next ``event_window_days``. ``timezone`` and ``places`` are the source
+    region's (dates without a zone, an event's town)."""
+    if kind == "ical":
+        cal = parse_calendar(
+            body,
+            url=url,
+            timezone=timezone,
+            places=places,
+            window_days=event_window_days,
+            summary_chars=summary_chars,
+            content_type=content_type,
+            now=now,
+        )
+        return scrub_feed(cal)
+    if kind == "html" and select_ is None:
+        page = parse_event_page(
+            body,
+            url=url,
+            content_type=content_type,
+            timezone=timezone,
+            places=places,
+            summary_chars=summary_chars,
+        )
+        return scrub_feed(page)
     if kind == "html":
-        assert select_ is not None  # checked by the config
+        assert select_ is not None
         page = parse_html_page(
             body,
             url=url,
@@ -64,6 +93,7 @@ def parse_body(
             # A page's dates rarely carry a zone: they are the region's local time.
             timezone=timezone,
             now=now,
+            places=places,
         )
         # parse_feed scrubs its own output; the page scraper's goes through the same rules.
         return scrub_feed(page)

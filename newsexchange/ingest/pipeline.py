@@ -36,6 +36,7 @@ from newsexchange.ingest.fetch import (
 )
 from newsexchange.ingest.fetched import Fetched, Precomputed, parse_body
 from newsexchange.ingest.fulltext import StoredPage, plan_pages, read_pages
+from newsexchange.ingest.ical import ICAL_ACCEPT
 from newsexchange.ingest.langdetect import detect_language
 from newsexchange.ingest.model import ParsedEntry
 from newsexchange.ingest.report import Progress, SourceOutcome
@@ -98,6 +99,8 @@ def _prepare_in_worker(
     timezone: str,
     now: datetime,
     known: frozenset[str],
+    event_window_days: int = 90,
+    places: tuple[str, ...] = (),
 ) -> Precomputed:
     """Runs in a worker process: parse, then the CPU-heavy per-entry work for every entry
     whose content is not already stored (``known`` content hashes of the source)."""
@@ -111,6 +114,8 @@ def _prepare_in_worker(
             summary_chars=summary_chars,
             timezone=timezone,
             now=now,
+            event_window_days=event_window_days,
+            places=places,
         )
     except FetchError as exc:
         return Precomputed(None, exc.message)
@@ -257,6 +262,8 @@ class _Run:
                 str(self.config.region_tz(src.region)),
                 self.now,
                 frozenset(known.get(src.id, ())),
+                self.config.fetch.event_window_days,
+                tuple(self.config.regions[src.region].places),
             )
         except Exception:  # a broken pool: the writer parses this and every later body
             if not self.pool_broken:
@@ -266,7 +273,7 @@ class _Run:
 
     async def fetch_one(self, src: SourceSettings) -> None:
         state = self.states[src.id]
-        accept = HTML_ACCEPT if src.kind == "html" else FEED_ACCEPT
+        accept = {"html": HTML_ACCEPT, "ical": ICAL_ACCEPT}.get(src.kind, FEED_ACCEPT)
         try:
             result = await self.fetcher.fetch(
                 state.url, etag=state.etag, last_modified=state.last_modified, accept=accept

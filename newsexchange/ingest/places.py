@@ -105,7 +105,8 @@ def split_place(text: str | None, towns: PlaceMatcher | None = None) -> tuple[st
 
     "Carelicum, Koskikatu 5, 80100 Joensuu" → ("Carelicum", "Joensuu"): the town is the first
     of ``towns`` the text names; the venue is the first comma-separated part that is not
-    that town (street addresses and postcodes after it are dropped). Without a known town the
+    just that town (street addresses and postcodes after it are dropped), so "Joensuun
+    pääkirjasto, Koskikatu 25, Joensuu" → ("Joensuun pääkirjasto", "Joensuu"). Without a known town the
     whole text is the venue. Empty text → (None, None).
     """
     if not text or not text.strip():
@@ -118,6 +119,14 @@ def split_place(text: str | None, towns: PlaceMatcher | None = None) -> tuple[st
     parts = [p.strip() for p in flat.split(",") if p.strip()]
     if town is None:
         return flat, None
-    rest = [p for p in parts if not PlaceMatcher([town]).mentions(p)]
+    # A part that is only the town ("Joensuu", "80100 Joensuu") is dropped; one that merely
+    # names it ("Joensuun pääkirjasto", the town's main library) is the venue.
+    only = PlaceMatcher([town])._places
+    rest = [p for p in parts if not (only and _is_only(only[0], p))]
     venue = rest[0] if rest else None
     return venue, town
+
+
+def _is_only(place: _Place, text: str) -> bool:
+    words = _words(text)
+    return len(words) == len(place.stems) and place.matches_at(words, 0)

@@ -9,12 +9,21 @@ element itself.
 Dates on such pages are written for people: ISO timestamps, ``23.11.2026 klo 18.00``,
 ``23. marraskuuta 2026``, ``23 ноября 2026 г. в 18:00``, ``сегодня, 14:05``. They are read in
 the source region's time zone (``timezone=``; UTC if not given) and returned in UTC.
+
+An item is an event when the ``event_date`` selector reads a date: ``event_end`` is its end
+(a date, or only a time on the same day, "21.00"; without it a range in the start's text,
+"19.00–21.00" or "klo 18–20", gives the end) and ``place`` where it is ("Carelicum,
+Joensuu": venue and town, the town from the region's ``places``). When a page with
+selectors also carries schema.org events (:mod:`.structured`), the selectors win: they were
+written for that page by someone who looked at it, and mixing two readings of one listing
+would store each event twice.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
@@ -24,6 +33,8 @@ from newsexchange.config import HtmlSelect
 from newsexchange.errors import FetchError
 from newsexchange.ingest.clean import clean_url, collapse, sanitize_html, to_text
 from newsexchange.ingest.model import ParsedEntry, ParsedFeed
+from newsexchange.ingest.places import PlaceMatcher, split_place
+from newsexchange.ingest.structured import distinct_event_guids
 
 _FI_MONTHS = (
     "tammi", "helmi", "maalis", "huhti", "touko", "kesä", "heinä", "elo", "syys", "loka",
@@ -224,6 +235,7 @@ def _page_entry(
     tz: tzinfo,
     now: datetime | None,
     summary_chars: int,
+    towns: PlaceMatcher | None = None,
 ) -> ParsedEntry | None:
     """One matched item as an entry; None when it has no title (it is skipped)."""
     _, title = _pick(item, select.title)
@@ -245,6 +257,13 @@ def _page_entry(
             els = item.select(css) if css else [item]
             summary_html = sanitize_html("".join(str(e) for e in els), link or base)
     published = parse_human_date(date_text, tz=tz, now=now)
+    start = parse_human_date(event_text, tz=tz, now=now)
+    end: datetime | None = None
+    if start is not None:
+        _, end_text = _pick(item, select.event_end)
+        end = event_end(start, end_text, event_text, tz=tz, now=now)
+    _, place_text = _pick(item, select.place)
+    venue, town = split_place(place_text, towns)
     return ParsedEntry(
         guid=link,
         link=link,
@@ -252,8 +271,66 @@ def _page_entry(
         summary_html=summary_html,
         summary_text=to_text(summary_html, summary_chars),
         published_at=published,
-        event_start=parse_human_date(event_text, tz=tz, now=now),
+        event_start=start,
+        event_end=end,
+        place_venue=venue,
+        place_town=town,
     )
+
+
+# "19.00–21.00", "18:00 - 20:00", "klo 18–20": a time, a dash, a time (the end).
+_TIME_RANGE = re.compile(
+    r"(?:\b(?:klo|kello)\s*)?\b\d{1,2}(?:[:.]\d{2})?\s*[-–—]\s*(?:klo\s*)?"
+    r"(\d{1,2})(?:[:.](\d{2}))?(?![\d.:])"
+)
+
+
+def event_end(
+    start: datetime,
+    end_text: str | None,
+    start_text: str | None,
+    *,
+    tz: tzinfo = UTC,
+    now: datetime | None = None,
+) -> datetime | None:
+    """When an event on a page ends: ``end_text`` (the ``event_end`` selector's value) read
+    as a date, or as a time only ("21.00", "klo 20") on the start's day; without it, the end
+    of a time range in the start's own text ("19.00–21.00", "klo 18–20"). A last day without
+    a time ends at midnight after it; a time before the start is the next day's (a night
+    event, "22–02"); None when no end is given.
+    """
+    if end_text and end_text.strip():
+        low = collapse(end_text).lower()
+        if _NUMERIC.search(low) or any(_month(w) for w in low.split()) or _iso(low, tz):
+            end = parse_human_date(end_text, tz=tz, now=now)
+            if end is not None and _TIME.search(_NUMERIC.sub(" ", low)) is None:
+                # A last day without a time ("6.12.2026"): the event runs to its end.
+                local = end.astimezone(tz).date() + timedelta(days=1)
+                end = datetime.combine(local, time(), tzinfo=tz).astimezone(UTC)
+            return end if end is not None and end >= start else None
+        tm = _TIME.search(low)
+        if tm is None:
+            return None
+        if tm.group(1) is not None:
+            return _on_start_day(start, int(tm.group(1)), int(tm.group(2) or 0), tz)
+        return _on_start_day(start, int(tm.group(3)), int(tm.group(4)), tz)
+    if start_text and _iso(start_text, tz) is None:  # "2026-12-12" is no range
+        m = _TIME_RANGE.search(collapse(start_text).lower())
+        if m:
+            return _on_start_day(start, int(m.group(1)), int(m.group(2) or 0), tz)
+    return None
+
+
+def _on_start_day(start: datetime, hh: int, mi: int, tz: tzinfo) -> datetime | None:
+    if hh > 24 or mi > 59:
+        return None
+    day = start.astimezone(tz).date()
+    if hh == 24:  # "18–24"
+        day, hh = day + timedelta(days=1), 0
+    end = datetime.combine(day, time(hh, mi), tzinfo=tz).astimezone(UTC)
+    if end <= start:
+        end = datetime.combine(day + timedelta(days=1), time(hh, mi), tzinfo=tz).astimezone(UTC)
+    return end
 
 
 def parse_html_page(
@@ -265,10 +342,12 @@ def parse_html_page(
     summary_chars: int = 500,
     timezone: str | tzinfo | None = None,
     now: datetime | None = None,
+    places: Iterable[str] = (),
 ) -> ParsedFeed:
     """Read the items of an HTML page with the source's CSS selectors.
 
-    ``timezone`` is the source region's zone, for dates written without one. Raises
+    ``timezone`` is the source region's zone, for dates written without one; ``places`` its
+    place names (the town of an event's ``place``). Raises
     ``FetchError(retryable=False)`` when the body is empty or the item selector matches
     nothing (usually: the site changed its layout; the message names the selector).
     """
@@ -283,14 +362,18 @@ def parse_html_page(
     if isinstance(base_tag, Tag):
         base = clean_url(str(base_tag["href"]), url) or url
     items = _matched_items(soup, select.item, url)
+    towns = PlaceMatcher(places)
     entries: list[ParsedEntry] = []
     skipped = 0
     for item in items:
-        entry = _page_entry(item, select, base, tz=tz, now=now, summary_chars=summary_chars)
+        entry = _page_entry(
+            item, select, base, tz=tz, now=now, summary_chars=summary_chars, towns=towns
+        )
         if entry is None:
             skipped += 1
         else:
             entries.append(entry)
+    entries = distinct_event_guids(entries)
     html_tag = soup.find("html")
     lang = html_tag.get("lang") if isinstance(html_tag, Tag) else None
     page_title = soup.title.get_text(" ", strip=True) if soup.title else None

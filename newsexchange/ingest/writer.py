@@ -205,6 +205,8 @@ class Writer:
             summary_chars=summary_chars,
             timezone=str(self.config.region_tz(src.region)),
             now=self.now,
+            event_window_days=self.config.fetch.event_window_days,
+            places=tuple(self.config.regions[src.region].places),
         )
 
     def _failed(self, src: SourceSettings, state: SourceState, err: FetchError) -> SourceOutcome:
