@@ -19,6 +19,7 @@ from newsexchange.alerts import WATCHDOG_REMIND_AFTER, check_alerts
 from newsexchange.cli import main
 from newsexchange.config import Config, database_url
 from newsexchange.db import Database, Item, JobRun, Source, utcnow
+from newsexchange.ingest import run_fetch
 from newsexchange.ingest.watchdog import (
     MIN_ITEMS,
     RecentItem,
@@ -27,6 +28,9 @@ from newsexchange.ingest.watchdog import (
     places_of,
     watch_sources,
 )
+from tests.servers import HTTPServer, Response
+from tests.test_ingest import NOW as FEED_NOW
+from tests.test_ingest import fetch_yaml, fi_items, rss
 from tests.test_web_ops import served
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -212,6 +216,30 @@ def test_a_source_is_stale_after_its_stale_days_not_before_and_not_once_it_publi
     assert stale(later) == f"karjalainen: no new item for 41 days (last {last:%Y-%m-%d})"
     _items(db, "karjalainen", ["Joensuussa paistoi"], last_seen=later - timedelta(hours=2))
     assert stale(later) is None
+
+
+def test_the_watch_starts_at_the_first_successful_fetch_and_a_feed_that_stops_goes_stale(
+    write_config: Callable[..., Config], http_server: HTTPServer, tmp_path: Path
+) -> None:
+    http_server.route("/feed", Response(200, rss(fi_items(3)), {"ETag": '"v1"'}))
+    cfg = write_config(
+        fetch_yaml(http_server)
+        + "sources:\n"
+        + f'  - {{id: kp, region: joensuu, language: fi, url: "{http_server.url}/feed"}}\n'
+    )
+    db = Database(database_url(cfg))
+    try:
+        start = FEED_NOW  # the feed's items were published the hours before
+        assert run_fetch(db, cfg, now=start).to_json()["new_items"] == 3
+        run_fetch(db, cfg, now=start + timedelta(days=20))  # the same items: nothing new
+        with db.session() as s:
+            row = s.get(Source, "kp")
+            assert row is not None and row.watched_since == start
+        assert watch_sources(db, cfg, now=start + timedelta(days=20)).findings == []
+        stale = watch_sources(db, cfg, now=start + timedelta(days=31, hours=1)).findings
+        assert [(f.source_id, f.kind) for f in stale] == [("kp", "stale")]
+    finally:
+        db.dispose()
 
 
 def test_a_new_source_is_not_stale_and_one_that_never_published_is_after_stale_days(
