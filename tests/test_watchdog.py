@@ -96,6 +96,19 @@ def db(cfg: Config) -> Iterator[Database]:
     d.dispose()
 
 
+@pytest.fixture
+def any_cfg(write_config: Callable[..., Config], tmp_path: Path, any_db_url: str) -> Config:
+    """The config on SQLite, then on PostgreSQL."""
+    return _config(write_config, tmp_path, any_db_url)
+
+
+@pytest.fixture
+def any_db(any_cfg: Config) -> Iterator[Database]:
+    d = Database(database_url(any_cfg))
+    yield d
+    d.dispose()
+
+
 def _source(db: Database, sid: str, *, watched_since: datetime, **values: Any) -> None:
     with db.session() as s:
         s.add(Source(id=sid, config_url="u", url="u", watched_since=watched_since, **values))
@@ -200,21 +213,21 @@ def test_a_source_with_few_recent_items_is_not_judged_and_one_naming_nothing_sho
 
 
 def test_a_source_is_stale_after_its_stale_days_not_before_and_not_once_it_publishes(
-    cfg: Config, db: Database
+    any_cfg: Config, any_db: Database
 ) -> None:
-    _source(db, "karjalainen", watched_since=NOW - timedelta(days=100))
+    _source(any_db, "karjalainen", watched_since=NOW - timedelta(days=100))
     last = NOW - timedelta(days=10)
-    _items(db, "karjalainen", ["Joensuussa satoi"] * 3, last_seen=last)
+    _items(any_db, "karjalainen", ["Joensuussa satoi"] * 3, last_seen=last)
 
     def stale(now: datetime) -> str | None:
-        f = _by(watch_sources(db, cfg, now=now).findings, "stale").get("karjalainen")
+        f = _by(watch_sources(any_db, any_cfg, now=now).findings, "stale").get("karjalainen")
         return f.message if f else None
 
     assert stale(NOW) is None  # 10 days: within its 30
     assert stale(last + timedelta(days=29, hours=23)) is None
     later = last + timedelta(days=41)
     assert stale(later) == f"karjalainen: no new item for 41 days (last {last:%Y-%m-%d})"
-    _items(db, "karjalainen", ["Joensuussa paistoi"], last_seen=later - timedelta(hours=2))
+    _items(any_db, "karjalainen", ["Joensuussa paistoi"], last_seen=later - timedelta(hours=2))
     assert stale(later) is None
 
 
@@ -269,22 +282,22 @@ def test_a_failing_source_is_reported_failing_not_stale_and_not_flagged(
 
 
 def test_a_source_declared_finnish_whose_items_are_mostly_detected_russian_is_flagged(
-    cfg: Config, db: Database
+    any_cfg: Config, any_db: Database
 ) -> None:
-    _source(db, "yle-pk", watched_since=NOW - timedelta(days=5))
+    _source(any_db, "yle-pk", watched_since=NOW - timedelta(days=5))
     texts = ["Joensuussa uutinen"] * 20
     # 11 of 18 detections are Russian (two items without a detection do not count)
     detected: list[str | None] = ["ru"] * 11 + ["fi"] * 7 + [None] * 2
-    _items(db, "yle-pk", texts, last_seen=NOW, detected=detected)
-    [f] = _by(watch_sources(db, cfg, now=NOW).findings, "language").values()
+    _items(any_db, "yle-pk", texts, last_seen=NOW, detected=detected)
+    [f] = _by(watch_sources(any_db, any_cfg, now=NOW).findings, "language").values()
     assert f.message == (
         "yle-pk: declared fi, but 11 of its last 18 items with a detected language are not (ru 11×)"
     )
     # 9 of 18 is not "most"
-    with db.session() as s:
+    with any_db.session() as s:
         s.query(Item).delete()
-    _items(db, "yle-pk", texts, last_seen=NOW, detected=["ru"] * 9 + ["fi"] * 9 + [None] * 2)
-    assert _by(watch_sources(db, cfg, now=NOW).findings, "language") == {}
+    _items(any_db, "yle-pk", texts, last_seen=NOW, detected=["ru"] * 9 + ["fi"] * 9 + [None] * 2)
+    assert _by(watch_sources(any_db, any_cfg, now=NOW).findings, "language") == {}
 
 
 # -- check --sources --------------------------------------------------------------------------
@@ -297,27 +310,27 @@ def _cli(capsys: pytest.CaptureFixture[str], cfg: Config, *args: str) -> tuple[i
 
 
 def test_check_sources_prints_each_finding_and_json_adds_a_watchdog_key(
-    capsys: pytest.CaptureFixture[str], cfg: Config, db: Database
+    capsys: pytest.CaptureFixture[str], any_cfg: Config, any_db: Database
 ) -> None:
     now = utcnow()  # the command runs on the real clock
-    _source(db, "yle-pk", watched_since=now - timedelta(days=5))
-    _items(db, "yle-pk", SOUTH_KARELIA * 3, last_seen=now - timedelta(hours=1))
-    _source(db, "karjalainen", watched_since=now - timedelta(days=90))
+    _source(any_db, "yle-pk", watched_since=now - timedelta(days=5))
+    _items(any_db, "yle-pk", SOUTH_KARELIA * 3, last_seen=now - timedelta(hours=1))
+    _source(any_db, "karjalainen", watched_since=now - timedelta(days=90))
     last = now - timedelta(days=41)
-    _items(db, "karjalainen", ["Joensuussa satoi"], last_seen=last)
+    _items(any_db, "karjalainen", ["Joensuussa satoi"], last_seen=last)
 
-    code, out = _cli(capsys, cfg, "--sources")
+    code, out = _cli(capsys, any_cfg, "--sources")
     assert code == 0, out
     assert "sources: 2 checked" in out
     assert f"  karjalainen: no new item for 41 days (last {last:%Y-%m-%d})" in out
     assert "  yle-pk: none of its last 12 items names a place of joensuu (its items name" in out
 
-    code, _ = _cli(capsys, cfg, "--sources", "--strict")
-    assert code == 1
+    code, strict = _cli(capsys, any_cfg, "--strict")  # implies --sources
+    assert code == 1 and "karjalainen: no new item" in strict
 
-    code, plain = _cli(capsys, cfg, "--json")
+    code, plain = _cli(capsys, any_cfg, "--json")
     assert code == 0 and "watchdog" not in json.loads(plain)  # the contract without --sources
-    code, out = _cli(capsys, cfg, "--sources", "--json")
+    code, out = _cli(capsys, any_cfg, "--sources", "--json")
     data = json.loads(out)
     assert code == 0 and data["ok"] is True and data["sources"] == 4
     assert data["watchdog"]["flagged"] == ["karjalainen", "yle-pk"]
@@ -382,15 +395,15 @@ def _outbox(cfg: Config) -> list[email.message.EmailMessage]:
 
 
 def test_the_alerts_job_mails_a_finding_once_and_again_when_it_cleared_and_came_back(
-    cfg: Config, db: Database
+    any_cfg: Config, any_db: Database
 ) -> None:
-    _source(db, "karjalainen", watched_since=NOW - timedelta(days=100))
-    _items(db, "karjalainen", ["Joensuussa satoi"], last_seen=NOW - timedelta(days=41))
+    _source(any_db, "karjalainen", watched_since=NOW - timedelta(days=100))
+    _items(any_db, "karjalainen", ["Joensuussa satoi"], last_seen=NOW - timedelta(days=41))
 
-    first = check_alerts(db, cfg, now=NOW)
-    second = check_alerts(db, cfg, now=NOW + timedelta(hours=1))
+    first = check_alerts(any_db, any_cfg, now=NOW)
+    second = check_alerts(any_db, any_cfg, now=NOW + timedelta(hours=1))
     assert first.alerts == ["watchdog:stale:karjalainen"] and second.new == 0
-    [mail] = _outbox(cfg)
+    [mail] = _outbox(any_cfg)
     assert " ".join(str(mail["Subject"]).split()) == (
         "[newsexchange] Source karjalainen has published nothing new for 41 days"
     )
@@ -399,18 +412,18 @@ def test_the_alerts_job_mails_a_finding_once_and_again_when_it_cleared_and_came_
     assert "karjalainen: no new item for 41 days" in mail.get_content()
 
     # it publishes again: the finding clears …
-    _items(db, "karjalainen", ["Joensuussa paistoi"], last_seen=NOW + timedelta(hours=2))
-    assert check_alerts(db, cfg, now=NOW + timedelta(hours=3)).new == 0
+    _items(any_db, "karjalainen", ["Joensuussa paistoi"], last_seen=NOW + timedelta(hours=2))
+    assert check_alerts(any_db, any_cfg, now=NOW + timedelta(hours=3)).new == 0
     # … and comes back 30 days later: mailed again
-    back = check_alerts(db, cfg, now=NOW + timedelta(days=31))
+    back = check_alerts(any_db, any_cfg, now=NOW + timedelta(days=31))
     assert back.alerts == ["watchdog:stale:karjalainen"]
-    assert len(_outbox(cfg)) == 2
+    assert len(_outbox(any_cfg)) == 2
 
     # still standing: a reminder only after WATCHDOG_REMIND_AFTER
-    assert check_alerts(db, cfg, now=NOW + timedelta(days=40)).new == 0
-    remind = check_alerts(db, cfg, now=NOW + timedelta(days=31) + WATCHDOG_REMIND_AFTER)
+    assert check_alerts(any_db, any_cfg, now=NOW + timedelta(days=40)).new == 0
+    remind = check_alerts(any_db, any_cfg, now=NOW + timedelta(days=31) + WATCHDOG_REMIND_AFTER)
     assert remind.alerts == ["watchdog:stale:karjalainen"]
-    assert len(_outbox(cfg)) == 3
+    assert len(_outbox(any_cfg)) == 3
 
 
 def test_a_broken_glossary_does_not_stop_the_other_alerts(

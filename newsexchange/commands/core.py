@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--strict",
         action="store_true",
-        help="with --sources: exit 1 when a source is flagged",
+        help="run the source watchdog (implies --sources) and exit 1 when a source is flagged",
     )
     p.set_defaults(handler=check)
 
@@ -51,7 +51,7 @@ def check(ctx: Context) -> int:
         by_region[s.region] = by_region.get(s.region, 0) + 1
     url = database_url(cfg)
     safe_url = url.split("@")[-1] if "@" in url else url  # never print a password
-    if not getattr(ctx.args, "sources", False):
+    if not (getattr(ctx.args, "sources", False) or getattr(ctx.args, "strict", False)):
         ctx.emit(_summary(cfg, by_region, safe_url), lambda: _text(cfg, by_region, safe_url))
         return 0
     return _check_sources(ctx, cfg, _summary(cfg, by_region, safe_url), url)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -70,20 +70,14 @@ def readiness(
     *,
     now: datetime,
     up_since: datetime,
-    sources: dict[str, Any] | None = None,
+    sources: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The readiness verdict and its evidence (used by /readyz; pure reading, no side effect).
-    ``sources``: the watchdog's part (:func:`watchdog_part`), shown and warned about only."""
+    ``sources`` gives the watchdog's part (:func:`watchdog_part`), asked once the database
+    answers; it is shown and warned about, never a reason."""
     reasons: list[str] = []
     checks: dict[str, Any] = {}
     warnings: list[str] = []
-    if sources is not None:
-        checks["sources"] = sources
-        if "error" in sources:
-            warnings.append(f"source watchdog: {sources['error']}")
-        warnings.extend(
-            f["message"] for f in sources.get("findings", []) if f["finding"] != "failing"
-        )
     try:
         queries.ping(db)
         checks["database"] = "ok"
@@ -91,6 +85,12 @@ def readiness(
         checks["database"] = f"unreachable: {type(exc).__name__}"
         reasons.append(f"database unreachable ({type(exc).__name__})")
         return {"ready": False, "reasons": reasons, "checks": checks, "warnings": warnings}
+
+    if sources is not None:
+        part = checks["sources"] = sources()
+        if "error" in part:
+            warnings.append(f"source watchdog: {part['error']}")
+        warnings.extend(f["message"] for f in part.get("findings", []) if f["finding"] != "failing")
 
     interval = timedelta(minutes=config.fetch.interval_minutes)
     limit = 3 * interval
@@ -274,19 +274,21 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
 
     watched: dict[str, Any] = {}  # {"at": monotonic time, "part": the watchdog's part}
 
-    def sources_part(now: datetime) -> dict[str, Any] | None:
+    def sources_part(now: datetime) -> dict[str, Any]:
         if "at" in watched and time.monotonic() - watched["at"] < WATCH_EVERY:
             return dict(watched["part"])
         try:
             part = watchdog_part(config, db, now=now)
-        except Exception as exc:  # the database is down: readiness says so on its own
+        except Exception as exc:  # the database failed meanwhile: the next probe says so
             return {"error": f"{type(exc).__name__}"}
         watched.update(at=time.monotonic(), part=part)
         return part
 
     def readyz(request: Request) -> Response:
         now = deps.now(request)
-        verdict = readiness(config, db, now=now, up_since=up_since, sources=sources_part(now))
+        verdict = readiness(
+            config, db, now=now, up_since=up_since, sources=lambda: sources_part(now)
+        )
         return JSONResponse(
             verdict,
             status_code=200 if verdict["ready"] else 503,
