@@ -276,6 +276,9 @@ def test_a_failing_source_is_reported_failing_not_stale_and_not_flagged(
     report = watch_sources(db, cfg, now=NOW)
     assert [(f.source_id, f.kind) for f in report.findings] == [("karjalainen", "failing")]
     assert report.flagged == []
+    # the alerts job mails the failure once, as a failing source, and nothing for the watchdog
+    alerts = check_alerts(db, cfg, now=NOW)
+    assert [k.split(":")[0] for k in alerts.alerts] == ["source-failing"]
 
 
 # -- language ---------------------------------------------------------------------------------
