@@ -232,7 +232,7 @@ def watchdog_conditions(config: Config, findings: list[Finding]) -> list[Conditi
         to = tuple(dict.fromkeys([*editors, *config.mail.operators]))
         subject = _FINDING_SUBJECT[f.kind].format(
             id=src.id,
-            region=src.region,
+            region=config.regions[src.region].name if src.region in config.regions else src.region,
             days=f.evidence.get("days", src.stale_days),
             language=src.language,
         )

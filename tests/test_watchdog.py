@@ -15,13 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
-from newsexchange.alerts import WATCHDOG_REMIND_AFTER, check_alerts
+from newsexchange.alerts import WATCHDOG_REMIND_AFTER, check_alerts, watchdog_conditions
 from newsexchange.cli import main
 from newsexchange.config import Config, database_url
 from newsexchange.db import Database, Item, JobRun, Source, utcnow
 from newsexchange.ingest import run_fetch
 from newsexchange.ingest.watchdog import (
     MIN_ITEMS,
+    Finding,
     RecentItem,
     WatchedSource,
     find_findings,
@@ -427,6 +428,27 @@ def test_the_alerts_job_mails_a_finding_once_and_again_when_it_cleared_and_came_
     remind = check_alerts(any_db, any_cfg, now=NOW + timedelta(days=31) + WATCHDOG_REMIND_AFTER)
     assert remind.alerts == ["watchdog:stale:karjalainen"]
     assert len(_outbox(any_cfg)) == 3
+
+
+def test_a_finding_goes_to_the_editors_of_the_exchanges_reading_its_region(cfg: Config) -> None:
+    findings = [
+        Finding("yle-pk", "off-region", "yle-pk: …"),
+        Finding("stolica", "language", "stolica: …"),
+        Finding("karjalainen", "failing", "karjalainen: …"),  # alerted as a failing source
+    ]
+    conds = watchdog_conditions(cfg, findings)
+    assert [(c.key, c.subject, c.to) for c in conds] == [
+        (
+            "watchdog:off-region:yle-pk",
+            "Source yle-pk does not seem to write about Joensuu",
+            ("editor@example.fi", "ops@example.org"),
+        ),
+        (
+            "watchdog:language:stolica",
+            "Source stolica does not publish in ru",
+            ("redaktor@example.ru", "ops@example.org"),
+        ),
+    ]
 
 
 def test_a_broken_glossary_does_not_stop_the_other_alerts(
