@@ -325,7 +325,7 @@ def test_check_sources_prints_each_finding_and_json_adds_a_watchdog_key(
 
     code, out = _cli(capsys, any_cfg, "--sources")
     assert code == 0, out
-    assert "sources: 2 checked" in out
+    assert "sources: 2 checked (2 not fetched yet: karjalan-sanomat, stolica)" in out
     assert f"  karjalainen: no new item for 41 days (last {last:%Y-%m-%d})" in out
     assert "  yle-pk: none of its last 12 items names a place of joensuu (its items name" in out
 
@@ -338,6 +338,7 @@ def test_check_sources_prints_each_finding_and_json_adds_a_watchdog_key(
     data = json.loads(out)
     assert code == 0 and data["ok"] is True and data["sources"] == 4
     assert data["watchdog"]["flagged"] == ["karjalainen", "yle-pk"]
+    assert data["watchdog"]["unfetched"] == ["karjalan-sanomat", "stolica"]
     kinds = {(f["source"], f["finding"]) for f in data["watchdog"]["findings"]}
     assert kinds == {("karjalainen", "stale"), ("yle-pk", "off-region")}
 

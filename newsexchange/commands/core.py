@@ -73,7 +73,10 @@ def _check_sources(ctx: Context, cfg: Config, summary: dict[str, Any], url: str)
     summary["watchdog"] = report.to_json()
 
     def text() -> str:
-        lines = [_text_base(cfg, summary), f"sources: {report.checked} checked"]
+        head = f"sources: {report.checked} checked"
+        if report.unfetched:
+            head += f" ({len(report.unfetched)} not fetched yet: {', '.join(report.unfetched)})"
+        lines = [_text_base(cfg, summary), head]
         for f in report.findings:
             lines.append(f"  {f.message}")
         if not report.findings:

@@ -284,6 +284,7 @@ def _language(_now: datetime, src: WatchedSource, _places: Places) -> Finding | 
 class WatchReport:
     checked: int = 0  # enabled sources judged
     findings: list[Finding] = field(default_factory=list)
+    unfetched: list[str] = field(default_factory=list)  # enabled, never fetched: not judged
 
     @property
     def flagged(self) -> list[str]:
@@ -294,6 +295,7 @@ class WatchReport:
             "checked": self.checked,
             "flagged": self.flagged,
             "findings": [f.to_json() for f in self.findings],
+            "unfetched": self.unfetched,
         }
 
 
@@ -323,10 +325,12 @@ def watch_sources(db: Database, config: Config, *, now: datetime) -> WatchReport
             RecentItem(f"{title}\n{summary}", detected, mismatch)
         )
     watched = []
+    unfetched = []
     for src in enabled:
         act = activity.get(src.id)
         if act is None:
-            continue  # never fetched: nothing to judge yet
+            unfetched.append(src.id)  # never fetched: nothing to judge yet
+            continue
         watched.append(
             WatchedSource(
                 id=src.id,
@@ -339,4 +343,6 @@ def watch_sources(db: Database, config: Config, *, now: datetime) -> WatchReport
                 items=tuple(items.get(src.id, ())),
             )
         )
-    return WatchReport(checked=len(watched), findings=find_findings(now, watched, places))
+    return WatchReport(
+        checked=len(watched), findings=find_findings(now, watched, places), unfetched=unfetched
+    )

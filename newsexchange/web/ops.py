@@ -57,11 +57,7 @@ def watchdog_part(config: Config, db: Database, *, now: datetime) -> dict[str, A
         report = watch_sources(db, config, now=now)
     except NewsExchangeError as exc:
         return {"error": str(exc)}
-    return {
-        "checked": report.checked,
-        "flagged": report.flagged,
-        "findings": [f.to_json() for f in report.findings],
-    }
+    return report.to_json()
 
 
 def readiness(
