@@ -12,6 +12,14 @@ and a new failure of the same source after a recovery is mailed again. The decis
 is alert-worthy is a pure function over plain rows (:func:`find_conditions`); the step
 (:func:`check_alerts`) reads the rows, mails what is new and records it.
 
+And the source watchdog's findings (``ingest/watchdog.py``: off-region, stale, wrong
+language), mailed to the editors of the exchanges that read the source's region and to the
+operators. A finding has no episode stamp of its own, so its key is the source and the
+finding (``watchdog:stale:karjalainen``): mailed once; when the finding has cleared its row
+is forgotten, so a finding that comes back is mailed again; one still standing after
+:data:`WATCHDOG_REMIND_AFTER` is mailed once more as a reminder. A watchdog that cannot run
+(an unreadable glossary) is logged and leaves the other alerts and its own rows alone.
+
 With no operators configured the alert is logged (once) instead, so it is never silent.
 """
 
@@ -28,12 +36,15 @@ from newsexchange.config import Config
 from newsexchange.db import Database, Session
 from newsexchange.db.queries import alerts as queries
 from newsexchange.digest.states import DigestState as S
+from newsexchange.errors import NewsExchangeError
+from newsexchange.ingest.watchdog import Finding, watch_sources
 from newsexchange.mail import OutgoingMessage, get_mailer
 from newsexchange.mail.headers import header_text
 
 __all__ = [
     "PROVIDER_DOWN_FOR",
     "SOURCE_FAILING_FOR",
+    "WATCHDOG_REMIND_AFTER",
     "AlertReport",
     "Condition",
     "DigestState",
@@ -41,12 +52,17 @@ __all__ = [
     "SourceState",
     "check_alerts",
     "find_conditions",
+    "watchdog_conditions",
 ]
 
 log = logging.getLogger(__name__)
 
 SOURCE_FAILING_FOR = timedelta(days=1)
 PROVIDER_DOWN_FOR = timedelta(hours=1)
+#: A watchdog finding still standing this long after its mail is mailed again.
+WATCHDOG_REMIND_AFTER = timedelta(days=30)
+#: The prefix of the watchdog's alert keys (``Finding.key``).
+WATCHDOG = "watchdog:"
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,8 @@ class Condition:
     key: str
     subject: str
     body: str
+    #: Who gets it; empty: the operators.
+    to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -194,6 +212,50 @@ def _digest_stuck(now: datetime, d: DigestState) -> Condition | None:
     return None
 
 
+_FINDING_SUBJECT = {
+    "off-region": "Source {id} does not seem to write about {region}",
+    "stale": "Source {id} has published nothing new for {days} days",
+    "language": "Source {id} does not publish in {language}",
+}
+
+
+def watchdog_conditions(config: Config, findings: list[Finding]) -> list[Condition]:
+    """The watchdog's findings as alerts, to the editors of each exchange reading the
+    source's region and to the operators (pure)."""
+    by_id = {s.id: s for s in config.sources}
+    out = []
+    for f in findings:
+        src = by_id.get(f.source_id)
+        if not f.alerted or src is None:
+            continue
+        editors = [e for ex in config.exchanges if src.region in ex.from_ for e in ex.editors]
+        to = tuple(dict.fromkeys([*editors, *config.mail.operators]))
+        subject = _FINDING_SUBJECT[f.kind].format(
+            id=src.id,
+            region=config.regions[src.region].name if src.region in config.regions else src.region,
+            days=f.evidence.get("days", src.stale_days),
+            language=src.language,
+        )
+        out.append(
+            Condition(
+                key=f.key,
+                subject=subject,
+                body=(
+                    f"The source watchdog, reading what {src.id} ({src.url}) published:\n\n"
+                    f"  {f.message}\n\n"
+                    "If the address in feeds.yaml points at the wrong feed (another region's "
+                    "topic, an abandoned page), correct it; if the source is right, its "
+                    "stale_days or its region's places: in feeds.yaml may need a change. "
+                    "newsexchange check --sources shows every finding. This is mailed once; "
+                    "again if it clears and comes back, or still stands in "
+                    f"{WATCHDOG_REMIND_AFTER.days} days."
+                ),
+                to=to,
+            )
+        )
+    return out
+
+
 def _read_state(
     db: Database, config: Config
 ) -> tuple[list[SourceState], list[ProviderState], list[DigestState]]:
@@ -227,7 +289,7 @@ def _read_state(
 def _message(config: Config, cond: Condition, now: datetime) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = header_text(config.mail.from_)
-    msg["To"] = ", ".join(config.mail.operators)
+    msg["To"] = ", ".join(cond.to or config.mail.operators)
     # The subject names sources and exchanges from the config: cleaned like every header.
     msg["Subject"] = header_text(f"[newsexchange] {cond.subject}")
     msg["Date"] = format_datetime(now)
@@ -242,23 +304,43 @@ def _message(config: Config, cond: Condition, now: datetime) -> EmailMessage:
     return msg
 
 
+def _watchdog(db: Database, config: Config, now: datetime) -> list[Condition] | None:
+    """The watchdog's alerts now; None when it could not run (logged, nothing cleared)."""
+    try:
+        return watchdog_conditions(config, watch_sources(db, config, now=now).findings)
+    except NewsExchangeError as exc:
+        log.error("source watchdog could not run", extra={"error": str(exc)})
+        return None
+
+
 def check_alerts(db: Database, config: Config, *, now: datetime) -> AlertReport:
     """Mail each new alert condition to the operators, once (the step the service runs)."""
     report = AlertReport()
     conditions = find_conditions(now, *_read_state(db, config))
+    watchdog = _watchdog(db, config, now)
+    conditions += watchdog or []
     report.checked = len(conditions)
     with db.session() as s:
-        known = queries.known_keys(s, [c.key for c in conditions])
+        known = queries.known_keys(s, [c.key for c in conditions if not c.key.startswith(WATCHDOG)])
+        sent = queries.sent_with_prefix(s, WATCHDOG)
+        if watchdog is not None:
+            # A finding that cleared is forgotten, so that it is mailed again if it returns.
+            current = {c.key for c in watchdog}
+            queries.forget_alerts(s, [k for k in sent if k not in current])
+    for key, sent_at in sent.items():
+        if now - sent_at < WATCHDOG_REMIND_AFTER:
+            known.add(key)  # older: mailed again, as a reminder
     new = [c for c in conditions if c.key not in known]
     report.new = len(new)
     if not new:
         return report
-    mailer = get_mailer(config) if config.mail.operators else None
+    mailer = get_mailer(config) if any(c.to or config.mail.operators for c in new) else None
     try:
         for cond in new:
-            if mailer is not None:
+            rcpts = list(cond.to or config.mail.operators)
+            if mailer is not None and rcpts:
                 msg = _message(config, cond, now)
-                outs = [OutgoingMessage(msg, rcpt) for rcpt in config.mail.operators]
+                outs = [OutgoingMessage(msg, rcpt) for rcpt in rcpts]
                 results = mailer.send(outs)
                 if not any(r.ok for r in results):
                     report.failed += 1
@@ -274,6 +356,7 @@ def check_alerts(db: Database, config: Config, *, now: datetime) -> AlertReport:
                     "alert": cond.key,
                     "subject": cond.subject,
                     "operators": len(config.mail.operators),
+                    "recipients": len(rcpts),
                 },
             )
             with db.session() as s:

@@ -8,12 +8,24 @@ from typing import Any
 from newsexchange.commands import Context, add_common
 from newsexchange.config import Config, database_url
 from newsexchange.db import schema_revision
+from newsexchange.db.queries.watchdog import database_problem
 from newsexchange.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("check", help="validate feeds.yaml and print what would run")
     add_common(p)
+    p.add_argument(
+        "--sources",
+        action="store_true",
+        help="also run the source watchdog over the stored items (off-region, stale, "
+        "wrong language); needs the database",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="run the source watchdog (implies --sources) and exit 1 when a source is flagged",
+    )
     p.set_defaults(handler=check)
 
     p = sub.add_parser(
@@ -39,8 +51,45 @@ def check(ctx: Context) -> int:
         by_region[s.region] = by_region.get(s.region, 0) + 1
     url = database_url(cfg)
     safe_url = url.split("@")[-1] if "@" in url else url  # never print a password
-    ctx.emit(_summary(cfg, by_region, safe_url), lambda: _text(cfg, by_region, safe_url))
-    return 0
+    if not (getattr(ctx.args, "sources", False) or getattr(ctx.args, "strict", False)):
+        ctx.emit(_summary(cfg, by_region, safe_url), lambda: _text(cfg, by_region, safe_url))
+        return 0
+    return _check_sources(ctx, cfg, _summary(cfg, by_region, safe_url), url)
+
+
+def _check_sources(ctx: Context, cfg: Config, summary: dict[str, Any], url: str) -> int:
+    """``check --sources``: the config's summary plus the watchdog's findings (under the
+    ``watchdog`` key: ``sources`` already counts the configured sources). Exit 0 with the
+    findings printed (a finding is a warning), 1 with ``--strict`` and a flagged source, or
+    when the database cannot be read (absent, unreachable, behind: said so)."""
+    from newsexchange.ingest.watchdog import watch_sources
+
+    problem = database_problem(url, busy_timeout=cfg.database_busy_timeout)
+    if problem is not None:
+        summary["watchdog"] = {"error": problem}
+        ctx.emit(summary, lambda: _text_base(cfg, summary) + f"\nsources: not checked: {problem}")
+        return 1
+    report = watch_sources(ctx.db, cfg, now=ctx.now())
+    summary["watchdog"] = report.to_json()
+
+    def text() -> str:
+        head = f"sources: {report.checked} checked"
+        if report.unfetched:
+            head += f" ({len(report.unfetched)} not fetched yet: {', '.join(report.unfetched)})"
+        lines = [_text_base(cfg, summary), head]
+        for f in report.findings:
+            lines.append(f"  {f.message}")
+        if not report.findings:
+            lines.append("  no findings")
+        return "\n".join(lines)
+
+    ctx.emit(summary, text)
+    return 1 if ctx.args.strict and report.flagged else 0
+
+
+def _text_base(cfg: Config, summary: dict[str, Any]) -> str:
+    by_region = {rid: r["sources"] for rid, r in summary["regions"].items()}
+    return _text(cfg, by_region, summary["database"])
 
 
 def migrate(ctx: Context) -> int:

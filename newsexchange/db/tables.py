@@ -75,6 +75,9 @@ class Source(Base):
     next_attempt_at: Mapped[datetime | None]
     parse_problem: Mapped[str | None] = mapped_column(Text)
     alerted_at: Mapped[datetime | None]
+    # The first successful fetch: the source watchdog judges a source "stale" only once it
+    # has been watched for its stale_days (a source added yesterday has had no time to publish).
+    watched_since: Mapped[datetime | None]
 
 
 class StoryGroup(Base):
@@ -91,6 +94,8 @@ class Item(Base):
     __table_args__ = (
         UniqueConstraint("source_id", "identity", name="uq_items_source_identity"),
         Index("ix_items_region_published", "region", "published_at"),
+        # The source watchdog: each source's newest item and its last 50 (db/queries/watchdog).
+        Index("ix_items_source_first_seen", "source_id", "first_seen_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[str] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)

@@ -307,6 +307,7 @@ class SourceState:
     failing_since: datetime | None = None
     next_attempt_at: datetime | None = None
     last_error: str | None = None
+    watched_since: datetime | None = None
 
 
 def is_due(state: SourceState, now: datetime, *, force: bool = False) -> bool:
@@ -337,6 +338,8 @@ def after_success(
         "next_attempt_at": None,
         "alerted_at": None,
     }
+    if state.watched_since is None:
+        values["watched_since"] = now  # the source watchdog counts stale_days from here
     if not_modified:
         # A 304 may repeat or refresh the validators; it never removes them.
         if etag:

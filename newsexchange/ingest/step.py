@@ -246,6 +246,7 @@ def _state(row: Source) -> SourceState:
         failing_since=row.failing_since,
         next_attempt_at=row.next_attempt_at,
         last_error=row.last_error,
+        watched_since=row.watched_since,
     )
 
 

@@ -5,7 +5,11 @@
   the service only when it is truly stuck, never because a feed is down.
 - ``/readyz`` says whether the exchange is doing its job: the database answers, a fetch
   succeeded recently (within three fetch intervals), and no scheduled job is overdue (the
-  scheduler is running them). 200 with the checks as JSON, or 503 with the reasons.
+  scheduler is running them). 200 with the checks as JSON, or 503 with the reasons. The
+  source watchdog's findings (``ingest/watchdog.py``) are shown under ``checks.sources`` and
+  ``warnings``, but never make it 503: a source writing about the wrong town is an editor's
+  problem, and a load balancer taking the service out of rotation would not fix it. They are
+  computed at most every :data:`WATCH_EVERY` (a probe every few seconds must stay cheap).
 - ``/metrics`` reads the database at scrape time through a custom collector (nothing is
   counted in process memory, so the numbers survive restarts and are the same whichever
   process is scraped): items stored, translation characters and requests per provider,
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,25 +39,54 @@ from starlette.routing import BaseRoute, Route
 from newsexchange.config import Config
 from newsexchange.db import Database, Session, utcnow
 from newsexchange.db.queries import jobs as queries
+from newsexchange.errors import NewsExchangeError
+from newsexchange.ingest.watchdog import watch_sources
 from newsexchange.web import deps
 
-__all__ = ["OVERDUE_AFTER", "DatabaseCollector", "readiness", "routes"]
+__all__ = ["OVERDUE_AFTER", "WATCH_EVERY", "DatabaseCollector", "readiness", "routes"]
 
 #: A scheduled job this late is "overdue": the scheduler is not running it.
 OVERDUE_AFTER = timedelta(minutes=10)
+#: How long /readyz reuses the source watchdog's findings.
+WATCH_EVERY = 300.0
 
 
-def readiness(config: Config, db: Database, *, now: datetime, up_since: datetime) -> dict[str, Any]:
-    """The readiness verdict and its evidence (used by /readyz; pure reading, no side effect)."""
+def watchdog_part(config: Config, db: Database, *, now: datetime) -> dict[str, Any]:
+    """The ``sources`` part of /readyz: the flagged sources and their findings."""
+    try:
+        report = watch_sources(db, config, now=now)
+    except NewsExchangeError as exc:
+        return {"error": str(exc)}
+    return report.to_json()
+
+
+def readiness(
+    config: Config,
+    db: Database,
+    *,
+    now: datetime,
+    up_since: datetime,
+    sources: Callable[[], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The readiness verdict and its evidence (used by /readyz; pure reading, no side effect).
+    ``sources`` gives the watchdog's part (:func:`watchdog_part`), asked once the database
+    answers; it is shown and warned about, never a reason."""
     reasons: list[str] = []
     checks: dict[str, Any] = {}
+    warnings: list[str] = []
     try:
         queries.ping(db)
         checks["database"] = "ok"
     except Exception as exc:  # any failure to talk to it is the answer
         checks["database"] = f"unreachable: {type(exc).__name__}"
         reasons.append(f"database unreachable ({type(exc).__name__})")
-        return {"ready": False, "reasons": reasons, "checks": checks}
+        return {"ready": False, "reasons": reasons, "checks": checks, "warnings": warnings}
+
+    if sources is not None:
+        part = checks["sources"] = sources()
+        if "error" in part:
+            warnings.append(f"source watchdog: {part['error']}")
+        warnings.extend(f["message"] for f in part.get("findings", []) if f["finding"] != "failing")
 
     interval = timedelta(minutes=config.fetch.interval_minutes)
     limit = 3 * interval
@@ -87,7 +120,7 @@ def readiness(config: Config, db: Database, *, now: datetime, up_since: datetime
                 "(is the scheduler running?)"
             )
     checks["jobs"] = {"scheduled": len(jobs), "overdue": overdue}
-    return {"ready": not reasons, "reasons": reasons, "checks": checks}
+    return {"ready": not reasons, "reasons": reasons, "checks": checks, "warnings": warnings}
 
 
 def _counts(s: Session, what: str, doc: str, labels: list[str]) -> Metric:
@@ -235,8 +268,23 @@ def routes(config: Config, db: Database) -> list[BaseRoute]:
     async def healthz(_request: Request) -> Response:
         return PlainTextResponse("ok\n", headers={"cache-control": "no-store"})
 
+    watched: dict[str, Any] = {}  # {"at": monotonic time, "part": the watchdog's part}
+
+    def sources_part(now: datetime) -> dict[str, Any]:
+        if "at" in watched and time.monotonic() - watched["at"] < WATCH_EVERY:
+            return dict(watched["part"])
+        try:
+            part = watchdog_part(config, db, now=now)
+        except Exception as exc:  # the database failed meanwhile: the next probe says so
+            return {"error": f"{type(exc).__name__}"}
+        watched.update(at=time.monotonic(), part=part)
+        return part
+
     def readyz(request: Request) -> Response:
-        verdict = readiness(config, db, now=deps.now(request), up_since=up_since)
+        now = deps.now(request)
+        verdict = readiness(
+            config, db, now=now, up_since=up_since, sources=lambda: sources_part(now)
+        )
         return JSONResponse(
             verdict,
             status_code=200 if verdict["ready"] else 503,

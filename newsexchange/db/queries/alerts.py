@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from newsexchange.db.tables import Alert, Digest, ProviderUsage, Source
@@ -14,11 +14,13 @@ from newsexchange.db.tables import Alert, Digest, ProviderUsage, Source
 __all__ = [
     "digests_in",
     "failing_sources",
+    "forget_alerts",
     "known_keys",
     "mark_provider_alerted",
     "mark_source_alerted",
     "providers_down",
     "record_alert",
+    "sent_with_prefix",
 ]
 
 
@@ -46,6 +48,18 @@ def digests_in(s: Session, states: Collection[str]) -> list[Digest]:
 def known_keys(s: Session, keys: Collection[str]) -> set[str]:
     """Which of ``keys`` were alerted already."""
     return set(s.scalars(select(Alert.key).where(Alert.key.in_(list(keys)))))
+
+
+def sent_with_prefix(s: Session, prefix: str) -> dict[str, datetime]:
+    """The alerts whose key starts with ``prefix``, and when each was mailed."""
+    q = select(Alert.key, Alert.sent_at).where(Alert.key.startswith(prefix, autoescape=True))
+    return {key: sent_at for key, sent_at in s.execute(q)}
+
+
+def forget_alerts(s: Session, keys: Collection[str]) -> None:
+    """Delete the alerts ``keys`` (their condition cleared: mailed again if it returns)."""
+    if keys:
+        s.execute(delete(Alert).where(Alert.key.in_(list(keys))))
 
 
 def record_alert(s: Session, key: str, *, sent_at: datetime, message: str) -> None:
