@@ -329,9 +329,10 @@ def _entry(
         title=title,
         summary_html=summary_html,
         summary_text=summary_text,
-        # CREATED before DTSTAMP: Google and Outlook stamp every export with the time of the
-        # export, which says nothing about the event.
-        published_at=modified or _stamp(occ, "CREATED") or _stamp(occ, "DTSTAMP"),
+        # Never DTSTAMP: Google and Outlook stamp every export with the time of the export,
+        # which says nothing about the event. Without LAST-MODIFIED or CREATED the event was
+        # announced when it was first seen (the writer's rule for an undated entry).
+        published_at=modified or _stamp(occ, "CREATED"),
         updated_at=modified,
         event_start=start,
         event_end=end,
