@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from newsexchange.config import Config
 from newsexchange.db import Database, Item
+from newsexchange.db.queries.digests import period_items
 from newsexchange.ingest import FetchReport, run_fetch
 from newsexchange.ingest.ical import MAX_OCCURRENCES, parse_calendar
 from newsexchange.ingest.structured import NO_EVENTS
@@ -224,6 +225,96 @@ def test_unchanged_calendar_stores_nothing_and_a_moved_occurrence_is_updated_in_
     concert = next(i for i in items(db, "cal") if i.title.startswith("Karjalan filharmonian"))
     assert concert.place_venue == "Концертный зал, Петрозаводск"
     assert len(items(db, "cal")) == first.new_items
+
+
+def _weekly_and_one(now: datetime, *, cancel_second: bool = False, drop_gala: bool = False) -> bytes:
+    """A small calendar relative to ``now``: a weekly class (its second occurrence cancelled
+    by an override when ``cancel_second``) and a one-off gala (left out when ``drop_gala``)."""
+    cal = icalendar.Calendar()
+    cal.add("prodid", "-//test//cancellations//FI")
+    cal.add("version", "2.0")
+    first = datetime.combine((now + timedelta(days=2)).date(), time(15, 0), tzinfo=UTC)
+    weekly = icalendar.Event()
+    weekly.add("uid", "tanssi@cal.example")
+    weekly.add("dtstamp", now)
+    weekly.add("dtstart", first)
+    weekly.add("dtend", first + timedelta(hours=1))
+    weekly.add("rrule", {"freq": "weekly", "count": 4})
+    weekly.add("summary", "Tanssikurssi")
+    weekly.add("location", "Kulttuuritalo, Joensuu")
+    cal.add_component(weekly)
+    if cancel_second:
+        off = icalendar.Event()
+        off.add("uid", "tanssi@cal.example")
+        off.add("dtstamp", now)
+        off.add("recurrence-id", first + timedelta(days=7))
+        off.add("dtstart", first + timedelta(days=7))
+        off.add("dtend", first + timedelta(days=7, hours=1))
+        off.add("summary", "Tanssikurssi")
+        off.add("status", "CANCELLED")
+        cal.add_component(off)
+    if not drop_gala:
+        gala = icalendar.Event()
+        gala.add("uid", "gaala@cal.example")
+        gala.add("dtstamp", now)
+        gala.add("dtstart", first + timedelta(days=10, hours=3))
+        gala.add("summary", "Itsenäisyyspäivän gaala")
+        cal.add_component(gala)
+    return bytes(cal.to_ical())
+
+
+def test_an_occurrence_the_calendar_cancels_or_drops_is_no_candidate_until_it_returns(
+    setup: Callable[..., tuple[Config, Database]], http_server: HTTPServer, any_db_url: str
+) -> None:
+    http_server.route("/c.ics", Response(200, _weekly_and_one(NOW), ICS))
+    cfg, db = setup(source("c", f"{http_server.url}/c.ics", ", kind: ical"), db_url=any_db_url)
+    assert run_fetch(db, cfg, now=NOW).new_items == 5
+    assert [i.cancelled_at for i in items(db, "c")] == [None] * 5
+
+    # The second class is cancelled (an override with STATUS:CANCELLED); the gala is deleted.
+    http_server.route(
+        "/c.ics", Response(200, _weekly_and_one(NOW, cancel_second=True, drop_gala=True), ICS)
+    )
+    later = NOW + timedelta(hours=1)
+    report = run_fetch(db, cfg, now=later)
+    assert outcome(report, "c")["cancelled"] == 2
+    stored = items(db, "c")
+    gone = {i.title for i in stored if i.cancelled_at == later}
+    assert gone == {"Tanssikurssi", "Itsenäisyyspäivän gaala"}
+    assert sum(1 for i in stored if i.cancelled_at is not None) == 2
+
+    # Neither is a digest's candidate any more; the other three classes are.
+    with db.session() as s:
+        listed = period_items(
+            s, ["joensuu"], NOW - timedelta(days=14), NOW + timedelta(days=1),
+            events_until=NOW + timedelta(days=40),
+        )
+        assert len(listed) == 3 and all(i.cancelled_at is None for i in listed)
+
+    # The calendar takes it back: the gala returns, uncancelled (same item).
+    http_server.route("/c.ics", Response(200, _weekly_and_one(NOW, cancel_second=True), ICS))
+    report = run_fetch(db, cfg, now=NOW + timedelta(hours=2))
+    assert "cancelled" not in outcome(report, "c")
+    gala = next(i for i in items(db, "c") if i.title.startswith("Itsenäisyys"))
+    assert gala.cancelled_at is None
+    assert len(items(db, "c")) == 5
+
+
+def test_a_calendar_read_in_part_cancels_nothing(
+    setup: Callable[..., tuple[Config, Database]], http_server: HTTPServer
+) -> None:
+    """A broken event might be one of the stored ones: a partial reading vouches for no
+    absence."""
+    http_server.route("/c.ics", Response(200, _weekly_and_one(NOW), ICS))
+    cfg, db = setup(source("c", f"{http_server.url}/c.ics", ", kind: ical"))
+    run_fetch(db, cfg, now=NOW)
+    broken = _weekly_and_one(NOW, drop_gala=True).replace(
+        b"END:VCALENDAR", b"BEGIN:VEVENT\r\nUID:x@y\r\nDTSTART:joskus\r\nEND:VEVENT\r\nEND:VCALENDAR"
+    )
+    http_server.route("/c.ics", Response(200, broken, ICS))
+    report = run_fetch(db, cfg, now=NOW + timedelta(hours=1))
+    assert "broken event" in str(outcome(report, "c")["problem"])
+    assert all(i.cancelled_at is None for i in items(db, "c"))
 
 
 def _google_export(now: datetime) -> bytes:

@@ -583,3 +583,36 @@ def test_an_event_in_a_new_digest_changes_the_exchange_calendar_etag(
     assert before.status_code == 200 and len(_events(before.content)) == 1
     assert after.status_code == 200 and len(_events(after.content)) == 2
     assert after.headers["etag"] != before.headers["etag"]
+
+
+def test_an_event_its_calendar_cancels_shows_cancelled_on_the_web_and_not_in_the_approved_mail(
+    write_config: Callable[..., Config],
+    db_for: Callable[[Config], Database],
+) -> None:
+    """Subscribers' calendars take over a cancellation (STATUS:CANCELLED, a higher SEQUENCE,
+    a newer Last-Modified); the mail's attachment stays what the editors approved."""
+    cfg = delivery_config(write_config, backend="outbox")
+    db = db_for(cfg)
+    digest_id, (concert_id, market_id) = seed_events_digest(
+        db, cfg, [CONCERT, MARKET], state="sent", period_start=date(2026, 11, 1)
+    )
+    base = f"/archive/{EXCHANGE}/events.ics"
+    noticed = WEB_NOW - timedelta(hours=1)
+    with served(cfg, db, clock=lambda: WEB_NOW) as url:
+        before = httpx.get(f"{url}{base}")
+        with db.session() as s:
+            s.get(Item, concert_id).cancelled_at = noticed  # type: ignore[union-attr]
+        after = httpx.get(
+            f"{url}{base}", headers={"If-Modified-Since": before.headers["last-modified"]}
+        )
+        own = httpx.get(f"{url}/digests/{digest_id}/events.ics")
+    assert after.status_code == 200  # changed since: not a 304
+    for body in (after.content, own.content):
+        events = {int(e["uid"].split("-")[1].split("@")[0]): e for e in _events(body).values()}
+        assert events[concert_id]["status"] == "CANCELLED"
+        assert events[concert_id]["sequence"] == 1
+        assert events[concert_id].decoded("dtstamp") == noticed
+        assert "status" not in events[market_id] and events[market_id]["sequence"] == 0
+    with db.session() as s:
+        mailed = digest_calendar(s, cfg, s.get(Digest, digest_id))  # type: ignore[arg-type]
+    assert mailed is not None and b"CANCELLED" not in mailed

@@ -43,6 +43,6 @@ def test_processes_started_together_on_an_empty_database_all_migrate(
     try:
         with db.engine.connect() as c:
             versions = c.exec_driver_sql("SELECT version_num FROM alembic_version").all()
-        assert [v[0] for v in versions] == ["0006"]
+        assert [v[0] for v in versions] == ["0007"]
     finally:
         db.dispose()

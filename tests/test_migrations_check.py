@@ -46,6 +46,7 @@ def test_a_job_store_made_by_an_older_scheduler_is_adopted(tmp_path: Path) -> No
     with db.engine.begin() as c:  # back to before 0003, with the store a scheduler made
         for table in ("pickups", "story_clicks", "rate_limits"):  # what 0003 and later made
             c.exec_driver_sql(f"DROP TABLE {table}")
+        c.exec_driver_sql("ALTER TABLE items DROP COLUMN cancelled_at")  # what 0007 made
         c.exec_driver_sql("DROP INDEX ix_items_source_first_seen")  # what 0006 made
         c.exec_driver_sql("ALTER TABLE sources DROP COLUMN watched_since")
         c.exec_driver_sql("DROP INDEX ix_items_event_start")  # and what 0005 changed

@@ -12,8 +12,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import icalendar
+import pytest
 import yaml
 
 from newsexchange.cli import main

@@ -124,6 +124,10 @@ class Item(Base):
     # When the article page's main text replaced the feed's teaser (fulltext: true sources);
     # set once, so the page is never fetched again for this item.
     fulltext_at: Mapped[datetime | None]
+    # When the event's calendar stopped carrying it (STATUS:CANCELLED, an EXDATE added, the
+    # event deleted) while its start was still within the window read; cleared if it comes
+    # back. A cancelled event is no digest's candidate (ingest/ical.py, db/queries/items.py).
+    cancelled_at: Mapped[datetime | None]
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     content_hash: Mapped[str] = mapped_column(String(64))

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,6 +49,7 @@ import icalendar
 from newsexchange import __version__
 from newsexchange.config import Config, ExchangeSettings
 from newsexchange.db import Digest, Session
+from newsexchange.db.queries.items import cancelled_items
 from newsexchange.digest.content import shown_content
 from newsexchange.i18n import gettext_for
 
@@ -62,6 +63,7 @@ __all__ = [
     "digest_stamp",
     "exchange_calendar_url",
     "merge_events",
+    "with_cancellations",
 ]
 
 # The attachment's and the routes' Content-Type (RFC 5545 §8.1; METHOD as in the body).
@@ -99,6 +101,7 @@ class CalendarEvent:
     description: str
     location: str | None
     url: str | None
+    cancelled: bool = False  # its calendar cancelled it since (STATUS:CANCELLED, SEQUENCE 1)
 
 
 # -- content → events ---------------------------------------------------------------------------
@@ -276,7 +279,11 @@ def calendar_bytes(
         vevent = icalendar.Event()
         vevent.add("uid", ev.uid)
         vevent.add("dtstamp", ev.stamp.astimezone(UTC))
-        vevent.add("sequence", 0)
+        # A cancellation is a change subscribers must take over the copy they hold: a higher
+        # SEQUENCE (RFC 5546 §2.1.4), and the DTSTAMP of when it was noticed.
+        vevent.add("sequence", 1 if ev.cancelled else 0)
+        if ev.cancelled:
+            vevent.add("status", "CANCELLED")
         vevent.add("dtstart", ev.start)
         if ev.end is not None:
             vevent.add("dtend", ev.end)
@@ -298,6 +305,19 @@ def calendar_bytes(
             first_date=min(timed) - timedelta(days=1), last_date=max(timed) + timedelta(days=1)
         )
     return bytes(cal.to_ical())
+
+
+def with_cancellations(session: Session, events: Sequence[CalendarEvent]) -> list[CalendarEvent]:
+    """``events`` with those whose item its calendar has cancelled since marked so (the web's
+    calendars: a subscriber's copy then shows the event cancelled). The mail's attachment
+    stays as approved, like the mail's text."""
+    cancelled = cancelled_items(session, [ev.item_id for ev in events])
+    return [
+        replace(ev, cancelled=True, stamp=max(ev.stamp, cancelled[ev.item_id]))
+        if ev.item_id in cancelled
+        else ev
+        for ev in events
+    ]
 
 
 def digest_stamp(digest: Digest) -> datetime:

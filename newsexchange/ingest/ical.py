@@ -144,6 +144,9 @@ def parse_calendar(
         language=None,
         entries=entries,
         problem="; ".join(problems) or None,
+        # Only a whole reading vouches that a missing occurrence is gone: not when capped, nor
+        # when an event could not be read (it may be one of the stored ones).
+        complete_between=None if (capped or broken) else (start, end),
         parser="ical",
     )
 

@@ -40,4 +40,9 @@ class ParsedFeed:
     language: str | None
     entries: list[ParsedEntry] = field(default_factory=list)
     problem: str | None = None  # a recoverable problem (partly broken feed), recorded per source
+    # Calendars: the span of event starts (UTC, both ends included) the parse holds every
+    # occurrence of. A stored event of the source starting within it that the parse no longer
+    # has was cancelled or removed. None when the parse may be incomplete (capped, a broken
+    # event skipped, an empty calendar) or the source is not a calendar.
+    complete_between: tuple[datetime, datetime] | None = None
     parser: str = "feedparser"  # which parser produced it: "fast", "feedparser", "json", "html"

@@ -30,6 +30,7 @@ class SourceOutcome:
     moved_to: str | None = None  # permanent redirect: the stored URL now
     skipped_off_region: int = 0  # require_place: entries naming no place of the region
     articles: int = 0  # fulltext: article texts stored as summaries
+    cancelled: int = 0  # calendars: stored events the calendar no longer carries
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"source": self.source, "url": self.url, "status": self.status}
@@ -42,7 +43,7 @@ class SourceOutcome:
                 entries=self.entries, new=self.new, updated=self.updated, unchanged=self.unchanged
             )
             # Only when they happened: most sources use neither option.
-            for key in ("skipped_off_region", "articles"):
+            for key in ("skipped_off_region", "articles", "cancelled"):
                 if getattr(self, key):
                     data[key] = getattr(self, key)
         return data

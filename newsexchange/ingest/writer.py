@@ -23,6 +23,7 @@ from newsexchange.db.queries.items import (
     insert_items,
     insert_story_group,
     item_ids,
+    mark_cancelled,
     recent_fingerprints,
     set_fulltext,
     set_story_groups,
@@ -341,6 +342,17 @@ class Writer:
             raise
 
     def _store_items(self, s: Session, p: _Prepared, index: StoryIndex) -> None:
+        assert p.feed is not None and p.outcome is not None
+        src = p.fetched.source
+        entries = p.feed.entries
+        self._store_entries(s, p, index)
+        if p.feed.complete_between is not None:
+            # After the entries are stored: a moved occurrence has its new start by then.
+            p.outcome.cancelled = mark_cancelled(
+                s, src.id, p.feed.complete_between, lookup_keys(entries)[0], self.now
+            )
+
+    def _store_entries(self, s: Session, p: _Prepared, index: StoryIndex) -> None:
         assert p.feed is not None and p.outcome is not None
         src = p.fetched.source
         entries = p.feed.entries

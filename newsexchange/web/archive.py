@@ -48,6 +48,7 @@ from newsexchange.digest.ics import (
     digest_stamp,
     exchange_calendar_url,
     merge_events,
+    with_cancellations,
 )
 from newsexchange.digest.states import PUBLIC, DigestState
 from newsexchange.errors import ConfigError
@@ -216,9 +217,14 @@ def exchange_calendar(
                 stamp = digest_stamp(d)
                 stamps.append(stamp)
                 batches.append(content_events(config, _content(s, config, d), stamp=stamp))
-    events = merge_events(batches, now=now, keep_days=CALENDAR_KEEP_DAYS, limit=CALENDAR_EVENTS)
+        events = merge_events(
+            batches, now=now, keep_days=CALENDAR_KEEP_DAYS, limit=CALENDAR_EVENTS
+        )
+        events = with_cancellations(s, events)
     body = calendar_bytes(config, exchange, events, subscribable=True)
-    return body, max(stamps) if stamps else None
+    # A cancellation noticed later changes the calendar too (its event's stamp is then).
+    moments = [*stamps, *(ev.stamp for ev in events)]
+    return body, max(moments) if moments else None
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -340,7 +346,9 @@ class _Pages:
             ex = _exchange(config, digest.exchange_id)
             stamp = digest_stamp(digest)
             events = content_events(config, _content(s, config, digest), stamp=stamp)
-        return calendar_response(request, calendar_bytes(config, ex, events), stamp)
+            events = with_cancellations(s, events)
+        modified = max([stamp, *(ev.stamp for ev in events)])
+        return calendar_response(request, calendar_bytes(config, ex, events), modified)
 
     def digest_view(self, request: Request) -> Response:
         config = self.config

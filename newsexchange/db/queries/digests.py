@@ -152,7 +152,8 @@ def _in_period(
     which: list[ColumnElement[bool]] = [undated, upcoming]
     if not listable:
         which.append(and_(published, Item.event_start < ends_at))
-    return [Item.region.in_(list(regions)), or_(*which)]
+    # An event its calendar cancelled (or no longer carries) is nobody's candidate.
+    return [Item.region.in_(list(regions)), or_(*which), Item.cancelled_at.is_(None)]
 
 
 def period_items(

@@ -8,10 +8,11 @@ and updates are executemany statements, lookups go by ``IN (…)`` in chunks of
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Row, Table, bindparam, insert, select, update
+from sqlalchemy import Row, Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -232,3 +233,43 @@ def latest_items(
     if region:
         q = q.where(Item.region == region)
     return list(s.scalars(q))
+
+
+def mark_cancelled(
+    s: Session,
+    source_id: str,
+    between: tuple[datetime, datetime],
+    present: AbstractSet[str],
+    now: datetime,
+) -> int:
+    """A calendar read whole for event starts in ``between``: its stored events starting
+    there whose identity is not ``present`` get ``cancelled_at = now``; a cancelled one that
+    is present again is cleared. Returns how many were newly cancelled. One select of the
+    source's events in the window (a calendar holds at most a few thousand), two updates."""
+    start, end = between
+    rows = s.execute(
+        select(Item.id, Item.identity, Item.cancelled_at).where(
+            Item.source_id == source_id,
+            or_(
+                and_(Item.event_start >= start, Item.event_start <= end),
+                Item.cancelled_at.is_not(None),
+            ),
+        )
+    ).all()
+    gone = [r.id for r in rows if r.cancelled_at is None and r.identity not in present]
+    back = [r.id for r in rows if r.cancelled_at is not None and r.identity in present]
+    for ids, value in ((gone, now), (back, None)):
+        for chunk in chunks(ids):
+            s.execute(update(Item).where(Item.id.in_(chunk)).values(cancelled_at=value))
+    return len(gone)
+
+
+def cancelled_items(s: Session, ids: Sequence[int]) -> dict[int, datetime]:
+    """Of the items ``ids``, those whose calendar cancelled them: id → when noticed."""
+    found: dict[int, datetime] = {}
+    for chunk in chunks(sorted(set(ids))):
+        q = select(Item.id, Item.cancelled_at).where(
+            Item.id.in_(chunk), Item.cancelled_at.is_not(None)
+        )
+        found.update({row.id: row.cancelled_at for row in s.execute(q)})
+    return found
