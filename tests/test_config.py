@@ -179,9 +179,9 @@ def test_check_command_prints_what_would_run(tmp_path: Path) -> None:
 
     out = json.loads(proc.stdout)
     assert out["ok"] is True
-    # 14 real sources (6 of them unverified, so disabled) and the 2 demo samples.
-    assert out["sources"] == 16
-    assert out["sources_enabled"] == 10
+    # 14 real sources (6 of them unverified, so disabled), 2 demo feeds and 2 demo calendars.
+    assert out["sources"] == 18
+    assert out["sources_enabled"] == 12
     assert {e["id"] for e in out["exchanges"]} >= {
         "joensuu-to-petrozavodsk",
         "petrozavodsk-to-joensuu",
