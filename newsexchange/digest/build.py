@@ -43,13 +43,18 @@ from newsexchange.digest.content import item_text, text_hash
 from newsexchange.digest.periods import Period, due_periods, event_window, period_starting
 from newsexchange.digest.render import subject_for
 from newsexchange.digest.select import (
+    LEFT_OUT_REASONS,
     Candidate,
     Choice,
+    Cut,
     Policy,
     Selection,
     Steering,
     arrange,
+    cut_is_safe,
+    left_behind_reason,
     left_out_text,
+    section_of,
 )
 from newsexchange.digest.select import select as rank
 from newsexchange.digest.states import EDITABLE, DigestState, move
@@ -71,8 +76,14 @@ class BuildReport:
     created: bool
     changed: bool
     items: list[dict[str, Any]] = field(default_factory=list)
+    # The left-out verdicts kept (KEEP_LEFT_OUT per reason); left_out_counts has them all.
     left_out: list[dict[str, Any]] = field(default_factory=list)
     sections: dict[str, int] = field(default_factory=dict)
+    left_out_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def left_out_count(self) -> int:
+        return sum(self.left_out_counts.values())
 
     @property
     def item_count(self) -> int:
@@ -94,6 +105,8 @@ class BuildReport:
             "sections": self.sections,
             "items": self.items,
             "left_out": self.left_out,
+            "left_out_count": self.left_out_count,
+            "left_out_counts": self.left_out_counts,
         }
 
 
@@ -209,7 +222,7 @@ def _audit_build(
             "from_version": None if created else old_version,
             "from_state": None if created else old_state,
             "items": len(selection.included),
-            "left_out": len(selection.left_out),
+            "left_out": selection.left_out_count,
         },
     )
 
@@ -267,24 +280,10 @@ def _log_built(report: BuildReport) -> None:
             "exchange": report.exchange,
             "period": report.period.start.isoformat(),
             "items": report.item_count,
-            "left_out": len(report.left_out),
+            "left_out": report.left_out_count,
             "version": report.version,
             "changed": report.changed,
         },
-    )
-
-
-def _candidate(item: Item, config: Config, exchange: ExchangeSettings) -> Candidate:
-    return Candidate(
-        item_id=item.id,
-        source_id=item.source_id,
-        title=item.title,
-        category=item.category,
-        published_at=item.published_at,
-        translated=item_text(item, exchange.language)[3],
-        weight=_source_weight(config, exchange, item.source_id),
-        story_group=item.story_group_id,
-        event_start=item.event_start,
     )
 
 
@@ -313,6 +312,16 @@ def _renumber(digest: Digest) -> None:
         entries[ch.item_id].position = ch.position
 
 
+#: Up to this many candidates the build ranks them all; above, the database hands in only the
+#: best of each source's section (:func:`_select_top`). Either gives the same digest (tests/
+#: test_digest_scale.py); the bound only keeps a small period's verdicts all listed.
+RANK_ALL_UP_TO = 1000
+#: Left-out verdicts kept per reason (the best by score) beside the included and the dropped
+#: ones; all of them when the digest has fewer than ``min_items`` (the editors' "nothing to
+#: send" notice counts them). docs/digests.md, "Which verdicts are kept".
+KEEP_LEFT_OUT = 50
+
+
 def _select_for(
     session: Session,
     config: Config,
@@ -321,30 +330,184 @@ def _select_for(
     digest: Digest,
     now: datetime,
 ) -> tuple[Selection, dict[int, Item]]:
+    """The selection, with only the left-out verdicts kept (:data:`KEEP_LEFT_OUT`), and the
+    items of every verdict kept."""
     _, events_until = event_window(exchange, config, period)
-    found = queries.period_items(
-        session, exchange.from_, period.starts_at, period.ends_at, events_until=events_until
+    q = queries.CandidateQuery(
+        regions=list(exchange.from_),
+        starts_at=period.starts_at,
+        ends_at=period.ends_at,
+        events_until=events_until,
+        language=exchange.language,
+        include_untranslated=exchange.include_untranslated,
     )
-    items = {it.id: it for it in found}
-    # Items an editor pinned stay candidates even if their date was corrected out of the period.
-    pinned_ids = {e.item_id for e in digest.entries if e.pinned} - set(items)
-    if pinned_ids:
-        for it in queries.items_by_id(session, pinned_ids):
-            items[it.id] = it
-    candidates = [_candidate(it, config, exchange) for it in items.values()]
-    selection = rank(
-        candidates,
-        policy=Policy(
+    ranker = _Ranker(config, exchange, period, _steering(digest.entries), now)
+    selection: Selection | None = None
+    if queries.candidate_count(session, q) > RANK_ALL_UP_TO:
+        selection = _select_top(session, q, ranker)
+    if selection is None or len(selection.included) < exchange.min_items:
+        selection = _select_all(session, q, ranker)
+    keep = _retained(selection.left_out, keep_all=len(selection.included) < exchange.min_items)
+    ids = {ch.item_id for ch in [*selection.included, *keep]}
+    items = {it.id: it for it in queries.items_by_id(session, ids)} if ids else {}
+    return Selection(selection.included, keep, counts=selection.left_out_counts()), items
+
+
+class _Ranker:
+    """Candidate rows → :class:`Candidate` → the pure ranking, with one build's settings."""
+
+    def __init__(
+        self,
+        config: Config,
+        exchange: ExchangeSettings,
+        period: Period,
+        steering: Steering,
+        now: datetime,
+    ) -> None:
+        self.config, self.exchange, self.period = config, exchange, period
+        self.steering, self.now = steering, now
+        self.policy = Policy(
             max_items=exchange.max_items,
             max_per_source=exchange.max_per_source,
             include_untranslated=exchange.include_untranslated,
-        ),
-        period_start=period.starts_at,
-        period_end=period.ends_at,
-        now=now,
-        steering=_steering(digest.entries),
+        )
+        self._weights: dict[str, float] = {}
+
+    def weight(self, source_id: str) -> float:
+        if source_id not in self._weights:
+            self._weights[source_id] = _source_weight(self.config, self.exchange, source_id)
+        return self._weights[source_id]
+
+    def candidate(self, row: Any, *, counted: bool) -> Candidate:
+        """``counted``: take the row's ``story_sources`` (the database counted the story's
+        sources over every candidate) instead of counting over the rows ranked."""
+        return Candidate(
+            item_id=row.id,
+            source_id=row.source_id,
+            title=row.title,
+            category=row.category,
+            published_at=row.published_at,
+            translated=bool(row.translated),
+            weight=self.weight(row.source_id),
+            story_group=row.story_group_id,
+            event_start=row.event_start,
+            story_sources=row.story_sources if counted else None,
+        )
+
+    def rank(
+        self, rows: Collection[Any], *, counted: bool, steering: Steering | None = None
+    ) -> Selection:
+        return rank(
+            [self.candidate(r, counted=counted) for r in rows],
+            policy=self.policy,
+            period_start=self.period.starts_at,
+            period_end=self.period.ends_at,
+            now=self.now,
+            steering=self.steering if steering is None else steering,
+        )
+
+
+def _select_all(session: Session, q: queries.CandidateQuery, ranker: _Ranker) -> Selection:
+    """Every candidate ranked in Python (and the items an editor pinned whose date was
+    corrected out of the period: they stay candidates)."""
+    rows = queries.candidate_rows(session, q)
+    outside = set(ranker.steering.pins) - {r.id for r in rows}
+    if outside:
+        rows += queries.rows_by_id(session, q, outside)
+    return ranker.rank(rows, counted=False)
+
+
+def _select_top(session: Session, q: queries.CandidateQuery, ranker: _Ranker) -> Selection | None:
+    """The selection of every candidate, ranking only the best ``K + 1`` of each source's
+    section (the database's window functions pick them), the items editors steered and the
+    other members of each included or dropped story; the rest are counted, not ranked
+    (:func:`~newsexchange.digest.select.cut_is_safe` proves they could not go in). None when
+    that cannot be done (a pinned item outside the period) or proved after asking for more
+    twice: then rank them all."""
+    steering, policy = ranker.steering, ranker.policy
+    steered = set(steering.pins) | set(steering.drops)
+    steered_rows = queries.candidate_rows(session, q, ids=steered) if steered else []
+    if set(steering.pins) - {r.id for r in steered_rows}:
+        return None  # a pinned item outside the period counts for its story's coverage
+    span = (q.starts_at.timestamp(), q.ends_at.timestamp())
+    k = max(2 * policy.max_per_source, policy.max_per_source + 5)
+    for _ in range(3):
+        top = queries.top_candidates(session, q, per_source=k, exclude=steered, period=span)
+        rows = {r.id: r for r in [*top, *steered_rows]}
+        selection = ranker.rank(rows.values(), counted=True)
+        cuts = [
+            Cut(r.section, r.source_id, ranker.weight(r.source_id), r.cr)
+            for r in top
+            if r.rn == k + 1 and r.part_n > k + 1
+        ]
+        if cut_is_safe(selection, cuts, policy=policy):
+            break
+        k *= 4
+    else:
+        return None
+    # The other members of an included (or dropped) story are its duplicates, listed on it
+    # ("also in"): rank them too, so they are named as ranking every candidate names them.
+    stories: set[int] = {
+        ch.candidate.story_group for ch in selection.included if ch.candidate.story_group
+    } | {r.story_group_id for r in steered_rows if r.id in steering.drops and r.story_group_id}
+    members = (
+        queries.candidate_rows(
+            session, q, story_groups=stories, eligible_only=True, exclude=set(rows)
+        )
+        if stories
+        else []
     )
-    return selection, items
+    if members:
+        rows.update((r.id, r) for r in members)
+        selection = ranker.rank(rows.values(), counted=True)
+
+    counts: dict[str, int] = {}
+    for ch in selection.left_out:
+        counts[ch.left_out or "over_cap"] = counts.get(ch.left_out or "over_cap", 0) + 1
+    # What each source's section left behind the cut: over its cap, or over the digest's.
+    ranked: dict[tuple[str, str], int] = {}
+    for r in rows.values():
+        if r.id not in steered:
+            key = (section_of(r.category, r.event_start), r.source_id)
+            ranked[key] = ranked.get(key, 0) + 1
+    sizes = {(r.section, r.source_id): r.part_n for r in top}
+    for (section, source_id), size in sizes.items():
+        behind = size - ranked.get((section, source_id), 0)
+        if behind > 0:
+            why = left_behind_reason(selection, section, source_id, policy=policy)
+            counts[why] = counts.get(why, 0) + behind
+    # Those no ranking lets in (events over before the digest, untranslated items): counted,
+    # and the best of each kept for the editors to see.
+    kinds, sample = queries.ineligible_rows(
+        session, q, sample=KEEP_LEFT_OUT, exclude=steered, period=span
+    )
+    for kind, n in kinds.items():
+        counts[kind] = counts.get(kind, 0) + n
+    left_out = list(selection.left_out)
+    if sample:
+        left_out += ranker.rank(sample, counted=True, steering=Steering()).left_out
+    left_out.sort(key=_left_out_order)
+    return Selection(selection.included, left_out, counts=counts)
+
+
+def _left_out_order(ch: Choice) -> tuple[int, float, int]:
+    return (LEFT_OUT_REASONS.index(ch.left_out or "over_cap"), -ch.score, ch.item_id)
+
+
+def _retained(left_out: Sequence[Choice], *, keep_all: bool) -> list[Choice]:
+    """The left-out verdicts a build stores (see :data:`KEEP_LEFT_OUT`): every dropped one
+    (an editor's choice, kept across rebuilds) and the best of each other reason."""
+    if keep_all:
+        return list(left_out)
+    kept: list[Choice] = []
+    per_reason: dict[str, int] = {}
+    for ch in left_out:  # by reason, then best first
+        code = ch.left_out or "over_cap"
+        if code != "dropped" and per_reason.get(code, 0) >= KEEP_LEFT_OUT:
+            continue
+        per_reason[code] = per_reason.get(code, 0) + 1
+        kept.append(ch)
+    return kept
 
 
 def _write_selection(
@@ -425,6 +588,7 @@ def _report(
         ],
         left_out=[_left_out_json(ch, items[ch.item_id]) for ch in selection.left_out],
         sections=selection.section_counts(),
+        left_out_counts=selection.left_out_counts(),
     )
 
 

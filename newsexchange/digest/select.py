@@ -85,6 +85,10 @@ class Candidate:
     weight: float = 1.0  # source weight × exchange source_weights
     story_group: int | None = None
     event_start: datetime | None = None
+    # How many sources of the period's candidates carry its story, when the caller counted
+    # them (the build asks the database, which sees every candidate); None: counted here
+    # over the candidates given.
+    story_sources: int | None = None
 
 
 @dataclass(frozen=True)
@@ -122,11 +126,32 @@ class Choice:
 
 @dataclass
 class Selection:
+    """The included choices in order and the left-out ones (by reason, then score).
+
+    ``left_out`` may be only some of the left-out candidates (the build ranks only those that
+    could matter, see :func:`cut_is_safe`); ``counts`` then has how many were left out for
+    each reason in all."""
+
     included: list[Choice]
     left_out: list[Choice]
+    counts: dict[str, int] | None = None
 
     def section_counts(self) -> dict[str, int]:
         return {s: sum(1 for c in self.included if c.section == s) for s in SECTIONS}
+
+    def left_out_counts(self) -> dict[str, int]:
+        """How many candidates were left out for each reason (reasons with none omitted)."""
+        if self.counts is not None:
+            return {r: self.counts[r] for r in LEFT_OUT_REASONS if self.counts.get(r)}
+        out: dict[str, int] = {}
+        for ch in self.left_out:
+            code = ch.left_out or "over_cap"
+            out[code] = out.get(code, 0) + 1
+        return {r: out[r] for r in LEFT_OUT_REASONS if r in out}
+
+    @property
+    def left_out_count(self) -> int:
+        return sum(self.left_out_counts().values())
 
 
 def left_out_text(code: str | None) -> str:
@@ -202,7 +227,10 @@ def _scored(
 
     choices: list[Choice] = []
     for c in candidates:
-        n = len(group_sources[c.story_group]) if c.story_group is not None else 1
+        if c.story_sources is not None:
+            n = c.story_sources
+        else:
+            n = len(group_sources[c.story_group]) if c.story_group is not None else 1
         parts = score_parts(c, sources_in_story=n, period_start=period_start, period_end=period_end)
         reason: dict[str, Any] = dict(parts)
         if c.item_id in pins:
@@ -374,3 +402,67 @@ def arrange(included: Sequence[Choice], *, steering: Steering) -> list[Choice]:
     for i, ch in enumerate(ordered, start=1):
         ch.position = i
     return ordered
+
+
+# -- ranking only what can matter ------------------------------------------------------------
+# Scoring 20,000 candidates in Python to keep 20 was the whole cost of a large build (issue
+# 16). The build lets the database rank each source's section by the part of the score that
+# varies inside it (coverage × recency: the weight is the source's) and hands in only the
+# best ``K + 1`` of each; :func:`cut_is_safe` then proves that no candidate left behind could
+# have gone in, or the build asks for more.
+#
+# Why that proves it: :func:`_decide` walks the candidates best first, and a candidate that
+# stays out changes nothing for those after it. So ranking any subset that holds every
+# candidate the full ranking would include gives the same digest. A candidate left behind in
+# a source's section ranks below the last one handed in (the database sorted them), so its
+# score is at most ``weight × cr`` of that last one (``bound``, widened for the database's
+# float arithmetic). If, among what was ranked, ``max_per_source`` included items of that
+# section — or ``max_items`` included items of all — score strictly above that, then when the
+# walk reaches the candidate left behind its section (or the digest) is already full.
+
+#: Relative and absolute slack on the database's ``coverage × recency`` (SQLite's julianday
+#: keeps milliseconds; PostgreSQL's epoch microseconds): far above either's error.
+BOUND_SLACK = 1e-6
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A source's section the database cut short: ``bound`` is the ``coverage × recency``
+    of the last candidate it handed in; none left behind ranks above it."""
+
+    section: str
+    source_id: str
+    weight: float
+    bound: float
+
+
+def cut_is_safe(selection: Selection, cuts: Sequence[Cut], *, policy: Policy) -> bool:
+    """Whether ``selection``, ranked over the candidates handed in, is the selection of all
+    of them: for every cut, its section or the digest was full before any candidate left
+    behind (see the comment above). False asks the caller to hand in more."""
+    for cut in cuts:
+        most = round(cut.weight * (cut.bound * (1 + BOUND_SLACK) + BOUND_SLACK), 3)
+        above = [ch for ch in selection.included if ch.reason.get("pinned") or ch.score > most]
+        in_section = sum(
+            1
+            for ch in above
+            if ch.section == cut.section and ch.candidate.source_id == cut.source_id
+        )
+        if in_section < policy.max_per_source and len(above) < policy.max_items:
+            return False
+    return True
+
+
+def left_behind_reason(
+    selection: Selection, section: str, source_id: str, *, policy: Policy
+) -> str:
+    """Why candidates left behind by a cut (that :func:`cut_is_safe` accepted, and of no
+    included or dropped story) stayed out: ``over_source_cap`` when their source's section
+    is full, else ``over_cap``. Their section was full, or the digest was, before them (and
+    once the digest is full nothing more goes in), so its final count decides."""
+    n = sum(
+        1
+        for ch in selection.included
+        if ch.section == section and ch.candidate.source_id == source_id
+    )
+    return "over_source_cap" if n >= policy.max_per_source else "over_cap"
