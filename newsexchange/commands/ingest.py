@@ -128,6 +128,9 @@ def items(ctx: Context) -> int:
         )
     if ctx.args.limit < 1:
         raise ConfigError("--limit must be at least 1")
+    if ctx.json:
+        _stream_json(ctx)
+        return 0
     with ctx.db.session() as s:
         rows = latest_items(
             s, limit=ctx.args.limit, source_id=ctx.args.source, region=ctx.args.region
@@ -156,6 +159,24 @@ def items(ctx: Context) -> int:
 
     ctx.emit(data, text)
     return 0
+
+
+def _stream_json(ctx: Context) -> None:
+    """``items --json`` written item by item as the database hands them over, so memory
+    stays flat at any --limit (issue 16); the bytes are those of ``ctx.emit`` on the whole
+    listing."""
+    from newsexchange.commands import to_json
+    from newsexchange.db.queries.listing import stream_items
+
+    out = sys.stdout
+    with ctx.db.session() as s:
+        count, found = stream_items(
+            s, limit=ctx.args.limit, source_id=ctx.args.source, region=ctx.args.region
+        )
+        out.write(f'{{"ok": true, "count": {count}, "items": [')
+        for i, it in enumerate(found):
+            out.write((", " if i else "") + to_json(_item_json(it)))
+        out.write("]}\n")
 
 
 def _item_json(it: Item) -> dict[str, Any]:

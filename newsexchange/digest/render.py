@@ -300,23 +300,32 @@ def event_when(
     mine = start.astimezone(reader_tz)
     mine_end = end.astimezone(reader_tz) if end is not None and end > start else None
     text = babel_datetime(mine, EVENT_TIME[lang], tzinfo=reader_tz, locale=lang)
-    if mine_end is not None:
-        if mine_end.date() == mine.date():
-            text += "–" + babel_datetime(mine_end, TIME[lang], tzinfo=reader_tz, locale=lang)
-        else:
-            text += " – " + babel_datetime(
-                mine_end, EVENT_TIME[lang], tzinfo=reader_tz, locale=lang
-            )
+    text += _until(mine, mine_end, reader_tz, lang, other_day=True)
     if local.utcoffset() == mine.utcoffset():
         return EventWhen(text)
-    # The other side's clock: the time there (and its day when the date differs).
+    # The other side's clock: the time there (and its day when the date differs); its end
+    # only when the event ends the same day on both clocks (the note stays short).
     pattern = NOTE_DAY_TIME if local.date() != mine.date() else NOTE_TIME
     there = babel_datetime(local, pattern[lang], tzinfo=event_tz, locale=lang)
     if mine_end is not None and mine_end.date() == mine.date():
-        there_end = end.astimezone(event_tz) if end is not None else None
-        if there_end is not None and there_end.date() == local.date():
-            there += "–" + babel_datetime(there_end, TIME[lang], tzinfo=event_tz, locale=lang)
+        there += _until(local, mine_end, event_tz, lang, other_day=False)
     return EventWhen(text, _zone_note(lang, event_tz, there))
+
+
+def _until(
+    start: datetime, end: datetime | None, tz: ZoneInfo, lang: str, *, other_day: bool
+) -> str:
+    """What follows an event's start for its end, on the clock of ``tz``: "–21:00" when it
+    ends the same day there; on another day " – " and the end's day and time when
+    ``other_day``, else nothing."""
+    if end is None:
+        return ""
+    first, last = start.astimezone(tz), end.astimezone(tz)
+    if last.date() == first.date():
+        return "–" + babel_datetime(last, TIME[lang], tzinfo=tz, locale=lang)
+    if other_day:
+        return " – " + babel_datetime(last, EVENT_TIME[lang], tzinfo=tz, locale=lang)
+    return ""
 
 
 def format_event(
