@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from newsexchange.config import Config
-from newsexchange.db import Database, DigestItem, Item, Source, StoryGroup, Translation
+from newsexchange.db import Database, Digest, DigestItem, Item, Source, StoryGroup, Translation
 from newsexchange.digest import build, build_digest, edit_digest
 from newsexchange.digest.build import BuildReport
 
@@ -170,7 +170,7 @@ def test_editors_pins_and_drops_survive_the_pre_ranking(
     first = full_build(db, cfg, monkeypatch)
     restore = [lo["item_id"] for lo in first.left_out if lo["reason"] == "over_source_cap"][:2]
     with db.session() as s:
-        d = s.get(build.Digest, first.id)
+        d = s.get(Digest, first.id)
         assert d is not None
         edit_digest(s, d, drop=[1, 4], pin=[6], order=[3, 2], restore=restore, now=NOW)
     full = full_build(db, cfg, monkeypatch)

@@ -424,9 +424,7 @@ class Pickup(Base):
     __tablename__ = "pickups"
     __table_args__ = (UniqueConstraint("digest_id", "story_item_id", "item_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
-    digest_id: Mapped[int] = mapped_column(
-        ForeignKey("digests.id", ondelete="CASCADE"), index=True
-    )
+    digest_id: Mapped[int] = mapped_column(ForeignKey("digests.id", ondelete="CASCADE"), index=True)
     story_item_id: Mapped[int]  # the story as the digest carried it (items.id)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
     score: Mapped[float]

@@ -46,7 +46,6 @@ from newsexchange.digest.select import (
     LEFT_OUT_REASONS,
     Candidate,
     Choice,
-    Cut,
     Policy,
     Selection,
     Steering,
@@ -312,7 +311,7 @@ def _renumber(digest: Digest) -> None:
         entries[ch.item_id].position = ch.position
 
 
-#: Up to this many candidates the build ranks them all; above, the database hands in only the
+#: Up to this many items published in the period the build ranks every candidate; above, the database hands in only the
 #: best of each source's section (:func:`_select_top`). Either gives the same digest (tests/
 #: test_digest_scale.py); the bound only keeps a small period's verdicts all listed.
 RANK_ALL_UP_TO = 1000
@@ -343,7 +342,7 @@ def _select_for(
     )
     ranker = _Ranker(config, exchange, period, _steering(digest.entries), now)
     selection: Selection | None = None
-    if queries.candidate_count(session, q) > RANK_ALL_UP_TO:
+    if queries.period_published_count(session, q) > RANK_ALL_UP_TO:
         selection = _select_top(session, q, ranker)
     if selection is None or len(selection.included) < exchange.min_items:
         selection = _select_all(session, q, ranker)
@@ -418,8 +417,9 @@ def _select_all(session: Session, q: queries.CandidateQuery, ranker: _Ranker) ->
 
 
 def _select_top(session: Session, q: queries.CandidateQuery, ranker: _Ranker) -> Selection | None:
-    """The selection of every candidate, ranking only the best ``K + 1`` of each source's
-    section (the database's window functions pick them), the items editors steered and the
+    """The selection of every candidate, ranking only the first ``K + 1`` of each run
+    (``queries.top_candidates``: the database's window functions pick them), the items
+    editors steered and the
     other members of each included or dropped story; the rest are counted, not ranked
     (:func:`~newsexchange.digest.select.cut_is_safe` proves they could not go in). None when
     that cannot be done (a pinned item outside the period) or proved after asking for more
@@ -429,18 +429,16 @@ def _select_top(session: Session, q: queries.CandidateQuery, ranker: _Ranker) ->
     steered_rows = queries.candidate_rows(session, q, ids=steered) if steered else []
     if set(steering.pins) - {r.id for r in steered_rows}:
         return None  # a pinned item outside the period counts for its story's coverage
-    span = (q.starts_at.timestamp(), q.ends_at.timestamp())
     k = max(2 * policy.max_per_source, policy.max_per_source + 5)
     for _ in range(3):
-        top = queries.top_candidates(session, q, per_source=k, exclude=steered, period=span)
+        found = queries.ranked_candidates(
+            session, q, per_run=k, sample=KEEP_LEFT_OUT, exclude=steered
+        )
+        top = [r for r in found if r.kind == queries.ELIGIBLE]
         rows = {r.id: r for r in [*top, *steered_rows]}
         selection = ranker.rank(rows.values(), counted=True)
-        cuts = [
-            Cut(r.section, r.source_id, ranker.weight(r.source_id), r.cr)
-            for r in top
-            if r.rn == k + 1 and r.part_n > k + 1
-        ]
-        if cut_is_safe(selection, cuts, policy=policy):
+        sentinels = [r.id for r in top if r.rn == k + 1 and r.group_n > k + 1]
+        if cut_is_safe(selection, sentinels, policy=policy, steering=steering):
             break
         k *= 4
     else:
@@ -464,23 +462,21 @@ def _select_top(session: Session, q: queries.CandidateQuery, ranker: _Ranker) ->
     counts: dict[str, int] = {}
     for ch in selection.left_out:
         counts[ch.left_out or "over_cap"] = counts.get(ch.left_out or "over_cap", 0) + 1
-    # What each source's section left behind the cut: over its cap, or over the digest's.
-    ranked: dict[tuple[str, str], int] = {}
+    # What each run left behind the cut: over its source's cap, or over the digest's.
+    ranked: dict[tuple[Any, ...], int] = {}
     for r in rows.values():
         if r.id not in steered:
-            key = (section_of(r.category, r.event_start), r.source_id)
-            ranked[key] = ranked.get(key, 0) + 1
-    sizes = {(r.section, r.source_id): r.part_n for r in top}
-    for (section, source_id), size in sizes.items():
-        behind = size - ranked.get((section, source_id), 0)
+            ranked[_run(r)] = ranked.get(_run(r), 0) + 1
+    sizes = {_run(r): r.group_n for r in top}
+    for run, size in sizes.items():
+        behind = size - ranked.get(run, 0)
         if behind > 0:
-            why = left_behind_reason(selection, section, source_id, policy=policy)
+            why = left_behind_reason(selection, run[0], run[1], policy=policy)
             counts[why] = counts.get(why, 0) + behind
     # Those no ranking lets in (events over before the digest, untranslated items): counted,
     # and the best of each kept for the editors to see.
-    kinds, sample = queries.ineligible_rows(
-        session, q, sample=KEEP_LEFT_OUT, exclude=steered, period=span
-    )
+    sample = [r for r in found if r.kind != queries.ELIGIBLE]
+    kinds = {r.kind: r.group_n for r in sample}
     for kind, n in kinds.items():
         counts[kind] = counts.get(kind, 0) + n
     left_out = list(selection.left_out)
@@ -488,6 +484,17 @@ def _select_top(session: Session, q: queries.CandidateQuery, ranker: _Ranker) ->
         left_out += ranker.rank(sample, counted=True, steering=Steering()).left_out
     left_out.sort(key=_left_out_order)
     return Selection(selection.included, left_out, counts=counts)
+
+
+def _run(row: Any) -> tuple[str, str, int, bool]:
+    """A candidate row's run (``queries.top_candidates``): section, source, its story's
+    source count, not a dated event."""
+    return (
+        section_of(row.category, row.event_start),
+        row.source_id,
+        row.story_sources or 1,
+        row.event_start is None,
+    )
 
 
 def _left_out_order(ch: Choice) -> tuple[int, float, int]:

@@ -250,14 +250,7 @@ def _scored(
                 reason=reason,
             )
         )
-    choices.sort(
-        key=lambda ch: (
-            ch.item_id not in pins,
-            -ch.score,
-            -ch.candidate.published_at.timestamp(),
-            ch.item_id,
-        )
-    )
+    choices.sort(key=lambda ch: rank_key(ch, pins))
     return choices
 
 
@@ -406,49 +399,43 @@ def arrange(included: Sequence[Choice], *, steering: Steering) -> list[Choice]:
 
 # -- ranking only what can matter ------------------------------------------------------------
 # Scoring 20,000 candidates in Python to keep 20 was the whole cost of a large build (issue
-# 16). The build lets the database rank each source's section by the part of the score that
-# varies inside it (coverage × recency: the weight is the source's) and hands in only the
-# best ``K + 1`` of each; :func:`cut_is_safe` then proves that no candidate left behind could
-# have gone in, or the build asks for more.
+# 16). The build lets the database hand in only the first ``K + 1`` candidates of each *run*:
+# the candidates of one source and section that share their story's source count and are
+# both dated events or both not. Inside a run the weight, the coverage and the way recency is
+# reckoned are the same, so the score can only grow with the publication time, and "newest
+# first, then by id" — what the database sorts by — is exactly :func:`rank_key`'s order. The
+# last candidate handed in (the run's *sentinel*) is therefore ahead of every one left behind.
 #
-# Why that proves it: :func:`_decide` walks the candidates best first, and a candidate that
+# Why that is enough: :func:`_decide` walks the candidates best first, and a candidate that
 # stays out changes nothing for those after it. So ranking any subset that holds every
-# candidate the full ranking would include gives the same digest. A candidate left behind in
-# a source's section ranks below the last one handed in (the database sorted them), so its
-# score is at most ``weight × cr`` of that last one (``bound``, widened for the database's
-# float arithmetic). If, among what was ranked, ``max_per_source`` included items of that
-# section — or ``max_items`` included items of all — score strictly above that, then when the
-# walk reaches the candidate left behind its section (or the digest) is already full.
-
-#: Relative and absolute slack on the database's ``coverage × recency`` (SQLite's julianday
-#: keeps milliseconds; PostgreSQL's epoch microseconds): far above either's error.
-BOUND_SLACK = 1e-6
+# candidate the full ranking would include gives the same digest. :func:`cut_is_safe` checks
+# that for each run cut short, ``max_per_source`` included items of its source and section,
+# or ``max_items`` included items in all, rank ahead of its sentinel: then when the walk
+# would reach a candidate left behind, its section (or the digest) is already full.
 
 
-@dataclass(frozen=True)
-class Cut:
-    """A source's section the database cut short: ``bound`` is the ``coverage × recency``
-    of the last candidate it handed in; none left behind ranks above it."""
-
-    section: str
-    source_id: str
-    weight: float
-    bound: float
+def rank_key(ch: Choice, pins: AbstractSet[int]) -> tuple[bool, float, float, int]:
+    """The ranking's order, best first: pinned, then score, then newer, then id (a stable,
+    total order)."""
+    return (ch.item_id not in pins, -ch.score, -ch.candidate.published_at.timestamp(), ch.item_id)
 
 
-def cut_is_safe(selection: Selection, cuts: Sequence[Cut], *, policy: Policy) -> bool:
+def cut_is_safe(
+    selection: Selection, sentinels: Collection[int], *, policy: Policy, steering: Steering
+) -> bool:
     """Whether ``selection``, ranked over the candidates handed in, is the selection of all
-    of them: for every cut, its section or the digest was full before any candidate left
-    behind (see the comment above). False asks the caller to hand in more."""
-    for cut in cuts:
-        most = round(cut.weight * (cut.bound * (1 + BOUND_SLACK) + BOUND_SLACK), 3)
-        above = [ch for ch in selection.included if ch.reason.get("pinned") or ch.score > most]
-        in_section = sum(
-            1
-            for ch in above
-            if ch.section == cut.section and ch.candidate.source_id == cut.source_id
-        )
-        if in_section < policy.max_per_source and len(above) < policy.max_items:
+    of them: for each run cut short (named by its ``sentinels``' item ids, see the comment
+    above) its source's section or the digest was full before the sentinel. False asks the
+    caller to hand in more."""
+    pins = set(steering.pins)
+    by_id = {ch.item_id: ch for ch in [*selection.included, *selection.left_out]}
+    included = [(rank_key(ch, pins), ch) for ch in selection.included]
+    for item_id in sentinels:
+        sentinel = by_id[item_id]
+        key, cap = rank_key(sentinel, pins), _cap_key(sentinel.candidate)
+        ahead = [ch for k, ch in included if k < key]
+        in_section = sum(1 for ch in ahead if _cap_key(ch.candidate) == cap)
+        if in_section < policy.max_per_source and len(ahead) < policy.max_items:
             return False
     return True
 
@@ -456,7 +443,7 @@ def cut_is_safe(selection: Selection, cuts: Sequence[Cut], *, policy: Policy) ->
 def left_behind_reason(
     selection: Selection, section: str, source_id: str, *, policy: Policy
 ) -> str:
-    """Why candidates left behind by a cut (that :func:`cut_is_safe` accepted, and of no
+    """Why candidates left behind by a cut that :func:`cut_is_safe` accepted (and of no
     included or dropped story) stayed out: ``over_source_cap`` when their source's section
     is full, else ``over_cap``. Their section was full, or the digest was, before them (and
     once the digest is full nothing more goes in), so its final count decides."""

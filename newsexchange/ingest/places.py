@@ -100,7 +100,9 @@ class PlaceMatcher:
         return False
 
 
-def split_place(text: str | None, towns: PlaceMatcher | None = None) -> tuple[str | None, str | None]:
+def split_place(
+    text: str | None, towns: PlaceMatcher | None = None
+) -> tuple[str | None, str | None]:
     """(venue, town) of a place as a calendar or a page writes it.
 
     "Carelicum, Koskikatu 5, 80100 Joensuu" → ("Carelicum", "Joensuu"): the town is the first

@@ -217,9 +217,7 @@ def exchange_calendar(
                 stamp = digest_stamp(d)
                 stamps.append(stamp)
                 batches.append(content_events(config, _content(s, config, d), stamp=stamp))
-        events = merge_events(
-            batches, now=now, keep_days=CALENDAR_KEEP_DAYS, limit=CALENDAR_EVENTS
-        )
+        events = merge_events(batches, now=now, keep_days=CALENDAR_KEEP_DAYS, limit=CALENDAR_EVENTS)
         events = with_cancellations(s, events)
     body = calendar_bytes(config, exchange, events, subscribable=True)
     # A cancellation noticed later changes the calendar too (its event's stamp is then).

@@ -14,12 +14,10 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Float,
     Row,
     Select,
     and_,
     case,
-    cast,
     distinct,
     exists,
     false,
@@ -48,12 +46,12 @@ __all__ = [
     "exchange_digests",
     "included_counts",
     "included_entries",
-    "ineligible_rows",
     "items_by_id",
     "period_items",
+    "period_published_count",
     "race_winner",
+    "ranked_candidates",
     "rows_by_id",
-    "top_candidates",
 ]
 
 
@@ -263,17 +261,16 @@ def _translated(language: str) -> ColumnElement[bool]:
     return or_(Item.language == language, done)
 
 
-def _story_sources(q: CandidateQuery) -> Any:
-    """Story group → how many distinct sources of the period's candidates carry it."""
+def _story_sources(q: CandidateQuery, only: ColumnElement[bool] | None = None) -> Any:
+    """Story group → how many distinct sources of the period's candidates carry it (only
+    the groups ``only`` names, when given: the story_group_id index then finds them)."""
     conds = _in_period(q.regions, q.starts_at, q.ends_at, q.events_until, listable=False)
-    return (
-        select(
-            Item.story_group_id.label("group_id"), func.count(distinct(Item.source_id)).label("n")
-        )
-        .where(*conds, Item.story_group_id.is_not(None))
-        .group_by(Item.story_group_id)
-        .subquery("story_sources")
-    )
+    stmt = select(
+        Item.story_group_id.label("group_id"), func.count(distinct(Item.source_id)).label("n")
+    ).where(*conds, Item.story_group_id.is_not(None))
+    if only is not None:
+        stmt = stmt.where(only)
+    return stmt.group_by(Item.story_group_id).subquery("story_sources")
 
 
 def _row_columns(q: CandidateQuery, groups: Any) -> list[Any]:
@@ -309,7 +306,13 @@ def candidate_rows(
     those of ``story_groups``; ``eligible_only`` keeps the ones that could go in (see
     :func:`_eligible`), ``exclude`` leaves ids out."""
     conds = _in_period(q.regions, q.starts_at, q.ends_at, q.events_until, listable=False)
-    groups = _story_sources(q)
+    only: ColumnElement[bool] | None = None
+    if story_groups is not None:
+        only = Item.story_group_id.in_(list(story_groups))
+    elif ids is not None:
+        of_ids = select(Item.story_group_id).where(Item.id.in_(list(ids)))
+        only = Item.story_group_id.in_(of_ids.scalar_subquery())
+    groups = _story_sources(q, only)
     stmt = (
         select(*_row_columns(q, groups))
         .outerjoin(groups, groups.c.group_id == Item.story_group_id)
@@ -363,109 +366,81 @@ def _eligible(q: CandidateQuery) -> ColumnElement[bool]:
     return and_(ok, _translated(q.language))
 
 
-def _epoch(session: Session, column: Any) -> ColumnElement[float]:
-    """Seconds since 1970 of a naive-UTC timestamp column, as a float."""
-    if session.get_bind().dialect.name == "sqlite":
-        return (func.julianday(column) - 2440587.5) * 86400.0
-    return cast(func.extract("epoch", column), Float)
-
-
-def _coverage_recency(
-    session: Session, q: CandidateQuery, groups: Any, period: tuple[float, float]
-) -> ColumnElement[float]:
-    """``coverage × recency`` of ``digest.select.score_parts`` in SQL (the weight is the
-    source's, the same for a whole partition)."""
-    start, end = period
-    coverage = 1.0 + 0.5 * (func.coalesce(groups.c.n, 1) - 1)
-    span = end - start
-    if span <= 0:
-        recency: Any = literal(1.0)
-    else:
-        frac = (_epoch(session, Item.published_at) - start) / span
-        frac = case((frac < 0.0, 0.0), (frac > 1.0, 1.0), else_=frac)
-        recency = case((Item.event_start.is_not(None), 1.0), else_=0.8 + 0.2 * frac)
-    product: ColumnElement[float] = coverage * recency
-    return product
-
-
-def top_candidates(
-    session: Session,
-    q: CandidateQuery,
-    *,
-    per_source: int,
-    exclude: Collection[int],
-    period: tuple[float, float],
-) -> list[Row[Any]]:
-    """The best ``per_source`` + 1 eligible candidates of each source and section, by
-    ``coverage × recency`` (column ``cr``; then newer, then id), ranked by the database's
-    window functions so the rest never reach Python. Each row also has its rank ``rn``
-    (1-based) and ``part_n``, how many eligible candidates its source has in its section.
-    ``period`` is the period's (start, end) in seconds since 1970; ``exclude`` the items an
-    editor steered (read on their own)."""
-    conds = _in_period(q.regions, q.starts_at, q.ends_at, q.events_until, listable=False)
-    groups = _story_sources(q)
-    section = case(
-        (or_(Item.category == "events", Item.event_start.is_not(None)), "events"), else_="news"
-    )
-    cr = _coverage_recency(session, q, groups, period)
-    inner = (
-        select(
-            *_row_columns(q, groups),
-            section.label("section"),
-            cr.label("cr"),
-            func.row_number()
-            .over(
-                partition_by=(section, Item.source_id),
-                order_by=(cr.desc(), Item.published_at.desc(), Item.id),
-            )
-            .label("rn"),
-            func.count().over(partition_by=(section, Item.source_id)).label("part_n"),
+def period_published_count(session: Session, q: CandidateQuery) -> int:
+    """How many items of the regions were published in the period: read from the index on
+    (region, published_at) alone, a cheap measure of a period's size (the candidates are
+    those and the upcoming events announced earlier)."""
+    stmt = (
+        select(func.count())
+        .select_from(Item)
+        .where(
+            Item.region.in_(list(q.regions)),
+            Item.published_at >= q.starts_at,
+            Item.published_at < q.ends_at,
         )
-        .outerjoin(groups, groups.c.group_id == Item.story_group_id)
-        .where(*conds, _eligible(q))
     )
-    if exclude:
-        inner = inner.where(Item.id.not_in(list(exclude)))
-    sub = inner.subquery("ranked")
-    stmt = select(sub).where(sub.c.rn <= per_source + 1).order_by(sub.c.id)
-    return list(session.execute(stmt).all())
+    return session.scalar(stmt) or 0
 
 
-def ineligible_rows(
+ELIGIBLE = "eligible"
+
+
+def ranked_candidates(
     session: Session,
     q: CandidateQuery,
     *,
+    per_run: int,
     sample: int,
     exclude: Collection[int],
-    period: tuple[float, float],
-) -> tuple[dict[str, int], list[Row[Any]]]:
-    """The candidates no ranking can let in (events before the digest's date, untranslated
-    items unless the exchange takes them), ``exclude`` left out: how many of each
-    (``event_before_digest``, ``untranslated``) and the best ``sample`` of each by
-    ``coverage × recency``, as candidate rows."""
+) -> list[Row[Any]]:
+    """In one pass of the database over the period's candidates (``exclude``, the items an
+    editor steered, left out: they are read on their own), by ``kind``:
+
+    - ``eligible`` (could go in): the first ``per_run`` + 1 of each *run*, newest first, then
+      by id. A run is the candidates of one source and section that share their story's
+      source count and are both dated events or both not: inside a run the weight, the
+      coverage and the way recency is reckoned are the same, so the score only grows with
+      the publication time, and newest first (then by id) is exactly the ranking's own order
+      (``digest.select.rank_key``), with no score arithmetic in SQL;
+    - ``event_before_digest`` and ``untranslated`` (no ranking lets them in): ``sample`` of
+      each, the most covered, then the newest.
+
+    Each row has the candidate columns, ``kind``, ``rn`` (its 1-based place in its run or
+    kind) and ``group_n`` (how many candidates its run or kind has in all)."""
     conds = _in_period(q.regions, q.starts_at, q.ends_at, q.events_until, listable=False)
     groups = _story_sources(q)
-    before = _before_digest(q)
-    untranslated = false() if q.include_untranslated else not_(_translated(q.language))
-    kind = case((before, "event_before_digest"), else_="untranslated")
-    cr = _coverage_recency(session, q, groups, period)
-    inner = (
+    base = (
         select(
             *_row_columns(q, groups),
-            kind.label("kind"),
-            func.row_number()
-            .over(partition_by=kind, order_by=(cr.desc(), Item.published_at.desc(), Item.id))
-            .label("rn"),
-            func.count().over(partition_by=kind).label("kind_n"),
+            _before_digest(q).label("before"),
         )
         .outerjoin(groups, groups.c.group_id == Item.story_group_id)
-        .where(*conds, or_(before, untranslated))
+        .where(*conds)
     )
     if exclude:
-        inner = inner.where(Item.id.not_in(list(exclude)))
-    sub = inner.subquery("ineligible")
-    rows = list(session.execute(select(sub).where(sub.c.rn <= sample).order_by(sub.c.id)).all())
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.kind] = r.kind_n
-    return counts, rows
+        base = base.where(Item.id.not_in(list(exclude)))
+    b = base.subquery("candidates")
+    untranslated = false() if q.include_untranslated else not_(b.c.translated)
+    kind = case((b.c.before, "event_before_digest"), (untranslated, "untranslated"), else_=ELIGIBLE)
+    eligible = kind == ELIGIBLE
+    stories = func.coalesce(b.c.story_sources, 1)
+    section = case(
+        (or_(b.c.category == "events", b.c.event_start.is_not(None)), "events"), else_="news"
+    )
+    part = (
+        kind,
+        case((eligible, section)),
+        case((eligible, b.c.source_id)),
+        case((eligible, stories)),
+        case((eligible, b.c.event_start.is_(None))),
+    )
+    order = (case((eligible, 0), else_=stories).desc(), b.c.published_at.desc(), b.c.id)
+    ranked = select(
+        b,
+        kind.label("kind"),
+        func.row_number().over(partition_by=part, order_by=order).label("rn"),
+        func.count().over(partition_by=part).label("group_n"),
+    ).subquery("ranked")
+    keep = case((ranked.c.kind == ELIGIBLE, per_run + 1), else_=sample)
+    stmt = select(ranked).where(ranked.c.rn <= keep).order_by(ranked.c.id)
+    return list(session.execute(stmt).all())
