@@ -407,23 +407,50 @@ def ranked_candidates(
 
     Each row has the candidate columns, ``kind``, ``rn`` (its 1-based place in its run or
     kind) and ``group_n`` (how many candidates its run or kind has in all)."""
+    # One read of the candidates' narrow columns, kept (MATERIALIZED) for the story counts
+    # and the ranking: every further step works on it, not on the items table, and only the
+    # rows kept are read whole at the end. Reading a row of items costs the database far
+    # more than anything done with it (tests/test_digest_scale.py, benchmarks/digest.py).
     conds = _in_period(q.regions, q.starts_at, q.ends_at, q.events_until, listable=False)
-    groups = _story_sources(q)
-    base = (
-        select(
-            *_row_columns(q, groups),
-            _before_digest(q).label("before"),
-        )
-        .outerjoin(groups, groups.c.group_id == Item.story_group_id)
-        .where(*conds)
-    )
-    if exclude:
-        base = base.where(Item.id.not_in(list(exclude)))
-    b = base.subquery("candidates")
+    base_q = select(
+        Item.id,
+        Item.source_id,
+        Item.category,
+        Item.published_at,
+        Item.event_start,
+        Item.story_group_id,
+        _translated(q.language).label("translated"),
+        _before_digest(q).label("before"),
+    ).where(*conds)
+    # How many sources carry each story, by windows over that one read (a join with a
+    # grouped count made the database compare every pair): a story's first row per source
+    # counts 1.
+    first = base_q.add_columns(
+        func.row_number()
+        .over(partition_by=(Item.story_group_id, Item.source_id), order_by=Item.id)
+        .label("first_of_source")
+    ).subquery("candidates")
+    counted = select(
+        first,
+        case(
+            (first.c.story_group_id.is_(None), None),
+            else_=func.sum(case((first.c.first_of_source == 1, 1), else_=0)).over(
+                partition_by=first.c.story_group_id
+            ),
+        ).label("n"),
+    ).subquery("counted")
+    b = counted
     untranslated = false() if q.include_untranslated else not_(b.c.translated)
-    kind = case((b.c.before, "event_before_digest"), (untranslated, "untranslated"), else_=ELIGIBLE)
+    # The steered items count for their story (above) but are read on their own.
+    steered = b.c.id.in_(list(exclude)) if exclude else false()
+    kind = case(
+        (steered, "steered"),
+        (b.c.before, "event_before_digest"),
+        (untranslated, "untranslated"),
+        else_=ELIGIBLE,
+    )
     eligible = kind == ELIGIBLE
-    stories = func.coalesce(b.c.story_sources, 1)
+    stories = func.coalesce(b.c.n, 1)
     section = case(
         (or_(b.c.category == "events", b.c.event_start.is_not(None)), "events"), else_="news"
     )
@@ -435,12 +462,38 @@ def ranked_candidates(
         case((eligible, b.c.event_start.is_(None))),
     )
     order = (case((eligible, 0), else_=stories).desc(), b.c.published_at.desc(), b.c.id)
-    ranked = select(
-        b,
-        kind.label("kind"),
-        func.row_number().over(partition_by=part, order_by=order).label("rn"),
-        func.count().over(partition_by=part).label("group_n"),
-    ).subquery("ranked")
-    keep = case((ranked.c.kind == ELIGIBLE, per_run + 1), else_=sample)
-    stmt = select(ranked).where(ranked.c.rn <= keep).order_by(ranked.c.id)
+    ranked = (
+        select(
+            b.c.id.label("rid"),
+            b.c.translated,
+            b.c.n.label("story_sources"),
+            kind.label("kind"),
+            func.row_number().over(partition_by=part, order_by=order).label("rn"),
+            func.count().over(partition_by=part).label("group_n"),
+        )
+        .select_from(b)
+        .subquery("ranked")
+    )
+    keep = case(
+        (ranked.c.kind == ELIGIBLE, per_run + 1), (ranked.c.kind == "steered", 0), else_=sample
+    )
+    stmt = (
+        select(
+            Item.id,
+            Item.source_id,
+            Item.title,
+            Item.category,
+            Item.published_at,
+            Item.event_start,
+            Item.story_group_id,
+            ranked.c.translated,
+            ranked.c.story_sources,
+            ranked.c.kind,
+            ranked.c.rn,
+            ranked.c.group_n,
+        )
+        .join(ranked, ranked.c.rid == Item.id)
+        .where(ranked.c.rn <= keep)
+        .order_by(Item.id)
+    )
     return list(session.execute(stmt).all())
