@@ -136,7 +136,10 @@ def build(ctx: Context) -> int:
                 f"× recency {r['recency']}{pin})"
             )
         if report.left_out:
-            lines.append(f"  left out: {len(report.left_out)}")
+            kept = ""
+            if report.left_out_count != len(report.left_out):
+                kept = f" ({len(report.left_out)} listed: the best of each reason)"
+            lines.append(f"  left out: {report.left_out_count}{kept}")
             for lo in report.left_out:
                 lines.append(f"       {lo['reason']:<16} #{lo['item_id']} {lo['title'][:60]}")
         return "\n".join(lines)
