@@ -6,9 +6,10 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from newsexchange.commands import Context, add_common, db_int
+from newsexchange.commands import Context, add_common, db_int, to_json
 from newsexchange.db import Item
 from newsexchange.db.queries.items import latest_items
+from newsexchange.db.queries.listing import stream_items
 from newsexchange.db.queries.sources import source_titles
 from newsexchange.errors import ConfigError
 
@@ -165,9 +166,6 @@ def _stream_json(ctx: Context) -> None:
     """``items --json`` written item by item as the database hands them over, so memory
     stays flat at any --limit (issue 16); the bytes are those of ``ctx.emit`` on the whole
     listing."""
-    from newsexchange.commands import to_json
-    from newsexchange.db.queries.listing import stream_items
-
     out = sys.stdout
     with ctx.db.session() as s:
         count, found = stream_items(
