@@ -28,7 +28,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from newsexchange.db.tables import Approval, AuditEntry, Digest, DigestItem, Item, Translation
 
@@ -168,26 +168,28 @@ def _in_period(
     events_until: datetime | None,
     *,
     listable: bool,
+    table: Any = Item,
 ) -> list[ColumnElement[bool]]:
     """The conditions of a period's candidates (see :func:`period_items`); ``listable``
     leaves out the events that started before the digest's date (they can only be left
-    out, so they do not make a period worth building)."""
-    published = and_(Item.published_at >= starts_at, Item.published_at < ends_at)
+    out, so they do not make a period worth building). ``table``: Item or an alias of it."""
+    t = table
+    published = and_(t.published_at >= starts_at, t.published_at < ends_at)
     if events_until is None:
-        return [Item.region.in_(list(regions)), published]
-    undated = and_(published, Item.event_start.is_(None))
+        return [t.region.in_(list(regions)), published]
+    undated = and_(published, t.event_start.is_(None))
     # An upcoming event counts whenever it was announced, as long as it was known by the
     # digest's date (one announced later is the next digest's, if it is still ahead then).
     upcoming = and_(
-        Item.event_start >= ends_at,
-        Item.event_start < events_until,
-        Item.published_at < ends_at,
+        t.event_start >= ends_at,
+        t.event_start < events_until,
+        t.published_at < ends_at,
     )
     which: list[ColumnElement[bool]] = [undated, upcoming]
     if not listable:
-        which.append(and_(published, Item.event_start < ends_at))
+        which.append(and_(published, t.event_start < ends_at))
     # An event its calendar cancelled (or no longer carries) is nobody's candidate.
-    return [Item.region.in_(list(regions)), or_(*which), Item.cancelled_at.is_(None)]
+    return [t.region.in_(list(regions)), or_(*which), t.cancelled_at.is_(None)]
 
 
 def period_items(
@@ -422,22 +424,21 @@ def ranked_candidates(
         _translated(q.language).label("translated"),
         _before_digest(q).label("before"),
     ).where(*conds)
-    # How many sources carry each story, by windows over that one read (a join with a
-    # grouped count made the database compare every pair): a story's first row per source
-    # counts 1.
-    first = base_q.add_columns(
-        func.row_number()
-        .over(partition_by=(Item.story_group_id, Item.source_id), order_by=Item.id)
-        .label("first_of_source")
-    ).subquery("candidates")
-    counted = select(
-        first,
-        case(
-            (first.c.story_group_id.is_(None), None),
-            else_=func.sum(case((first.c.first_of_source == 1, 1), else_=0)).over(
-                partition_by=first.c.story_group_id
+    # How many sources carry each story: asked per grouped row through the story_group_id
+    # index (a story has a few members), not by sorting or joining every candidate.
+    other = aliased(Item)
+    of_story = (
+        select(func.count(distinct(other.source_id)))
+        .where(
+            other.story_group_id == Item.story_group_id,
+            *_in_period(
+                q.regions, q.starts_at, q.ends_at, q.events_until, listable=False, table=other
             ),
-        ).label("n"),
+        )
+        .scalar_subquery()
+    )
+    counted = base_q.add_columns(
+        case((Item.story_group_id.is_(None), None), else_=of_story).label("n")
     ).subquery("counted")
     b = counted
     untranslated = false() if q.include_untranslated else not_(b.c.translated)
