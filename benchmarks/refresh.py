@@ -169,6 +169,44 @@ def run_ours(
     return runs
 
 
+async def _fetcher_alone(urls: list[str], allow: tuple[str, ...], concurrency: int) -> None:
+    """The same conditional requests through the fetcher only (no database, no writer)."""
+    from newsexchange.ingest.fetch import DefaultFetcher, FetchOptions
+
+    fetcher = DefaultFetcher(FetchOptions(allow_private=allow))
+    pending = iter(enumerate(urls))
+
+    async def worker() -> None:
+        for i, url in pending:
+            result = await fetcher.fetch(url, etag=f'"v{i}"')
+            assert result.not_modified, result.status
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        await fetcher.aclose()
+
+
+def run_floors(server: Server, urls: list[str], rounds: int) -> dict[str, list[dict[str, float]]]:
+    """The fetcher alone, and bare httpx clients (one per host, as the fetcher has them),
+    on the same 304s: the floors under a refresh."""
+    allow = tuple(b.removeprefix("http://") for b in server.bases)
+    out: dict[str, list[dict[str, float]]] = {"fetcher alone": [], "bare httpx": []}
+    for _ in range(rounds):
+        for name, make in (
+            ("fetcher alone", lambda: _fetcher_alone(urls, allow, 50)),
+            ("bare httpx", lambda: bench._httpx_floor(urls, 4, 50)),
+        ):
+            conns = server.connections()
+            t, c = time.perf_counter(), cpu_seconds()
+            asyncio.run(make())
+            wall, cpu = time.perf_counter() - t, cpu_seconds() - c
+            out[name].append(
+                {"wall": wall, "cpu": cpu, "connections": server.connections() - conns}
+            )
+    return out
+
+
 READER_SCRIPT = r"""
 import json, sys, time
 from reader import make_reader
@@ -253,6 +291,14 @@ def main() -> int:
             f"target: connections reused — at most {conns:.0f} a refresh for {args.feeds} "
             f"feeds ({'met' if conns < args.feeds / 4 else 'NOT met'}); ≤ 1 ms CPU a feed — "
             f"{cpu_ms:.2f} ({'met' if cpu_ms <= 1 else 'NOT met'})"
+        )
+        floors = run_floors(server, urls, args.refreshes)
+        for name, runs in floors.items():
+            show(name, args.feeds, runs)
+        floor_ms = min(r["cpu"] for r in floors["bare httpx"]) / args.feeds * 1000
+        print(
+            f"CPU a feed against bare httpx's: {cpu_ms:.2f} / {floor_ms:.2f} ms = "
+            f"{cpu_ms / floor_ms:.2f}×"
         )
         if args.reader:
             theirs = run_reader(args.reader, server, urls, args.refreshes, args.reader_workers)
