@@ -125,47 +125,52 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def run_ours(
-    server: Server, urls: list[str], refreshes: int, profile: str | None
-) -> list[dict[str, float]]:
+def bench_config(folder: Path, bases: list[str], urls: list[str]) -> Any:
+    """The benchmark's config: the generated sources, the loopback hosts allowed."""
     from newsexchange.config import load_config
+
+    cfg = load_config(
+        bench.write_config(folder, urls, folder / "bench.db"),
+        env={"NEWSEXCHANGE_SECRET_KEY": "bench"},
+    )
+    allow = [b.removeprefix("http://") for b in bases]
+    fetch = cfg.fetch.model_copy(update={"parse_workers": 0, "allow_private": allow})
+    return cfg.model_copy(update={"fetch": fetch})
+
+
+def run_ours(
+    server: Server, urls: list[str], refreshes: int, profile: str | None, tmp: str
+) -> list[dict[str, float]]:
     from newsexchange.db import Database
     from newsexchange.ingest import run_fetch
 
     runs: list[dict[str, float]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(
-            bench.write_config(Path(tmp), urls, Path(tmp) / "bench.db"),
-            env={"NEWSEXCHANGE_SECRET_KEY": "bench"},
-        )
-        allow = [b.removeprefix("http://") for b in server.bases]
-        fetch = cfg.fetch.model_copy(update={"parse_workers": 0, "allow_private": allow})
-        cfg = cfg.model_copy(update={"fetch": fetch})
-        print(f"newsexchange: concurrency {cfg.fetch.concurrency}, per host {cfg.fetch.per_host}")
-        db = Database(f"sqlite:///{tmp}/bench.db")
-        first = run_fetch(db, cfg, now=bench.NOW)
-        assert first.failed == 0, first.failures[:3]
-        step = timedelta(minutes=cfg.fetch.interval_minutes + 1)
-        prof = None
-        if profile:
-            import cProfile
+    cfg = bench_config(Path(tmp), server.bases, urls)
+    print(f"newsexchange: concurrency {cfg.fetch.concurrency}, per host {cfg.fetch.per_host}")
+    db = Database(f"sqlite:///{tmp}/bench.db")
+    first = run_fetch(db, cfg, now=bench.NOW)
+    assert first.failed == 0, first.failures[:3]
+    step = timedelta(minutes=cfg.fetch.interval_minutes + 1)
+    prof = None
+    if profile:
+        import cProfile
 
-            prof = cProfile.Profile()
-        for k in range(1, refreshes + 1):
-            conns = server.connections()
-            t, c = time.perf_counter(), cpu_seconds()
-            if prof:
-                prof.enable()
-            again = run_fetch(db, cfg, now=bench.NOW + k * step)
-            if prof:
-                prof.disable()
-            wall, cpu = time.perf_counter() - t, cpu_seconds() - c
-            conns = server.connections() - conns
-            assert again.not_modified == len(urls), again.to_json()["failures"][:3]
-            runs.append({"wall": wall, "cpu": cpu, "connections": conns})
-        db.dispose()
-        if prof and profile:
-            prof.dump_stats(profile)
+        prof = cProfile.Profile()
+    for k in range(1, refreshes + 1):
+        conns = server.connections()
+        t, c = time.perf_counter(), cpu_seconds()
+        if prof:
+            prof.enable()
+        again = run_fetch(db, cfg, now=bench.NOW + k * step)
+        if prof:
+            prof.disable()
+        wall, cpu = time.perf_counter() - t, cpu_seconds() - c
+        conns = server.connections() - conns
+        assert again.not_modified == len(urls), again.to_json()["failures"][:3]
+        runs.append({"wall": wall, "cpu": cpu, "connections": conns})
+    db.dispose()
+    if prof and profile:
+        prof.dump_stats(profile)
     return runs
 
 
@@ -205,6 +210,68 @@ def run_floors(server: Server, urls: list[str], rounds: int) -> dict[str, list[d
                 {"wall": wall, "cpu": cpu, "connections": server.connections() - conns}
             )
     return out
+
+
+def child(folder: str, bases: list[str], feeds: int, part: int, parts: int) -> None:
+    """A refreshing process of ``--processes``: every ``parts``-th source from ``part``;
+    one ``run_fetch`` per line ``go K`` on stdin, answered with its CPU seconds."""
+    from newsexchange.db import Database
+    from newsexchange.ingest import run_fetch
+
+    urls = bench.feed_urls(bases, feeds)
+    cfg = bench_config(Path(folder), bases, urls)
+    ids = [f"feed-{i}" for i in range(part, feeds, parts)]
+    db = Database(f"sqlite:///{folder}/bench.db")
+    step = timedelta(minutes=cfg.fetch.interval_minutes + 1)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        k = int(line.split()[1])
+        c = cpu_seconds()
+        report = run_fetch(db, cfg, now=bench.NOW + k * step, source_ids=ids)
+        assert report.not_modified == len(ids), report.to_json()["failures"][:3]
+        print(json.dumps({"cpu": cpu_seconds() - c}), flush=True)
+    db.dispose()
+
+
+def run_parallel(
+    server: Server, feeds: int, processes: int, refreshes: int, first_k: int, tmp: str
+) -> list[dict[str, float]]:
+    """``processes`` processes refreshing a share of the sources each, at once (as the
+    service's queue workers do), on the database the single-process runs left."""
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                json.dumps([tmp, server.bases, feeds, part, processes]),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for part in range(processes)
+    ]
+    runs: list[dict[str, float]] = []
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        for k in range(first_k, first_k + refreshes):
+            conns = server.connections()
+            t = time.perf_counter()
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.write(f"go {k}\n")
+                p.stdin.flush()
+            cpu = sum(json.loads(p.stdout.readline())["cpu"] for p in procs if p.stdout)
+            wall = time.perf_counter() - t
+            runs.append({"wall": wall, "cpu": cpu, "connections": server.connections() - conns})
+    finally:
+        for p in procs:
+            if p.stdin:
+                p.stdin.close()
+            p.wait(timeout=60)
+    return runs
 
 
 READER_SCRIPT = r"""
@@ -273,17 +340,30 @@ def main() -> int:
     ap.add_argument("--reader", metavar="PYTHON", help="a Python with lemon24/reader installed")
     ap.add_argument("--reader-workers", type=int, default=16)
     ap.add_argument("--profile", metavar="FILE", help="cProfile our refreshes into FILE")
+    ap.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        metavar="P",
+        help="then refresh with P processes at once, each a share of the sources (0: skip)",
+    )
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         serve(args.feeds, args.hosts)
+        return 0
+    if args.child:
+        child(*json.loads(args.child))
         return 0
 
     server = Server(args.feeds, args.hosts)
     try:
         urls = bench.feed_urls(server.bases, args.feeds)
         print(f"{args.feeds} feeds on {args.hosts} loopback hosts, {args.refreshes} refreshes")
-        ours = run_ours(server, urls, args.refreshes, args.profile)
+        tmp_dir = tempfile.TemporaryDirectory()
+        tmp = tmp_dir.name
+        ours = run_ours(server, urls, args.refreshes, args.profile, tmp)
         best = show("newsexchange", args.feeds, ours)
         cpu_ms = min(r["cpu"] for r in ours) / args.feeds * 1000
         conns = max(r["connections"] for r in ours)
@@ -292,6 +372,14 @@ def main() -> int:
             f"feeds ({'met' if conns < args.feeds / 4 else 'NOT met'}); ≤ 1 ms CPU a feed — "
             f"{cpu_ms:.2f} ({'met' if cpu_ms <= 1 else 'NOT met'})"
         )
+        if args.processes:
+            par = run_parallel(
+                server, args.feeds, args.processes, args.refreshes, args.refreshes + 1, tmp
+            )
+            pbest = show(f"newsexchange, {args.processes} processes", args.feeds, par)
+            print(f"{args.processes} processes against 1: {pbest / best:.2f}× the feeds/s")
+            best = max(best, pbest)
+        tmp_dir.cleanup()
         floors = run_floors(server, urls, args.refreshes)
         for name, runs in floors.items():
             show(name, args.feeds, runs)
