@@ -2,7 +2,8 @@
 
 - :class:`HTTPServer`: a threaded HTTP/1.1 server on loopback; tests register routes
   (``server.route("/feed.xml", handler)``) answering with status, headers and body, and read
-  back every request it saw (``server.requests``). Feeds, LibreTranslate, SendGrid and Google's
+  back every request it saw (``server.requests``) and how many TCP connections it accepted
+  (``server.connections``: keep-alive serves many requests on one). Feeds, LibreTranslate, SendGrid and Google's
   translate endpoint are all spoken through it.
 - :class:`SMTPServer`: aiosmtpd on loopback collecting every message it accepts; a test can
   make it refuse recipients (permanent 550 or temporary 451).
@@ -59,11 +60,17 @@ class HTTPServer:
     def __init__(self) -> None:
         self.routes: dict[str, Handler] = {}
         self.requests: list[Request] = []
+        self._connections = 0
         self._lock = threading.Lock()
         outer = self
 
         class _H(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:  # once per accepted connection
+                with outer._lock:
+                    outer._connections += 1
+                super().setup()
 
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
@@ -127,6 +134,12 @@ class HTTPServer:
     def address(self) -> str:
         """``127.0.0.1:PORT``: what a config lists in ``fetch.allow_private`` to fetch here."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted so far (each may have carried many requests)."""
+        with self._lock:
+            return self._connections
 
     def route(self, path: str, handler: Handler | Response) -> None:
         if isinstance(handler, Response):
