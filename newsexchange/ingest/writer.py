@@ -21,8 +21,7 @@ from newsexchange.db import Database, Session
 from newsexchange.db.queries.items import (
     find_stored,
     insert_items,
-    insert_story_group,
-    item_ids,
+    insert_story_groups,
     mark_cancelled,
     recent_fingerprints,
     set_fulltext,
@@ -67,6 +66,10 @@ class _Prepared:
     outcome: SourceOutcome | None = None
     source_values: dict[str, Any] = field(default_factory=dict)
     decision: Decision | None = None
+    #: The entries' (identities, links); and the stored items they match, when looked up
+    #: for the whole batch (None: the writer looks them up for this source alone).
+    keys: tuple[set[str], set[str]] | None = None
+    stored: list[StoredItem] | None = None
 
 
 class Writer:
@@ -79,6 +82,12 @@ class Writer:
         self._index: StoryIndex | None = None
         self._pending_failures: dict[str, dict[str, Any]] = {}
         self._places: dict[str, PlaceMatcher] = {}
+        # Story groups opened in the current transaction, inserted together at its end
+        # (_flush_groups): their rows, the refs holding a stand-in id (-1, -2, …) until then,
+        # and the items to join them.
+        self._group_rows: list[dict[str, Any]] = []
+        self._group_refs: list[StoryRef] = []
+        self._joins: list[dict[str, Any]] = []
 
     def on_region(
         self, src: SourceSettings, entries: list[ParsedEntry]
@@ -294,8 +303,10 @@ class Writer:
             try:
                 with self.db.session() as s:
                     self._store_items(s, one, index)
+                    self._flush_groups(s)
             except Exception as exc:
                 index.rollback(mark)
+                self._drop_groups()
                 what = entry.link or entry.guid or entry.title[:80] or "no title"
                 bad.append(f"item {n} ({what}): {_brief(exc)}")
                 continue
@@ -329,6 +340,7 @@ class Writer:
         mark = index.mark()
         try:
             with self.db.session() as s:
+                self._find_stored(s, prepared)
                 updates: list[tuple[str, dict[str, Any]]] = []
                 for p in prepared:
                     sid = p.fetched.source.id
@@ -336,10 +348,32 @@ class Writer:
                         self._store_items(s, p, index)
                     values = self._pending_failures.get(sid) or p.source_values
                     updates.append((sid, values))
+                self._flush_groups(s)
                 update_sources(s, updates)
         except BaseException:
             index.rollback(mark)
+            self._drop_groups()
             raise
+
+    def _find_stored(self, s: Session, prepared: list[_Prepared]) -> None:
+        """The stored items matching each source's entries, for the whole batch in one
+        lookup (two statements, not two a source). A source twice in the batch (never in one
+        run) is left to look up its own, after its first time is stored."""
+        count: dict[str, int] = {}
+        for p in prepared:
+            if p.feed is not None and p.feed.entries:
+                p.keys = lookup_keys(p.feed.entries)
+                count[p.fetched.source.id] = count.get(p.fetched.source.id, 0) + 1
+        wanted = {
+            p.fetched.source.id: p.keys
+            for p in prepared
+            if p.keys is not None and count[p.fetched.source.id] == 1
+        }
+        found = find_stored(s, wanted) if wanted else {}
+        for p in prepared:
+            rows = found.get(p.fetched.source.id)
+            if rows is not None and p.keys is not None:
+                p.stored = [StoredItem(*row) for row in rows]
 
     def _store_items(self, s: Session, p: _Prepared, index: StoryIndex) -> None:
         assert p.feed is not None and p.outcome is not None
@@ -348,8 +382,9 @@ class Writer:
         self._store_entries(s, p, index)
         if p.feed.complete_between is not None:
             # After the entries are stored: a moved occurrence has its new start by then.
+            idents = p.keys[0] if p.keys is not None else lookup_keys(entries)[0]
             p.outcome.cancelled = mark_cancelled(
-                s, src.id, p.feed.complete_between, lookup_keys(entries)[0], self.now
+                s, src.id, p.feed.complete_between, idents, self.now
             )
 
     def _store_entries(self, s: Session, p: _Prepared, index: StoryIndex) -> None:
@@ -358,8 +393,12 @@ class Writer:
         entries = p.feed.entries
         if not entries:
             return
-        idents, links = lookup_keys(entries)
-        stored = [StoredItem(*row) for row in find_stored(s, src.id, idents, links)]
+        if p.keys is None:
+            p.keys = lookup_keys(entries)
+        stored = p.stored
+        if stored is None:
+            found = find_stored(s, {src.id: p.keys})[src.id]
+            stored = [StoredItem(*row) for row in found]
         decision = self._decider(p).decide(stored, entries)
         p.decision = decision
         p.outcome.new = len(decision.new)
@@ -379,11 +418,9 @@ class Writer:
                 }
                 for v in decision.new
             ]
-            insert_items(s, rows)
-            wanted = [v.identity for v in decision.new]
-            id_of = item_ids(s, src.id, wanted)
-            ids = [id_of[ident] for ident in wanted]
-            self._link_stories(s, src, decision, ids, index)
+            id_of = insert_items(s, rows)
+            ids = [id_of[v.identity] for v in decision.new]
+            self._link_stories(src, decision, ids, index)
         pages = p.fetched.pages
         if decision.changed:
             # fulltext: an item whose page was tried keeps its stored summary (the article's
@@ -449,14 +486,15 @@ class Writer:
 
     def _link_stories(
         self,
-        s: Session,
         src: SourceSettings,
         decision: Decision,
         ids: list[int],
         index: StoryIndex,
     ) -> None:
+        """Match each new item against the index; a match without a group opens one. The
+        groups and the joins are written at the end of the transaction (_flush_groups), so
+        an opened group carries a stand-in id (negative) in the index until then."""
         since = self.now - STORY_WINDOW
-        set_group: list[dict[str, Any]] = []
         for item_id, v in zip(ids, decision.new, strict=True):
             fp = _fp_int(v.fingerprint)
             if not fp or v.published_at < since:
@@ -465,14 +503,36 @@ class Writer:
             group_id: int | None = None
             if ref is not None:
                 if ref.group_id is None:
-                    gid = insert_story_group(s, f"{ref.fingerprint:016x}", self.now)
-                    index.set_group(ref, gid)
-                    set_group.append({"item_id": ref.item_id, "gid": gid})
+                    self._group_rows.append(
+                        {"fingerprint": f"{ref.fingerprint:016x}", "created_at": self.now}
+                    )
+                    index.set_group(ref, -len(self._group_rows))
+                    self._group_refs.append(ref)
+                    self._joins.append({"item_id": ref.item_id, "gid": ref.group_id})
                 group_id = ref.group_id
-                set_group.append({"item_id": item_id, "gid": group_id})
-            index.add(src.region, StoryRef(item_id, src.id, fp, group_id))
-        if set_group:
-            set_story_groups(s, set_group)
+                self._joins.append({"item_id": item_id, "gid": group_id})
+            new = StoryRef(item_id, src.id, fp, group_id)
+            if group_id is not None and group_id < 0:
+                self._group_refs.append(new)
+            index.add(src.region, new)
+
+    def _flush_groups(self, s: Session) -> None:
+        """Insert the story groups this transaction opened (one statement), give their refs
+        and joins the real ids, and set the items' groups (one executemany)."""
+        if self._group_rows:
+            real = insert_story_groups(s, self._group_rows)
+            for ref in self._group_refs:
+                assert ref.group_id is not None
+                ref.group_id = real[-ref.group_id - 1]
+            for join in self._joins:
+                if join["gid"] < 0:
+                    join["gid"] = real[-join["gid"] - 1]
+        if self._joins:
+            set_story_groups(s, self._joins)
+        self._drop_groups()
+
+    def _drop_groups(self) -> None:
+        self._group_rows, self._group_refs, self._joins = [], [], []
 
 
 def _without_summary(row: dict[str, Any]) -> dict[str, Any]:
