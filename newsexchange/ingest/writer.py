@@ -82,11 +82,8 @@ class Writer:
         self._index: StoryIndex | None = None
         self._pending_failures: dict[str, dict[str, Any]] = {}
         self._places: dict[str, PlaceMatcher] = {}
-        # Story groups opened in the current transaction, inserted together at its end
-        # (_flush_groups): their rows, the refs holding a stand-in id (-1, -2, …) until then,
-        # and the items to join them.
-        self._group_rows: list[dict[str, Any]] = []
-        self._group_refs: list[StoryRef] = []
+        # Stored items that opened a story group in the current transaction: their rows'
+        # story_group_id is set at its end, in one executemany (_flush_groups).
         self._joins: list[dict[str, Any]] = []
 
     def on_region(
@@ -406,6 +403,7 @@ class Writer:
         p.outcome.unchanged = decision.unchanged
         now = self.now
         if decision.new:
+            groups = self._match_stories(s, src, decision, index)
             rows = [
                 {
                     **v.row(),
@@ -415,12 +413,12 @@ class Writer:
                     "language": src.language,
                     "first_seen_at": now,
                     "updated_at": now,
+                    "story_group_id": group_id,
                 }
-                for v in decision.new
+                for v, group_id in zip(decision.new, groups, strict=True)
             ]
             id_of = insert_items(s, rows)
-            ids = [id_of[v.identity] for v in decision.new]
-            self._link_stories(src, decision, ids, index)
+            self._index_new(src, decision, [id_of[v.identity] for v in decision.new], groups, index)
         pages = p.fetched.pages
         if decision.changed:
             # fulltext: an item whose page was tried keeps its stored summary (the article's
@@ -484,55 +482,59 @@ class Writer:
             self._index = index
         return self._index
 
-    def _link_stories(
+    def _match_stories(
+        self, s: Session, src: SourceSettings, decision: Decision, index: StoryIndex
+    ) -> list[int | None]:
+        """The story group of each new item, before it is inserted (so that its row is
+        inserted with it): a recent item of another source that is the same story gives its
+        group; one without a group opens one (inserted here, one statement for the source;
+        that item's own row joins at the end of the transaction). The new items of one source
+        never match each other (``match`` skips the source), so matching them all before
+        indexing any gives what matching and indexing them one by one did."""
+        since = self.now - STORY_WINDOW
+        opened: list[StoryRef] = []
+        groups: list[int | None] = []
+        for v in decision.new:
+            ref = None
+            if _fp_int(v.fingerprint) and v.published_at >= since:
+                ref = index.match(src.region, src.id, v.fingerprint or "")
+            if ref is not None and ref.group_id is None:
+                opened.append(ref)
+                index.set_group(ref, -len(opened))  # a stand-in id, until inserted below
+            groups.append(ref.group_id if ref is not None else None)
+        if not opened:
+            return groups
+        rows = [{"fingerprint": f"{r.fingerprint:016x}", "created_at": self.now} for r in opened]
+        real = insert_story_groups(s, rows)
+        for ref, group_id in zip(opened, real, strict=True):
+            ref.group_id = group_id
+            self._joins.append({"item_id": ref.item_id, "gid": group_id})
+        return [real[-g - 1] if g is not None and g < 0 else g for g in groups]
+
+    def _index_new(
         self,
         src: SourceSettings,
         decision: Decision,
         ids: list[int],
+        groups: list[int | None],
         index: StoryIndex,
     ) -> None:
-        """Match each new item against the index; a match without a group opens one. The
-        groups and the joins are written at the end of the transaction (_flush_groups), so
-        an opened group carries a stand-in id (negative) in the index until then."""
+        """The new items (recent, with a fingerprint) join the story index."""
         since = self.now - STORY_WINDOW
-        for item_id, v in zip(ids, decision.new, strict=True):
+        for item_id, v, group_id in zip(ids, decision.new, groups, strict=True):
             fp = _fp_int(v.fingerprint)
-            if not fp or v.published_at < since:
-                continue
-            ref = index.match(src.region, src.id, v.fingerprint or "")
-            group_id: int | None = None
-            if ref is not None:
-                if ref.group_id is None:
-                    self._group_rows.append(
-                        {"fingerprint": f"{ref.fingerprint:016x}", "created_at": self.now}
-                    )
-                    index.set_group(ref, -len(self._group_rows))
-                    self._group_refs.append(ref)
-                    self._joins.append({"item_id": ref.item_id, "gid": ref.group_id})
-                group_id = ref.group_id
-                self._joins.append({"item_id": item_id, "gid": group_id})
-            new = StoryRef(item_id, src.id, fp, group_id)
-            if group_id is not None and group_id < 0:
-                self._group_refs.append(new)
-            index.add(src.region, new)
+            if fp and v.published_at >= since:
+                index.add(src.region, StoryRef(item_id, src.id, fp, group_id))
 
     def _flush_groups(self, s: Session) -> None:
-        """Insert the story groups this transaction opened (one statement), give their refs
-        and joins the real ids, and set the items' groups (one executemany)."""
-        if self._group_rows:
-            real = insert_story_groups(s, self._group_rows)
-            for ref in self._group_refs:
-                assert ref.group_id is not None
-                ref.group_id = real[-ref.group_id - 1]
-            for join in self._joins:
-                if join["gid"] < 0:
-                    join["gid"] = real[-join["gid"] - 1]
+        """The stored items that opened a story group in this transaction join it (one
+        executemany)."""
         if self._joins:
             set_story_groups(s, self._joins)
         self._drop_groups()
 
     def _drop_groups(self) -> None:
-        self._group_rows, self._group_refs, self._joins = [], [], []
+        self._joins = []
 
 
 def _without_summary(row: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Dialect, Row, Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.schema import ColumnDefault
 
 from newsexchange.db.tables import Item, StoryGroup
 
@@ -153,6 +154,15 @@ def insert_items(s: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
         return item_ids(s, source_id, [r["identity"] for r in rows])
     table = cast(Table, Item.__table__)
     names = list(rows[0])
+    # The columns' Python-side defaults, which Core would fill in (the writer gives them all).
+    defaults = {
+        c.name: c.default.arg if c.default.is_scalar else c.default.arg(None)
+        for c in table.columns
+        if c.name not in rows[0] and isinstance(c.default, ColumnDefault)
+    }
+    if defaults:
+        rows = [{**r, **defaults} for r in rows]
+        names += list(defaults)
     procs = [table.c[name].type.bind_processor(dialect) for name in names]
     id_of: dict[str, int] = {}
     for chunk in chunks(rows, INSERT_ROWS):
