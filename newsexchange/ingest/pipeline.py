@@ -148,7 +148,8 @@ def _stored_pages(db: Database, source_id: str, entries: list[ParsedEntry]) -> l
 
 def _make_pool(workers: int, n_sources: int) -> ProcessPoolExecutor | None:
     """``fetch.parse_workers`` worker processes, when the run is big enough to repay
-    starting them (~1 s each: imports and the language model; ~190 MB each).
+    starting them (~1 s each: imports and the language model; ~210 MB each, while the
+    fetching process then never loads the model: 148 MB instead of 251 at 1,000 feeds).
 
     Off by default: on the 2-core machine this was measured on, with the feed server and
     other work sharing the cores, the workers halved the fetching process's CPU per feed but

@@ -21,8 +21,7 @@ from newsexchange.db import Database, Session
 from newsexchange.db.queries.items import (
     find_stored,
     insert_items,
-    insert_story_group,
-    item_ids,
+    insert_story_groups,
     mark_cancelled,
     recent_fingerprints,
     set_fulltext,
@@ -67,6 +66,10 @@ class _Prepared:
     outcome: SourceOutcome | None = None
     source_values: dict[str, Any] = field(default_factory=dict)
     decision: Decision | None = None
+    #: The entries' (identities, links); and the stored items they match, when looked up
+    #: for the whole batch (None: the writer looks them up for this source alone).
+    keys: tuple[set[str], set[str]] | None = None
+    stored: list[StoredItem] | None = None
 
 
 class Writer:
@@ -79,6 +82,9 @@ class Writer:
         self._index: StoryIndex | None = None
         self._pending_failures: dict[str, dict[str, Any]] = {}
         self._places: dict[str, PlaceMatcher] = {}
+        # Stored items that opened a story group in the current transaction: their rows'
+        # story_group_id is set at its end, in one executemany (_flush_groups).
+        self._joins: list[dict[str, Any]] = []
 
     def on_region(
         self, src: SourceSettings, entries: list[ParsedEntry]
@@ -294,8 +300,10 @@ class Writer:
             try:
                 with self.db.session() as s:
                     self._store_items(s, one, index)
+                    self._flush_groups(s)
             except Exception as exc:
                 index.rollback(mark)
+                self._drop_groups()
                 what = entry.link or entry.guid or entry.title[:80] or "no title"
                 bad.append(f"item {n} ({what}): {_brief(exc)}")
                 continue
@@ -329,6 +337,7 @@ class Writer:
         mark = index.mark()
         try:
             with self.db.session() as s:
+                self._find_stored(s, prepared)
                 updates: list[tuple[str, dict[str, Any]]] = []
                 for p in prepared:
                     sid = p.fetched.source.id
@@ -336,10 +345,32 @@ class Writer:
                         self._store_items(s, p, index)
                     values = self._pending_failures.get(sid) or p.source_values
                     updates.append((sid, values))
+                self._flush_groups(s)
                 update_sources(s, updates)
         except BaseException:
             index.rollback(mark)
+            self._drop_groups()
             raise
+
+    def _find_stored(self, s: Session, prepared: list[_Prepared]) -> None:
+        """The stored items matching each source's entries, for the whole batch in one
+        lookup (two statements, not two a source). A source twice in the batch (never in one
+        run) is left to look up its own, after its first time is stored."""
+        count: dict[str, int] = {}
+        for p in prepared:
+            if p.feed is not None and p.feed.entries:
+                p.keys = lookup_keys(p.feed.entries)
+                count[p.fetched.source.id] = count.get(p.fetched.source.id, 0) + 1
+        wanted = {
+            p.fetched.source.id: p.keys
+            for p in prepared
+            if p.keys is not None and count[p.fetched.source.id] == 1
+        }
+        found = find_stored(s, wanted) if wanted else {}
+        for p in prepared:
+            rows = found.get(p.fetched.source.id)
+            if rows is not None and p.keys is not None:
+                p.stored = [StoredItem(*row) for row in rows]
 
     def _store_items(self, s: Session, p: _Prepared, index: StoryIndex) -> None:
         assert p.feed is not None and p.outcome is not None
@@ -348,8 +379,9 @@ class Writer:
         self._store_entries(s, p, index)
         if p.feed.complete_between is not None:
             # After the entries are stored: a moved occurrence has its new start by then.
+            idents = p.keys[0] if p.keys is not None else lookup_keys(entries)[0]
             p.outcome.cancelled = mark_cancelled(
-                s, src.id, p.feed.complete_between, lookup_keys(entries)[0], self.now
+                s, src.id, p.feed.complete_between, idents, self.now
             )
 
     def _store_entries(self, s: Session, p: _Prepared, index: StoryIndex) -> None:
@@ -358,8 +390,12 @@ class Writer:
         entries = p.feed.entries
         if not entries:
             return
-        idents, links = lookup_keys(entries)
-        stored = [StoredItem(*row) for row in find_stored(s, src.id, idents, links)]
+        if p.keys is None:
+            p.keys = lookup_keys(entries)
+        stored = p.stored
+        if stored is None:
+            found = find_stored(s, {src.id: p.keys})[src.id]
+            stored = [StoredItem(*row) for row in found]
         decision = self._decider(p).decide(stored, entries)
         p.decision = decision
         p.outcome.new = len(decision.new)
@@ -367,6 +403,7 @@ class Writer:
         p.outcome.unchanged = decision.unchanged
         now = self.now
         if decision.new:
+            groups = self._match_stories(s, src, decision, index)
             rows = [
                 {
                     **v.row(),
@@ -376,14 +413,12 @@ class Writer:
                     "language": src.language,
                     "first_seen_at": now,
                     "updated_at": now,
+                    "story_group_id": group_id,
                 }
-                for v in decision.new
+                for v, group_id in zip(decision.new, groups, strict=True)
             ]
-            insert_items(s, rows)
-            wanted = [v.identity for v in decision.new]
-            id_of = item_ids(s, src.id, wanted)
-            ids = [id_of[ident] for ident in wanted]
-            self._link_stories(s, src, decision, ids, index)
+            id_of = insert_items(s, rows)
+            self._index_new(src, decision, [id_of[v.identity] for v in decision.new], groups, index)
         pages = p.fetched.pages
         if decision.changed:
             # fulltext: an item whose page was tried keeps its stored summary (the article's
@@ -447,32 +482,59 @@ class Writer:
             self._index = index
         return self._index
 
-    def _link_stories(
+    def _match_stories(
+        self, s: Session, src: SourceSettings, decision: Decision, index: StoryIndex
+    ) -> list[int | None]:
+        """The story group of each new item, before it is inserted (so that its row is
+        inserted with it): a recent item of another source that is the same story gives its
+        group; one without a group opens one (inserted here, one statement for the source;
+        that item's own row joins at the end of the transaction). The new items of one source
+        never match each other (``match`` skips the source), so matching them all before
+        indexing any gives what matching and indexing them one by one did."""
+        since = self.now - STORY_WINDOW
+        opened: list[StoryRef] = []
+        groups: list[int | None] = []
+        for v in decision.new:
+            ref = None
+            if _fp_int(v.fingerprint) and v.published_at >= since:
+                ref = index.match(src.region, src.id, v.fingerprint or "")
+            if ref is not None and ref.group_id is None:
+                opened.append(ref)
+                index.set_group(ref, -len(opened))  # a stand-in id, until inserted below
+            groups.append(ref.group_id if ref is not None else None)
+        if not opened:
+            return groups
+        rows = [{"fingerprint": f"{r.fingerprint:016x}", "created_at": self.now} for r in opened]
+        real = insert_story_groups(s, rows)
+        for ref, group_id in zip(opened, real, strict=True):
+            ref.group_id = group_id
+            self._joins.append({"item_id": ref.item_id, "gid": group_id})
+        return [real[-g - 1] if g is not None and g < 0 else g for g in groups]
+
+    def _index_new(
         self,
-        s: Session,
         src: SourceSettings,
         decision: Decision,
         ids: list[int],
+        groups: list[int | None],
         index: StoryIndex,
     ) -> None:
+        """The new items (recent, with a fingerprint) join the story index."""
         since = self.now - STORY_WINDOW
-        set_group: list[dict[str, Any]] = []
-        for item_id, v in zip(ids, decision.new, strict=True):
+        for item_id, v, group_id in zip(ids, decision.new, groups, strict=True):
             fp = _fp_int(v.fingerprint)
-            if not fp or v.published_at < since:
-                continue
-            ref = index.match(src.region, src.id, v.fingerprint or "")
-            group_id: int | None = None
-            if ref is not None:
-                if ref.group_id is None:
-                    gid = insert_story_group(s, f"{ref.fingerprint:016x}", self.now)
-                    index.set_group(ref, gid)
-                    set_group.append({"item_id": ref.item_id, "gid": gid})
-                group_id = ref.group_id
-                set_group.append({"item_id": item_id, "gid": group_id})
-            index.add(src.region, StoryRef(item_id, src.id, fp, group_id))
-        if set_group:
-            set_story_groups(s, set_group)
+            if fp and v.published_at >= since:
+                index.add(src.region, StoryRef(item_id, src.id, fp, group_id))
+
+    def _flush_groups(self, s: Session) -> None:
+        """The stored items that opened a story group in this transaction join it (one
+        executemany)."""
+        if self._joins:
+            set_story_groups(s, self._joins)
+        self._drop_groups()
+
+    def _drop_groups(self) -> None:
+        self._joins = []
 
 
 def _without_summary(row: dict[str, Any]) -> dict[str, Any]:
