@@ -17,6 +17,8 @@ import threading
 from functools import lru_cache
 from typing import Any
 
+import numpy as np  # comes with py3langid; imported at the top, as stories.py does
+
 #: Languages the detector may answer with.
 LANGUAGES: tuple[str, ...] = (
     "fi", "ru", "en", "sv", "et", "de", "uk", "be", "no", "da", "fr", "es", "it", "pl",
@@ -94,7 +96,6 @@ def _compact_identifier() -> Any:
     import zipfile
     from array import array
 
-    import numpy as np
     from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
 
     with tempfile.TemporaryFile(suffix=".npz") as tmp:
