@@ -1,23 +1,26 @@
-"""How long parsing + cleaning takes per feed: feedparser vs the fast path vs with cleaning.
+"""How much CPU parsing, cleaning and the per-item stages take, each next to its floor.
 
     .venv/bin/python benchmarks/parse.py [--feeds 200] [--corpus ../shared/corpus/feedparser]
+                                         [--no-peers]
 
 Generates 30-item Finnish and Russian feeds (RSS 2.0 in UTF-8 and windows-1251, Atom 1.0),
 shaped like the region's real ones (HTML descriptions with links carrying utm_ parameters,
-images, a tracking pixel), then prints milliseconds per feed for:
+images, a tracking pixel), then prints CPU time (``time.process_time``: the machine is
+shared, and CPU time is what another process's load disturbs least) for:
 
-* ``feedparser``      feedparser.parse as is (its own sanitizer on), the reference;
-* ``fastfeedparser``  fastfeedparser.parse as is (no cleaning), for comparison;
-* ``lxml parse``      lxml's strict parse alone (the floor of the fast path);
-* ``fast path``       parse_feed, fast path, everything included (cleaning, dates, URLs);
-* ``fallback path``   parse_feed forced through feedparser, everything included;
-* ``cleaning only``   sanitize_html + to_text over the same summaries;
-* per item, what storage adds: detect_language and fingerprint.
+* the peers, as is: ``feedparser.parse`` (the reference, its sanitizer on) and
+  ``fastfeedparser.parse`` (no cleaning); ``--no-peers`` skips them;
+* per feed, the fast path's stages beside their floors: lxml's strict parse alone, the
+  charset decision, extraction (XML tree → raw entries), the entry builder (cleaning,
+  links, dates) with nh3's own ``clean`` over the same summaries, scrub_feed, and
+  parse_feed in all (the feedparser path too, for comparison);
+* per item, what storing adds: detect_language next to the model's own ``classify`` on the
+  items that need the model (Russian is settled by its script), and fingerprint;
+* the language model's memory: peak RSS added by loading it, our loader against
+  py3langid's own (each in a fresh process).
 
-Each call is timed five times and the best kept: the machine is shared, and interference
-only ever adds time.
-
-and, with the corpus, the time for every corpus file and which parser took each.
+Each call is timed five times and the best kept: interference only ever adds time. Then,
+with the corpus, the time for every corpus file and which parser took each.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import argparse
 import random
 import re
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -40,10 +44,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from newsexchange.errors import FetchError  # noqa: E402
+from newsexchange.ingest import langdetect  # noqa: E402
 from newsexchange.ingest import parse as parse_mod  # noqa: E402
-from newsexchange.ingest.clean import sanitize_html, text_of_safe_html  # noqa: E402
+from newsexchange.ingest.charset import decide_charset  # noqa: E402
+from newsexchange.ingest.clean import _cleaner, sanitize_html, scrub_feed  # noqa: E402
 from newsexchange.ingest.langdetect import detect_language  # noqa: E402
 from newsexchange.ingest.parse import parse_feed  # noqa: E402
+from newsexchange.ingest.parsers import fast as fast_mod  # noqa: E402
+from newsexchange.ingest.parsers.entry import RawEntry, _bounded, build_entry  # noqa: E402
 from newsexchange.ingest.stories import fingerprint  # noqa: E402
 
 FI_WORDS = str.split(
@@ -134,94 +142,153 @@ def generated(count: int) -> list[tuple[bytes, str]]:
     return feeds
 
 
-def per_feed(
-    label: str, feeds: list[tuple[bytes, str]], fn: Callable[[bytes, str], object]
-) -> float:
-    for body, ct in feeds[:5]:  # warm up (imports, caches)
-        fn(body, ct)
-    # Each feed's best of five runs: the machine is shared, and interference only ever adds
-    # time, so the minimum is the parser's own cost.
-    total = 0.0
-    for body, ct in feeds:
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
-            fn(body, ct)
-            best = min(best, time.perf_counter() - start)
-        total += best
-    ms = total / len(feeds) * 1000
-    print(f"  {label:<44} {ms:8.3f} ms/feed   ({1000 / ms:7.0f} feeds/s on one core)")
+def _best(fn: Callable[[], object]) -> float:
+    best = float("inf")
+    for _ in range(5):
+        start = time.process_time()
+        fn()
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def per_feed(label: str, feeds: list[Any], fn: Callable[..., object], floor: float = 0.0) -> float:
+    """Milliseconds of CPU per feed, ``fn(*feed)`` for each; with ``floor``, the ratio."""
+    for feed in feeds[:5]:  # warm up (imports, caches)
+        fn(*feed)
+    ms = sum(_best(lambda f=f: fn(*f)) for f in feeds) / len(feeds) * 1000
+    ratio = f"  {ms / floor:5.1f}x its floor" if floor else ""
+    print(f"  {label:<46} {ms:8.3f} ms/feed  ({1000 / ms:6.0f} feeds/s){ratio}")
     return ms
 
 
-def per_item(label: str, entries: list[Any], fn: Callable[[Any], object]) -> None:
-    total = 0.0
-    for e in entries:
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
-            fn(e)
-            best = min(best, time.perf_counter() - start)
-        total += best
-    us = total / len(entries) * 1e6
-    print(f"  {label:<44} {us:8.1f} µs/item  ({us * 30 / 1000:.2f} ms per 30-item feed)")
+def per_item(label: str, items: list[Any], fn: Callable[..., object], floor: float = 0.0) -> float:
+    """Microseconds of CPU per item, ``fn(*item)`` for each; with ``floor``, the ratio."""
+    for item in items[:20]:
+        fn(*item)
+    us = sum(_best(lambda i=i: fn(*i)) for i in items) / len(items) * 1e6
+    ratio = f"  {us / floor:5.1f}x its floor" if floor else ""
+    print(f"  {label:<46} {us:8.1f} µs/item  ({us * 30 / 1000:5.2f} ms per 30 items){ratio}")
+    return us
+
+
+_MODEL_PEAK = """
+import re, sys
+sys.path.insert(0, {root!r})
+from py3langid.langid import MODEL_FILE, LanguageIdentifier
+from newsexchange.ingest.langdetect import LANGUAGES, _identifier
+
+def peak():  # VmHWM starts afresh at exec (ru_maxrss would carry the parent's peak over)
+    with open("/proc/self/status") as f:
+        return int(re.search(r"VmHWM:\\s+(\\d+)", f.read()).group(1)) / 1024
+
+before = peak()
+if {own}:
+    ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    ident.set_languages(list(LANGUAGES))
+else:
+    _identifier()
+print(before, peak())
+"""
+
+
+def model_memory() -> None:
+    """Peak RSS that loading the language model adds, in a fresh process each (its imports
+    already done, so the figure is the model's alone)."""
+    for label, own in (("ours (restricted while read)", False), ("py3langid's own loader", True)):
+        code = _MODEL_PEAK.format(root=str(ROOT), own=own)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        before, after = map(float, out.stdout.split())
+        print(
+            f"  language model, {label:<30} +{after - before:5.1f} MB peak RSS"
+            f" (process with its imports: {before:.0f} MB)"
+        )
+
+
+def raw_entries(body: bytes, url: str) -> list[RawEntry]:
+    """What the fast path's extractor hands the entry builder for one feed."""
+    captured: list[RawEntry] = []
+    real = fast_mod.build_entry  # type: ignore[attr-defined]
+    fast_mod.build_entry = lambda r, **kw: captured.append(r)  # type: ignore[attr-defined]
+    try:
+        fast_mod.parse_fast(body, url, 500)
+    finally:
+        fast_mod.build_entry = real  # type: ignore[attr-defined]
+    return captured
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--feeds", type=int, default=200)
     ap.add_argument("--corpus", type=Path, default=ROOT.parent / "shared/corpus/feedparser")
+    ap.add_argument("--no-peers", action="store_true", help="skip feedparser/fastfeedparser")
     args = ap.parse_args()
 
-    import fastfeedparser
-    import feedparser
     from lxml import etree
 
     feeds = generated(args.feeds)
     size = statistics.mean(len(b) for b, _ in feeds) / 1024
-    print(f"{len(feeds)} generated feeds, 30 items each, {size:.0f} KiB on average")
+    print(f"{len(feeds)} generated feeds, 30 items each, {size:.0f} KiB on average; CPU time")
     url = "https://example.org/feed"
-    per_feed("feedparser.parse (reference, as is)", feeds,
-             lambda b, ct: feedparser.parse(b, response_headers={"content-type": ct}))  # fmt: skip
-    per_feed(
-        "fastfeedparser.parse (as is, no cleaning)", feeds, lambda b, ct: fastfeedparser.parse(b)
-    )
-    parser = etree.XMLParser(resolve_entities=False, no_network=True)
-    per_feed("lxml strict parse only", feeds, lambda b, ct: etree.fromstring(b, parser))
+    if not args.no_peers:
+        import fastfeedparser
+        import feedparser
 
+        print("peers, as is:")
+        per_feed("feedparser.parse (reference)", feeds,
+                 lambda b, ct: feedparser.parse(b, response_headers={"content-type": ct}))  # fmt: skip
+        per_feed("fastfeedparser.parse (no cleaning)", feeds, lambda b, ct: fastfeedparser.parse(b))
+
+    # What each stage gets: the settled UTF-8 bodies, the raw entries, the summaries.
+    settled = [(decide_charset(b, ct).body,) for b, ct in feeds]
+    raws = [(raw_entries(body, url),) for (body,) in settled]
+    summaries = [([_bounded(r.summary or r.content or "") for r in rs],) for (rs,) in raws]
+    parsed = [(parse_feed(b, url=url, content_type=ct),) for b, ct in feeds]
+
+    print("fast path, per feed (stage, then its floor):")
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    lxml_ms = per_feed("lxml strict parse alone [floor]", settled,
+                       lambda b: etree.fromstring(b, parser))  # fmt: skip
+    per_feed("XML checks + lxml parse (_xml_root)", settled, fast_mod._xml_root, lxml_ms)
+    per_feed("charset decision (+ re-encoding to UTF-8)", feeds, decide_charset)
+    parse_fast_ms = per_feed("parse_fast (XML → entries, building included)", settled,
+                             lambda b: fast_mod.parse_fast(b, url, 500))  # fmt: skip
+    nh3_ms = per_feed("nh3 clean alone over the summaries [floor]", summaries,
+                      lambda ss: [_cleaner(url).clean(s) for s in ss])  # fmt: skip
+    per_feed("sanitize_html over the summaries", summaries,
+             lambda ss: [sanitize_html(s, url) for s in ss], nh3_ms)  # fmt: skip
+    build_ms = per_feed("build_entry x30 (cleaning, links, text, dates)", raws,
+                        lambda rs: [build_entry(r, base=url, summary_chars=500) for r in rs],
+                        nh3_ms)  # fmt: skip
+    per_feed("scrub_feed (characters never stored)", parsed, scrub_feed)
+    print(f"  {'= extraction (parse_fast less building)':<46} {parse_fast_ms - build_ms:8.3f} ms/feed"
+          f"  {(parse_fast_ms - build_ms) / lxml_ms:5.1f}x lxml alone")  # fmt: skip
     parse_mod.FORCE_PARSER = "fast"
     fast_ms = per_feed("parse_feed, fast path (all included)", feeds,
-                       lambda b, ct: parse_feed(b, url=url, content_type=ct))  # fmt: skip
+                       lambda b, ct: parse_feed(b, url=url, content_type=ct),
+                       lxml_ms + nh3_ms)  # fmt: skip
     parse_mod.FORCE_PARSER = "feedparser"
-    per_feed("parse_feed, feedparser path (all included)", feeds,
+    per_feed("parse_feed, feedparser path (all included)", feeds[:40],
              lambda b, ct: parse_feed(b, url=url, content_type=ct))  # fmt: skip
     parse_mod.FORCE_PARSER = None
 
-    # The summaries of each RSS feed, as the parser hands them to the cleaner.
-    summaries = {
-        b: re.findall(
-            r"<!\[CDATA\[(.*?)\]\]>", b.decode("cp1251" if b"1251" in b[:60] else "utf-8"), re.S
-        )
-        for b, _ in feeds
-        if b"<rss" in b[:100]
-    }
-    rss_feeds = [f for f in feeds if f[0] in summaries]
-
-    def clean_only(b: bytes, ct: str) -> None:
-        for s in summaries[b]:
-            text_of_safe_html(sanitize_html(s, "https://example.org/feed"), 500)
-
-    per_feed("cleaning only (sanitize + text) x30", rss_feeds, clean_only)
-
-    entries = [e for b, ct in feeds[:40] for e in parse_feed(b, url=url, content_type=ct).entries]
-    detect_language("Lämmin kesä jatkuu Pohjois-Karjalassa ensi viikolla")  # loads the model
-    per_item(
-        "detect_language per item",
-        entries,
-        lambda e: detect_language(f"{e.title}. {e.summary_text}"),
+    print("per item, what storing adds:")
+    entries = [e for (f,) in parsed[:40] for e in f.entries]
+    texts = [(f"{e.title}. {e.summary_text}",) for e in entries]
+    ident = langdetect._identifier()
+    modelled = [
+        (t,)
+        for (t,) in texts
+        if langdetect._CYRILLIC_LETTER.search(t[: langdetect.MAX_CHARS]) is None
+    ]
+    model_us = per_item("the model's classify alone [floor]", modelled,
+                        lambda t: ident.classify(t[: langdetect.MAX_CHARS]))  # fmt: skip
+    per_item("detect_language, items the model reads", modelled, detect_language, model_us)
+    per_item("detect_language, all items (ru by script)", texts, detect_language)
+    per_item("fingerprint", [(e.title, e.summary_text) for e in entries], fingerprint)
+    model_memory()
+    print(
+        f"parse_feed fast path {fast_ms:.2f} ms/feed; floors lxml {lxml_ms:.2f} + nh3 {nh3_ms:.2f}"
     )
-    per_item("fingerprint per item", entries, lambda e: fingerprint(e.title, e.summary_text))
-    print(f"fast path vs feedparser.parse: {fast_ms:.2f} ms vs reference; budget 5 ms/feed")
 
     if args.corpus.is_dir():
         files = sorted(p for p in args.corpus.rglob("*") if p.is_file() and p.name != "LICENSE")

@@ -298,6 +298,12 @@ def sanitize_html(html: str, base_url: str | None) -> str:
         return ""
     if UNSTORABLE.search(html):  # a lone surrogate cannot even be handed to nh3 (Rust)
         html = UNSTORABLE.sub("", html)
+    return sanitize_storable_html(html, base_url)
+
+
+def sanitize_storable_html(html: str, base_url: str | None) -> str:
+    """:func:`sanitize_html` for HTML already without unstorable characters (the entry
+    builder removed them from every field at once): the same result, one scan fewer."""
     if "<" not in html and "&" not in html:
         return html.strip()
     out = _cleaner(base_url).clean(html)
@@ -326,6 +332,9 @@ _BLOCK_BOUNDARY = re.compile(
     r"|figcaption|section|article|header|footer|aside|img)\b)",
     re.IGNORECASE,
 )
+#: The same boundaries in sanitized HTML, where every "<" opens a tag (text has "&lt;") and
+#: every tag name is lower case (ammonia writes them so): no case folding needed.
+_SAFE_BLOCK_BOUNDARY = re.compile(_BLOCK_BOUNDARY.pattern)
 _TAG_OUT = re.compile(r"<[^>]*>")
 _WS = re.compile(r"\s+")
 
@@ -337,7 +346,7 @@ def text_of_safe_html(safe_html: str, limit: int) -> str:
     so dropping tags is a plain regex: ~10 µs instead of a second HTML parse.
     """
     if "<" in safe_html:
-        safe_html = _TAG_OUT.sub("", _BLOCK_BOUNDARY.sub(" <", safe_html))
+        safe_html = _TAG_OUT.sub("", _SAFE_BLOCK_BOUNDARY.sub(" <", safe_html))
     text = _html.unescape(safe_html) if "&" in safe_html else safe_html
     return truncate(" ".join(text.split()), limit)
 

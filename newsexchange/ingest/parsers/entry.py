@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from html import unescape as html_unescape
 
-from newsexchange.ingest.clean import clean_url, collapse, sanitize_html, text_of_safe_html, to_text
+from newsexchange.ingest.clean import (
+    clean_url,
+    collapse,
+    sanitize_storable_html,
+    text_of_safe_html,
+    to_text,
+)
 from newsexchange.ingest.model import ParsedEntry
 from newsexchange.textclean import UNSTORABLE, strip_unstorable
 
@@ -68,11 +74,17 @@ def _first_image(safe_html: str) -> str | None:
     return html_unescape(m.group(1)) if m else None
 
 
+_FIELDS = ("guid", "link", "title", "summary", "content", "author", "image")
+
+
 def _unstorable_gone(raw: RawEntry) -> RawEntry:
     """``raw`` without unstorable characters (textclean), before the cleaners see it: a lone
-    surrogate (JSON Feed's "\ud800") cannot even be handed to nh3, which is Rust."""
-    for name in ("guid", "link", "title", "summary", "content", "author", "image"):
-        value = getattr(raw, name)
+    surrogate (JSON Feed's "\ud800") cannot even be handed to nh3, which is Rust. One
+    search over all fields first: nearly every entry has none."""
+    values = [getattr(raw, name) for name in _FIELDS]
+    if not UNSTORABLE.search("\n".join(filter(None, values))):
+        return raw
+    for name, value in zip(_FIELDS, values, strict=True):
         if value and UNSTORABLE.search(value):
             setattr(raw, name, UNSTORABLE.sub("", value))
     return raw
@@ -82,7 +94,7 @@ def build_entry(raw: RawEntry, *, base: str, summary_chars: int) -> ParsedEntry:
     raw = _unstorable_gone(raw)
     link = clean_url(raw.link, base)
     # Relative URLs in a summary resolve against the document's URL, as feedparser's do.
-    summary_html = sanitize_html(_bounded(raw.summary or raw.content or ""), base)
+    summary_html = sanitize_storable_html(_bounded(raw.summary or raw.content or ""), base)
     guid = collapse(raw.guid) if raw.guid else None
     return ParsedEntry(
         guid=guid or None,

@@ -66,6 +66,10 @@ _URIFIXER = re.compile(r"^([A-Za-z][A-Za-z0-9+-.]*://)(/*)(.*?)")
 
 def resolve(base: str, uri: str) -> str:
     """feedparser's ``_urljoin``: join, after collapsing extra slashes after the scheme."""
+    if uri.startswith(("tag:", "urn:")) and uri[4:6] != "//":
+        # Atom's usual ids. The fixer leaves them alone (no "://") and urljoin returns a URL
+        # whose scheme differs from the base's, or is not a relative-capable one, as it is.
+        return uri
     try:
         return urljoin(base, _URIFIXER.sub(r"\1\3", uri))
     except ValueError:
@@ -115,11 +119,21 @@ def _feedparser_tables() -> tuple[dict[str, str], frozenset[str]]:
     return _fp
 
 
+#: Tag → (namespace, local name): a feed repeats a dozen tags thousands of times.
+_TAG_PARTS: dict[str, tuple[str, str]] = {}
+
+
 def _split_tag(tag: str) -> tuple[str, str]:
-    if tag[0] == "{":
-        ns, _, local = tag[1:].partition("}")
-        return ns, local
-    return "", tag
+    parts = _TAG_PARTS.get(tag)
+    if parts is None:
+        if tag[0] == "{":
+            ns, _, local = tag[1:].partition("}")
+            parts = (ns, local)
+        else:
+            parts = ("", tag)
+        if len(_TAG_PARTS) < 4096:  # bounded: tags come from outside
+            _TAG_PARTS[tag] = parts
+    return parts
 
 
 def _skip(el: etree._Element, ns: str, local: str, where: str) -> None:
