@@ -172,12 +172,25 @@ def claimed_by(session: Session, worker: str) -> list[Delivery]:
 
 def renew_claims(session: Session, worker: str, *, now: datetime) -> int:
     """Stamp every row ``worker`` still has claimed with ``now`` (its heartbeat), so that no
-    other sender takes them as stale while this one is still working through them."""
-    stmt = (
-        update(Delivery)
-        .where(Delivery.claimed_by == worker, Delivery.status == "claimed")
-        .values(claimed_at=now)
-    )
+    other sender takes them as stale while this one is still working through them.
+
+    On PostgreSQL the rows are taken ``FOR UPDATE SKIP LOCKED``: a row locked right now is
+    being marked sent (or handed back) by this worker's own writer and needs no renewal.
+    Waiting for it instead, with the rows already renewed locked, deadlocked against the
+    writer marking two rows in the other order (its transaction was then aborted, and the
+    chunk's results with it); a skipped row still claimed is renewed at the next beat."""
+    mine = and_(Delivery.claimed_by == worker, Delivery.status == "claimed")
+    if session.get_bind().dialect.name == "postgresql":
+        locked = (
+            select(Delivery.id)
+            .where(mine)
+            .order_by(Delivery.id)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        stmt = update(Delivery).where(Delivery.id.in_(locked)).values(claimed_at=now)
+    else:  # SQLite: one writer at a time, nothing to lock against
+        stmt = update(Delivery).where(mine).values(claimed_at=now)
     return int(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
 
 
@@ -206,8 +219,10 @@ def mark_sent(
     conn: Connection, accepted: Sequence[tuple[int, str | None]], *, now: datetime
 ) -> None:
     """Mark (delivery id, provider id) pairs sent, if still claimed; one executemany, not
-    committed (the caller's group commit)."""
-    conn.execute(_MARK_SENT, [{"did": d, "now": now, "pid": p} for d, p in accepted])
+    committed (the caller's group commit). Rows are locked in id order, the order every
+    other writer of claimed rows takes them in (see :func:`renew_claims`)."""
+    rows = sorted(accepted, key=lambda pair: pair[0])
+    conn.execute(_MARK_SENT, [{"did": d, "now": now, "pid": p} for d, p in rows])
 
 
 def emails_of_digest(session: Session, digest_id: int) -> set[str]:
