@@ -365,6 +365,13 @@ class _Run:
             sending, outgoing = prepare_chunk(
                 self.db, self.mailer, did, ids, report=report, renderer=self.renderer
             )
+            if outgoing and report.error is None:
+                # Booked (and waited for) while the previous chunk is still on the wire: the
+                # booking's round trip to the rate limit's row no longer stops the
+                # connections between chunks. It never starts earlier than booked; a chunk
+                # booked and then handed back (the backend failed meanwhile) only leaves
+                # its share of the budget unused.
+                self.pacer.wait(len(outgoing))
             if in_flight is not None:
                 in_flight.join()
                 done = self._report_progress(done + in_flight_size, total)
@@ -379,7 +386,6 @@ class _Run:
                 outgoing,
                 now=self.now,
                 report=report,
-                pacer=self.pacer,
             )
             in_flight_size = len(ids)
             in_flight.start()

@@ -19,6 +19,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -32,6 +33,7 @@ from newsexchange.db.tables import (
     ListMembership,
     ProviderEvent,
     Suppression,
+    UTCDateTime,
 )
 
 __all__ = [
@@ -215,13 +217,28 @@ _MARK_SENT = (
 )
 
 
+# PostgreSQL: the whole group in one statement (one round trip; in autocommit it is its own
+# transaction, so BEGIN and COMMIT cost no round trips of their own).
+_PG_MARK_SENT = text(
+    "UPDATE deliveries SET status = 'sent', sent_at = :now, provider_message_id = v.pid, "
+    "claimed_by = NULL, claimed_at = NULL, last_error = NULL, next_attempt_at = NULL "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:pids AS text[])) AS v(id, pid) "
+    "WHERE deliveries.id = v.id AND deliveries.status = 'claimed'"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
 def mark_sent(
     conn: Connection, accepted: Sequence[tuple[int, str | None]], *, now: datetime
 ) -> None:
-    """Mark (delivery id, provider id) pairs sent, if still claimed; one executemany, not
-    committed (the caller's group commit). Rows are locked in id order, the order every
-    other writer of claimed rows takes them in (see :func:`renew_claims`)."""
+    """Mark (delivery id, provider id) pairs sent, if still claimed: one statement on
+    PostgreSQL, one executemany on SQLite; not committed (the caller's group commit, or
+    the caller's autocommit connection). Rows are taken in id order (see
+    :func:`renew_claims` for why the order matters)."""
     rows = sorted(accepted, key=lambda pair: pair[0])
+    if conn.dialect.name == "postgresql":
+        ids, pids = [d for d, _p in rows], [p for _d, p in rows]
+        conn.execute(_PG_MARK_SENT, {"now": now, "ids": ids, "pids": pids})
+        return
     conn.execute(_MARK_SENT, [{"did": d, "now": now, "pid": p} for d, p in rows])
 
 
