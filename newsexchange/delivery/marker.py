@@ -8,8 +8,6 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import Engine
-
 from newsexchange.db import Database
 from newsexchange.db.queries import deliveries as queries
 
@@ -37,10 +35,10 @@ class Marker:
     """
 
     def __init__(self, db: Database, now: datetime) -> None:
-        self.engine = db.engine
+        self.db = db
         self.now = now
         self.marked: set[int] = set()
-        self._per_connection = self.engine.dialect.name == "postgresql"
+        self._per_connection = db.engine.dialect.name == "postgresql"
         self._lock = threading.Lock()
         self._lanes: dict[int, _Lane] = {}
 
@@ -51,7 +49,7 @@ class Marker:
             with self._lock:
                 lane = self._lanes.get(key)
                 if lane is None:
-                    lane = self._lanes[key] = _Lane(self.engine, self.now, self.marked)
+                    lane = self._lanes[key] = _Lane(self.db, self.now, self.marked)
         return lane
 
     def mark(self, delivery_id: int, provider_id: str | None) -> Callable[[], object]:
@@ -76,8 +74,8 @@ class Marker:
 class _Lane:
     """One writer: a queue, a thread and a database connection."""
 
-    def __init__(self, engine: Engine, now: datetime, marked: set[int]) -> None:
-        self.engine = engine
+    def __init__(self, db: Database, now: datetime, marked: set[int]) -> None:
+        self.engine = db.engine
         self.now = now
         self.marked = marked  # shared by the lanes of one Marker (set.update is atomic)
         self.queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
