@@ -110,33 +110,29 @@ def sink_ceiling(port: int, n: int, connections: int, body: bytes) -> float:
 # -- the set-up ---------------------------------------------------------------------------------
 
 
-def setup(folder: Path, port: int, recipients: int, connections: int) -> tuple[object, object, int]:
-    from sqlalchemy import insert, select
-
-    from newsexchange.config import database_url, load_config
-    from newsexchange.db import (
-        Contact,
-        Database,
-        Digest,
-        DigestItem,
-        Item,
-        ListMembership,
-        Source,
-        Translation,
+def write_config(
+    folder: Path,
+    port: int,
+    *,
+    connections: int | None = None,
+    database_url: str = "sqlite:///var/bench.db",
+) -> Path:
+    """The benchmark's ``feeds.yaml`` in ``folder``: SMTP to the sink on ``port``, the rate
+    limit lifted, ``connections`` left at the default when None."""
+    smtp = f"{{host: 127.0.0.1, port: {port}" + (
+        f", connections: {connections}}}" if connections is not None else "}"
     )
-    from newsexchange.delivery.outbox import enqueue_deliveries
-
     cfg_path = folder / "feeds.yaml"
     cfg_path.write_text(
         textwrap.dedent(
             f"""\
-            database_url: sqlite:///var/bench.db
+            database_url: {database_url}
             public_url: https://news.example.org
             mail:
               backend: smtp
               from: "Обмен новостями Йоэнсуу–Петрозаводск <news@example.org>"
               rate_per_second: 1000000
-              smtp: {{host: 127.0.0.1, port: {port}, connections: {connections}}}
+              smtp: {smtp}
             regions:
               joensuu: {{name: Joensuu, language: fi}}
               petrozavodsk: {{name: Petrozavodsk, language: ru, timezone: Europe/Moscow}}
@@ -147,14 +143,35 @@ def setup(folder: Path, port: int, recipients: int, connections: int) -> tuple[o
             exchanges:
               - {{id: fi-ru, name: Новости Йоэнсуу, from: [joensuu], to: petrozavodsk,
                   language: ru, editors: [editor@example.fi], lists: [media]}}
+            service:
+              dispatch_minutes: 600
+              approvals_minutes: 600
+              alerts_minutes: 600
             """
         ),
         encoding="utf-8",
     )
-    cfg = load_config(cfg_path, env={"NEWSEXCHANGE_SECRET_KEY": "bench"})
-    db = Database(database_url(cfg))
+    return cfg_path
+
+
+def seed(cfg: object, db: object, recipients: int, *, enqueue: bool = True, items: int = 20) -> int:
+    """An approved digest of ``items`` translated items to ``recipients`` contacts; returns
+    its id."""
+    from sqlalchemy import insert, select
+
+    from newsexchange.db import (
+        Contact,
+        Digest,
+        DigestItem,
+        Item,
+        ListMembership,
+        Source,
+        Translation,
+    )
+    from newsexchange.delivery.outbox import enqueue_deliveries
+
     now = datetime(2026, 11, 16, 7, 0, tzinfo=UTC)
-    with db.session() as s:
+    with db.session() as s:  # type: ignore[attr-defined]
         s.add(Source(id="yle", config_url="https://example.fi/rss", url="https://example.fi/rss"))
         s.flush()
         digest = Digest(
@@ -165,7 +182,7 @@ def setup(folder: Path, port: int, recipients: int, connections: int) -> tuple[o
             state="approved",
             token="bench",
         )
-        for i in range(20):  # a full digest: 20 translated items with summaries
+        for i in range(items):  # a full digest: 20 translated items with summaries
             item = Item(
                 source_id="yle",
                 identity=f"g{i}",
@@ -202,9 +219,20 @@ def setup(folder: Path, port: int, recipients: int, connections: int) -> tuple[o
         ids = s.scalars(select(Contact.id)).all()
         s.execute(insert(ListMembership), [{"contact_id": c, "list_id": "media"} for c in ids])
         s.flush()
-        enqueue_deliveries(s, cfg, digest, now=now)
-        digest_id = digest.id
-    return cfg, db, digest_id
+        if enqueue:
+            enqueue_deliveries(s, cfg, digest, now=now)  # type: ignore[arg-type]
+        digest_id = int(digest.id)
+    return digest_id
+
+
+def setup(folder: Path, port: int, recipients: int, connections: int) -> tuple[object, object, int]:
+    from newsexchange.config import database_url, load_config
+    from newsexchange.db import Database
+
+    cfg_path = write_config(folder, port, connections=connections)
+    cfg = load_config(cfg_path, env={"NEWSEXCHANGE_SECRET_KEY": "bench"})
+    db = Database(database_url(cfg))
+    return cfg, db, seed(cfg, db, recipients)
 
 
 def message_size(cfg: object, db: object, digest_id: int) -> int:

@@ -92,12 +92,14 @@ def dispatch(
     *,
     now: datetime,
     report: SendReport,
-    pacer: Pacer,
+    pacer: Pacer | None = None,
 ) -> None:
-    """Pace, send one prepared chunk, record every outcome."""
+    """Pace (unless the caller booked the chunk already, ``pacer`` None), send one prepared
+    chunk, record every outcome."""
     if not outgoing:
         return
-    pacer.wait(len(outgoing))
+    if pacer is not None:
+        pacer.wait(len(outgoing))
     marker = Marker(db, now)
     try:
         _send_and_record(db, mailer, sending, outgoing, now=now, report=report, marker=marker)
@@ -134,6 +136,9 @@ def _send_and_record(
         return
     marker.close()  # every accepted message is committed before the rest is recorded
     marked = marker.marked
+    if len(marked) == len(sending) and all(r.ok for r in results):
+        report.sent += len(sending)  # all accepted and recorded: nothing more to write
+        return
     with db.session() as s:
         pending_ids = [d.id for d in sending if d.id not in marked]
         fresh = {d.id: d for d in queries.by_ids(s, pending_ids)}

@@ -46,6 +46,7 @@ pure), :mod:`.personalize` (each copy), :mod:`.chunk` (one chunk sent and record
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -111,6 +112,10 @@ log = logging.getLogger(__name__)
 # recorded on its own (see marker.Marker), so this only sets how often the database is read
 # and how bursty pacing is — not how much could be resent after a crash.
 CHUNK_PER_CONNECTION = 50
+
+
+#: A chunk on the wire: its thread and how many deliveries it holds.
+_InFlight = tuple[Thread, int]
 
 
 class SendStopped(Exception):
@@ -303,27 +308,35 @@ class _Run:
             total = queries.remaining(s, did)
         done = self._report_progress(0, total)
         waiting_since: float | None = None
-        while self.report.error is None:
-            with self.db.session() as s:
-                limit = max(CLAIM_BATCH, self.chunk_size)
-                claimed = claim(
-                    s,
-                    did,
-                    worker=self.worker,
-                    now=self.moment(),
-                    limit=limit,
-                    lease=self.ttl,
-                    id_range=self.id_range,
-                )
-                claimed_ids = [d.id for d in claimed]
-            if claimed_ids:
-                waiting_since = None
-                done = self._send_batch(did, claimed_ids, done, total)
-                continue
-            if waiting_since is None:
-                waiting_since = self.clock()
-            if not self._wait_for_others(did, waiting_since):
-                break
+        in_flight: _InFlight | None = None  # the last chunk of the batch before, on the wire
+        try:
+            while self.report.error is None:
+                with self.db.session() as s:
+                    limit = max(CLAIM_BATCH, self.chunk_size)
+                    claimed = claim(
+                        s,
+                        did,
+                        worker=self.worker,
+                        now=self.moment(),
+                        limit=limit,
+                        lease=self.ttl,
+                        id_range=self.id_range,
+                    )
+                    claimed_ids = [d.id for d in claimed]
+                if claimed_ids:
+                    waiting_since = None
+                    done, in_flight = self._send_batch(did, claimed_ids, done, total, in_flight)
+                    continue
+                done, in_flight = self._land(in_flight, done, total), None
+                if waiting_since is None:
+                    waiting_since = self.clock()
+                if not self._wait_for_others(did, waiting_since):
+                    break
+            done, in_flight = self._land(in_flight, done, total), None
+        finally:
+            if in_flight is not None:  # stopping on an error: the chunk on the wire lands first
+                with contextlib.suppress(Exception):
+                    in_flight[0].join()
         self._finish(did, exchange_id)
 
     def _wait_for_others(self, did: int, since: float) -> bool:
@@ -352,41 +365,64 @@ class _Run:
         self.sleep(min(max(until_stale, 0.0) + 0.05, ttl / 6))
         return True
 
-    def _send_batch(self, did: int, claimed_ids: list[int], done: int, total: int) -> int:
+    def _send_batch(
+        self,
+        did: int,
+        claimed_ids: list[int],
+        done: int,
+        total: int,
+        in_flight: _InFlight | None = None,
+    ) -> tuple[int, _InFlight | None]:
         """Send a claimed batch chunk by chunk. While one chunk is on the wire (a thread:
-        the mailer mostly waits on sockets), the next is loaded and personalized here."""
+        the mailer mostly waits on sockets), the next is loaded and personalized here; the
+        last one is returned still on the wire, so that the next batch is claimed and its
+        first chunk prepared meanwhile (``in_flight``: the one handed over from the batch
+        before). Returns (deliveries done, the chunk on the wire)."""
         report, size = self.report, self.chunk_size
-        in_flight: Thread | None = None
-        in_flight_size = 0
-        for i in range(0, len(claimed_ids), size):
-            ids = claimed_ids[i : i + size]
-            if i:
-                self.heartbeat()  # the rest of the batch, and the chunk on the wire
-            sending, outgoing = prepare_chunk(
-                self.db, self.mailer, did, ids, report=report, renderer=self.renderer
-            )
-            if in_flight is not None:
-                in_flight.join()
-                done = self._report_progress(done + in_flight_size, total)
-            if report.error is not None:
-                release(self.db, [d.id for d in sending], now=self.now, error=report.error)
-                continue
-            in_flight = Thread(
-                dispatch,
-                self.db,
-                self.mailer,
-                sending,
-                outgoing,
-                now=self.now,
-                report=report,
-                pacer=self.pacer,
-            )
-            in_flight_size = len(ids)
-            in_flight.start()
-        if in_flight is not None:
-            in_flight.join()
-            done = self._report_progress(done + in_flight_size, total)
-        return done
+        try:
+            for i in range(0, len(claimed_ids), size):
+                ids = claimed_ids[i : i + size]
+                if i:
+                    self.heartbeat()  # the rest of the batch, and the chunk on the wire
+                sending, outgoing = prepare_chunk(
+                    self.db, self.mailer, did, ids, report=report, renderer=self.renderer
+                )
+                if outgoing and report.error is None:
+                    # Booked (and waited for) while the previous chunk is still on the
+                    # wire: the booking's round trip to the rate limit's row no longer
+                    # stops the connections between chunks. It never starts earlier than
+                    # booked; a chunk booked and then handed back (the backend failed
+                    # meanwhile) only leaves its share of the budget unused.
+                    self.pacer.wait(len(outgoing))
+                done, in_flight = self._land(in_flight, done, total), None
+                if report.error is not None:
+                    release(self.db, [d.id for d in sending], now=self.now, error=report.error)
+                    continue
+                thread = Thread(
+                    dispatch,
+                    self.db,
+                    self.mailer,
+                    sending,
+                    outgoing,
+                    now=self.now,
+                    report=report,
+                )
+                thread.start()
+                in_flight = (thread, len(ids))
+        except BaseException:
+            if in_flight is not None:  # the chunk on the wire lands before the error goes up
+                with contextlib.suppress(Exception):
+                    in_flight[0].join()
+            raise
+        return done, in_flight
+
+    def _land(self, in_flight: _InFlight | None, done: int, total: int) -> int:
+        """Wait for the chunk on the wire (if any) to be sent and recorded; report progress."""
+        if in_flight is None:
+            return done
+        thread, size = in_flight
+        thread.join()
+        return self._report_progress(done + size, total)
 
     def _report_progress(self, done: int, total: int) -> int:
         if self.progress:

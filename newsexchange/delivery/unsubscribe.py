@@ -12,6 +12,7 @@ Erasure (GDPR) keeps no address: a suppression of an erased address is stored as
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -97,7 +98,13 @@ def unsubscribe_mailto(config: Config, email: str, list_id: str | None) -> str:
 
 
 def _from_address(config: Config) -> str:
-    return parseaddr(config.mail.from_)[1]
+    return _address_of(config.mail.from_)
+
+
+@functools.lru_cache(maxsize=16)
+def _address_of(mailbox: str) -> str:
+    """The address part of a mailbox (parsed once: this runs for every copy sent)."""
+    return parseaddr(mailbox)[1]
 
 
 def unsubscribe_links(config: Config, email: str, list_id: str | None) -> tuple[str, str]:

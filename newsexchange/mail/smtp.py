@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import re
 import smtplib
 import socket
 import ssl
@@ -24,9 +25,21 @@ from newsexchange.errors import DeliveryError
 from newsexchange.mail.base import OnSent, Wait
 from newsexchange.mail.message import OutgoingMessage, SendResult
 
-__all__ = ["OnSent", "SmtpMailer", "Wait", "dot_stuff"]
+__all__ = ["OnSent", "SmtpMailer", "Wait", "dot_stuff", "envelope_address"]
 
 log = logging.getLogger(__name__)
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def envelope_address(address: str) -> str:
+    """``address`` as MAIL FROM / RCPT TO take it: what ``smtplib.quoteaddr`` gives, without
+    its full RFC 5322 parse for a plain dot-atom address (every stored one: validated and
+    lowercased on import), which was a tenth of the sender's CPU per message."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
 
 
 def dot_stuff(data: bytes) -> bytes:
@@ -91,6 +104,7 @@ class SmtpMailer:
         self.username = config.secret(self.settings.username_env)
         self.password = config.secret(self.settings.password_env)
         _name, self.envelope_from = parseaddr(config.mail.from_)
+        self._mail_from = f"MAIL FROM:{envelope_address(self.envelope_from)}\r\n"
         # socket.getfqdn() (smtplib's default HELO name) does a reverse DNS lookup that can
         # hang for seconds on a machine without resolvers; the host name is enough.
         self.helo = socket.gethostname() or "localhost"
@@ -216,10 +230,7 @@ class SmtpMailer:
         """MAIL, RCPT and DATA in one write (RFC 2920 PIPELINING): one round trip instead of
         three before the body, which is most of the time per message on a fast link."""
         rcpt = out.recipient
-        conn.send(
-            f"MAIL FROM:{smtplib.quoteaddr(self.envelope_from)}\r\n"
-            f"RCPT TO:{smtplib.quoteaddr(rcpt)}\r\nDATA\r\n"
-        )
+        conn.send(f"{self._mail_from}RCPT TO:{envelope_address(rcpt)}\r\nDATA\r\n")
         mail_code, mail_reply = conn.getreply()
         rcpt_code, rcpt_reply = conn.getreply()
         data_code, data_reply = conn.getreply()

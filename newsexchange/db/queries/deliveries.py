@@ -19,6 +19,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -32,6 +33,7 @@ from newsexchange.db.tables import (
     ListMembership,
     ProviderEvent,
     Suppression,
+    UTCDateTime,
 )
 
 __all__ = [
@@ -172,12 +174,25 @@ def claimed_by(session: Session, worker: str) -> list[Delivery]:
 
 def renew_claims(session: Session, worker: str, *, now: datetime) -> int:
     """Stamp every row ``worker`` still has claimed with ``now`` (its heartbeat), so that no
-    other sender takes them as stale while this one is still working through them."""
-    stmt = (
-        update(Delivery)
-        .where(Delivery.claimed_by == worker, Delivery.status == "claimed")
-        .values(claimed_at=now)
-    )
+    other sender takes them as stale while this one is still working through them.
+
+    On PostgreSQL the rows are taken ``FOR UPDATE SKIP LOCKED``: a row locked right now is
+    being marked sent (or handed back) by this worker's own writer and needs no renewal.
+    Waiting for it instead, with the rows already renewed locked, deadlocked against the
+    writer marking two rows in the other order (its transaction was then aborted, and the
+    chunk's results with it); a skipped row still claimed is renewed at the next beat."""
+    mine = and_(Delivery.claimed_by == worker, Delivery.status == "claimed")
+    if session.get_bind().dialect.name == "postgresql":
+        locked = (
+            select(Delivery.id)
+            .where(mine)
+            .order_by(Delivery.id)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        stmt = update(Delivery).where(Delivery.id.in_(locked)).values(claimed_at=now)
+    else:  # SQLite: one writer at a time, nothing to lock against
+        stmt = update(Delivery).where(mine).values(claimed_at=now)
     return int(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
 
 
@@ -202,12 +217,29 @@ _MARK_SENT = (
 )
 
 
+# PostgreSQL: the whole group in one statement (one round trip; in autocommit it is its own
+# transaction, so BEGIN and COMMIT cost no round trips of their own).
+_PG_MARK_SENT = text(
+    "UPDATE deliveries SET status = 'sent', sent_at = :now, provider_message_id = v.pid, "
+    "claimed_by = NULL, claimed_at = NULL, last_error = NULL, next_attempt_at = NULL "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:pids AS text[])) AS v(id, pid) "
+    "WHERE deliveries.id = v.id AND deliveries.status = 'claimed'"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
 def mark_sent(
     conn: Connection, accepted: Sequence[tuple[int, str | None]], *, now: datetime
 ) -> None:
-    """Mark (delivery id, provider id) pairs sent, if still claimed; one executemany, not
-    committed (the caller's group commit)."""
-    conn.execute(_MARK_SENT, [{"did": d, "now": now, "pid": p} for d, p in accepted])
+    """Mark (delivery id, provider id) pairs sent, if still claimed: one statement on
+    PostgreSQL, one executemany on SQLite; not committed (the caller's group commit, or
+    the caller's autocommit connection). Rows are taken in id order (see
+    :func:`renew_claims` for why the order matters)."""
+    rows = sorted(accepted, key=lambda pair: pair[0])
+    if conn.dialect.name == "postgresql":
+        ids, pids = [d for d, _p in rows], [p for _d, p in rows]
+        conn.execute(_PG_MARK_SENT, {"now": now, "ids": ids, "pids": pids})
+        return
+    conn.execute(_MARK_SENT, [{"did": d, "now": now, "pid": p} for d, p in rows])
 
 
 def emails_of_digest(session: Session, digest_id: int) -> set[str]:
