@@ -7,12 +7,10 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from newsexchange.commands import Context, add_common, db_int
-from newsexchange.db import Item
-from newsexchange.db.queries.items import latest_items
-from newsexchange.db.queries.sources import source_titles
 from newsexchange.errors import ConfigError
 
 if TYPE_CHECKING:
+    from newsexchange.db import Item
     from newsexchange.ingest import SourceOutcome
 
 
@@ -119,6 +117,9 @@ def _stderr_console() -> Any:
 
 
 def items(ctx: Context) -> int:
+    from newsexchange.db.queries.items import latest_items
+    from newsexchange.db.queries.sources import source_titles
+
     cfg = ctx.config
     if ctx.args.source:
         cfg.source(ctx.args.source)
