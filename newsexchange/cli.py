@@ -19,6 +19,7 @@ from newsexchange.commands import (
     Context,
     approval,
     core,
+    database_failure,
     delivery,
     digest,
     impact,
@@ -27,18 +28,10 @@ from newsexchange.commands import (
     to_json,
     translate,
 )
-from newsexchange.config import database_url
-from newsexchange.db.problems import (
-    BadDatabaseUrl,
-    DatabaseFailure,
-    database_problem,
-    one_line,
-    safe_url,
-)
 from newsexchange.errors import ConfigError, DigestNotFound, NewsExchangeError
 from newsexchange.logs import setup_logging
 
-__all__ = ["COMMANDS", "build_parser", "database_problem", "main", "os_problem"]
+__all__ = ["COMMANDS", "build_parser", "main", "os_problem"]
 
 Register = Callable[["argparse._SubParsersAction[Any]"], None]
 
@@ -96,15 +89,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NewsExchangeError as exc:
         _fail(ctx, str(exc), kind=type(exc).__name__)
         return 1
-    except BadDatabaseUrl as exc:  # a database_url SQLAlchemy cannot use
-        _fail(ctx, f"database_url: {one_line(str(exc))}", kind="config")
-        return 2
-    except DatabaseFailure as exc:
-        _fail(ctx, database_problem(exc, _safe_url(ctx)), kind="database")
-        return 1
     except OSError as exc:
         _fail(ctx, os_problem(exc), kind="os")
         return 1
+    except Exception as exc:
+        # A database_url SQLAlchemy cannot use (exit 2), or a database that cannot be used
+        # (exit 1); anything else is a bug and keeps its traceback.
+        failure = database_failure(exc, lambda: _safe_url(ctx))
+        if failure is None:
+            raise
+        message, kind, code = failure
+        _fail(ctx, message, kind=kind)
+        return code
     except KeyboardInterrupt:
         _fail(ctx, "interrupted", kind="interrupted")
         return 130
@@ -115,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _safe_url(ctx: Context) -> str:
     """The database URL without its password, or "" when there is none to tell."""
     try:
-        return safe_url(ctx._db.url if ctx._db is not None else database_url(ctx.config))
+        return ctx.safe_database_url()
     except Exception:  # an unreadable config or URL: say what is wrong without it
         return ""
 

@@ -15,10 +15,11 @@ import os
 import sys
 import traceback
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from newsexchange.config import Config, database_url
+if TYPE_CHECKING:
+    from newsexchange.config import Config
 
 __all__ = [
     "JsonFormatter",
@@ -143,7 +144,9 @@ def config_secrets(config: Config) -> list[str]:
     with contextlib.suppress(Exception):
         values.append(config.secret_key.get_secret_value())
     with contextlib.suppress(ValueError):
-        password = urlsplit(database_url(config)).password
+        # The URL as written: database_url() only resolves a relative SQLite path, which
+        # has no password, and leaving it out keeps this module free of the config package.
+        password = urlsplit(config.database_url).password
         if password:
             values.append(password)
     return values

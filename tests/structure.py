@@ -33,8 +33,11 @@ LAZY_THIRD_PARTY = frozenset(
 #: --help`` or ``check`` does not load every step (httpx, feedparser, numpy, APScheduler,
 #: Starlette …). Nothing imports the commands, so no cycle can hide there;
 #: ``tests/test_structure.py::test_the_cli_loads_no_step_until_a_command_runs`` pins it.
+#: The configuration (pydantic) and the storage layer (SQLAlchemy, 279 ms to import) are
+#: imported the same way, so that ``--help`` loads neither and ``check`` no SQLAlchemy
+#: (issue 16; ``tests/test_startup.py`` pins it).
 LAZY_IN_COMMANDS = (
-    "newsexchange.ingest", "newsexchange.translate", "newsexchange.digest",
+    "newsexchange.config", "newsexchange.db", "newsexchange.ingest", "newsexchange.translate", "newsexchange.digest",
     "newsexchange.approval", "newsexchange.delivery", "newsexchange.mail",
     "newsexchange.service", "newsexchange.web", "newsexchange.alerts", "newsexchange.impact",
 )  # fmt: skip

@@ -6,6 +6,13 @@ The contract (ARCHITECTURE.md): every command takes ``--config``; every reportin
 takes ``--json`` and then prints exactly one JSON object on stdout and nothing else there.
 """
 
-from newsexchange.commands.context import Context, Handler, add_common, db_int, to_json
+from newsexchange.commands.context import (
+    Context,
+    Handler,
+    add_common,
+    database_failure,
+    db_int,
+    to_json,
+)
 
-__all__ = ["Context", "Handler", "add_common", "db_int", "to_json"]
+__all__ = ["Context", "Handler", "add_common", "database_failure", "db_int", "to_json"]

@@ -13,7 +13,6 @@ import socket
 from typing import Any
 
 from newsexchange.commands import Context, add_common, db_int
-from newsexchange.db import Digest
 from newsexchange.errors import ConfigError, DigestNotFound
 
 
@@ -63,6 +62,7 @@ def _console_address() -> str:
 def approve(ctx: Context) -> int:
     from newsexchange.approval import decide
     from newsexchange.approval.notices import queue_notes
+    from newsexchange.db import Digest
     from newsexchange.mail.queue import flush
     from newsexchange.service.queue import start_sending_if_approved
 

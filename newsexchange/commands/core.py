@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from newsexchange.commands import Context, add_common
-from newsexchange.config import Config, database_url
-from newsexchange.db import schema_revision
-from newsexchange.db.queries.watchdog import database_problem
 from newsexchange.errors import ConfigError
+
+if TYPE_CHECKING:
+    from newsexchange.config import Config
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def check(ctx: Context) -> int:
+    from newsexchange.config import database_url
+
     cfg = ctx.config
     if not cfg.sources:
         # Valid, but it would collect nothing: `check` is where a new editor learns that.
@@ -62,6 +64,7 @@ def _check_sources(ctx: Context, cfg: Config, summary: dict[str, Any], url: str)
     ``watchdog`` key: ``sources`` already counts the configured sources). Exit 0 with the
     findings printed (a finding is a warning), 1 with ``--strict`` and a flagged source, or
     when the database cannot be read (absent, unreachable, behind: said so)."""
+    from newsexchange.db.queries.watchdog import database_problem
     from newsexchange.ingest.watchdog import watch_sources
 
     problem = database_problem(url, busy_timeout=cfg.database_busy_timeout)
@@ -97,6 +100,9 @@ def migrate(ctx: Context) -> int:
     command migrates on start anyway; this is the step of its own that a deploy runs before
     the workers and the web app (systemd ``ExecStartPre``, a container's init), so they all
     start on a current schema."""
+    from newsexchange.config import database_url
+    from newsexchange.db import schema_revision
+
     url = database_url(ctx.config)
     safe_url = url.split("@")[-1] if "@" in url else url
     revision = schema_revision(ctx.db)  # opening the database ran the migrations

@@ -16,12 +16,13 @@ import getpass
 import sys
 from datetime import UTC, date, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from newsexchange.commands import Context, add_common, db_int, to_json
-from newsexchange.db import AuditEntry, Digest, Session
-from newsexchange.db.queries import digests as queries
 from newsexchange.errors import DigestError, DigestNotFound
+
+if TYPE_CHECKING:
+    from newsexchange.db import Digest, Session
 
 
 def _console_user() -> str:
@@ -152,6 +153,8 @@ def build(ctx: Context) -> int:
 
 
 def list_digests(ctx: Context) -> int:
+    from newsexchange.db.queries import digests as queries
+
     with ctx.db.session() as s:
         if ctx.args.exchange:
             ctx.config.exchange(ctx.args.exchange)  # unknown id: a config error, exit 2
@@ -231,6 +234,8 @@ def _entries_json(d: Digest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
 
 
 def _approvals_json(s: Session, d: Digest) -> list[dict[str, Any]]:
+    from newsexchange.db.queries import digests as queries
+
     return [
         {
             "editor": a.editor,
@@ -245,6 +250,8 @@ def _approvals_json(s: Session, d: Digest) -> list[dict[str, Any]]:
 
 
 def _audit_json(s: Session, d: Digest) -> list[dict[str, Any]]:
+    from newsexchange.db.queries import digests as queries
+
     return [
         {
             "at": a.at,
@@ -316,6 +323,7 @@ def _summary_text(data: dict[str, Any], tz: tzinfo = UTC) -> str:
 
 
 def show(ctx: Context) -> int:
+    from newsexchange.db import Digest
     from newsexchange.digest.ics import digest_calendar
     from newsexchange.digest.render import render_digest, to_email
 
@@ -375,6 +383,7 @@ def show(ctx: Context) -> int:
 
 
 def edit(ctx: Context) -> int:
+    from newsexchange.db import AuditEntry, Digest
     from newsexchange.digest import edit_digest
 
     a = ctx.args

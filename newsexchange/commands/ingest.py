@@ -7,13 +7,10 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from newsexchange.commands import Context, add_common, db_int, to_json
-from newsexchange.db import Item
-from newsexchange.db.queries.items import latest_items
-from newsexchange.db.queries.listing import stream_items
-from newsexchange.db.queries.sources import source_titles
 from newsexchange.errors import ConfigError
 
 if TYPE_CHECKING:
+    from newsexchange.db import Item
     from newsexchange.ingest import SourceOutcome
 
 
@@ -120,6 +117,9 @@ def _stderr_console() -> Any:
 
 
 def items(ctx: Context) -> int:
+    from newsexchange.db.queries.items import latest_items
+    from newsexchange.db.queries.sources import source_titles
+
     cfg = ctx.config
     if ctx.args.source:
         cfg.source(ctx.args.source)
@@ -166,6 +166,8 @@ def _stream_json(ctx: Context) -> None:
     """``items --json`` written item by item as the database hands them over, so memory
     stays flat at any --limit (issue 16); the bytes are those of ``ctx.emit`` on the whole
     listing."""
+    from newsexchange.db.queries.listing import stream_items
+
     out = sys.stdout
     with ctx.db.session() as s:
         count, found = stream_items(

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from newsexchange.commands.context import Context, add_common
-from newsexchange.db.queries.jobs import job_history, stored_jobs
 from newsexchange.errors import ConfigError
 from newsexchange.logs import install_secret_redaction
 
@@ -67,6 +66,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 def jobs(ctx: Context) -> int:
     """What the scheduler will do next and how its jobs went (read from the database, so it
     works whether or not a service is running)."""
+    from newsexchange.db.queries.jobs import job_history, stored_jobs
     from newsexchange.service import job_specs
 
     cfg = ctx.config

@@ -6,10 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from newsexchange.commands import Context, add_common, db_int
-from newsexchange.db import Item
 from newsexchange.errors import ConfigError, TranslationError
 
 
@@ -89,6 +86,8 @@ def translate(ctx: Context) -> int:
 
 
 def _load_set_file(path: Path) -> tuple[str | None, str | None]:
+    import yaml
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -143,6 +142,7 @@ def translation_import(ctx: Context) -> int:
 
 
 def translation_show(ctx: Context) -> int:
+    from newsexchange.db import Item
     from newsexchange.translate import iter_translations
 
     with ctx.db.session() as s:

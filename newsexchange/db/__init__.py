@@ -6,6 +6,7 @@ SQLAlchemy (``tests/test_structure.py`` holds it to that).
 from sqlalchemy.orm import Session
 
 from newsexchange.db.engine import (
+    HEAD_REVISION,
     MIGRATIONS_DIR,
     Database,
     make_engine,
@@ -45,6 +46,7 @@ from newsexchange.db.tables import (
 )
 
 __all__ = [
+    "HEAD_REVISION",
     "MAX_ID",
     "MIGRATIONS_DIR",
     "Alert",

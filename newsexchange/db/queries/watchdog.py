@@ -17,7 +17,7 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from newsexchange.db.engine import MIGRATIONS_DIR, Database
+from newsexchange.db.engine import HEAD_REVISION, MIGRATIONS_DIR, Database
 from newsexchange.db.tables import Item, Source
 
 __all__ = [
@@ -139,7 +139,7 @@ def database_problem(url: str, *, busy_timeout: float = 30.0) -> str | None:
         return f"the database cannot be read: {type(exc).__name__}: {exc}".splitlines()[0]
     finally:
         db.dispose()
-    head = head_revision()
+    head = HEAD_REVISION  # not head_revision(): a current schema is told without Alembic
     if current != head:
         return (
             f"the database schema is at revision {current}, this version needs {head} "
