@@ -84,11 +84,6 @@ def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
 # -- parse worker processes ---------------------------------------------------------------------
 
 
-def _worker_init() -> None:
-    """Load the language model once per worker process (the parsers come with this module)."""
-    detect_language("Joensuun kaupunki avaa uuden kirjaston keskustaan ensi keväänä.")
-
-
 def _prepare_in_worker(
     kind: str,
     select_: HtmlSelect | None,
@@ -148,8 +143,9 @@ def _stored_pages(db: Database, source_id: str, entries: list[ParsedEntry]) -> l
 
 def _make_pool(workers: int, n_sources: int) -> ProcessPoolExecutor | None:
     """``fetch.parse_workers`` worker processes, when the run is big enough to repay
-    starting them (~1 s each: imports and the language model; ~210 MB each, while the
-    fetching process then never loads the model: 148 MB instead of 251 at 1,000 feeds).
+    starting them (~1 s each: the imports, and the language model once a text needs it;
+    ~210 MB each, while the fetching process then never loads the model: 148 MB instead of
+    251 at 1,000 feeds).
 
     Off by default: on the 2-core machine this was measured on, with the feed server and
     other work sharing the cores, the workers halved the fetching process's CPU per feed but
@@ -159,8 +155,9 @@ def _make_pool(workers: int, n_sources: int) -> ProcessPoolExecutor | None:
     # spawn, not fork: the parent has threads (the writer) and open database connections.
     return ProcessPoolExecutor(
         max_workers=workers,
+        # No initializer loading the language model: langdetect loads it on the first text
+        # the script alone does not settle (never for a worker that reads only Russian).
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_worker_init,
     )
 
 
