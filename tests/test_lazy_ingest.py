@@ -1,6 +1,7 @@
 """What a fetch and ``check --sources`` load (issue 16): a fetch of plain feeds imports none of
 the libraries only html, ical and fulltext sources need, ``check --sources`` loads the
-watchdog without the fetch step, and the package face still hands out the step's names.
+watchdog without the fetch step (nor the translate step, for the glossary), and the package
+faces still hand out the steps' names.
 Asserted on what a real process imports (``benchmarks/ingest.py`` prints the memory)."""
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ def test_check_sources_loads_the_watchdog_without_the_fetch_step(
     assert code == 0, out
     assert json.loads(out)["watchdog"]["checked"] == 1
     assert "newsexchange.ingest.watchdog" in loaded
-    assert sorted(loaded & {"newsexchange.ingest.step", "trafilatura", "py3langid"}) == []
-    assert sorted(loaded & (PATH_ONLY - {"bs4"})) == []  # bs4: the translate package's face
+    step = {"newsexchange.ingest.step", "newsexchange.translate.step"}
+    assert sorted(loaded & (step | {"trafilatura", "py3langid", "httpx"})) == []
+    assert sorted(loaded & PATH_ONLY) == []
 
 
 def test_the_package_face_still_hands_out_the_step() -> None:
@@ -100,6 +102,14 @@ def test_the_package_face_still_hands_out_the_step() -> None:
         assert "no_such_name" in str(exc)
     else:  # pragma: no cover
         raise AssertionError("an unknown name was handed out")
+
+
+def test_the_translate_face_still_hands_out_its_names() -> None:
+    import newsexchange.translate as translate
+    from newsexchange.translate.step import run_translate
+
+    assert translate.run_translate is run_translate
+    assert all(callable(getattr(translate, name)) for name in translate.__all__)
 
 
 def test_parse_workers_start_without_loading_the_language_model() -> None:
