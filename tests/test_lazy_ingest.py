@@ -15,7 +15,7 @@ from pathlib import Path
 
 import newsexchange.ingest
 from newsexchange.config import Config
-from newsexchange.ingest import pipeline
+from newsexchange.ingest import fetched, pipeline
 from tests.conftest import REPO
 from tests.servers import HTTPServer, Response
 from tests.test_ingest import fetch_yaml, fi_items, rss, sources_yaml
@@ -119,3 +119,19 @@ def test_parse_workers_start_without_loading_the_language_model() -> None:
         assert pool._initializer is None  # langdetect loads it on the first text needing it
     finally:
         pool.shutdown()
+
+
+def test_a_parse_worker_imports_the_parsers_without_the_writer_or_the_http_client() -> None:
+    # What a spawned worker imports to run prepare_body: its module, and what that imports.
+    probe = (
+        "import json, sys\n"
+        "from newsexchange.ingest.fetched import prepare_body\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    loaded = set(json.loads(res.stdout))
+    assert sorted(loaded & ({"sqlalchemy", "httpx", "pydantic"} | PATH_ONLY)) == []
+    assert {"lxml", "nh3"} <= loaded  # the parsers and the sanitizer did come
+    assert pipeline.prepare_body is fetched.prepare_body  # what the pool runs

@@ -21,11 +21,11 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from newsexchange.config import Config, HtmlSelect, SourceSettings
+from newsexchange.config import Config, SourceSettings
 from newsexchange.db import Database
 from newsexchange.db.queries.items import fulltext_state, known_hashes
 from newsexchange.errors import FetchError
-from newsexchange.ingest.decide import SourceState, content_hash, detect_text, lookup_keys
+from newsexchange.ingest.decide import SourceState, lookup_keys
 from newsexchange.ingest.fetch import (
     FEED_ACCEPT,
     HTML_ACCEPT,
@@ -34,13 +34,11 @@ from newsexchange.ingest.fetch import (
     FetchResult,
     fetch_options,
 )
-from newsexchange.ingest.fetched import Fetched, Precomputed, parse_body
+from newsexchange.ingest.fetched import Fetched, Precomputed, prepare_body
 from newsexchange.ingest.fulltext import StoredPage, plan_pages, read_pages
 from newsexchange.ingest.ical import ICAL_ACCEPT
-from newsexchange.ingest.langdetect import detect_language
 from newsexchange.ingest.model import ParsedEntry
 from newsexchange.ingest.report import Progress, SourceOutcome
-from newsexchange.ingest.stories import fingerprint
 from newsexchange.ingest.writer import Writer
 
 __all__ = ["POOL_MIN_SOURCES", "WRITE_BATCH", "fetch_all", "interleave_by_host", "run_coroutine"]
@@ -82,49 +80,6 @@ def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
 
 
 # -- parse worker processes ---------------------------------------------------------------------
-
-
-def _prepare_in_worker(
-    kind: str,
-    select_: HtmlSelect | None,
-    body: bytes,
-    url: str,
-    content_type: str | None,
-    summary_chars: int,
-    timezone: str,
-    now: datetime,
-    known: frozenset[str],
-    event_window_days: int = 90,
-    places: tuple[str, ...] = (),
-) -> Precomputed:
-    """Runs in a worker process: parse, then the CPU-heavy per-entry work for every entry
-    whose content is not already stored (``known`` content hashes of the source)."""
-    try:
-        feed = parse_body(
-            kind,
-            select_,
-            body,
-            url=url,
-            content_type=content_type,
-            summary_chars=summary_chars,
-            timezone=timezone,
-            now=now,
-            event_window_days=event_window_days,
-            places=places,
-        )
-    except FetchError as exc:
-        return Precomputed(None, exc.message)
-    except Exception as exc:  # a parser bug: this source's error only
-        return Precomputed(None, f"could not parse: {type(exc).__name__}: {exc}")
-    pre = Precomputed(feed)
-    for e in feed.entries:
-        if content_hash(e) in known:
-            continue
-        pre.fingerprints[(e.title, e.summary_text)] = fingerprint(e.title, e.summary_text)
-        text = detect_text(e)
-        if text is not None:
-            pre.languages[text] = detect_language(text)
-    return pre
 
 
 def _known_hashes(db: Database, source_ids: list[str], now: datetime) -> dict[str, set[str]]:
@@ -250,7 +205,7 @@ class _Run:
             known = await self.known_task
             return await asyncio.get_running_loop().run_in_executor(
                 self.pool,
-                _prepare_in_worker,
+                prepare_body,
                 src.kind,
                 src.select,
                 result.body,

@@ -28,7 +28,6 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from newsexchange.config import HtmlSelect
 from newsexchange.errors import FetchError
 from newsexchange.ingest.clean import clean_url, collapse, sanitize_html, to_text
 from newsexchange.ingest.model import ParsedEntry, ParsedFeed
@@ -37,6 +36,8 @@ from newsexchange.ingest.structured import distinct_event_guids
 
 if TYPE_CHECKING:  # bs4 is imported where a kind: html source with select: is read
     from bs4 import BeautifulSoup, Tag
+
+    from newsexchange.config import HtmlSelect
 
 _FI_MONTHS = (
     "tammi", "helmi", "maalis", "huhti", "touko", "kesä", "heinä", "elo", "syys", "loka",
