@@ -99,8 +99,9 @@ def _stored_pages(db: Database, source_id: str, entries: list[ParsedEntry]) -> l
 def _make_pool(workers: int, n_sources: int) -> ProcessPoolExecutor | None:
     """``fetch.parse_workers`` worker processes, when the run is big enough to repay
     starting them (~1 s each: the imports, and the language model once a text needs it;
-    ~210 MB each, while the fetching process then never loads the model: 148 MB instead of
-    251 at 1,000 feeds).
+    ~113 MB each with the model, as a worker imports only :mod:`.fetched` and its parsers,
+    while the fetching process then never loads the model: 145 MB instead of 208 at 1,000
+    feeds).
 
     Off by default: on the 2-core machine this was measured on, with the feed server and
     other work sharing the cores, the workers halved the fetching process's CPU per feed but
