@@ -18,13 +18,17 @@ ROOT = PACKAGE.parent
 
 #: Third-party imports that stay inside functions on purpose: each is heavy, optional or only
 #: needed on one path (language model, Argos, the rich progress bar, the feed generator, the
-#: metrics library, Alembic on start, the SendGrid client, the IMAP client, uvicorn).
+#: metrics library, Alembic on start, the SendGrid client, the IMAP client, uvicorn). The
+#: ingest paths few sources take are imported where they run (issue 16: ~20 MB a plain-feed
+#: fetch no longer loads): trafilatura (``fulltext: true``, and it pulls py3langid and numpy),
+#: extruct and bs4 (``kind: html``), icalendar and recurring_ical_events (``kind: ical``).
 LAZY_THIRD_PARTY = frozenset(
     {
         "py3langid", "argostranslate", "rich", "feedgen", "prometheus_client", "alembic",
         "sendgrid", "python_http_client", "imapclient", "uvicorn",
         "psycopg", "brotli", "brotlicffi", "yaml",
         "procrastinate",  # PostgreSQL only (the work queue); SQLite installs run without it
+        "trafilatura", "extruct", "bs4", "icalendar", "recurring_ical_events",  # ingest paths
     }
 )  # fmt: skip
 
@@ -143,7 +147,10 @@ def sqlalchemy_outside_db(files: list[Path]) -> list[str]:
 
 def init_logic(files: list[Path]) -> list[str]:
     """A package ``__init__.py`` may hold a docstring, imports, ``__all__`` (and the top package
-    its ``__version__``) and nothing else."""
+    its ``__version__``) and nothing else — but a module ``__getattr__`` (PEP 562) that
+    re-exports lazily, so that importing one submodule does not load the package's heavy face
+    (``newsexchange.ingest``: ``check --sources`` imports the watchdog without the fetch step,
+    issue 16)."""
     out = []
     for f in files:
         if f.name != "__init__.py" or "migrations" in f.parts:
@@ -155,6 +162,8 @@ def init_logic(files: list[Path]) -> list[str]:
             if isinstance(node, ast.Import | ast.ImportFrom):
                 continue
             if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
                 continue
             targets = (
                 [t for t in node.targets if isinstance(t, ast.Name)]

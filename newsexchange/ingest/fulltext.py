@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import trafilatura
 from lxml import etree  # type: ignore[import-untyped]
 
 from newsexchange.errors import FetchError
@@ -149,6 +148,8 @@ class NotAnArticle(Exception):
 def _paragraphs(body: bytes, url: str) -> list[str]:
     """The main text's paragraphs, as trafilatura finds them (headings, lists, tables and
     comments left out: the title is the item's own, and the rest reads badly in a mail)."""
+    import trafilatura  # ~10 MB with its helpers (and py3langid): only fulltext: true sources
+
     xml = trafilatura.extract(
         body,
         url=url,

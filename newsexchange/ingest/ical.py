@@ -37,18 +37,17 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
-
-import icalendar
-import recurring_ical_events
-from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 from newsexchange.errors import FetchError
 from newsexchange.ingest.charset import decide_charset
 from newsexchange.ingest.clean import clean_url, collapse, sanitize_html, to_text
 from newsexchange.ingest.model import ParsedEntry, ParsedFeed
 from newsexchange.ingest.places import PlaceMatcher, split_place
+
+if TYPE_CHECKING:  # icalendar is imported where a kind: ical source is read
+    import icalendar
 
 __all__ = ["ICAL_ACCEPT", "MAX_OCCURRENCES", "description_html", "parse_calendar", "zone_name"]
 
@@ -199,6 +198,8 @@ def _read(body: bytes, url: str, content_type: str | None) -> tuple[icalendar.Ca
             url=url,
             retryable=False,
         )
+    import icalendar  # with recurring-ical-events ~5 MB: only for kind: ical sources
+
     try:
         cal = icalendar.Calendar.from_ical(text)
     except (ValueError, KeyError, IndexError) as exc:
@@ -255,6 +256,8 @@ def _ends_before_start(event: Any) -> bool:
 
 def _query(cal: icalendar.Calendar, url: str) -> tuple[Any, str | None]:
     """The expansion of the calendar, and a note when its X-WR-TIMEZONE had to be ignored."""
+    import recurring_ical_events
+
     note = None
     for attempt in range(2):
         try:
@@ -418,6 +421,8 @@ def zone_name(value: datetime, region: tzinfo) -> str | None:
         return None
     if key in _iana():
         return str(key)
+    from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
+
     mapped = WINDOWS_TO_OLSON.get(key)
     if mapped is None:
         return None

@@ -21,11 +21,11 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from newsexchange.config import Config, HtmlSelect, SourceSettings
+from newsexchange.config import Config, SourceSettings
 from newsexchange.db import Database
 from newsexchange.db.queries.items import fulltext_state, known_hashes
 from newsexchange.errors import FetchError
-from newsexchange.ingest.decide import SourceState, content_hash, detect_text, lookup_keys
+from newsexchange.ingest.decide import SourceState, lookup_keys
 from newsexchange.ingest.fetch import (
     FEED_ACCEPT,
     HTML_ACCEPT,
@@ -34,13 +34,11 @@ from newsexchange.ingest.fetch import (
     FetchResult,
     fetch_options,
 )
-from newsexchange.ingest.fetched import Fetched, Precomputed, parse_body
+from newsexchange.ingest.fetched import Fetched, Precomputed, prepare_body
 from newsexchange.ingest.fulltext import StoredPage, plan_pages, read_pages
 from newsexchange.ingest.ical import ICAL_ACCEPT
-from newsexchange.ingest.langdetect import detect_language
 from newsexchange.ingest.model import ParsedEntry
 from newsexchange.ingest.report import Progress, SourceOutcome
-from newsexchange.ingest.stories import fingerprint
 from newsexchange.ingest.writer import Writer
 
 __all__ = ["POOL_MIN_SOURCES", "WRITE_BATCH", "fetch_all", "interleave_by_host", "run_coroutine"]
@@ -84,54 +82,6 @@ def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
 # -- parse worker processes ---------------------------------------------------------------------
 
 
-def _worker_init() -> None:
-    """Load the language model once per worker process (the parsers come with this module)."""
-    detect_language("Joensuun kaupunki avaa uuden kirjaston keskustaan ensi keväänä.")
-
-
-def _prepare_in_worker(
-    kind: str,
-    select_: HtmlSelect | None,
-    body: bytes,
-    url: str,
-    content_type: str | None,
-    summary_chars: int,
-    timezone: str,
-    now: datetime,
-    known: frozenset[str],
-    event_window_days: int = 90,
-    places: tuple[str, ...] = (),
-) -> Precomputed:
-    """Runs in a worker process: parse, then the CPU-heavy per-entry work for every entry
-    whose content is not already stored (``known`` content hashes of the source)."""
-    try:
-        feed = parse_body(
-            kind,
-            select_,
-            body,
-            url=url,
-            content_type=content_type,
-            summary_chars=summary_chars,
-            timezone=timezone,
-            now=now,
-            event_window_days=event_window_days,
-            places=places,
-        )
-    except FetchError as exc:
-        return Precomputed(None, exc.message)
-    except Exception as exc:  # a parser bug: this source's error only
-        return Precomputed(None, f"could not parse: {type(exc).__name__}: {exc}")
-    pre = Precomputed(feed)
-    for e in feed.entries:
-        if content_hash(e) in known:
-            continue
-        pre.fingerprints[(e.title, e.summary_text)] = fingerprint(e.title, e.summary_text)
-        text = detect_text(e)
-        if text is not None:
-            pre.languages[text] = detect_language(text)
-    return pre
-
-
 def _known_hashes(db: Database, source_ids: list[str], now: datetime) -> dict[str, set[str]]:
     """Content hashes of each source's recently updated items: entries with these need no
     fingerprint or language detection (they will come out unchanged)."""
@@ -148,8 +98,10 @@ def _stored_pages(db: Database, source_id: str, entries: list[ParsedEntry]) -> l
 
 def _make_pool(workers: int, n_sources: int) -> ProcessPoolExecutor | None:
     """``fetch.parse_workers`` worker processes, when the run is big enough to repay
-    starting them (~1 s each: imports and the language model; ~210 MB each, while the
-    fetching process then never loads the model: 148 MB instead of 251 at 1,000 feeds).
+    starting them (~1 s each: the imports, and the language model once a text needs it;
+    ~113 MB each with the model, as a worker imports only :mod:`.fetched` and its parsers,
+    while the fetching process then never loads the model: 145 MB instead of 208 at 1,000
+    feeds).
 
     Off by default: on the 2-core machine this was measured on, with the feed server and
     other work sharing the cores, the workers halved the fetching process's CPU per feed but
@@ -159,8 +111,9 @@ def _make_pool(workers: int, n_sources: int) -> ProcessPoolExecutor | None:
     # spawn, not fork: the parent has threads (the writer) and open database connections.
     return ProcessPoolExecutor(
         max_workers=workers,
+        # No initializer loading the language model: langdetect loads it on the first text
+        # the script alone does not settle (never for a worker that reads only Russian).
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_worker_init,
     )
 
 
@@ -253,7 +206,7 @@ class _Run:
             known = await self.known_task
             return await asyncio.get_running_loop().run_in_executor(
                 self.pool,
-                _prepare_in_worker,
+                prepare_body,
                 src.kind,
                 src.select,
                 result.body,

@@ -25,16 +25,19 @@ import re
 import warnings
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from bs4 import BeautifulSoup, Tag, XMLParsedAsHTMLWarning
-
-from newsexchange.config import HtmlSelect
 from newsexchange.errors import FetchError
 from newsexchange.ingest.clean import clean_url, collapse, sanitize_html, to_text
 from newsexchange.ingest.model import ParsedEntry, ParsedFeed
 from newsexchange.ingest.places import PlaceMatcher, split_place
 from newsexchange.ingest.structured import distinct_event_guids
+
+if TYPE_CHECKING:  # bs4 is imported where a kind: html source with select: is read
+    from bs4 import BeautifulSoup, Tag
+
+    from newsexchange.config import HtmlSelect
 
 _FI_MONTHS = (
     "tammi", "helmi", "maalis", "huhti", "touko", "kesä", "heinä", "elo", "syys", "loka",
@@ -199,6 +202,8 @@ def _pick(item: Tag, selector: str | None) -> tuple[Tag | None, str | None]:
 
 def _soup(body: bytes, content_type: str | None) -> BeautifulSoup:
     """The page, read as HTML in its declared charset, without scripts and styles."""
+    from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning  # only kind: html sources need it
+
     m = re.search(r"charset\s*=\s*[\"']?([\w.:-]+)", content_type or "", re.IGNORECASE)
     with warnings.catch_warnings():
         # XHTML pages start with <?xml …?>; reading them as HTML is what we want.
@@ -355,6 +360,8 @@ def parse_html_page(
         raise FetchError(
             "empty response body where an HTML page was expected", url=url, retryable=False
         )
+    from bs4 import Tag
+
     tz: tzinfo = ZoneInfo(timezone) if isinstance(timezone, str) else (timezone or UTC)
     soup = _soup(body, content_type)
     base = url

@@ -36,10 +36,6 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import extruct
-from bs4.dammit import UnicodeDammit
-from extruct.utils import parse_html
-
 from newsexchange.errors import FetchError
 from newsexchange.ingest.clean import clean_url, collapse, to_text
 from newsexchange.ingest.ical import description_html
@@ -97,6 +93,10 @@ def _walk(node: Any, depth: int = 0) -> Iterator[dict[str, Any]]:
 def _tree(body: bytes, content_type: str | None, url: str) -> Any:
     """The page as an lxml tree, decoded as the page scraper decodes it (the HTTP charset,
     else the page's own ``<meta charset>``, else a guess), not as lxml's Latin-1 default."""
+    # extruct and bs4 only for kind: html sources, not on every fetch of plain feeds
+    from bs4.dammit import UnicodeDammit
+    from extruct.utils import parse_html
+
     m = _CHARSET.search(content_type or "")
     dammit = UnicodeDammit(body, [m.group(1)] if m else [], is_html=True)
     text = dammit.unicode_markup
@@ -156,6 +156,8 @@ def _events_of(
     blocks, broken = _json_ld_blocks(tree)
     if broken:
         problems.append(f"{broken} JSON-LD block(s) were not valid JSON and were skipped")
+    import extruct
+
     try:
         micro = extruct.extract(
             tree, base_url=url, syntaxes=["microdata"], uniform=True, errors="strict"
