@@ -7,7 +7,6 @@ Asserted on what a real process imports (``benchmarks/ingest.py`` prints the mem
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,41 +15,16 @@ from pathlib import Path
 import newsexchange.ingest
 from newsexchange.config import Config
 from newsexchange.ingest import fetched, pipeline
-from tests.conftest import REPO
+from tests.probe import run_cli
 from tests.servers import HTTPServer, Response
 from tests.test_ingest import fetch_yaml, fi_items, rss, sources_yaml
 
 #: Imported only where the path that needs them runs.
 PATH_ONLY = {"trafilatura", "extruct", "bs4", "icalendar", "recurring_ical_events"}
 
-# Runs the command line in a fresh interpreter and prints, after its output, the top-level
-# modules it imported.
-_PROBE = """
-import contextlib, io, json, sys
-from newsexchange.cli import main
-out = io.StringIO()
-with contextlib.redirect_stdout(out):
-    try:
-        code = main(sys.argv[1:])
-    except SystemExit as exc:
-        code = exc.code
-print(json.dumps({"code": code, "out": out.getvalue(), "loaded": sorted(sys.modules)}))
-"""
-
 
 def _run(tmp_path: Path, *argv: str) -> tuple[int, str, set[str]]:
-    res = subprocess.run(
-        [sys.executable, "-c", _PROBE, *argv, "--config", str(tmp_path / "feeds.yaml")],
-        cwd=REPO,
-        env={**os.environ, "NEWSEXCHANGE_SECRET_KEY": "x", "HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    data = json.loads(res.stdout.splitlines()[-1])
-    loaded = set(data["loaded"])
-    return data["code"], data["out"], loaded | {m.split(".")[0] for m in loaded}
+    return run_cli(*argv, "--config", str(tmp_path / "feeds.yaml"), env={"HOME": str(tmp_path)})
 
 
 def test_a_fetch_of_plain_feeds_loads_no_html_ical_or_fulltext_library(

@@ -7,9 +7,6 @@ Alembic, and libyaml reads feeds.yaml while every mistake keeps the pure-Python 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,37 +17,14 @@ from newsexchange.db import HEAD_REVISION, Database
 from newsexchange.db.engine import stored_revision
 from newsexchange.db.queries.watchdog import head_revision
 from newsexchange.errors import ConfigError
+from tests.probe import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "feeds.yaml"
 
-# Runs the command line in a fresh interpreter and prints, after its output, which of the
-# libraries that matter for start-up it imported.
-_PROBE = """
-import contextlib, io, json, sys
-from newsexchange.cli import main
-out = io.StringIO()
-with contextlib.redirect_stdout(out):
-    try:
-        code = main(sys.argv[1:])
-    except SystemExit as exc:
-        code = exc.code
-tops = {m.split(".")[0] for m in sys.modules}
-print(json.dumps({"code": code, "out": out.getvalue(), "loaded": sorted(tops)}))
-"""
-
 
 def _run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, set[str]]:
-    res = subprocess.run(
-        [sys.executable, "-c", _PROBE, *argv],
-        env={**os.environ, "NEWSEXCHANGE_SECRET_KEY": "s3cret", **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    data = json.loads(res.stdout.splitlines()[-1])
-    return data["code"], data["out"], set(data["loaded"])
+    return run_cli(*argv, env=env)
 
 
 def _db_env(url: str) -> dict[str, str]:
