@@ -87,6 +87,11 @@ def free_port() -> int:
 def smtp_sink() -> Iterator[int]:
     """Postfix's smtp-sink on a free loopback port (PIPELINING announced, everything
     accepted, nothing kept)."""
+    if not Path("/usr/sbin/smtp-sink").exists():
+        raise SystemExit(
+            "benchmarks/send_paths.py needs Postfix's smtp-sink: as root, "
+            "apt-get install --no-install-recommends postfix (no mail daemon is started here)"
+        )
     port = free_port()
     user = ["-u", "nobody"] if os.geteuid() == 0 else []  # it refuses to run as root
     proc = subprocess.Popen(
