@@ -275,15 +275,21 @@ def _story_sources(q: CandidateQuery, only: ColumnElement[bool] | None = None) -
     return stmt.group_by(Item.story_group_id).subquery("story_sources")
 
 
+#: An item's columns in a candidate row (then ``translated`` and ``story_sources``).
+_ITEM_COLUMNS = (
+    Item.id,
+    Item.source_id,
+    Item.title,
+    Item.category,
+    Item.published_at,
+    Item.event_start,
+    Item.story_group_id,
+)
+
+
 def _row_columns(q: CandidateQuery, groups: Any) -> list[Any]:
     return [
-        Item.id,
-        Item.source_id,
-        Item.title,
-        Item.category,
-        Item.published_at,
-        Item.event_start,
-        Item.story_group_id,
+        *_ITEM_COLUMNS,
         _translated(q.language).label("translated"),
         groups.c.n.label("story_sources"),
     ]
@@ -338,13 +344,7 @@ def rows_by_id(session: Session, q: CandidateQuery, ids: Collection[int]) -> lis
     ranking itself over every candidate it is given)."""
     stmt = (
         select(
-            Item.id,
-            Item.source_id,
-            Item.title,
-            Item.category,
-            Item.published_at,
-            Item.event_start,
-            Item.story_group_id,
+            *_ITEM_COLUMNS,
             _translated(q.language).label("translated"),
             literal(None).label("story_sources"),
         )
@@ -495,13 +495,7 @@ def ranked_candidates(
     )
     stmt = (
         select(
-            Item.id,
-            Item.source_id,
-            Item.title,
-            Item.category,
-            Item.published_at,
-            Item.event_start,
-            Item.story_group_id,
+            *_ITEM_COLUMNS,
             ranked.c.translated,
             ranked.c.story_sources,
             ranked.c.kind,
